@@ -1,0 +1,78 @@
+"""lakeflow keeps a lake of Delta tables up to date on a Ray cluster.
+
+>>> import lakeflow as lf
+>>> daily = lf.DailyPartitions(start="2013-01-01", end="2014-01-01")
+>>> @lf.asset(partitions=daily)
+... def flights(ctx: lf.Context) -> pl.DataFrame: ...
+>>> pipeline = lf.Pipeline([flights], lake="./lake")
+>>> pipeline.materialize(partitions="2013-01-01..2013-01-31")
+"""
+
+from .api import RunResult, connect, materialize, status, stop
+from .assets import AssetDef, Context, Resources, RetryPolicy, asset
+from .controller import ControllerOptions
+from .errors import (
+    DefinitionError,
+    LakeError,
+    LakeflowError,
+    PartitionError,
+    RunError,
+    SchemaError,
+    SelectionError,
+    UserCodeError,
+)
+from .events import read_events
+from .graph import Pipeline
+from .lake import Lake
+from .loading import load_pipeline
+from .mappings import PartitionMapping, all_partitions, identity, lookback, previous, rollup
+from .partitions import (
+    DailyPartitions,
+    HourlyPartitions,
+    MonthlyPartitions,
+    Partition,
+    Partitions,
+    StaticPartitions,
+    Unpartitioned,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AssetDef",
+    "Context",
+    "ControllerOptions",
+    "DailyPartitions",
+    "DefinitionError",
+    "HourlyPartitions",
+    "Lake",
+    "LakeError",
+    "LakeflowError",
+    "MonthlyPartitions",
+    "Partition",
+    "PartitionError",
+    "PartitionMapping",
+    "Partitions",
+    "Pipeline",
+    "Resources",
+    "RetryPolicy",
+    "RunError",
+    "RunResult",
+    "SchemaError",
+    "SelectionError",
+    "StaticPartitions",
+    "Unpartitioned",
+    "UserCodeError",
+    "all_partitions",
+    "asset",
+    "connect",
+    "identity",
+    "load_pipeline",
+    "lookback",
+    "materialize",
+    "previous",
+    "read_events",
+    "rollup",
+    "status",
+    "stop",
+]

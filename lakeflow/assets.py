@@ -1,0 +1,205 @@
+"""Asset definitions: `@asset` turns a function into a Delta table with deps, partitions and policies.
+
+Parameters named after other assets are inputs: the function receives them as polars LazyFrames
+of exactly the mapped upstream partitions. A parameter named `ctx` or `context` receives the
+`Context`. The return value (polars DataFrame/LazyFrame or Arrow table) becomes the partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import DefinitionError
+from .mappings import PartitionMapping
+from .partitions import Partition, Partitions, Unpartitioned
+
+__all__ = ["AssetDef", "Context", "Resources", "RetryPolicy", "asset"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CONTEXT_PARAMS = ("ctx", "context")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a unit is tried and how long to wait between tries.
+
+    `attempts` counts every try (1 = no retry). A worker crash is always retryable; an exception
+    raised by the asset function is retried only if it is an instance of `retry_on` (every
+    exception when `retry_on` is None).
+
+    >>> RetryPolicy(attempts=3, backoff=0.5, retry_on=(TimeoutError,))
+    """
+
+    attempts: int = 3
+    backoff: float = 1.0
+    backoff_factor: float = 2.0
+    max_backoff: float = 60.0
+    retry_on: tuple[type[BaseException], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise DefinitionError(f"retry attempts must be at least 1, got {self.attempts}")
+        if self.backoff < 0 or self.backoff_factor < 1:
+            raise DefinitionError("retry backoff must be >= 0 and backoff_factor >= 1")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before try number `attempt + 1` (attempts count from 1)."""
+        return min(self.max_backoff, self.backoff * self.backoff_factor ** max(0, attempt - 1))
+
+    def retries(self, error: BaseException) -> bool:
+        """Whether this policy retries a unit whose function raised `error`."""
+        return self.retry_on is None or isinstance(error, self.retry_on)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one unit of the asset needs from the Ray cluster.
+
+    >>> Resources(num_cpus=2, memory=4 * 2**30, custom={"io": 1})
+    """
+
+    num_cpus: float = 1.0
+    memory: int | None = None
+    custom: Mapping[str, float] = field(default_factory=dict)
+
+    def ray_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.memory:
+            options["memory"] = int(self.memory)
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+
+@dataclass(slots=True)
+class Context:
+    """What an asset function may ask about the unit it computes.
+
+    `partition.key` is the key (`""` for an unpartitioned asset); time-window partitions also
+    carry `partition.start` and `partition.end` (UTC, end exclusive).
+    """
+
+    asset: str
+    partition: Partition
+    run_id: str
+    attempt: int
+    input_versions: Mapping[str, int]
+    log: logging.Logger
+
+
+def _source_hash(fn: Callable[..., Any]) -> str:
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        code = fn.__code__
+        source = repr((code.co_code, code.co_consts, code.co_names))
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class AssetDef:
+    """An asset: a named Delta table, the function computing it and its policies.
+
+    Built by `@asset`; calling it calls the function directly (handy in tests and notebooks).
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    partitions: Partitions
+    inputs: Mapping[str, PartitionMapping | None]  # upstream name -> mapping (None: the default)
+    data_inputs: tuple[str, ...]  # upstream names passed to the function as LazyFrames
+    context_param: str | None
+    code_version: str
+    retry: RetryPolicy
+    resources: Resources
+    checks: tuple[Any, ...] = ()
+    description: str = ""
+    group: str = "default"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return tuple(self.inputs)
+
+    def __repr__(self) -> str:
+        deps = f", deps={list(self.inputs)}" if self.inputs else ""
+        return f"<asset {self.name} ({self.partitions.describe()}){deps}>"
+
+
+def asset(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    partitions: Partitions | None = None,
+    deps: Iterable[str] = (),
+    inputs: Mapping[str, PartitionMapping] | None = None,
+    checks: Sequence[Any] = (),
+    code_version: str | None = None,
+    retry: RetryPolicy | int | None = None,
+    resources: Resources | None = None,
+    description: str | None = None,
+    group: str = "default",
+) -> Any:
+    """Declare an asset. Use bare (`@asset`) or with options (`@asset(partitions=daily)`).
+
+    >>> @asset(partitions=DailyPartitions(start="2013-01-01"), inputs={"flights": lookback(7)})
+    ... def weekly_delays(flights: pl.LazyFrame) -> pl.LazyFrame:
+    ...     return flights.group_by("carrier").agg(pl.col("dep_delay").mean())
+
+    - inputs: parameters named after upstream assets; `inputs=` sets their partition mappings.
+    - deps: upstream assets that must be fresh first but are not passed to the function.
+    - code_version: defaults to a hash of the function's source.
+    - retry: a `RetryPolicy`, or an int number of attempts.
+    """
+
+    def build(function: Callable[..., Any]) -> AssetDef:
+        asset_name = name or function.__name__
+        if not _NAME.match(asset_name):
+            raise DefinitionError(f"asset name {asset_name!r} must be a Python identifier")
+        signature = inspect.signature(function)
+        context_param = None
+        data_inputs: list[str] = []
+        for param in signature.parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise DefinitionError(f"asset {asset_name}: *args/**kwargs are not supported")
+            if param.name in CONTEXT_PARAMS:
+                context_param = param.name
+            elif param.default is param.empty:
+                data_inputs.append(param.name)
+        mappings: dict[str, PartitionMapping | None] = dict.fromkeys(data_inputs)
+        for dep in deps:
+            mappings.setdefault(dep, None)
+        for upstream, mapping in (inputs or {}).items():
+            if upstream not in mappings:
+                raise DefinitionError(
+                    f"asset {asset_name}: inputs names {upstream!r}, which is neither a parameter nor in deps"
+                )
+            if not isinstance(mapping, PartitionMapping):
+                raise DefinitionError(f"asset {asset_name}: inputs[{upstream!r}] is not a partition mapping")
+            mappings[upstream] = mapping
+        policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or RetryPolicy())
+        return AssetDef(
+            name=asset_name,
+            fn=function,
+            partitions=partitions if partitions is not None else Unpartitioned(),
+            inputs=mappings,
+            data_inputs=tuple(data_inputs),
+            context_param=context_param,
+            code_version=code_version or _source_hash(function),
+            retry=policy,
+            resources=resources or Resources(),
+            checks=tuple(checks),
+            description=description or inspect.getdoc(function) or "",
+            group=group,
+        )
+
+    return build(fn) if fn is not None else build

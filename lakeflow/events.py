@@ -1,0 +1,159 @@
+"""The event log: run and unit events, appended in batches to the Delta table `_lakeflow/events`.
+
+Anyone can query it with polars or DuckDB. Records have a fixed, versioned schema; field names
+never change (add fields, bump `SCHEMA_VERSION`). The facts that must never be lost (what was
+published) live in the asset tables' own commits; the controller repairs missing `unit_published`
+events from them after a crash, so the log only has to be good, not transactional.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from .lake import Lake
+
+__all__ = ["EVENTS_TABLE", "Event", "EventLog", "read_events"]
+
+EVENTS_TABLE = "_lakeflow/events"
+SCHEMA_VERSION = 1
+
+SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("run_id", pa.string()),
+        ("kind", pa.string()),
+        ("asset", pa.string()),
+        ("partition", pa.string()),
+        ("attempt", pa.int32()),
+        ("version", pa.int64()),
+        ("rows", pa.int64()),
+        ("bytes", pa.int64()),
+        ("seconds", pa.float64()),
+        ("message", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened. `detail` is free-form JSON (tracebacks, requests, counts)."""
+
+    run_id: str
+    kind: str
+    asset: str | None = None
+    partition: str | None = None
+    attempt: int | None = None
+    version: int | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    seconds: float | None = None
+    message: str | None = None
+    detail: Mapping[str, Any] | None = None
+    ts: float | None = None
+
+
+def _table(events: Iterable[Event]) -> pa.Table:
+    now = time.time()
+    rows: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    for e in events:
+        rows["schema_version"].append(SCHEMA_VERSION)
+        rows["ts"].append(datetime.fromtimestamp(e.ts or now, UTC))
+        rows["run_id"].append(e.run_id)
+        rows["kind"].append(e.kind)
+        rows["asset"].append(e.asset)
+        rows["partition"].append(e.partition)
+        rows["attempt"].append(e.attempt)
+        rows["version"].append(e.version)
+        rows["rows"].append(e.rows)
+        rows["bytes"].append(e.bytes)
+        rows["seconds"].append(e.seconds)
+        rows["message"].append(e.message)
+        rows["detail"].append(json.dumps(e.detail, default=str) if e.detail is not None else None)
+    return pa.table(rows, schema=SCHEMA)
+
+
+class EventLog:
+    """Buffers events and appends them to the lake in batches (one Delta commit a flush)."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.url = lake.table_url(EVENTS_TABLE)
+        self._buffer: list[Event] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._handle: DeltaTable | None = None
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self._buffer.append(event)
+
+    def extend(self, events: Iterable[Event]) -> None:
+        with self._lock:
+            self._buffer.extend(events)
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def flush(self) -> int:
+        """Write what is buffered; returns how many events were written. Thread-safe."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            if not batch:
+                return 0
+            try:
+                self._write(_table(batch))
+            except Exception:
+                with self._lock:  # keep them for the next flush
+                    self._buffer = batch + self._buffer
+                raise
+            return len(batch)
+
+    def _write(self, table: pa.Table) -> None:
+        if self._handle is None and DeltaTable.is_deltatable(self.url, storage_options=self.lake.delta_options()):
+            self._handle = DeltaTable(self.url, storage_options=self.lake.delta_options())
+        if self._handle is None:
+            write_deltalake(
+                self.url,
+                table,
+                mode="append",
+                storage_options=self.lake.delta_options(),
+                configuration={"delta.checkpointInterval": "50"},
+            )
+            self._handle = DeltaTable(self.url, storage_options=self.lake.delta_options())
+            return
+        self._handle.update_incremental()
+        write_deltalake(self._handle, table, mode="append")
+
+
+def read_events(
+    lake: Lake,
+    *,
+    run_id: str | None = None,
+    kinds: Iterable[str] | None = None,
+    asset: str | None = None,
+) -> pl.DataFrame:
+    """The event log (or a filtered part of it) as a DataFrame, oldest first; empty if none yet."""
+    url = lake.table_url(EVENTS_TABLE)
+    if not DeltaTable.is_deltatable(url, storage_options=lake.delta_options()):
+        return pl.DataFrame(schema=pl.DataFrame(SCHEMA.empty_table()).schema)
+    frame = pl.scan_delta(url, storage_options=lake.delta_options())
+    if run_id is not None:
+        frame = frame.filter(pl.col("run_id") == run_id)
+    if kinds is not None:
+        frame = frame.filter(pl.col("kind").is_in(list(kinds)))
+    if asset is not None:
+        frame = frame.filter(pl.col("asset") == asset)
+    return frame.sort("ts", maintain_order=True).collect()

@@ -1,0 +1,87 @@
+"""Executors run a task's units somewhere: Ray remote tasks across the cluster, or threads in this
+process. The controller sees one small interface and is the same code over both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .lake import Lake
+from .worker import UnitRecord, UnitSpec, execute_units, ray_task
+
+if TYPE_CHECKING:
+    from .graph import Pipeline
+
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "TaskLost"]
+
+
+class TaskLost(Exception):
+    """A task died without reporting (worker process crash, node loss). Its units may be retried."""
+
+
+class Executor(Protocol):
+    def slots(self) -> int:
+        """How many tasks it makes sense to keep in flight."""
+
+    def prepare(self, run_id: str, pipeline: Pipeline) -> Any:
+        """Whatever `run` needs to reach the pipeline from a worker (done once per run)."""
+
+    def forget(self, handle: Any) -> None:
+        """The run is over: release what `prepare` made."""
+
+    async def run(self, lake: Lake, run_id: str, handle: Any, pipeline: Pipeline, asset: str, units: Sequence[UnitSpec]) -> list[UnitRecord]:
+        """Run one task; raises `TaskLost` if the task died."""
+
+
+class LocalExecutor:
+    """Threads in this process: for tests, notebooks without a cluster, and debugging."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or max(1, os.cpu_count() or 1)
+
+    def slots(self) -> int:
+        return self.threads
+
+    def prepare(self, run_id: str, pipeline: Pipeline) -> Any:
+        return None
+
+    def forget(self, handle: Any) -> None:
+        pass
+
+    async def run(self, lake, run_id, handle, pipeline, asset, units):
+        return await asyncio.to_thread(execute_units, lake, run_id, pipeline, units)
+
+
+class RayExecutor:
+    """Ray remote tasks, one per batch of units, with the asset's resources."""
+
+    def __init__(self, max_in_flight: int | None = None) -> None:
+        import ray
+
+        self._ray = ray
+        self._remote = ray.remote(ray_task)
+        self._max_in_flight = max_in_flight
+
+    def slots(self) -> int:
+        if self._max_in_flight:
+            return self._max_in_flight
+        cpus = int(self._ray.cluster_resources().get("CPU", 1))
+        return max(2, 2 * cpus)  # one running and one queued per CPU keeps workers busy
+
+    def prepare(self, run_id: str, pipeline: Pipeline) -> Any:
+        return (run_id, [self._ray.put(pipeline)])
+
+    def forget(self, handle: Any) -> None:
+        handle[1].clear()
+
+    async def run(self, lake, run_id, handle, pipeline, asset, units):
+        key, box = handle
+        options = pipeline.assets[asset].resources.ray_options()
+        task = self._remote.options(name=f"lakeflow:{asset}", max_retries=0, **options)
+        try:
+            return await task.remote(lake, run_id, key, box, list(units))
+        except self._ray.exceptions.RayError as error:
+            raise TaskLost(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error

@@ -1,0 +1,194 @@
+"""The asset graph of a pipeline: validation, topological order and the selection syntax.
+
+Selection terms, comma separated: `name`, `name+` (and everything downstream), `+name` (and
+everything upstream), `+name+` (both), `*` (every asset).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .assets import AssetDef
+from .errors import DefinitionError, SelectionError
+from .mappings import PartitionMapping, Previous, default_mapping
+
+if TYPE_CHECKING:
+    from .api import RunResult
+
+__all__ = ["Edge", "Pipeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """`down` reads the partitions of `up` that `mapping` names."""
+
+    down: str
+    up: str
+    mapping: PartitionMapping
+    data: bool  # passed to the function as a LazyFrame (False: a dependency only)
+
+
+def _suggest(name: str, known: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+class Pipeline:
+    """A set of assets living in one lake.
+
+    >>> pipeline = Pipeline([flights, delays, monthly], lake="./lake")
+    >>> pipeline.materialize(select="delays+", partitions="2013-01-01..2013-01-31")
+    """
+
+    def __init__(
+        self,
+        assets: Iterable[AssetDef],
+        *,
+        lake: str | Path = "./lake",
+        storage_options: Mapping[str, str] | None = None,
+        name: str = "pipeline",
+    ) -> None:
+        self.name = name
+        self.lake = str(lake)
+        self.storage_options = dict(storage_options or {})
+        defined: dict[str, AssetDef] = {}
+        for item in assets:
+            if not isinstance(item, AssetDef):
+                raise DefinitionError(f"{item!r} is not an asset; decorate it with @lf.asset")
+            if item.name in defined:
+                raise DefinitionError(f"duplicate asset name {item.name!r}")
+            defined[item.name] = item
+        if not defined:
+            raise DefinitionError("a pipeline needs at least one asset")
+        self._edges = self._resolve_edges(defined)
+        self.assets: dict[str, AssetDef] = {n: defined[n] for n in self._toposort(defined)}
+        self._up = {n: tuple(e for e in self._edges if e.down == n) for n in self.assets}
+        self._down = {n: tuple(e for e in self._edges if e.up == n) for n in self.assets}
+
+    # -- validation ----------------------------------------------------------------------------
+    @staticmethod
+    def _resolve_edges(defined: Mapping[str, AssetDef]) -> tuple[Edge, ...]:
+        edges = []
+        for down in defined.values():
+            for up_name, mapping in down.inputs.items():
+                if up_name not in defined:
+                    raise DefinitionError(
+                        f"asset {down.name} depends on unknown asset {up_name!r}",
+                        hint=_suggest(up_name, defined) or "add it to the pipeline",
+                    )
+                up = defined[up_name]
+                if up_name == down.name and not isinstance(mapping, Previous):
+                    raise DefinitionError(
+                        f"asset {down.name} depends on itself",
+                        hint="a table that builds on its own earlier partition uses inputs={name: lf.previous()}",
+                    )
+                resolved = mapping or default_mapping(down.partitions, up.partitions)
+                resolved.check(down.partitions, up.partitions)
+                edges.append(Edge(down.name, up_name, resolved, up_name in down.data_inputs))
+        return tuple(edges)
+
+    def _toposort(self, defined: Mapping[str, AssetDef]) -> list[str]:
+        pending = {n: {e.up for e in self._edges if e.down == n and e.up != n} for n in defined}
+        order: list[str] = []
+        while pending:
+            ready = [n for n, ups in pending.items() if not ups]
+            if not ready:
+                raise DefinitionError(f"dependency cycle: {' -> '.join(self._find_cycle(pending))}")
+            for n in ready:
+                order.append(n)
+                del pending[n]
+            for ups in pending.values():
+                ups.difference_update(ready)
+        return order
+
+    @staticmethod
+    def _find_cycle(pending: Mapping[str, set[str]]) -> list[str]:
+        node = next(iter(pending))
+        path: list[str] = []
+        while node not in path:
+            path.append(node)
+            node = sorted(pending[node])[0]
+        cycle = path[path.index(node) :]
+        return [*reversed(cycle), cycle[-1]]
+
+    # -- the graph -----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> AssetDef:
+        try:
+            return self.assets[name]
+        except KeyError:
+            raise SelectionError(f"unknown asset {name!r}", hint=_suggest(name, self.assets)) from None
+
+    def upstream(self, name: str) -> tuple[Edge, ...]:
+        """Edges into `name`, its own previous partitions included."""
+        return self._up[name]
+
+    def downstream(self, name: str) -> tuple[Edge, ...]:
+        return self._down[name]
+
+    def _closure(self, start: str, step: Mapping[str, tuple[Edge, ...]], attr: str) -> set[str]:
+        seen, stack = {start}, [start]
+        while stack:
+            for edge in step[stack.pop()]:
+                node = getattr(edge, attr)
+                if node not in seen:
+                    seen.add(node)
+                    stack.append(node)
+        return seen
+
+    def select(self, selection: str | Sequence[str] | None = None) -> list[str]:
+        """Asset names a selection names, in topological order.
+
+        >>> pipeline.select("flights+,weather")
+        """
+        if selection is None:
+            return list(self.assets)
+        terms = selection.split(",") if isinstance(selection, str) else list(selection)
+        chosen: set[str] = set()
+        for raw in terms:
+            term = raw.strip()
+            if term == "*":
+                chosen.update(self.assets)
+                continue
+            name = term.strip("+")
+            if not name:
+                raise SelectionError(f"empty selection term {raw!r}", hint="write names like orders+ or +orders")
+            self[name]  # raises for unknown names
+            chosen.add(name)
+            if term.startswith("+"):
+                chosen |= self._closure(name, self._up, "up")
+            if term.endswith("+"):
+                chosen |= self._closure(name, self._down, "down")
+        if not chosen:
+            raise SelectionError(f"selection {selection!r} matches no asset")
+        return [n for n in self.assets if n in chosen]
+
+    def describe(self) -> str:
+        """The graph as text: one line per asset, with its partitions and inputs."""
+        lines = []
+        for name, item in self.assets.items():
+            ups = ", ".join(
+                f"{e.up}" + ("" if e.mapping.describe() in ("identity", "overlap", "all") else f" [{e.mapping.describe()}]")
+                for e in self._up[name]
+            )
+            lines.append(f"{name:<24} {item.partitions.describe():<40} <- {ups or '(no inputs)'}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name}: {len(self.assets)} assets, lake={self.lake}>"
+
+    # -- conveniences that call api ------------------------------------------------------------
+    def materialize(self, select: str | Sequence[str] | None = None, partitions: Any = None, **options: Any) -> RunResult:
+        """Materialize a selection of this pipeline; see `lakeflow.materialize`."""
+        from .api import materialize
+
+        return materialize(self, select=select, partitions=partitions, **options)
+
+    def status(self, **options: Any) -> Any:
+        """Per-asset partition counts; see `lakeflow.status`."""
+        from .api import status
+
+        return status(self, **options)

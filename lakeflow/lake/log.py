@@ -1,0 +1,270 @@
+"""What lakeflow knows of a table, read from its Delta log.
+
+For each partition: the files that hold it now, the version of the last commit that touched it,
+and — when that commit was ours — what it was built from (run, code version, input versions),
+which lakeflow writes into the commit's metadata. That is the whole of asset state: there is no
+other database. A `TableState` is loaded once and then moved forward commit by commit, reading
+only the new `_delta_log/NNN.json` files, which also tells a watcher exactly which partitions each
+commit added or removed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from ..errors import LakeError
+from . import Lake
+
+__all__ = ["APP_ID", "Commit", "Published", "TableState", "commit_path", "parse_commit"]
+
+APP_ID = "lakeflow"  # application transaction id of lakeflow's own commits
+METADATA_KEY = "lakeflow"
+METADATA_VERSION = 1
+
+
+def commit_path(table_url: str, version: int) -> str:
+    return f"{table_url}/_delta_log/{version:020d}.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What one lakeflow commit recorded for a group of partitions it published."""
+
+    version: int
+    run_id: str
+    code_version: str
+    inputs: Mapping[str, int]  # upstream table -> version read
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One Delta commit, reduced to what lakeflow needs."""
+
+    version: int
+    timestamp_ms: int
+    operation: str
+    metadata: Mapping[str, Any] | None  # lakeflow's commit metadata, None for outside commits
+    txn: Mapping[str, int]
+    added: Mapping[str, tuple[tuple[str, int], ...]]  # partition key -> ((path, size), ...)
+    removed: Mapping[str, tuple[str, ...]]  # partition key -> paths
+    partition_columns: tuple[str, ...] | None = None  # set when the commit changes the table's metadata
+
+    @property
+    def schema_changed(self) -> bool:
+        return self.partition_columns is not None
+
+    @property
+    def touched(self) -> set[str]:
+        return set(self.added) | set(self.removed)
+
+    def published(self) -> dict[str, Published]:
+        """Partition key -> what this lakeflow commit recorded for it (empty for outside commits)."""
+        meta = self.metadata
+        if not meta:
+            return {}
+        out: dict[str, Published] = {}
+        for group in meta.get("groups", ()):
+            info = Published(self.version, meta["run"], meta.get("code", ""), group.get("in", {}), self.timestamp_ms)
+            for key in group["keys"]:
+                out[key] = info
+        return out
+
+
+def _partition_key(values: Mapping[str, str | None] | None, column: str | None) -> str:
+    if not column or not values:
+        return ""
+    value = values.get(column)
+    return "" if value is None else value
+
+
+def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
+    """Parse a `_delta_log/NNN.json` commit file. A `metaData` action in the commit overrides
+    `column` (the table's partition column) for the commit's own actions."""
+    actions = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    partition_columns: tuple[str, ...] | None = None
+    for action in actions:
+        if "metaData" in action:
+            partition_columns = tuple(action["metaData"].get("partitionColumns") or ())
+            column = partition_columns[0] if partition_columns else None
+    timestamp, operation, metadata = 0, "", None
+    txn: dict[str, int] = {}
+    added: dict[str, list[tuple[str, int]]] = {}
+    removed: dict[str, list[str]] = {}
+    for action in actions:
+        if "add" in action:
+            add = action["add"]
+            added.setdefault(_partition_key(add.get("partitionValues"), column), []).append((add["path"], add["size"]))
+        elif "remove" in action:
+            rm = action["remove"]
+            removed.setdefault(_partition_key(rm.get("partitionValues"), column), []).append(rm["path"])
+        elif "commitInfo" in action:
+            info = action["commitInfo"]
+            timestamp = int(info.get("timestamp", 0))
+            operation = info.get("operation", "")
+            meta = info.get(METADATA_KEY)
+            metadata = meta if isinstance(meta, dict) else None
+        elif "txn" in action:
+            txn[action["txn"]["appId"]] = int(action["txn"]["version"])
+    return Commit(
+        version,
+        timestamp,
+        operation,
+        metadata,
+        txn,
+        {k: tuple(v) for k, v in added.items()},
+        {k: tuple(v) for k, v in removed.items()},
+        partition_columns,
+    )
+
+
+@dataclass
+class TableState:
+    """A table as of `version` (-1: the table does not exist yet)."""
+
+    url: str
+    column: str | None = None
+    version: int = -1
+    schema: pa.Schema | None = None
+    files: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> {path: size}
+    touched: dict[str, int] = field(default_factory=dict)  # key -> version last touched
+    published: dict[str, Published] = field(default_factory=dict)  # key -> ours, if last touch was
+    txn_version: int = 0
+    handle: DeltaTable | None = field(default=None, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # commits apply off-loop
+
+    @property
+    def exists(self) -> bool:
+        return self.version >= 0
+
+    def keys(self) -> list[str]:
+        """Partitions that hold at least one file now."""
+        return [k for k, paths in self.files.items() if paths]
+
+    # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, lake: Lake, url: str, *, column: str | None = None) -> TableState:
+        """Read the table's current state; a table that does not exist yet gives version -1."""
+        state = cls(url, column)
+        try:
+            handle = DeltaTable(url, storage_options=lake.delta_options())
+        except TableNotFoundError:
+            return state
+        except OSError as error:
+            raise lake.unreachable(error) from error
+        except Exception as error:  # deltalake wraps I/O failures in its own types
+            if "not a delta table" in str(error).lower() or "no files in log" in str(error).lower():
+                return state
+            raise lake.unreachable(error) from error
+        state.handle = handle
+        partition_columns = handle.metadata().partition_columns
+        state.column = partition_columns[0] if partition_columns else None
+        state._reset_from_handle()
+        state._replay_log(lake)
+        return state
+
+    def _reset_from_handle(self) -> None:
+        assert self.handle is not None
+        self.version = self.handle.version()
+        self.schema = pa.schema(self.handle.schema().to_arrow())
+        actions = pa.table(self.handle.get_add_actions(flatten=True))
+        paths = actions.column("path").to_pylist()
+        sizes = actions.column("size_bytes").to_pylist()
+        part = f"partition.{self.column}"
+        keys = actions.column(part).to_pylist() if self.column and part in actions.column_names else [""] * len(paths)
+        self.files = {}
+        for key, path, size in zip(keys, paths, sizes, strict=True):
+            self.files.setdefault(key or "", {})[path] = size
+        self.txn_version = self.handle.transaction_version(APP_ID) or 0
+
+    def _replay_log(self, lake: Lake) -> None:
+        """Learn `touched` and `published` from the commit files still in the log."""
+        available = sorted(
+            int(name[:20]) for name in lake.list_dir(f"{self.url}/_delta_log") if name.endswith(".json") and name[:20].isdigit()
+        )
+        available = [v for v in available if v <= self.version]
+        first = available[0] if available else self.version + 1
+        if first > 0:  # older commits were cleaned up: assume their partitions changed at `first - 1`
+            for key in self.keys():
+                self.touched[key] = first - 1
+        for version in available:
+            raw = lake.read_bytes(commit_path(self.url, version))
+            if raw is not None:
+                self._note(parse_commit(raw, version, self.column))
+
+    def _note(self, commit: Commit) -> None:
+        """Record a commit's touched partitions and publish info (not its files)."""
+        ours = commit.published()
+        for key in commit.touched:
+            self.touched[key] = commit.version
+            info = ours.get(key)
+            if info is None:
+                self.published.pop(key, None)
+            else:
+                self.published[key] = info
+
+    # -- moving forward ------------------------------------------------------------------------
+    def apply(self, commit: Commit) -> None:
+        """Move the state forward by one commit (which must be `version + 1`)."""
+        with self.lock:
+            self._apply(commit)
+
+    def _apply(self, commit: Commit) -> None:
+        if commit.version != self.version + 1:
+            raise LakeError(f"commit {commit.version} applied to {self.url} at version {self.version}")
+        for key, paths in commit.removed.items():
+            current = self.files.get(key)
+            if current is not None:
+                for path in paths:
+                    current.pop(path, None)
+        for key, added in commit.added.items():
+            self.files.setdefault(key, {}).update(added)
+        self._note(commit)
+        self.txn_version = max(self.txn_version, commit.txn.get(APP_ID, 0))
+        self.version = commit.version
+
+    def refresh(self, lake: Lake) -> list[Commit]:
+        """Read and apply the commits made since `version`; returns them, oldest first.
+
+        A table that did not exist is followed from its version 0 on."""
+        commits: list[Commit] = []
+        while True:
+            raw = lake.read_bytes(commit_path(self.url, self.version + 1))
+            if raw is None:
+                break
+            commit = parse_commit(raw, self.version + 1, self.column)
+            if commit.partition_columns is not None:
+                self.column = commit.partition_columns[0] if commit.partition_columns else None
+            self.apply(commit)
+            commits.append(commit)
+        if any(c.schema_changed for c in commits):
+            if self.handle is None:
+                self.handle = DeltaTable(self.url, storage_options=lake.delta_options())
+            self.handle.update_incremental()
+            self.schema = pa.schema(self.handle.schema().to_arrow())
+        return commits
+
+    def current_handle(self, lake: Lake) -> DeltaTable:
+        """A DeltaTable handle brought up to `version` (opened on first use)."""
+        if self.handle is None:
+            self.handle = DeltaTable(self.url, storage_options=lake.delta_options())
+        if self.handle.version() < self.version:
+            self.handle.update_incremental()
+        return self.handle
+
+    def file_list(self, keys: Iterable[str]) -> list[tuple[str, str, int]]:
+        """(partition key, relative path, size) of every file of `keys`."""
+        out = []
+        with self.lock:
+            for key in keys:
+                for path, size in self.files.get(key, {}).items():
+                    out.append((key, path, size))
+        return out

@@ -1,0 +1,198 @@
+"""Publish: many staged units of one table become visible in one atomic Delta commit.
+
+The commit replaces exactly the units' partitions (overwrite with a partition filter), carries
+lakeflow's metadata (run, code version, each unit's input versions) and an application
+transaction `(lakeflow, n)`. If the commit fails or its outcome is unknown, the table is reloaded
+and `transaction_version` tells whether it landed, so a retry never applies a commit twice. The
+table's schema is never changed by a publish: outputs that do not match it are refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction, create_table_with_add_actions
+
+from ..errors import LakeError, SchemaError
+from . import Lake
+from .log import APP_ID, METADATA_KEY, METADATA_VERSION, Commit, TableState
+from .staging import StagedFile, delta_type_map, partition_values
+
+__all__ = ["UnitOutput", "publish"]
+
+_COMMIT_RETRIES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class UnitOutput:
+    """One unit ready to publish: its partition, staged files, inputs read and output schema."""
+
+    key: str
+    files: tuple[StagedFile, ...]
+    inputs: Mapping[str, int]
+    schema: pa.Schema  # the output's schema, without the partition column
+
+
+def table_schema(output: pa.Schema, column: str | None) -> pa.Schema:
+    schema = pa.schema([f for f in output if f.name != column])
+    return schema.append(pa.field(column, pa.string())) if column else schema
+
+
+def _metadata(run_id: str, asset: str, code_version: str, units: Sequence[UnitOutput]) -> dict:
+    groups: dict[tuple, list[str]] = {}
+    for unit in units:
+        groups.setdefault(tuple(sorted(unit.inputs.items())), []).append(unit.key)
+    return {
+        METADATA_KEY: {
+            "v": METADATA_VERSION,
+            "run": run_id,
+            "asset": asset,
+            "code": code_version,
+            "groups": [{"in": dict(inputs), "keys": keys} for inputs, keys in groups.items()],
+        }
+    }
+
+
+def _verify_files(lake: Lake, url: str, units: Sequence[UnitOutput]) -> None:
+    paths = [lake.path(lake.uri(url, f.path)) for u in units for f in u.files]
+    try:
+        infos = lake.filesystem().get_file_info(paths)
+    except OSError as error:
+        raise lake.unreachable(error) from error
+    missing = [info.path for info in infos if info.size is None or info.size < 0 or info.type.name == "NotFound"]
+    if missing:
+        raise LakeError(f"staged files are missing, refusing to commit them: {missing[:3]}")
+
+
+def _actions(column: str | None, units: Sequence[UnitOutput]) -> list[AddAction]:
+    return [
+        AddAction(f.path, f.size, partition_values(column, u.key), f.modification_time, True, f.stats)
+        for u in units
+        for f in u.files
+    ]
+
+
+def split_by_schema(state: TableState, units: Sequence[UnitOutput]) -> tuple[list[UnitOutput], list[tuple[UnitOutput, SchemaError]]]:
+    """Units whose output fits the table (or the first output, for a new table) and the rest."""
+    column = state.column
+    expected = (
+        {k: v for k, v in delta_type_map(state.schema).items() if k != column} if state.schema is not None else None
+    )
+    fits, misfits = [], []
+    for unit in units:
+        produced = delta_type_map(unit.schema)
+        if expected is None:
+            expected = produced
+        if produced == expected:
+            fits.append(unit)
+        else:
+            diff = sorted(set(produced.items()) ^ set(expected.items()))
+            misfits.append((unit, SchemaError(f"partition {unit.key}: output schema no longer matches the table: {diff}")))
+    return fits, misfits
+
+
+def publish(
+    lake: Lake,
+    state: TableState,
+    *,
+    asset: str,
+    column: str | None,
+    run_id: str,
+    code_version: str,
+    units: Sequence[UnitOutput],
+) -> Commit:
+    """Commit `units` to the table in one version; returns that commit. `state` moves forward.
+
+    Units must all fit the table's schema (see `split_by_schema`).
+    """
+    if not units:
+        raise ValueError("nothing to publish")
+    _verify_files(lake, state.url, units)
+    actions = _actions(column, units)
+    metadata = _metadata(run_id, asset, code_version, units)
+    hooks = PostCommitHookProperties(create_checkpoint=True)
+    if not state.exists:
+        created = _create(lake, state, column, units, actions, metadata, hooks)
+        if created is not None:
+            return created
+    keys = sorted({u.key for u in units})
+    for attempt in range(_COMMIT_RETRIES):
+        sequence = state.txn_version + 1
+        properties = CommitProperties(custom_metadata=metadata, app_transactions=[Transaction(APP_ID, sequence)])
+        handle = state.current_handle(lake)
+        assert state.schema is not None
+        try:
+            handle.create_write_transaction(
+                actions,
+                mode="overwrite",
+                schema=state.schema,
+                partition_by=[column] if column else None,
+                partition_filters=[(column, "in", keys)] if column else None,
+                commit_properties=properties,
+                post_commithook_properties=hooks,
+            )
+        except CommitFailedError:
+            landed = _landed(lake, state, sequence)
+            if landed is not None:
+                return landed
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+            continue
+        except OSError as error:
+            landed = _landed(lake, state, sequence)
+            if landed is not None:
+                return landed
+            raise lake.unreachable(error) from error
+        except Exception as error:
+            landed = _landed(lake, state, sequence)
+            if landed is not None:
+                return landed
+            raise LakeError(f"commit to {asset} failed: {str(error).splitlines()[0]}") from error
+        landed = _landed(lake, state, sequence)
+        if landed is None:
+            raise LakeError(f"commit to {asset} reported success but its transaction is not in the log")
+        return landed
+    raise LakeError(f"commit to {asset} kept conflicting with other writers ({_COMMIT_RETRIES} tries)")
+
+
+def _landed(lake: Lake, state: TableState, sequence: int) -> Commit | None:
+    """Move `state` to the table's newest version; our commit with `sequence`, if it is there."""
+    try:
+        commits = state.refresh(lake)
+    except OSError as error:
+        raise lake.unreachable(error) from error
+    for commit in commits:
+        if commit.txn.get(APP_ID) == sequence:
+            return commit
+    return None
+
+
+def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | None:
+    """Create the table with the units' data as version 0; None if someone else created it first."""
+    schema = table_schema(units[0].schema, column)
+    from deltalake import Schema as DeltaSchema
+
+    try:
+        create_table_with_add_actions(
+            state.url,
+            DeltaSchema.from_arrow(schema),
+            actions,
+            mode="error",
+            partition_by=[column] if column else None,
+            storage_options=lake.delta_options(),
+            commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=[Transaction(APP_ID, 1)]),
+            post_commithook_properties=hooks,
+        )
+    except Exception as error:
+        if "exist" not in str(error).lower():
+            if isinstance(error, OSError):
+                raise lake.unreachable(error) from error
+            raise LakeError(f"creating table {state.url} failed: {str(error).splitlines()[0]}") from error
+    landed = _landed(lake, state, 1)
+    if landed is None and state.exists and state.handle is None:
+        state.handle = DeltaTable(state.url, storage_options=lake.delta_options())
+    return landed

@@ -1,0 +1,236 @@
+"""Staging: a unit's output written as Parquet into its table's directory, not yet committed.
+
+A staged file is invisible to every Delta reader until the controller commits an add action for
+it, so a failed, crashed or quarantined unit never shows. The worker also computes the Delta
+statistics (row count, min/max, null counts) from the Parquet footer so that readers can skip
+files, and normalizes column types to ones Delta stores faithfully.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import Schema as DeltaSchema
+
+from ..errors import SchemaError
+from . import Lake
+
+__all__ = ["StagedFile", "check_schema", "delta_type_map", "normalize_output", "stage_output"]
+
+_MAX_STAT_STRING = 64  # writers truncate longer string statistics: such a max is no bound
+_STATS_COLUMNS = 32  # Delta's default delta.dataSkippingNumIndexedCols
+
+
+@dataclass(frozen=True, slots=True)
+class StagedFile:
+    """A Parquet file written under a table root and waiting to be committed."""
+
+    path: str  # relative to the table root
+    size: int
+    rows: int
+    stats: str  # Delta stats JSON
+    modification_time: int  # ms
+
+
+def _to_lazy(output: Any, where: str) -> pl.LazyFrame:
+    if isinstance(output, pl.LazyFrame):
+        return output
+    if isinstance(output, pl.DataFrame):
+        return output.lazy()
+    if isinstance(output, pa.Table | pa.RecordBatch):
+        return pl.from_arrow(output).lazy()  # type: ignore[union-attr]
+    kind = type(output).__module__ + "." + type(output).__qualname__
+    if type(output).__module__.startswith("pandas"):
+        return pl.from_pandas(output).lazy()
+    raise SchemaError(
+        f"{where} returned {kind}",
+        hint="return a polars DataFrame or LazyFrame, or a pyarrow Table",
+    )
+
+
+def normalize_output(output: Any, *, where: str, column: str | None, key: str) -> pl.LazyFrame:
+    """The output as a LazyFrame of Delta-faithful types, without the partition column.
+
+    Unsigned integers widen to the next signed type, nanosecond and millisecond timestamps become
+    microseconds (Delta's unit), zoned timestamps become UTC, categoricals become strings. Types
+    Delta cannot store (time, duration, untyped nulls, objects) are refused by name.
+    """
+    frame = _to_lazy(output, where)
+    schema = frame.collect_schema()
+    casts: list[pl.Expr] = []
+    widen = {pl.UInt8: pl.Int16, pl.UInt16: pl.Int32, pl.UInt32: pl.Int64, pl.UInt64: pl.Int64}
+    for name, dtype in schema.items():
+        if name == column:
+            continue
+        if dtype in widen:
+            casts.append(pl.col(name).cast(widen[dtype]))
+        elif isinstance(dtype, pl.Datetime):
+            expr = pl.col(name)
+            if dtype.time_zone not in (None, "UTC"):
+                expr = expr.dt.convert_time_zone("UTC")
+            if dtype.time_unit != "us":
+                expr = expr.dt.cast_time_unit("us")
+            if dtype.time_unit != "us" or dtype.time_zone not in (None, "UTC"):
+                casts.append(expr.alias(name))
+        elif isinstance(dtype, pl.Categorical | pl.Enum):
+            casts.append(pl.col(name).cast(pl.String))
+        elif isinstance(dtype, pl.Time | pl.Duration | pl.Null | pl.Object) or dtype == pl.Float16:
+            raise SchemaError(
+                f"{where}: column {name!r} has type {dtype}, which a Delta table cannot store",
+                hint="cast it (e.g. pl.col(name).cast(pl.Int64)) before returning",
+            )
+    if casts:
+        frame = frame.with_columns(casts)
+    if column and column in schema:
+        mismatched = frame.filter(pl.col(column).cast(pl.String) != key).select(pl.len()).collect().item()
+        if mismatched:
+            raise SchemaError(
+                f"{where}: column {column!r} is the partition column but holds values other than {key!r}",
+                hint=f"drop it, or give the partitions another column name (column='...')",
+            )
+        frame = frame.drop(column)
+    return frame
+
+
+def delta_type_map(schema: pa.Schema) -> dict[str, str]:
+    """Column -> Delta type name, the level at which table and output schemas are compared."""
+    try:
+        delta = DeltaSchema.from_arrow(schema)
+    except Exception as error:
+        raise SchemaError(f"schema cannot be stored in Delta: {error}".splitlines()[0]) from error
+    return {f.name: str(f.type) for f in delta.fields}
+
+
+def polars_to_arrow_schema(schema: pl.Schema) -> pa.Schema:
+    return pl.DataFrame(schema=schema).to_arrow().schema
+
+
+def check_schema(output: pa.Schema, table: pa.Schema | None, *, where: str, column: str | None) -> list[str]:
+    """Compare an output schema with its table's; returns the table's column order.
+
+    Raises `SchemaError` naming every column that is missing, extra or of another type.
+    """
+    produced = delta_type_map(output)
+    if table is None:
+        return list(produced)
+    expected = {k: v for k, v in delta_type_map(table).items() if k != column}
+    problems = []
+    missing = [c for c in expected if c not in produced]
+    extra = [c for c in produced if c not in expected]
+    if missing:
+        problems.append(f"missing columns {', '.join(missing)}")
+    if extra:
+        problems.append(f"extra columns {', '.join(extra)}")
+    for name in expected:
+        if name in produced and produced[name] != expected[name]:
+            problems.append(f"column {name}: table has {expected[name]}, output has {produced[name]}")
+    if problems:
+        raise SchemaError(
+            f"{where}: output does not match the existing table: " + "; ".join(problems),
+            hint="change the function, or drop the table to start over with a new schema",
+        )
+    return list(expected)
+
+
+def _stat_value(value: Any, *, upper: bool) -> Any:
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, str):
+        return value if len(value) < _MAX_STAT_STRING else None
+    if isinstance(value, dt.datetime):
+        micros = value.microsecond % 1000
+        if micros and upper:  # statistics carry milliseconds: round a maximum up
+            value = value + dt.timedelta(microseconds=1000 - micros)
+        value = value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+        if value.tzinfo is not None:
+            return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return None  # decimals, binary: no statistics rather than wrong ones
+
+
+def delta_stats(metadata: pq.FileMetaData) -> str:
+    """Delta file statistics from a Parquet footer, only for values that are exact bounds."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    schema = metadata.schema.to_arrow_schema()
+    leaves = {metadata.schema.column(i).path: i for i in range(len(metadata.schema))}
+    for name in schema.names[:_STATS_COLUMNS]:
+        index = leaves.get(name)
+        if index is None:  # nested column: no statistics
+            continue
+        low = high = None
+        null_count, complete = 0, True
+        for g in range(metadata.num_row_groups):
+            stats = metadata.row_group(g).column(index).statistics
+            if stats is None:
+                complete = False
+                break
+            null_count += stats.null_count or 0
+            if stats.has_min_max:
+                lo, hi = stats.min, stats.max
+                low = lo if low is None or lo < low else low
+                high = hi if high is None or hi > high else high
+            elif (stats.num_values or 0) > 0:
+                complete = False
+        if not complete:
+            continue
+        nulls[name] = null_count
+        lo_value, hi_value = _stat_value(low, upper=False), _stat_value(high, upper=True)
+        if low is not None and lo_value is not None and hi_value is not None:
+            mins[name], maxs[name] = lo_value, hi_value
+    return json.dumps(
+        {"numRecords": metadata.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
+        separators=(",", ":"),
+    )
+
+
+def stage_output(
+    frame: pl.LazyFrame,
+    *,
+    lake: Lake,
+    table_url: str,
+    column: str | None,
+    key: str,
+    tag: str,
+    order: list[str] | None = None,
+) -> StagedFile:
+    """Write `frame` as one Parquet file under the partition's directory, uncommitted.
+
+    `tag` (run id and attempt) goes into the file name so that staged leftovers can be traced.
+    """
+    directory = f"{column}={key}/" if column else ""
+    relative = f"{directory}part-{tag}-{uuid.uuid4().hex[:12]}.parquet"
+    uri = lake.uri(table_url, relative)
+    if order is not None:
+        frame = frame.select(order)
+    if lake.is_s3:
+        frame.sink_parquet(uri, storage_options=lake.delta_options(), compression="zstd", statistics=True)
+    else:
+        os.makedirs(os.path.dirname(uri), exist_ok=True)
+        frame.sink_parquet(uri, compression="zstd", statistics=True)
+    fs = lake.filesystem()
+    path = lake.path(uri)
+    with fs.open_input_file(path) as handle:
+        metadata = pq.ParquetFile(handle).metadata
+        size = handle.size()
+    return StagedFile(relative, size, metadata.num_rows, delta_stats(metadata), int(time.time() * 1000))
+
+
+def partition_values(column: str | None, key: str) -> Mapping[str, str | None]:
+    return {column: key} if column else {}

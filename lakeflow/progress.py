@@ -1,0 +1,63 @@
+"""A live progress bar for a run: units done/failed/total, rate and ETA (rich; works in a terminal
+and in a notebook; plain lines when output is not a terminal)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+__all__ = ["ProgressBar"]
+
+
+class ProgressBar:
+    def __init__(self, run_id: str, *, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._plain = not (self.console.is_terminal or self.console.is_jupyter)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=self._plain,
+        )
+        self._task = self._progress.add_task(f"run {run_id}", total=None, failed=0, rate="")
+        self._run_id = run_id
+        self._last_line = 0.0
+        self._first: tuple[float, int] | None = None
+
+    def __enter__(self) -> ProgressBar:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, info: Mapping[str, Any]) -> None:
+        if not info.get("known", True):
+            return
+        done = int(info["published"]) + int(info["failed"])
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (now, done)
+        elapsed = now - self._first[0]
+        rate = (done - self._first[1]) / elapsed if elapsed > 0.5 else 0.0
+        self._progress.update(
+            self._task,
+            completed=done,
+            total=info["total"],
+            failed=info["failed"],
+            rate=f"{rate:,.0f} units/s" if rate else "",
+        )
+        if self._plain and (now - self._last_line > 5 or info.get("done")):
+            self._last_line = now
+            self.console.print(
+                f"run {self._run_id}: {done}/{info['total']} units done, {info['failed']} failed"
+                + (f", {rate:,.0f} units/s" if rate else "")
+            )

@@ -1,0 +1,193 @@
+"""The body of a remote task: read inputs, compute, stage, and report a small record.
+
+A task carries one or more units of one asset. For each it reads the mapped upstream partitions
+straight from the Parquet files of the pinned table versions (the controller knows them; opening
+each table again would cost more than a small unit's data work), calls the asset function inside
+the user-code boundary, writes the output uncommitted into the table's directory, and returns a
+`UnitRecord` of kilobytes: staged files with their statistics, rows, bytes, timings, or the error.
+Data never goes back through Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+
+from .assets import Context
+from .errors import ErrorInfo, LakeError, LakeflowError, SchemaError, UserCodeError, user_code_boundary
+from .lake import Lake
+from .lake.staging import StagedFile, check_schema, normalize_output, polars_to_arrow_schema, stage_output
+
+if TYPE_CHECKING:
+    from .graph import Pipeline
+
+__all__ = ["InputSpec", "UnitRecord", "UnitSpec", "execute_units"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """Where one upstream's mapped partitions are, pinned at `version`.
+
+    `files` lists (partition key, path relative to the table) to read directly; with `whole_table`
+    the worker scans the table at `version` through deltalake instead (tables whose files cannot
+    be read on their own, or inputs that span most of a table).
+    """
+
+    name: str
+    table_url: str
+    column: str | None
+    version: int
+    files: tuple[tuple[str, str], ...] = ()
+    keys: tuple[str, ...] | None = None  # whole_table: the partitions to keep (None: all)
+    schema: pa.Schema | None = None
+    whole_table: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSpec:
+    """One unit to compute: the asset, the partition, the try, the inputs and the table schema."""
+
+    asset: str
+    index: int
+    key: str
+    attempt: int
+    inputs: tuple[InputSpec, ...]
+    table_schema: pa.Schema | None
+    partition: Any  # lakeflow.partitions.Partition
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRecord:
+    """What a task reports for one unit. Kilobytes, whatever the data size."""
+
+    asset: str
+    index: int
+    key: str
+    attempt: int
+    files: tuple[StagedFile, ...] = ()
+    schema: pa.Schema | None = None
+    rows: int = 0
+    bytes: int = 0
+    started: float = 0.0
+    seconds: float = 0.0
+    error: ErrorInfo | None = None
+    retryable: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def read_input(lake: Lake, spec: InputSpec) -> pl.LazyFrame:
+    """The input as a LazyFrame, partition column included."""
+    options = lake.delta_options()
+    if spec.whole_table:
+        frame = pl.scan_delta(spec.table_url, version=spec.version, storage_options=options)
+        if spec.keys is not None and spec.column:
+            frame = frame.filter(pl.col(spec.column).is_in(list(spec.keys)))
+        return frame
+    if not spec.files:
+        schema = spec.schema if spec.schema is not None else pa.schema([])
+        return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
+    by_key: dict[str, list[str]] = {}
+    for key, path in spec.files:
+        by_key.setdefault(key, []).append(lake.uri(spec.table_url, path))
+    frames = []
+    for key, uris in by_key.items():
+        frame = pl.scan_parquet(uris, storage_options=options)
+        if spec.column:
+            frame = frame.with_columns(pl.lit(key, dtype=pl.String).alias(spec.column))
+        frames.append(frame)
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+
+
+def _retryable(error: BaseException, pipeline: Pipeline, asset: str) -> bool:
+    if isinstance(error, UserCodeError):
+        cause = error.__cause__ or error
+        return pipeline.assets[asset].retry.retries(cause)
+    if isinstance(error, SchemaError):
+        return False  # the same function and data give the same mismatch
+    return True  # lake I/O and anything unexpected: worth another try
+
+
+def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
+    """Compute and stage one unit; never raises for the unit's own failures."""
+    started = time.time()
+    clock = time.perf_counter()
+    definition = pipeline.assets[unit.asset]
+    table_url = lake.table_url(unit.asset)
+    column = definition.partitions.column
+    where = f"asset {unit.asset}" + (f" partition {unit.key}" if unit.key else "")
+    timings: dict[str, float] = {}
+    try:
+        kwargs: dict[str, Any] = {spec.name: read_input(lake, spec) for spec in unit.inputs if spec.name in definition.data_inputs}
+        if definition.context_param:
+            kwargs[definition.context_param] = Context(
+                asset=unit.asset,
+                partition=unit.partition,
+                run_id=run_id,
+                attempt=unit.attempt,
+                input_versions={spec.name: spec.version for spec in unit.inputs},
+                log=logging.getLogger(f"lakeflow.asset.{unit.asset}"),
+            )
+        timings["read"] = time.perf_counter() - clock
+        with user_code_boundary(where):
+            output = definition.fn(**kwargs)
+            frame = normalize_output(output, where=where, column=column, key=unit.key)
+            schema = polars_to_arrow_schema(frame.collect_schema())
+        order = check_schema(schema, unit.table_schema, where=where, column=column)
+        timings["compute"] = time.perf_counter() - clock - timings["read"]
+        with user_code_boundary(where):  # a lazy output runs here: its errors are the user's
+            staged = stage_output(frame, lake=lake, table_url=table_url, column=column, key=unit.key, tag=tag, order=order)
+        timings["stage"] = time.perf_counter() - clock - timings["read"] - timings["compute"]
+    except (LakeflowError, OSError) as error:
+        wrapped = error if isinstance(error, LakeflowError) else lake.unreachable(error)
+        return UnitRecord(
+            unit.asset, unit.index, unit.key, unit.attempt,
+            started=started, seconds=time.perf_counter() - clock,
+            error=ErrorInfo.from_exception(wrapped), retryable=_retryable(wrapped, pipeline, unit.asset),
+        )  # fmt: skip
+    return UnitRecord(
+        unit.asset, unit.index, unit.key, unit.attempt,
+        files=(staged,), schema=schema, rows=staged.rows, bytes=staged.size,
+        started=started, seconds=time.perf_counter() - clock, timings=timings,
+    )  # fmt: skip
+
+
+def execute_units(lake: Lake, run_id: str, pipeline: Pipeline, units: Sequence[UnitSpec]) -> list[UnitRecord]:
+    """Run a task's units one after another; one failing unit does not stop the others."""
+    return [run_unit(lake, run_id, pipeline, unit, f"{run_id}-{unit.attempt}") for unit in units]
+
+
+_PIPELINES: OrderedDict[str, Pipeline] = OrderedDict()
+
+
+def resolve_pipeline(key: str, box: list[Any]) -> Pipeline:
+    """The run's pipeline, fetched from the object store once per worker process."""
+    pipeline = _PIPELINES.get(key)
+    if pipeline is None:
+        import ray
+
+        pipeline = ray.get(box[0])
+        _PIPELINES[key] = pipeline
+        while len(_PIPELINES) > 8:
+            _PIPELINES.popitem(last=False)
+    return pipeline
+
+
+def ray_task(lake: Lake, run_id: str, pipeline_key: str, box: list[Any], units: Sequence[UnitSpec]) -> list[UnitRecord]:
+    """The remote task lakeflow submits (wrapped with ray.remote by the executor)."""
+    try:
+        pipeline = resolve_pipeline(pipeline_key, box)
+    except Exception as error:  # the pipeline could not be unpickled here: every unit fails
+        info = ErrorInfo.from_exception(LakeError(f"cannot load the pipeline in the worker: {error}"))
+        return [UnitRecord(u.asset, u.index, u.key, u.attempt, error=info, retryable=False) for u in units]
+    return execute_units(lake, run_id, pipeline, units)
