@@ -246,6 +246,13 @@ class Controller:
 
     async def _drive(self, run: Run) -> None:
         state = run.state
+        for j, asset in enumerate(run.plan.assets):
+            reason = self.executor.infeasible(run.pipeline[asset].resources.ray_options())
+            if reason is not None:
+                error = ErrorInfo("lakeflow", "ResourcesUnavailable", f"asset {asset} {reason}")
+                for unit in range(int(run.plan.offsets[j]), int(run.plan.offsets[j + 1])):
+                    if state.status[unit] not in (UnitStatus.FAILED, UnitStatus.UPSTREAM_FAILED):
+                        self._fail(run, unit, error)
         for missing in run.plan.missing:
             unit = run.plan.unit(missing.asset, missing.index)
             if unit is None or state.status[unit] in (UnitStatus.FAILED, UnitStatus.UPSTREAM_FAILED):
@@ -353,6 +360,8 @@ class Controller:
                     for unit in units:
                         run.solo.add(unit)
                         state.requeue(unit)
+                        self._event(run, unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
+                                    detail={"error": "WorkerLost", "charged": False, "reason": "its task's worker died; rerun alone"})  # fmt: skip
                     continue
                 self._failure(run, units[0], ErrorInfo("crash", "WorkerLost", lost or "the task died"), retryable=True)
                 continue

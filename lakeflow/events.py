@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,15 +61,14 @@ class Event:
     seconds: float | None = None
     message: str | None = None
     detail: Mapping[str, Any] | None = None
-    ts: float | None = None
+    ts: float = field(default_factory=time.time)
 
 
 def _table(events: Iterable[Event]) -> pa.Table:
-    now = time.time()
     rows: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
     for e in events:
         rows["schema_version"].append(SCHEMA_VERSION)
-        rows["ts"].append(datetime.fromtimestamp(e.ts or now, UTC))
+        rows["ts"].append(datetime.fromtimestamp(e.ts, UTC))
         rows["run_id"].append(e.run_id)
         rows["kind"].append(e.kind)
         rows["asset"].append(e.asset)

@@ -32,6 +32,9 @@ class Executor(Protocol):
     def forget(self, handle: Any) -> None:
         """The run is over: release what `prepare` made."""
 
+    def infeasible(self, resources: dict[str, Any]) -> str | None:
+        """Why no worker could ever run a task with these Ray options, or None."""
+
     async def run(self, lake: Lake, run_id: str, handle: Any, pipeline: Pipeline, asset: str, units: Sequence[UnitSpec]) -> list[UnitRecord]:
         """Run one task; raises `TaskLost` if the task died."""
 
@@ -50,6 +53,9 @@ class LocalExecutor:
 
     def forget(self, handle: Any) -> None:
         pass
+
+    def infeasible(self, resources: dict[str, Any]) -> str | None:
+        return None  # threads here ignore resource requests
 
     async def run(self, lake, run_id, handle, pipeline, asset, units):
         return await asyncio.to_thread(execute_units, lake, run_id, pipeline, units)
@@ -76,6 +82,17 @@ class RayExecutor:
 
     def forget(self, handle: Any) -> None:
         handle[1].clear()
+
+    def infeasible(self, resources: dict[str, Any]) -> str | None:
+        wanted = {"CPU": resources.get("num_cpus", 1), **resources.get("resources", {})}
+        if resources.get("memory"):
+            wanted["memory"] = resources["memory"]
+        nodes = [n["Resources"] for n in self._ray.nodes() if n.get("Alive")]
+        if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
+            return None
+        short = [f"{k}={v:g}" for k, v in wanted.items() if not any(node.get(k, 0) >= v for node in nodes)]
+        shown = ", ".join(short) or ", ".join(f"{k}={v:g}" for k, v in wanted.items()) + " on one node"
+        return f"needs {shown} but no node of the cluster has that much"
 
     async def run(self, lake, run_id, handle, pipeline, asset, units):
         key, box = handle

@@ -4,7 +4,7 @@ either with `:name` to pick one of several pipelines in the module."""
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -37,24 +37,23 @@ def load_pipeline(target: str) -> Pipeline:
 
 
 def _load_file(path: Path) -> object:
+    """Import a pipeline file under its real module name (`pipelines/flights.py` inside a package
+    becomes `pipelines.flights`), with its root on `sys.path` and on `PYTHONPATH`, so that Ray
+    workers started from this process import the very same module."""
     path = path.resolve()
     if not path.exists():
         raise DefinitionError(f"pipeline file {path} does not exist")
-    name = "lakeflow_pipeline_" + path.stem
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise DefinitionError(f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    sys.path.insert(0, str(path.parent))
+    root, parts = path.parent, [path.stem]
+    while (root / "__init__.py").exists():
+        parts.insert(0, root.name)
+        root = root.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(root) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *paths])
+    name = ".".join(parts)
     try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    try:  # workers cannot import a file-loaded module: ship its functions by value
-        import ray.cloudpickle
-
-        ray.cloudpickle.register_pickle_by_value(module)
-    except ImportError:
-        pass
-    return module
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise DefinitionError(f"cannot import pipeline {path} as {name}: {error}") from error

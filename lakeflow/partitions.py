@@ -183,6 +183,8 @@ class StaticPartitions(Partitions):
         for item in _split_spec(spec):
             if ".." in item:
                 first, _, last = item.partition("..")
+                if not (first and last):
+                    raise PartitionError(f"malformed partition range {item!r}", hint="write it like a..c")
                 lo, hi = self.index(first), self.index(last)
                 if hi < lo:
                     raise PartitionError(f"range {item!r} runs backwards")
@@ -301,6 +303,8 @@ class TimeWindowPartitions(Partitions):
         chosen = []
         for item in _split_spec(spec):
             lo_text, sep, hi_text = item.partition("..")
+            if sep and not (lo_text and hi_text):
+                raise PartitionError(f"malformed partition range {item!r}", hint="write it like 2013-01-01..2013-01-31")
             lo = self._parse_bound(lo_text, what="partition key")[0]
             hi = self._parse_bound(hi_text if sep else lo_text, what="partition key")[1]
             if hi <= lo:

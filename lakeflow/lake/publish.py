@@ -127,15 +127,7 @@ def publish(
         handle = state.current_handle(lake)
         assert state.schema is not None
         try:
-            handle.create_write_transaction(
-                actions,
-                mode="overwrite",
-                schema=state.schema,
-                partition_by=[column] if column else None,
-                partition_filters=[(column, "in", keys)] if column else None,
-                commit_properties=properties,
-                post_commithook_properties=hooks,
-            )
+            _commit_once(handle, actions, state.schema, column, keys, properties, hooks)
         except CommitFailedError:
             landed = _landed(lake, state, sequence)
             if landed is not None:
@@ -157,6 +149,19 @@ def publish(
             raise LakeError(f"commit to {asset} reported success but its transaction is not in the log")
         return landed
     raise LakeError(f"commit to {asset} kept conflicting with other writers ({_COMMIT_RETRIES} tries)")
+
+
+def _commit_once(handle: DeltaTable, actions, schema, column, keys, properties, hooks) -> None:
+    """One commit attempt: replace exactly `keys` (or the whole unpartitioned table)."""
+    handle.create_write_transaction(
+        actions,
+        mode="overwrite",
+        schema=schema,
+        partition_by=[column] if column else None,
+        partition_filters=[(column, "in", keys)] if column else None,
+        commit_properties=properties,
+        post_commithook_properties=hooks,
+    )
 
 
 def _landed(lake: Lake, state: TableState, sequence: int) -> Commit | None:

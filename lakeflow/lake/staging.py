@@ -109,7 +109,12 @@ def delta_type_map(schema: pa.Schema) -> dict[str, str]:
         delta = DeltaSchema.from_arrow(schema)
     except Exception as error:
         raise SchemaError(f"schema cannot be stored in Delta: {error}".splitlines()[0]) from error
-    return {f.name: str(f.type) for f in delta.fields}
+    return {f.name: _type_name(f.type) for f in delta.fields}
+
+
+def _type_name(delta_type: Any) -> str:
+    name = getattr(delta_type, "type", None)  # primitive types: "long", "string", ...
+    return name if isinstance(name, str) else str(delta_type)
 
 
 def polars_to_arrow_schema(schema: pl.Schema) -> pa.Schema:

@@ -1,0 +1,169 @@
+"""Shared fixtures: one local Ray for the whole session, a moto S3 server on 127.0.0.1, lakes in
+tmp_path, and a fingerprint of a lake to show that a failure changed nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Ray workers must import test modules and pipelines; they inherit this process's environment.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ["RAY_task_events_max_num_task_in_gcs"] = "5000"
+for key in [k for k in os.environ if k.startswith("AWS_")]:
+    del os.environ[key]  # tests name their S3 endpoint explicitly
+# Test pipelines read their instructions from files here; set before Ray starts so that every
+# worker process sees the same directory (see tests/pipelines.py).
+CONTROL = Path(tempfile.mkdtemp(prefix="lakeflow-test-control-"))
+os.environ["LAKEFLOW_TEST_CONTROL"] = str(CONTROL)
+
+
+@pytest.fixture
+def control():
+    """The directory steering tests/pipelines.py, empty at the start and the end of a test."""
+    for path in CONTROL.iterdir():
+        path.unlink()
+    yield CONTROL
+    for path in CONTROL.iterdir():
+        path.unlink()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A real local Ray, started once for every test that needs it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=100 * 2**20,
+            log_to_driver=False,
+            namespace="lakeflow",
+        )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def lake(tmp_path):
+    """A local lake URL; its controller (if a test started one) is stopped afterwards."""
+    url = str(tmp_path / "lake")
+    yield url
+    _stop_controller(url)
+
+
+def _stop_controller(url: str, storage_options=None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        import lakeflow as lf
+
+        lf.stop(url, storage_options=storage_options)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """A moto S3 server on 127.0.0.1 that tests can stop and start again (an outage)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        moto = Path(sys.executable).parent / "moto_server"
+        self.process = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("moto_server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }
+
+    def create_bucket(self) -> str:
+        import boto3
+
+        name = "lake-" + uuid.uuid4().hex[:10]
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_lake(moto_server):
+    """(lake URL, storage options) of a fresh bucket on the moto server."""
+    bucket = moto_server.create_bucket()
+    url = f"s3://{bucket}/lake"
+    yield url, moto_server.options
+    _stop_controller(url, moto_server.options)
+
+
+def lake_fingerprint(path: str | Path) -> dict[str, object]:
+    """Every table under a local lake: its version and the files its current version holds."""
+    from deltalake import DeltaTable
+
+    out: dict[str, object] = {}
+    root = Path(path)
+    if not root.exists():
+        return out
+    for log in sorted(root.glob("**/_delta_log")):
+        table = log.parent
+        if "_lakeflow" in table.relative_to(root).parts:
+            continue
+        dt = DeltaTable(str(table))
+        out[str(table.relative_to(root))] = (dt.version(), sorted(dt.file_uris()))
+    return out

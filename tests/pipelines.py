@@ -1,0 +1,72 @@
+"""Small pipelines the tests run, in an importable module so Ray workers can load them too.
+
+Their behaviour is steered through files in a directory named by `LAKEFLOW_TEST_CONTROL`
+(set by a test), e.g. `fail-<asset>-<key>` makes that unit raise and `crash-<asset>-<key>` kills
+its worker process once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+import lakeflow as lf
+
+DAYS = lf.DailyPartitions(start="2024-01-01", end="2024-01-11")
+MONTHS = lf.MonthlyPartitions(start="2024-01", end="2024-02")
+
+
+def control(name: str) -> Path | None:
+    root = os.environ.get("LAKEFLOW_TEST_CONTROL")
+    path = Path(root) / name if root else None
+    return path if path is not None and path.exists() else None
+
+
+def steer(asset: str, key: str) -> None:
+    """Apply the test's instructions for this unit."""
+    if (path := control(f"crash-{asset}-{key}")) is not None:
+        path.unlink()
+        os._exit(1)  # the worker process dies mid-task, once
+    if (path := control(f"flaky-{asset}-{key}")) is not None:
+        path.unlink()
+        raise TimeoutError(f"{asset} {key}: transient failure")
+    if control(f"fail-{asset}-{key}") is not None:
+        raise ValueError(f"{asset} {key}: bad data")
+    if (path := control(f"sleep-{asset}")) is not None:
+        time.sleep(float(path.read_text() or "0.2"))
+
+
+@lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=3, backoff=0.01))
+def events(ctx: lf.Context) -> pl.DataFrame:
+    steer("events", ctx.partition.key)
+    day = ctx.partition.start
+    return pl.DataFrame({"user": [f"u{i}" for i in range(4)], "amount": [day.day * 10 + i for i in range(4)]})
+
+
+@lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=2, backoff=0.01))
+def spend(ctx: lf.Context, events: pl.LazyFrame) -> pl.LazyFrame:
+    steer("spend", ctx.partition.key)
+    return events.group_by("user").agg(pl.col("amount").sum()).sort("user")
+
+
+@lf.asset(partitions=DAYS, inputs={"spend": lf.lookback(3)})
+def spend_3d(ctx: lf.Context, spend: pl.LazyFrame) -> pl.LazyFrame:
+    steer("spend_3d", ctx.partition.key)
+    return spend.group_by("user").agg(pl.col("amount").sum(), pl.col("date").n_unique().alias("days")).sort("user")
+
+
+@lf.asset(partitions=MONTHS, inputs={"spend": lf.rollup()})
+def spend_monthly(spend: pl.LazyFrame) -> pa.Table:
+    return spend.group_by("user").agg(pl.col("amount").sum(), pl.col("date").n_unique().alias("days")).sort("user").collect().to_arrow()
+
+
+@lf.asset
+def users(spend: pl.LazyFrame) -> pl.LazyFrame:
+    return spend.select(pl.col("user").unique().sort())
+
+
+PIPELINE = lf.Pipeline([events, spend, spend_3d, spend_monthly, users], name="spend")

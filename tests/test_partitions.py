@@ -1,0 +1,123 @@
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+import lakeflow as lf
+from lakeflow.errors import DefinitionError, PartitionError
+
+DAYS = lf.DailyPartitions(start="2013-01-01", end="2014-01-01")
+
+
+def test_daily_keys_and_indices():
+    assert len(DAYS) == 365
+    assert DAYS.key(0) == "2013-01-01"
+    assert DAYS.key(364) == "2013-12-31"
+    assert DAYS.index("2013-02-01") == 31
+    assert DAYS.keys(np.array([0, 59])) == ["2013-01-01", "2013-03-01"]
+    assert DAYS.column == "date"
+
+
+def test_time_window_of_a_partition_is_utc_and_end_exclusive():
+    partition = DAYS.partition(1)
+    assert partition.key == "2013-01-02"
+    assert partition.start == datetime(2013, 1, 2, tzinfo=UTC)
+    assert partition.end == datetime(2013, 1, 3, tzinfo=UTC)
+
+
+def test_hourly_and_monthly_keys():
+    hours = lf.HourlyPartitions(start="2013-01-01T00", end="2013-01-02T00")
+    assert len(hours) == 24
+    assert hours.key(5) == "2013-01-01T05"
+    assert hours.column == "hour"
+    months = lf.MonthlyPartitions(start="2013-01", end="2014-01")
+    assert len(months) == 12
+    assert months.keys() [-1] == "2013-12"
+    assert months.partition(1).start == datetime(2013, 2, 1, tzinfo=UTC)
+
+
+def test_open_ended_partitions_run_to_the_last_complete_window():
+    days = lf.DailyPartitions(start="2024-01-01")
+    today = datetime.now(UTC).date()
+    assert days.key(len(days) - 1) == str(today.fromordinal(today.toordinal() - 1))
+
+
+def test_range_spec_is_inclusive():
+    assert DAYS.select("2013-01-01..2013-01-31").tolist() == list(range(31))
+    assert DAYS.select("2013-01-05").tolist() == [4]
+    assert DAYS.select("2013-01-05,2013-01-03").tolist() == [2, 4]
+    assert DAYS.select(["2013-01-05", "2013-01-06"]).tolist() == [4, 5]
+    assert len(DAYS.select(None)) == 365
+    assert len(DAYS.select("*")) == 365
+
+
+def test_a_spec_is_a_time_span_across_granularities():
+    months = lf.MonthlyPartitions(start="2013-01", end="2014-01")
+    hours = lf.HourlyPartitions(start="2013-01-01T00", end="2013-02-01T00")
+    assert months.select("2013-01-05..2013-02-03").tolist() == [0, 1]  # the months the days touch
+    assert DAYS.select("2013-02").tolist() == list(range(31, 59))  # a month names its days
+    assert hours.select("2013-01-02").tolist() == list(range(24, 48))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("2012-12-31", "before the first partition 2013-01-01"),
+        ("2014-01-01", "after the last partition 2013-12-31"),
+        ("2013-12-30..2014-01-02", "after the last partition"),
+        ("2013-02-30", "is not a real date"),
+        ("2013-1-5", "malformed"),
+        ("../x", "malformed"),
+        ("2013-01-01..", "malformed partition range"),
+        ("", "empty"),
+        ("2013-01-05..2013-01-01", "runs backwards"),
+        ("2013-01-01,,2013-01-02", "empty"),
+    ],
+)
+def test_bad_specs_are_refused_with_a_clear_message(spec, message):
+    with pytest.raises(PartitionError, match=message.replace("..", r"\.\.")):
+        DAYS.select(spec)
+
+
+def test_index_refuses_keys_outside_the_range_or_malformed():
+    with pytest.raises(PartitionError, match="before the first"):
+        DAYS.index("2012-01-01")
+    with pytest.raises(PartitionError, match="malformed"):
+        DAYS.index("2013-01-01T05")
+    assert DAYS.indices(["2013-01-02", "nope", "2015-01-01"]).tolist() == [1, -1, -1]
+
+
+def test_static_partitions():
+    regions = lf.StaticPartitions(["us", "eu", "apac"])
+    assert len(regions) == 3
+    assert regions.select("eu,us").tolist() == [0, 1]
+    assert regions.select("us..eu").tolist() == [0, 1]
+    with pytest.raises(PartitionError, match="not one of the keys"):
+        regions.select("mars")
+    with pytest.raises(PartitionError, match="malformed"):
+        lf.StaticPartitions(["ok", "a/b"])
+    with pytest.raises(DefinitionError, match="unique"):
+        lf.StaticPartitions(["a", "a"])
+
+
+def test_unpartitioned_has_one_partition():
+    single = lf.Unpartitioned()
+    assert len(single) == 1
+    assert single.column is None
+    assert single.select("2013-01-01").tolist() == [0]
+
+
+def test_bad_definitions():
+    with pytest.raises(DefinitionError, match="not after start"):
+        lf.DailyPartitions(start="2013-01-05", end="2013-01-01")
+    with pytest.raises(PartitionError, match="malformed start"):
+        lf.MonthlyPartitions(start="2013-01-01")
+
+
+def test_definitions_pickle_and_compare():
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(DAYS))
+    assert copy == DAYS
+    assert copy.key(3) == "2013-01-04"
+    assert lf.StaticPartitions(["a"]) == pickle.loads(pickle.dumps(lf.StaticPartitions(["a"])))
