@@ -52,7 +52,6 @@ def connect(
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default, said out loud (notes/ray.md)
     if address in (None, "local"):
         ray.init(
             address="local",

@@ -146,13 +146,16 @@ def read_events(
 ) -> pl.DataFrame:
     """The event log (or a filtered part of it) as a DataFrame, oldest first; empty if none yet."""
     url = lake.table_url(EVENTS_TABLE)
-    if not DeltaTable.is_deltatable(url, storage_options=lake.delta_options()):
-        return pl.DataFrame(schema=pl.DataFrame(SCHEMA.empty_table()).schema)
-    frame = pl.scan_delta(url, storage_options=lake.delta_options())
-    if run_id is not None:
-        frame = frame.filter(pl.col("run_id") == run_id)
-    if kinds is not None:
-        frame = frame.filter(pl.col("kind").is_in(list(kinds)))
-    if asset is not None:
-        frame = frame.filter(pl.col("asset") == asset)
-    return frame.sort("ts", maintain_order=True).collect()
+    try:
+        if not DeltaTable.is_deltatable(url, storage_options=lake.delta_options()):
+            return pl.DataFrame(schema=pl.DataFrame(SCHEMA.empty_table()).schema)
+        frame = pl.scan_delta(url, storage_options=lake.delta_options())
+        if run_id is not None:
+            frame = frame.filter(pl.col("run_id") == run_id)
+        if kinds is not None:
+            frame = frame.filter(pl.col("kind").is_in(list(kinds)))
+        if asset is not None:
+            frame = frame.filter(pl.col("asset") == asset)
+        return frame.sort("ts", maintain_order=True).collect()
+    except OSError as error:
+        raise lake.unreachable(error) from error

@@ -206,3 +206,55 @@ def test_group_commits_put_many_units_in_one_version(lake, control):
     history = DeltaTable(f"{lake}/events").history()
     units = sum(len(g["keys"]) for h in history if "lakeflow" in h for g in h["lakeflow"]["groups"])
     assert units == 10
+
+
+def test_progress_reaches_a_callable_until_the_run_is_done(lake, control):
+    seen = []
+    result = run(lake, select="events", progress=seen.append)
+    assert result.ok and seen and seen[-1]["done"]
+    assert seen[-1]["total"] == 10 and seen[-1]["published"] == 10 and seen[-1]["failed"] == 0
+
+
+def test_the_progress_bar_prints_plain_lines_off_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from lakeflow.progress import ProgressBar
+
+    out = io.StringIO()
+    with ProgressBar("r1", console=Console(file=out, force_terminal=False)) as bar:
+        bar.update({"published": 3, "failed": 1, "total": 10, "done": False})
+        bar.update({"published": 9, "failed": 1, "total": 10, "done": True})
+    assert "run r1: 10/10 units done, 1 failed" in out.getvalue()
+
+
+def test_an_hourly_asset_reads_its_day(lake, control):
+    hours = lf.HourlyPartitions(start="2024-01-01T00", end="2024-01-02T00")
+
+    @lf.asset(partitions=hours)
+    def hourly_share(events: pl.LazyFrame, ctx: lf.Context) -> pl.LazyFrame:
+        return events.select(pl.col("amount").sum().alias("day_total"), pl.lit(ctx.partition.start.hour).alias("hour_of_day"))
+
+    pipeline = lf.Pipeline([PIPELINE["events"], hourly_share])
+    result = lf.materialize(pipeline, partitions="2024-01-01", lake=lake, executor="local")
+    assert result.counts() == {"published": 1 + 24}
+    table = pl.read_delta(f"{lake}/hourly_share").sort("hour")
+    assert table["hour"].to_list()[:2] == ["2024-01-01T00", "2024-01-01T01"]
+    assert table["day_total"].unique().to_list() == [10 + 11 + 12 + 13]
+
+
+def test_many_commits_leave_checkpoints_that_keep_the_log_short(tmp_path):
+    from tests.test_lake import commit, day_frame, stage
+
+    from lakeflow.lake.log import TableState
+
+    where = lf.Lake(str(tmp_path / "lake"))
+    url = where.table_url("orders")
+    state = None
+    for i in range(101):
+        key = f"2024-01-{i % 28 + 1:02d}"
+        _, state = commit(where, url, [stage(where, url, key, day_frame(key, n=1))], state=state)
+    checkpoints = sorted((tmp_path / "lake" / "orders" / "_delta_log").glob("*.checkpoint.parquet"))
+    assert [c.name[:20] for c in checkpoints] == [f"{99:020d}"]  # every 100 commits
+    assert TableState.load(where, url).version == 100

@@ -1,0 +1,56 @@
+"""Shared helpers for the benchmark scripts: timing, peak memory, tables and RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, {platform.system()}"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def record(title: str, body: str, *, quick: bool) -> None:
+    """Print the figures; in full mode also append them to RESULTS.md with the command."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = f"\n## {title}\n\n{stamp}, {machine()}\n\n`{command_line()}`\n\n{body}\n"
+    print(text)
+    if not quick:
+        with RESULTS.open("a") as handle:
+            handle.write(text)
