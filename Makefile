@@ -1,7 +1,7 @@
 .PHONY: install test quickstart lint bench clean
 
 install:        ## create .venv with lakeflow and the test extras
-	python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"
+	python3 -m venv .venv && .venv/bin/pip install -q -U pip && .venv/bin/pip install -e ".[dev]"
 
 test:           ## run the test suite (what .ci/run runs)
 	.venv/bin/pytest

@@ -16,7 +16,9 @@ from pathlib import Path
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, ROOT)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)  # for Ray workers
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (ROOT, os.environ.get("PYTHONPATH")) if p
+)  # for Ray workers
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import polars as pl  # noqa: E402
@@ -46,18 +48,38 @@ def run_loop(lake: str, days: int) -> float:
             key = str(start + dt.timedelta(days=d))
             predicate = f"date = '{key}'"
             source = source_fn(key).with_columns(pl.lit(key).alias("date"))
-            write_deltalake(f"{lake}/source", source.to_arrow(), mode="overwrite", partition_by=["date"], predicate=predicate)
+            write_deltalake(
+                f"{lake}/source",
+                source.to_arrow(),
+                mode="overwrite",
+                partition_by=["date"],
+                predicate=predicate,
+            )
             upstream = pl.scan_delta(f"{lake}/source").filter(pl.col("date") == key).drop("date")
             clean = clean_fn(upstream).collect().with_columns(pl.lit(key).alias("date"))
-            write_deltalake(f"{lake}/clean", clean.to_arrow(), mode="overwrite", partition_by=["date"], predicate=predicate)
+            write_deltalake(
+                f"{lake}/clean",
+                clean.to_arrow(),
+                mode="overwrite",
+                partition_by=["date"],
+                predicate=predicate,
+            )
             upstream = pl.scan_delta(f"{lake}/clean").filter(pl.col("date") == key).drop("date")
             stats = stats_fn(upstream).collect().with_columns(pl.lit(key).alias("date"))
-            write_deltalake(f"{lake}/stats", stats.to_arrow(), mode="overwrite", partition_by=["date"], predicate=predicate)
+            write_deltalake(
+                f"{lake}/stats",
+                stats.to_arrow(),
+                mode="overwrite",
+                partition_by=["date"],
+                predicate=predicate,
+            )
     return timer.seconds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--quick", action="store_true", help="a few days only, nothing recorded")
     parser.add_argument("--executor", choices=["ray", "local"], default="ray")
@@ -72,17 +94,24 @@ def main() -> None:
 
         if args.executor == "ray":
             lf.connect(args.address, log_to_driver=False)
-            run_lakeflow(str(work / "warmup"), 2, args.executor, args.address)  # start worker processes
+            run_lakeflow(
+                str(work / "warmup"), 2, args.executor, args.address
+            )  # start worker processes
         rows = []
         seconds = run_lakeflow(str(work / "lakeflow"), days, args.executor, args.address)
         rows.append([f"lakeflow ({args.executor})", units, seconds, units / seconds])
         if not args.skip_loop:
             loop = run_loop(str(work / "loop"), days)
             rows.append(["sequential Python loop", units, loop, units / loop])
-            ratio = f"\nlakeflow / loop: **{(units / seconds) / (units / loop):.1f}x** the units/s\n"
+            ratio = (
+                f"\nlakeflow / loop: **{(units / seconds) / (units / loop):.1f}x** the units/s\n"
+            )
         else:
             ratio = ""
-        body = table(["runner", "units", "seconds", "units/s"], rows) + f"\n\n{ROWS} rows a partition.{ratio}"
+        body = (
+            table(["runner", "units", "seconds", "units/s"], rows)
+            + f"\n\n{ROWS} rows a partition.{ratio}"
+        )
         record(f"Pipeline shape: 3 assets x {days} daily partitions", body, quick=args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -15,7 +15,9 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def command_line() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    return "python " + " ".join(
+        shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]]
+    )
 
 
 def machine() -> str:

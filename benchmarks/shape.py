@@ -23,11 +23,17 @@ def source_fn(key: str) -> pl.DataFrame:
 
 
 def clean_fn(source: pl.LazyFrame) -> pl.LazyFrame:
-    return source.filter(pl.col("ok")).with_columns((pl.col("amount") * 1.2).alias("gross")).drop("ok")
+    return (
+        source.filter(pl.col("ok")).with_columns((pl.col("amount") * 1.2).alias("gross")).drop("ok")
+    )
 
 
 def stats_fn(clean: pl.LazyFrame) -> pl.LazyFrame:
-    return clean.group_by("store").agg(pl.len().alias("n"), pl.col("gross").sum().alias("gross")).sort("store")
+    return (
+        clean.group_by("store")
+        .agg(pl.len().alias("n"), pl.col("gross").sum().alias("gross"))
+        .sort("store")
+    )
 
 
 def build_pipeline(days: int, lake: str):

@@ -76,9 +76,16 @@ class _RayClient:
         import ray
 
         self._ray = ray
-        self.actor = actor_class().options(
-            name=controller_name(lake), namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-        ).remote(lake.url, dict(lake.storage_options), options)
+        self.actor = (
+            actor_class()
+            .options(
+                name=controller_name(lake),
+                namespace=NAMESPACE,
+                lifetime="detached",
+                get_if_exists=True,
+            )
+            .remote(lake.url, dict(lake.storage_options), options)
+        )
 
     def call(self, method: str, *args: Any) -> Any:
         try:
@@ -97,7 +104,9 @@ class _LocalClient:
 
     def __init__(self, lake: Lake, options: ControllerOptions) -> None:
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="lakeflow-controller", daemon=True).start()
+        threading.Thread(
+            target=self.loop.run_forever, name="lakeflow-controller", daemon=True
+        ).start()
         self.controller = Controller(lake, LocalExecutor(options.max_in_flight), options)
 
     @classmethod
@@ -115,7 +124,9 @@ class _LocalClient:
         return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result()
 
 
-def _client(lake: Lake, executor: str, options: ControllerOptions | None, address: str | None) -> Any:
+def _client(
+    lake: Lake, executor: str, options: ControllerOptions | None, address: str | None
+) -> Any:
     options = options or ControllerOptions()
     if executor == "local":
         return _LocalClient.get(lake, options)
@@ -138,7 +149,10 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """Every requested unit was published or was already fresh."""
-        return self.status == "succeeded" and self.units.filter(~pl.col("outcome").is_in(["published", "fresh"])).is_empty()
+        return (
+            self.status == "succeeded"
+            and self.units.filter(~pl.col("outcome").is_in(["published", "fresh"])).is_empty()
+        )
 
     def counts(self) -> dict[str, int]:
         return dict(self.units.group_by("outcome").len().sort("outcome").iter_rows())
@@ -149,7 +163,10 @@ class RunResult:
     def raise_on_failure(self) -> RunResult:
         if not self.ok:
             first = self.failures().head(5)
-            lines = [f"{a} {p}: {e or o}" for a, p, o, e in first.select("asset", "partition", "outcome", "error").iter_rows()]
+            lines = [
+                f"{a} {p}: {e or o}"
+                for a, p, o, e in first.select("asset", "partition", "outcome", "error").iter_rows()
+            ]
             raise RunError(f"run {self.run_id} {self.status}: " + "; ".join(lines))
         return self
 
@@ -166,11 +183,20 @@ class RunResult:
 
 
 # -- materialize ------------------------------------------------------------------------------
-def _as_pipeline(target: Pipeline | Iterable[AssetDef], lake: str | None, storage_options: Mapping[str, str] | None) -> Pipeline:
+def _as_pipeline(
+    target: Pipeline | Iterable[AssetDef],
+    lake: str | None,
+    storage_options: Mapping[str, str] | None,
+) -> Pipeline:
     if isinstance(target, Pipeline):
         if lake is None and storage_options is None:
             return target
-        return Pipeline(target.assets.values(), lake=lake or target.lake, storage_options=storage_options or target.storage_options, name=target.name)
+        return Pipeline(
+            target.assets.values(),
+            lake=lake or target.lake,
+            storage_options=storage_options or target.storage_options,
+            name=target.name,
+        )
     assets = list(target)
     if not assets:
         raise DefinitionError("nothing to materialize: no assets given")
@@ -211,14 +237,22 @@ def materialize(
     - progress: True for a live bar, or a callable receiving progress dicts
     """
     pipeline = _as_pipeline(target, lake, storage_options)
-    terms = ("*",) if select is None else (tuple(select.split(",")) if isinstance(select, str) else tuple(select))
+    terms = (
+        ("*",)
+        if select is None
+        else (tuple(select.split(",")) if isinstance(select, str) else tuple(select))
+    )
     pipeline.select(list(terms))  # a bad selection fails here, before any controller starts
     request = Request(select=terms, partitions=_spec(partitions), force=force, order=order)
     client = _client(Lake(pipeline.lake, pipeline.storage_options), executor, options, address)
     summary = client.call("submit", pipeline, request, origin)
     follow(client, summary["run_id"], progress)
     data = client.call("result", summary["run_id"])
-    result = RunResult(data) if data is not None else events_result(Lake(pipeline.lake, pipeline.storage_options), summary["run_id"])
+    result = (
+        RunResult(data)
+        if data is not None
+        else events_result(Lake(pipeline.lake, pipeline.storage_options), summary["run_id"])
+    )
     if raise_on_failure:
         result.raise_on_failure()
     return result
@@ -252,7 +286,11 @@ def events_result(lake: Lake, run_id: str) -> RunResult:
     """A finished run's result rebuilt from the event log (its controller no longer holds it)."""
     events = read_events(lake, run_id=run_id)
     units = (
-        events.filter(pl.col("kind").is_in(["unit_published", "unit_failed", "unit_upstream_failed", "unit_cancelled"]))
+        events.filter(
+            pl.col("kind").is_in(
+                ["unit_published", "unit_failed", "unit_upstream_failed", "unit_cancelled"]
+            )
+        )
         .group_by("asset", "partition", maintain_order=True)
         .last()
         .select(
@@ -269,7 +307,9 @@ def events_result(lake: Lake, run_id: str) -> RunResult:
     )
     finished = events.filter(pl.col("kind") == "run_finished")
     status_ = finished["message"][-1] if len(finished) else "running"
-    return RunResult({"run_id": run_id, "status": status_, "units": units.to_arrow().cast(RESULT_SCHEMA)})
+    return RunResult(
+        {"run_id": run_id, "status": status_, "units": units.to_arrow().cast(RESULT_SCHEMA)}
+    )
 
 
 def stop(lake: str | Lake, *, storage_options: Mapping[str, str] | None = None) -> bool:
@@ -298,8 +338,14 @@ def status(
     with the table version and the last publish time. Reads the tables and the event log only."""
     pipeline = _as_pipeline(target, lake, storage_options)
     where = Lake(pipeline.lake, pipeline.storage_options)
-    states = {n: TableState.load(where, where.table_url(n), column=pipeline[n].partitions.column) for n in pipeline.assets}
-    snapshots = {n: snapshot(s, pipeline[n].partitions, [e.up for e in pipeline.upstream(n)]) for n, s in states.items()}
+    states = {
+        n: TableState.load(where, where.table_url(n), column=pipeline[n].partitions.column)
+        for n in pipeline.assets
+    }
+    snapshots = {
+        n: snapshot(s, pipeline[n].partitions, [e.up for e in pipeline.upstream(n)])
+        for n, s in states.items()
+    }
     flags = partition_status(pipeline, snapshots)
     failed = _failed_partitions(where)
     rows = []
@@ -332,9 +378,12 @@ def _failed_partitions(lake: Lake) -> dict[str, list[str]]:
     events = read_events(lake, kinds=["unit_published", "unit_failed"])
     if events.is_empty():
         return {}
-    last = events.group_by("asset", "partition", maintain_order=True).last().filter(pl.col("kind") == "unit_failed")
+    last = (
+        events.group_by("asset", "partition", maintain_order=True)
+        .last()
+        .filter(pl.col("kind") == "unit_failed")
+    )
     out: dict[str, list[str]] = {}
     for asset, partition in last.select("asset", "partition").iter_rows():
         out.setdefault(asset, []).append(partition or "")
     return out
-

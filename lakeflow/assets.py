@@ -184,7 +184,9 @@ def asset(
                     f"asset {asset_name}: inputs names {upstream!r}, which is neither a parameter nor in deps"
                 )
             if not isinstance(mapping, PartitionMapping):
-                raise DefinitionError(f"asset {asset_name}: inputs[{upstream!r}] is not a partition mapping")
+                raise DefinitionError(
+                    f"asset {asset_name}: inputs[{upstream!r}] is not a partition mapping"
+                )
             mappings[upstream] = mapping
         policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or RetryPolicy())
         return AssetDef(

@@ -28,28 +28,40 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lakeflow", description="Keep a lake of Delta tables up to date on Ray.")
+    parser = argparse.ArgumentParser(
+        prog="lakeflow", description="Keep a lake of Delta tables up to date on Ray."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def pipeline_args(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("pipeline", help="pipeline module: path/to/file.py or package.module, optionally :NAME")
+        sub.add_argument(
+            "pipeline", help="pipeline module: path/to/file.py or package.module, optionally :NAME"
+        )
         sub.add_argument("--lake", help="lake URL (default: the pipeline's, or $LAKEFLOW_LAKE)")
 
     run = commands.add_parser("materialize", help="bring selected assets' partitions up to date")
     pipeline_args(run)
-    run.add_argument("--select", "-s", default="*", help='assets: names, "name+", "+name", "*", comma lists')
-    run.add_argument("--partitions", "-p", help="a key, a range a..b, or a comma list (default: all)")
+    run.add_argument(
+        "--select", "-s", default="*", help='assets: names, "name+", "+name", "*", comma lists'
+    )
+    run.add_argument(
+        "--partitions", "-p", help="a key, a range a..b, or a comma list (default: all)"
+    )
     run.add_argument("--force", action="store_true", help="rerun units that are already fresh")
     run.add_argument("--order", choices=["oldest", "newest"], default="oldest")
     run.add_argument("--executor", choices=["ray", "local"], default="ray")
-    run.add_argument("--address", help="Ray cluster address (default: start a local Ray for this command)")
+    run.add_argument(
+        "--address", help="Ray cluster address (default: start a local Ray for this command)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no live progress bar")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
 
     assets = commands.add_parser("assets", help="print the asset graph")
     pipeline_args(assets)
 
-    stat = commands.add_parser("status", help="per asset: partitions published, stale, failed, missing")
+    stat = commands.add_parser(
+        "status", help="per asset: partitions published, stale, failed, missing"
+    )
     pipeline_args(stat)
     stat.add_argument("--json", action="store_true", help="print as JSON")
     return parser
@@ -62,12 +74,24 @@ def _pipeline(args: argparse.Namespace) -> Any:
     pipeline = load_pipeline(args.pipeline)
     lake = args.lake or os.environ.get("LAKEFLOW_LAKE")
     if lake:
-        pipeline = Pipeline(pipeline.assets.values(), lake=lake, storage_options=pipeline.storage_options, name=pipeline.name)
+        pipeline = Pipeline(
+            pipeline.assets.values(),
+            lake=lake,
+            storage_options=pipeline.storage_options,
+            name=pipeline.name,
+        )
     return pipeline
 
 
 def _table(frame: pl.DataFrame) -> str:
-    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=80, tbl_width_chars=160):
+    with pl.Config(
+        tbl_rows=200,
+        tbl_cols=20,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        fmt_str_lengths=80,
+        tbl_width_chars=160,
+    ):
         return str(frame)
 
 
@@ -96,12 +120,24 @@ def _materialize(args: argparse.Namespace, console: Console) -> int:
         if started_here:
             ray.shutdown()
     if args.json:
-        print(json.dumps({"run_id": result.run_id, "status": result.status, "ok": result.ok, "counts": result.counts()}))
+        print(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "status": result.status,
+                    "ok": result.ok,
+                    "counts": result.counts(),
+                }
+            )
+        )
         return EXIT_OK if result.ok else EXIT_FAILED
     console.print(result.summary(), highlight=False)
     failures = result.failures()
     if not failures.is_empty():
-        print(_table(failures.select("asset", "partition", "outcome", "attempts", "error")), file=sys.stderr)
+        print(
+            _table(failures.select("asset", "partition", "outcome", "attempts", "error")),
+            file=sys.stderr,
+        )
         for where, text in list(result.errors.items())[:1]:
             print(f"\n{where}:\n{text}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED

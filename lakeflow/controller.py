@@ -83,7 +83,9 @@ def new_run_id() -> str:
 class Controller:
     """Runs requests against one lake."""
 
-    def __init__(self, lake: Lake, executor: Executor, options: ControllerOptions | None = None) -> None:
+    def __init__(
+        self, lake: Lake, executor: Executor, options: ControllerOptions | None = None
+    ) -> None:
         self.lake = lake
         self.executor = executor
         self.options = options or ControllerOptions()
@@ -128,7 +130,9 @@ class Controller:
         state = self.tables.get(name)
         column = pipeline[name].partitions.column
         if state is None:
-            state = await asyncio.to_thread(TableState.load, self.lake, self.lake.table_url(name), column=column)
+            state = await asyncio.to_thread(
+                TableState.load, self.lake, self.lake.table_url(name), column=column
+            )
             if not state.exists:
                 state.column = column
             self.tables[name] = state
@@ -141,7 +145,9 @@ class Controller:
             )
         return state
 
-    async def _plan(self, pipeline: Pipeline, request: Request, done: dict[str, np.ndarray] | None = None) -> Plan:
+    async def _plan(
+        self, pipeline: Pipeline, request: Request, done: dict[str, np.ndarray] | None = None
+    ) -> Plan:
         selected = pipeline.select(list(request.select))
         needed = dict.fromkeys(selected)
         for name in selected:
@@ -154,7 +160,9 @@ class Controller:
         return await asyncio.to_thread(build_plan, pipeline, request, snapshots, done=done)
 
     # -- runs ----------------------------------------------------------------------------------
-    async def submit(self, pipeline: Pipeline, request: Request, origin: str = "api") -> dict[str, Any]:
+    async def submit(
+        self, pipeline: Pipeline, request: Request, origin: str = "api"
+    ) -> dict[str, Any]:
         """Plan and start a run; returns its summary. Planning errors raise here, before anything
         is recorded."""
         await self.start()
@@ -162,7 +170,9 @@ class Controller:
         plan = await self._plan(pipeline, request)
         run_id = new_run_id()
         blob = dump_request(pipeline, request, origin)
-        await asyncio.to_thread(self.lake.write_bytes, f"{self.lake.url}/{RUNS_DIR}/{run_id}.pkl", blob)
+        await asyncio.to_thread(
+            self.lake.write_bytes, f"{self.lake.url}/{RUNS_DIR}/{run_id}.pkl", blob
+        )
         self.events.emit(Event(run_id, "run_requested", message=origin, detail={
             "select": list(request.select), "partitions": request.partitions, "force": request.force,
             "order": request.order, "units": plan.size, "fresh": int(sum(len(v) for v in plan.fresh.values())),
@@ -174,9 +184,20 @@ class Controller:
     def _begin(self, run_id, pipeline, request, origin, plan, prior=None) -> Run:
         depth: dict[str, int] = {}
         for name in pipeline.assets:
-            depth[name] = 1 + max((depth[e.up] for e in pipeline.upstream(name) if e.up != name), default=-1)
+            depth[name] = 1 + max(
+                (depth[e.up] for e in pipeline.upstream(name) if e.up != name), default=-1
+            )
         state = RunState(plan, depth=depth)
-        run = Run(run_id, pipeline, request, origin, plan, state, self.executor.prepare(run_id, pipeline), prior=prior or {})
+        run = Run(
+            run_id,
+            pipeline,
+            request,
+            origin,
+            plan,
+            state,
+            self.executor.prepare(run_id, pipeline),
+            prior=prior or {},
+        )
         self.runs[run_id] = run
         self._spawn(self._drive(run))
         return run
@@ -254,11 +275,21 @@ class Controller:
                     if state.status[unit] not in (UnitStatus.FAILED, UnitStatus.UPSTREAM_FAILED):
                         self._fail(run, unit, error)
         for missing in run.plan.missing:
-            unit = run.plan.unit(missing.asset, missing.index)
-            if unit is None or state.status[unit] in (UnitStatus.FAILED, UnitStatus.UPSTREAM_FAILED):
+            found = run.plan.unit(missing.asset, missing.index)
+            if found is None:
+                continue
+            unit = found
+            if state.status[unit] in (
+                UnitStatus.FAILED,
+                UnitStatus.UPSTREAM_FAILED,
+            ):
                 continue
             key = run.pipeline[missing.upstream].partitions.key(missing.upstream_index)
-            error = ErrorInfo("lakeflow", "MissingInput", f"input {missing.upstream} partition {key} is not materialized (select +{missing.asset} to build it)")
+            error = ErrorInfo(
+                "lakeflow",
+                "MissingInput",
+                f"input {missing.upstream} partition {key} is not materialized (select +{missing.asset} to build it)",
+            )
             self._fail(run, unit, error)
         try:
             while not state.done:
@@ -275,7 +306,20 @@ class Controller:
                 await self._sleep(run)
         except Exception as error:  # a bug of ours: fail what is left rather than hang the run
             info = ErrorInfo.from_exception(error)
-            for unit in np.flatnonzero(~np.isin(state.status, [s.value for s in (UnitStatus.PUBLISHED, UnitStatus.FAILED, UnitStatus.UPSTREAM_FAILED, UnitStatus.CANCELLED)])).tolist():
+            for unit in np.flatnonzero(
+                ~np.isin(
+                    state.status,
+                    [
+                        s.value
+                        for s in (
+                            UnitStatus.PUBLISHED,
+                            UnitStatus.FAILED,
+                            UnitStatus.UPSTREAM_FAILED,
+                            UnitStatus.CANCELLED,
+                        )
+                    ],
+                )
+            ).tolist():
                 self._fail(run, unit, info)
         await self._finish(run)
 
@@ -305,7 +349,9 @@ class Controller:
             if not batch:
                 break
             solo = [u for u in batch if u in run.solo]
-            groups = [[u] for u in solo] + ([rest] if (rest := [u for u in batch if u not in run.solo]) else [])
+            groups = [[u] for u in solo] + (
+                [rest] if (rest := [u for u in batch if u not in run.solo]) else []
+            )
             for group in groups:
                 asset = run.plan.locate(group[0])[0]
                 specs = [self._spec(run, unit) for unit in group]
@@ -336,11 +382,21 @@ class Controller:
                 schema=table.schema, whole_table=whole,
             ))  # fmt: skip
         table = self.tables[asset]
-        return UnitSpec(asset, index, definition.partitions.key(index), int(run.state.attempts[unit]), tuple(inputs), table.schema, definition.partitions.partition(index))
+        return UnitSpec(
+            asset,
+            index,
+            definition.partitions.key(index),
+            int(run.state.attempts[unit]),
+            tuple(inputs),
+            table.schema,
+            definition.partitions.partition(index),
+        )
 
     async def _task(self, run: Run, asset: str, units: list[int], specs: list[UnitSpec]) -> None:
         try:
-            records = await self.executor.run(self.lake, run.id, run.handle, run.pipeline, asset, specs)
+            records = await self.executor.run(
+                self.lake, run.id, run.handle, run.pipeline, asset, specs
+            )
             run.completed.append((asset, units, records, None))
         except TaskLost as error:
             run.completed.append((asset, units, None, str(error)))
@@ -363,7 +419,12 @@ class Controller:
                         self._event(run, unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
                                     detail={"error": "WorkerLost", "charged": False, "reason": "its task's worker died; rerun alone"})  # fmt: skip
                     continue
-                self._failure(run, units[0], ErrorInfo("crash", "WorkerLost", lost or "the task died"), retryable=True)
+                self._failure(
+                    run,
+                    units[0],
+                    ErrorInfo("crash", "WorkerLost", lost or "the task died"),
+                    retryable=True,
+                )
                 continue
             for unit, record in zip(units, records, strict=True):
                 if record.ok:
@@ -371,7 +432,11 @@ class Controller:
                     run.staged.setdefault(asset, []).append((unit, record))
                     run.staged_since.setdefault(asset, time.monotonic())
                     seconds = max(record.seconds, 1e-5)
-                    run.unit_seconds = seconds if run.unit_seconds is None else 0.8 * run.unit_seconds + 0.2 * seconds
+                    run.unit_seconds = (
+                        seconds
+                        if run.unit_seconds is None
+                        else 0.8 * run.unit_seconds + 0.2 * seconds
+                    )
                 else:
                     assert record.error is not None
                     self._failure(run, unit, record.error, retryable=record.retryable)
@@ -385,7 +450,14 @@ class Controller:
         if retryable and attempt < policy.attempts:
             delay = policy.delay(attempt)
             state.retry(unit, delay)
-            self._event(run, unit, "unit_retry", attempt=attempt, message=error.first_line(), detail={"delay": delay, "error": error.type})
+            self._event(
+                run,
+                unit,
+                "unit_retry",
+                attempt=attempt,
+                message=error.first_line(),
+                detail={"delay": delay, "error": error.type},
+            )
             return
         self._fail(run, unit, error)
 
@@ -395,13 +467,23 @@ class Controller:
                     detail={"kind": error.kind, "type": error.type, "message": error.message, "traceback": error.traceback})  # fmt: skip
         if held:
             asset, index = run.plan.locate(unit)
-            cause = f"upstream {asset} {run.pipeline[asset].partitions.key(index)}".rstrip() + " failed"
+            cause = (
+                f"upstream {asset} {run.pipeline[asset].partitions.key(index)}".rstrip() + " failed"
+            )
             for down in held:
                 self._event(run, down, "unit_upstream_failed", message=cause)
 
     def _event(self, run: Run, unit: int, kind: str, **fields: Any) -> None:
         asset, index = run.plan.locate(unit)
-        self.events.emit(Event(run.id, kind, asset=asset, partition=run.pipeline[asset].partitions.key(index), **fields))
+        self.events.emit(
+            Event(
+                run.id,
+                kind,
+                asset=asset,
+                partition=run.pipeline[asset].partitions.key(index),
+                **fields,
+            )
+        )
 
     # -- publishing ----------------------------------------------------------------------------
     def _publish_ready(self, run: Run) -> None:
@@ -410,7 +492,11 @@ class Controller:
             if not items or asset in run.committing:
                 continue
             lingering = now - run.staged_since.get(asset, now) < self.options.commit_linger
-            if run.running.get(asset, 0) and lingering and len(items) < self.options.max_commit_units:
+            if (
+                run.running.get(asset, 0)
+                and lingering
+                and len(items) < self.options.max_commit_units
+            ):
                 continue
             batch = items[: self.options.max_commit_units]
             del items[: len(batch)]
@@ -427,7 +513,9 @@ class Controller:
         try:
             async with lock:
                 table = self.tables[asset]
-                outputs = [UnitOutput(r.key, r.files, run.inputs.get(u, {}), r.schema) for u, r in batch]
+                outputs = [
+                    UnitOutput(r.key, r.files, run.inputs.get(u, {}), r.schema) for u, r in batch
+                ]
                 fits, misfits = split_by_schema(table, outputs)
                 by_key = {r.key: u for u, r in batch}
                 for output, error in misfits:
@@ -459,8 +547,17 @@ class Controller:
 
     async def _finish(self, run: Run) -> None:
         counts = run.state.counts()
-        outcome = "cancelled" if run.cancelled else ("succeeded" if run.state.succeeded else "failed")
-        self.events.emit(Event(run.id, "run_finished", message=outcome, detail={"counts": counts, "prior": sum(len(v) for v in run.prior.values())}))
+        outcome = (
+            "cancelled" if run.cancelled else ("succeeded" if run.state.succeeded else "failed")
+        )
+        self.events.emit(
+            Event(
+                run.id,
+                "run_finished",
+                message=outcome,
+                detail={"counts": counts, "prior": sum(len(v) for v in run.prior.values())},
+            )
+        )
         try:
             await asyncio.to_thread(self.events.flush)
         except Exception:
@@ -478,35 +575,68 @@ class Controller:
             try:
                 pipeline, request, origin = await asyncio.to_thread(load_request, self.lake, run_id)
                 done = await self._published_by(pipeline, request, run_id)
-                plan = await self._plan(pipeline, request, done={a: np.array(sorted(v), np.int64) for a, v in done.items()})
+                plan = await self._plan(
+                    pipeline,
+                    request,
+                    done={a: np.array(sorted(v), np.int64) for a, v in done.items()},
+                )
             except Exception as error:
-                self.events.emit(Event(run_id, "run_finished", message="failed", detail={"error": f"cannot resume: {error}"}))
+                self.events.emit(
+                    Event(
+                        run_id,
+                        "run_finished",
+                        message="failed",
+                        detail={"error": f"cannot resume: {error}"},
+                    )
+                )
                 continue
-            self.events.emit(Event(run_id, "run_resumed", detail={"already_published": sum(len(v) for v in done.values())}))
+            self.events.emit(
+                Event(
+                    run_id,
+                    "run_resumed",
+                    detail={"already_published": sum(len(v) for v in done.values())},
+                )
+            )
             self._begin(run_id, pipeline, request, origin, plan, prior=done)
 
-    async def _published_by(self, pipeline: Pipeline, request: Request, run_id: str) -> dict[str, dict[int, int]]:
+    async def _published_by(
+        self, pipeline: Pipeline, request: Request, run_id: str
+    ) -> dict[str, dict[int, int]]:
         """Partitions (with their versions) the run already published, read from the tables'
         commit metadata; logs the `unit_published` events the dead controller did not flush."""
         from .events import read_events
 
-        logged = await asyncio.to_thread(read_events, self.lake, run_id=run_id, kinds=["unit_published"])
+        logged = await asyncio.to_thread(
+            read_events, self.lake, run_id=run_id, kinds=["unit_published"]
+        )
         seen = set(zip(logged["asset"].to_list(), logged["partition"].to_list(), strict=True))
         done: dict[str, dict[int, int]] = {}
         for name in pipeline.select(list(request.select)):
             table = await self._table(pipeline, name)
             parts = pipeline[name].partitions
             with table.lock:
-                mine = [(k, info.version) for k, info in table.published.items() if info.run_id == run_id]
+                mine = [
+                    (k, info.version)
+                    for k, info in table.published.items()
+                    if info.run_id == run_id
+                ]
             for key, version in mine:
                 index = parts.indices([key])[0] if parts.is_partitioned else 0
                 if index < 0:
                     continue
                 done.setdefault(name, {})[int(index)] = version
                 if (name, key) not in seen:
-                    self.events.emit(Event(run_id, "unit_published", asset=name, partition=key, version=version, detail={"repaired": True}))
+                    self.events.emit(
+                        Event(
+                            run_id,
+                            "unit_published",
+                            asset=name,
+                            partition=key,
+                            version=version,
+                            detail={"repaired": True},
+                        )
+                    )
         return done
-
 
 
 def actor_class() -> Any:
@@ -523,7 +653,9 @@ def actor_class() -> Any:
         """One per lake: named, detached, restarted forever. Each method first waits for the
         restart recovery to finish, so no caller ever sees a half-recovered controller."""
 
-        def __init__(self, lake_url: str, storage_options: dict[str, str], options: ControllerOptions) -> None:
+        def __init__(
+            self, lake_url: str, storage_options: dict[str, str], options: ControllerOptions
+        ) -> None:
             lake = Lake(lake_url, storage_options)
             self.controller = Controller(lake, RayExecutor(options.max_in_flight), options)
             self._ready = asyncio.get_running_loop().create_task(self.controller.start())
@@ -552,7 +684,11 @@ def actor_class() -> Any:
             import os
 
             await self._ready
-            return {"pid": os.getpid(), "runs": list(self.controller.runs), "lake": self.controller.lake.url}
+            return {
+                "pid": os.getpid(),
+                "runs": list(self.controller.runs),
+                "lake": self.controller.lake.url,
+            }
 
     _ACTOR = ControllerActor
     return _ACTOR

@@ -44,7 +44,9 @@ class LakeflowError(Exception):
 
 def _rebuild(cls: type[LakeflowError], state: dict) -> LakeflowError:
     error = cls.__new__(cls)
-    Exception.__init__(error, f"{state['message']} ({state['hint']})" if state.get("hint") else state["message"])
+    Exception.__init__(
+        error, f"{state['message']} ({state['hint']})" if state.get("hint") else state["message"]
+    )
     error.__dict__.update(state)
     return error
 
@@ -87,7 +89,9 @@ class ErrorInfo:
         if isinstance(error, UserCodeError):
             return cls("user", error.error_type, error.message, error.user_traceback)
         kind = "lakeflow" if isinstance(error, LakeflowError) else "crash"
-        return cls(kind, type(error).__name__, str(error), "".join(traceback.format_exception(error)))
+        return cls(
+            kind, type(error).__name__, str(error), "".join(traceback.format_exception(error))
+        )
 
     def first_line(self) -> str:
         line = self.message.strip().splitlines()[0] if self.message.strip() else ""
@@ -107,7 +111,11 @@ class UserCodeError(LakeflowError):
 
 def _user_frames(error: BaseException) -> str:
     """Format the traceback, dropping the frames that belong to lakeflow itself."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not f.filename.startswith(_PACKAGE_DIR)
+    ]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     lines += traceback.format_exception_only(type(error), error)
     return "".join(lines)
@@ -126,5 +134,8 @@ def user_code_boundary(where: str) -> Iterator[None]:
         raise
     except Exception as error:
         raise UserCodeError(
-            str(error), error_type=type(error).__name__, user_traceback=_user_frames(error), where=where
+            str(error),
+            error_type=type(error).__name__,
+            user_traceback=_user_frames(error),
+            where=where,
         ) from error

@@ -121,7 +121,9 @@ class EventLog:
             return len(batch)
 
     def _write(self, table: pa.Table) -> None:
-        if self._handle is None and DeltaTable.is_deltatable(self.url, storage_options=self.lake.delta_options()):
+        if self._handle is None and DeltaTable.is_deltatable(
+            self.url, storage_options=self.lake.delta_options()
+        ):
             self._handle = DeltaTable(self.url, storage_options=self.lake.delta_options())
         if self._handle is None:
             write_deltalake(

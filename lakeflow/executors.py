@@ -35,7 +35,15 @@ class Executor(Protocol):
     def infeasible(self, resources: dict[str, Any]) -> str | None:
         """Why no worker could ever run a task with these Ray options, or None."""
 
-    async def run(self, lake: Lake, run_id: str, handle: Any, pipeline: Pipeline, asset: str, units: Sequence[UnitSpec]) -> list[UnitRecord]:
+    async def run(
+        self,
+        lake: Lake,
+        run_id: str,
+        handle: Any,
+        pipeline: Pipeline,
+        asset: str,
+        units: Sequence[UnitSpec],
+    ) -> list[UnitRecord]:
         """Run one task; raises `TaskLost` if the task died."""
 
 
@@ -90,8 +98,14 @@ class RayExecutor:
         nodes = [n["Resources"] for n in self._ray.nodes() if n.get("Alive")]
         if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
             return None
-        short = [f"{k}={v:g}" for k, v in wanted.items() if not any(node.get(k, 0) >= v for node in nodes)]
-        shown = ", ".join(short) or ", ".join(f"{k}={v:g}" for k, v in wanted.items()) + " on one node"
+        short = [
+            f"{k}={v:g}"
+            for k, v in wanted.items()
+            if not any(node.get(k, 0) >= v for node in nodes)
+        ]
+        shown = (
+            ", ".join(short) or ", ".join(f"{k}={v:g}" for k, v in wanted.items()) + " on one node"
+        )
         return f"needs {shown} but no node of the cluster has that much"
 
     async def run(self, lake, run_id, handle, pipeline, asset, units):
@@ -101,4 +115,6 @@ class RayExecutor:
         try:
             return await task.remote(lake, run_id, key, box, list(units))
         except self._ray.exceptions.RayError as error:
-            raise TaskLost(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
+            raise TaskLost(
+                f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            ) from error

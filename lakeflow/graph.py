@@ -120,7 +120,9 @@ class Pipeline:
         try:
             return self.assets[name]
         except KeyError:
-            raise SelectionError(f"unknown asset {name!r}", hint=_suggest(name, self.assets)) from None
+            raise SelectionError(
+                f"unknown asset {name!r}", hint=_suggest(name, self.assets)
+            ) from None
 
     def upstream(self, name: str) -> tuple[Edge, ...]:
         """Edges into `name`, its own previous partitions included."""
@@ -155,7 +157,9 @@ class Pipeline:
                 continue
             name = term.strip("+")
             if not name:
-                raise SelectionError(f"empty selection term {raw!r}", hint="write names like orders+ or +orders")
+                raise SelectionError(
+                    f"empty selection term {raw!r}", hint="write names like orders+ or +orders"
+                )
             self[name]  # raises for unknown names
             chosen.add(name)
             if term.startswith("+"):
@@ -171,7 +175,12 @@ class Pipeline:
         lines = []
         for name, item in self.assets.items():
             ups = ", ".join(
-                f"{e.up}" + ("" if e.mapping.describe() in ("identity", "overlap", "all") else f" [{e.mapping.describe()}]")
+                f"{e.up}"
+                + (
+                    ""
+                    if e.mapping.describe() in ("identity", "overlap", "all")
+                    else f" [{e.mapping.describe()}]"
+                )
                 for e in self._up[name]
             )
             lines.append(f"{name:<24} {item.partitions.describe():<40} <- {ups or '(no inputs)'}")
@@ -181,7 +190,9 @@ class Pipeline:
         return f"<Pipeline {self.name}: {len(self.assets)} assets, lake={self.lake}>"
 
     # -- conveniences that call api ------------------------------------------------------------
-    def materialize(self, select: str | Sequence[str] | None = None, partitions: Any = None, **options: Any) -> RunResult:
+    def materialize(
+        self, select: str | Sequence[str] | None = None, partitions: Any = None, **options: Any
+    ) -> RunResult:
         """Materialize a selection of this pipeline; see `lakeflow.materialize`."""
         from .api import materialize
 

@@ -32,7 +32,10 @@ def load_pipeline(target: str) -> Pipeline:
     pipelines = {name: value for name, value in vars(module).items() if isinstance(value, Pipeline)}
     if len(pipelines) != 1:
         names = ", ".join(pipelines) or "none"
-        raise DefinitionError(f"{location} defines {len(pipelines)} pipelines ({names})", hint="pick one with FILE:NAME")
+        raise DefinitionError(
+            f"{location} defines {len(pipelines)} pipelines ({names})",
+            hint="pick one with FILE:NAME",
+        )
     return next(iter(pipelines.values()))
 
 

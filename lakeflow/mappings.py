@@ -37,7 +37,9 @@ class PartitionMapping(ABC):
     """Maps downstream partition indices to contiguous upstream index ranges."""
 
     @abstractmethod
-    def ranges(self, down: Partitions, up: Partitions, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def ranges(
+        self, down: Partitions, up: Partitions, indices: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(lo, hi) arrays, clipped to the upstream's partitions; empty ranges have hi == lo."""
 
     def check(self, down: Partitions, up: Partitions) -> None:
@@ -74,7 +76,9 @@ class Identity(PartitionMapping):
             return
         if isinstance(down, StaticPartitions) and isinstance(up, StaticPartitions):
             if not set(down.values) & set(up.values):
-                raise DefinitionError("identity mapping between static partitions with no key in common")
+                raise DefinitionError(
+                    "identity mapping between static partitions with no key in common"
+                )
             return
         if isinstance(down, Unpartitioned) and isinstance(up, Unpartitioned):
             return
@@ -148,7 +152,9 @@ class Lookback(PartitionMapping):
 
     def ranges(self, down, up, indices):
         indices = np.asarray(indices, dtype=np.int64)
-        return _window_ranges(up, down.starts(indices - (self.periods - 1)), down.starts(indices + 1))
+        return _window_ranges(
+            up, down.starts(indices - (self.periods - 1)), down.starts(indices + 1)
+        )
 
     def describe(self) -> str:
         return f"lookback({self.periods})"

@@ -111,12 +111,16 @@ def _split_spec(spec: str | Sequence[str]) -> list[str]:
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
     items = [p.strip() for p in parts]
     if not items or any(not p for p in items):
-        raise PartitionError(f"empty partition key in {spec!r}", hint="write keys like 2013-01-01,2013-01-02")
+        raise PartitionError(
+            f"empty partition key in {spec!r}", hint="write keys like 2013-01-01,2013-01-02"
+        )
     return items
 
 
 def _all(spec: str | Sequence[str] | None) -> bool:
-    return spec is None or spec in ("*", "all") or (not isinstance(spec, str) and list(spec) == ["*"])
+    return (
+        spec is None or spec in ("*", "all") or (not isinstance(spec, str) and list(spec) == ["*"])
+    )
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,9 @@ class StaticPartitions(Partitions):
             if ".." in item:
                 first, _, last = item.partition("..")
                 if not (first and last):
-                    raise PartitionError(f"malformed partition range {item!r}", hint="write it like a..c")
+                    raise PartitionError(
+                        f"malformed partition range {item!r}", hint="write it like a..c"
+                    )
                 lo, hi = self.index(first), self.index(last)
                 if hi < lo:
                     raise PartitionError(f"range {item!r} runs backwards")
@@ -236,7 +242,7 @@ class TimeWindowPartitions(Partitions):
                 f"malformed {what} {text!r}", hint=f"write it like {self._EXAMPLES[unit]}"
             )
         try:
-            return np.datetime64(text, unit)
+            return np.datetime64(text, unit)  # type: ignore[call-overload]
         except ValueError:
             raise PartitionError(f"{what} {text!r} is not a real date") from None
 
@@ -276,7 +282,7 @@ class TimeWindowPartitions(Partitions):
         if indices is None:
             indices = np.arange(len(self))
         values = self._start + np.asarray(indices)  # type: ignore[attr-defined]
-        return np.datetime_as_string(values, unit=self.unit).tolist()
+        return np.datetime_as_string(values, unit=self.unit).tolist()  # type: ignore[call-overload]
 
     def index(self, key: str) -> int:
         value = self._parse(key, self.unit)
@@ -304,7 +310,10 @@ class TimeWindowPartitions(Partitions):
         for item in _split_spec(spec):
             lo_text, sep, hi_text = item.partition("..")
             if sep and not (lo_text and hi_text):
-                raise PartitionError(f"malformed partition range {item!r}", hint="write it like 2013-01-01..2013-01-31")
+                raise PartitionError(
+                    f"malformed partition range {item!r}",
+                    hint="write it like 2013-01-01..2013-01-31",
+                )
             lo = self._parse_bound(lo_text, what="partition key")[0]
             hi = self._parse_bound(hi_text if sep else lo_text, what="partition key")[1]
             if hi <= lo:

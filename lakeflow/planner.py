@@ -22,7 +22,15 @@ from .lake.log import TableState
 from .mappings import AllPartitions, expand_ranges
 from .partitions import Partitions
 
-__all__ = ["AssetSnapshot", "MissingInput", "Plan", "Request", "build_plan", "partition_status", "snapshot"]
+__all__ = [
+    "AssetSnapshot",
+    "MissingInput",
+    "Plan",
+    "Request",
+    "build_plan",
+    "partition_status",
+    "snapshot",
+]
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,14 @@ class AssetSnapshot:
 
     @classmethod
     def empty(cls, count: int) -> AssetSnapshot:
-        return cls(-1, np.zeros(count, bool), np.full(count, -1, np.int64), np.full(count, "", object), np.full(count, "", object), {})
+        return cls(
+            -1,
+            np.zeros(count, bool),
+            np.full(count, -1, np.int64),
+            np.full(count, "", object),
+            np.full(count, "", object),
+            {},
+        )
 
 
 def snapshot(state: TableState, partitions: Partitions, upstream: Sequence[str]) -> AssetSnapshot:
@@ -61,7 +76,9 @@ def snapshot(state: TableState, partitions: Partitions, upstream: Sequence[str])
         return _snapshot(state, partitions, upstream, snap)
 
 
-def _snapshot(state: TableState, partitions: Partitions, upstream: Sequence[str], snap: AssetSnapshot) -> AssetSnapshot:
+def _snapshot(
+    state: TableState, partitions: Partitions, upstream: Sequence[str], snap: AssetSnapshot
+) -> AssetSnapshot:
     count = len(snap.present)
     keys = list(state.touched)
     index = partitions.indices(keys) if partitions.is_partitioned else np.zeros(len(keys), np.int64)
@@ -104,7 +121,9 @@ class Plan:
     waits: np.ndarray  # int32 per unit: upstream units in the plan it waits for
     down_ptr: np.ndarray  # CSR: downstream units of unit u are down_ids[down_ptr[u]:down_ptr[u+1]]
     down_ids: np.ndarray
-    ranges: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]]  # (down, up) -> lo, hi per planned unit
+    ranges: Mapping[
+        tuple[str, str], tuple[np.ndarray, np.ndarray]
+    ]  # (down, up) -> lo, hi per planned unit
     fresh: Mapping[str, np.ndarray]  # asset -> selected partition indices skipped as fresh
     missing: tuple[MissingInput, ...] = ()
     order: str = "oldest"
@@ -197,7 +216,9 @@ def _cascade_self(pipeline: Pipeline, name: str, candidates: np.ndarray, flags: 
 FRESH, STALE, MISSING = 0, 1, 2
 
 
-def partition_status(pipeline: Pipeline, snapshots: Mapping[str, AssetSnapshot]) -> dict[str, np.ndarray]:
+def partition_status(
+    pipeline: Pipeline, snapshots: Mapping[str, AssetSnapshot]
+) -> dict[str, np.ndarray]:
     """Per asset, per partition: FRESH, STALE (published, but its code or an input changed, here
     or upstream) or MISSING (no data)."""
     out: dict[str, np.ndarray] = {}
@@ -226,7 +247,9 @@ def build_plan(
     units that it already published).
     """
     selected = pipeline.select(list(request.select))
-    if request.partitions is not None and not any(pipeline[a].partitions.is_partitioned for a in selected):
+    if request.partitions is not None and not any(
+        pipeline[a].partitions.is_partitioned for a in selected
+    ):
         raise PartitionError("partitions were given but no selected asset is partitioned")
     planned: dict[str, np.ndarray] = {}  # asset -> bool mask over its partitions
     fresh: dict[str, np.ndarray] = {}
@@ -279,7 +302,9 @@ def build_plan(
     down_ids = np.concatenate(downs_edges) if downs_edges else np.zeros(0, np.int64)
     waits = np.bincount(down_ids, minlength=size).astype(np.int32)
     order = np.argsort(up_ids, kind="stable")
-    down_ptr = np.concatenate(([0], np.cumsum(np.bincount(up_ids, minlength=size)))).astype(np.int64)
+    down_ptr = np.concatenate(([0], np.cumsum(np.bincount(up_ids, minlength=size)))).astype(
+        np.int64
+    )
     return Plan(
         assets=assets,
         indices=indices,

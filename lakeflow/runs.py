@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from .graph import Pipeline
     from .planner import Request
 
-__all__ = ["RESULT_SCHEMA", "RUNS_DIR", "dump_request", "load_request", "plan_result", "unfinished_runs"]
+__all__ = [
+    "RESULT_SCHEMA",
+    "RUNS_DIR",
+    "dump_request",
+    "load_request",
+    "plan_result",
+    "unfinished_runs",
+]
 
 RUNS_DIR = "_lakeflow/runs"
 
@@ -69,7 +76,17 @@ def plan_result(run: Run) -> dict[str, Any]:
     plan, state, pipeline = run.plan, run.state, run.pipeline
     columns: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
 
-    def add(asset: str, indices: np.ndarray, outcome: list[str], rows, size, seconds, version, attempts, errors) -> None:
+    def add(
+        asset: str,
+        indices: np.ndarray,
+        outcome: list[str],
+        rows,
+        size,
+        seconds,
+        version,
+        attempts,
+        errors,
+    ) -> None:
         keys = pipeline[asset].partitions.keys(indices)
         n = len(keys)
         columns["asset"].extend([asset] * n)
@@ -86,14 +103,18 @@ def plan_result(run: Run) -> dict[str, Any]:
     for j, asset in enumerate(plan.assets):
         lo, hi = int(plan.offsets[j]), int(plan.offsets[j + 1])
         units = range(lo, hi)
-        errors = []
+        errors: list[str | None] = []
         for unit in units:
             failure = state.errors.get(unit)
             if failure is not None:
                 errors.append(failure.error.first_line())
             elif unit in state.cause:
                 cause_asset, cause_index = plan.locate(state.cause[unit])
-                errors.append(f"upstream {cause_asset} {pipeline[cause_asset].partitions.key(cause_index)} failed".replace("  ", " "))
+                errors.append(
+                    f"upstream {cause_asset} {pipeline[cause_asset].partitions.key(cause_index)} failed".replace(
+                        "  ", " "
+                    )
+                )
             else:
                 errors.append(None)
         add(
@@ -110,11 +131,35 @@ def plan_result(run: Run) -> dict[str, Any]:
     for asset, prior in run.prior.items():
         indices = np.array(sorted(prior), np.int64)
         n = len(indices)
-        add(asset, indices, ["published"] * n, [None] * n, [None] * n, [None] * n, [prior[i] for i in indices.tolist()], [None] * n, [None] * n)
+        add(
+            asset,
+            indices,
+            ["published"] * n,
+            [None] * n,
+            [None] * n,
+            [None] * n,
+            [prior[i] for i in indices.tolist()],
+            [None] * n,
+            [None] * n,
+        )
     for asset, fresh in plan.fresh.items():
         n = len(fresh)
-        add(asset, fresh, ["fresh"] * n, [None] * n, [None] * n, [None] * n, [None] * n, [0] * n, [None] * n)
-    outcome = "cancelled" if run.cancelled else ("succeeded" if state.succeeded else ("failed" if state.done else "running"))
+        add(
+            asset,
+            fresh,
+            ["fresh"] * n,
+            [None] * n,
+            [None] * n,
+            [None] * n,
+            [None] * n,
+            [0] * n,
+            [None] * n,
+        )
+    outcome = (
+        "cancelled"
+        if run.cancelled
+        else ("succeeded" if state.succeeded else ("failed" if state.done else "running"))
+    )
     return {
         "run_id": run.id,
         "status": outcome,
@@ -122,7 +167,8 @@ def plan_result(run: Run) -> dict[str, Any]:
         "finished": state.finished,
         "units": pa.table(columns, schema=RESULT_SCHEMA),
         "errors": {
-            f"{plan.locate(u)[0]} {pipeline[plan.locate(u)[0]].partitions.key(plan.locate(u)[1])}".strip(): f.error.traceback or f.error.message
+            f"{plan.locate(u)[0]} {pipeline[plan.locate(u)[0]].partitions.key(plan.locate(u)[1])}".strip(): f.error.traceback
+            or f.error.message
             for u, f in list(state.errors.items())[:50]
         },
     }

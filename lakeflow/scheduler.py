@@ -61,9 +61,11 @@ class RunState:
         self.version = np.full(size, -1, np.int64)
         self.errors: dict[int, Failure] = {}
         self.cause: dict[int, int] = {}  # upstream_failed unit -> the failed unit behind it
-        depth = depth or {}
+        depths: dict[str, int] = depth or {}
         # asset positions, deepest first, each with a queue of its ready units
-        self._asset_order = sorted(range(len(plan.assets)), key=lambda j: (-depth.get(plan.assets[j], j), -j))
+        self._asset_order = sorted(
+            range(len(plan.assets)), key=lambda j: (-depths.get(plan.assets[j], j), -j)
+        )
         self._ready: list[deque[int]] = [deque() for _ in plan.assets]
         self._backoff: list[tuple[float, int]] = []
         self._counts = {s: 0 for s in UnitStatus}
@@ -127,7 +129,7 @@ class RunState:
             queue = self._ready[j]
             if not queue:
                 continue
-            batch = []
+            batch: list[int] = []
             while queue and len(batch) < limit:
                 unit = queue.popleft()
                 if self.status[unit] == UnitStatus.READY:
@@ -184,7 +186,9 @@ class RunState:
     def cancel(self) -> list[int]:
         """Cancel every unit not yet running or staged; returns them."""
         gone = []
-        for unit in np.flatnonzero(np.isin(self.status, (UnitStatus.WAITING, UnitStatus.READY, UnitStatus.RETRYING))).tolist():
+        for unit in np.flatnonzero(
+            np.isin(self.status, (UnitStatus.WAITING, UnitStatus.READY, UnitStatus.RETRYING))
+        ).tolist():
             self._set(unit, UnitStatus.CANCELLED)
             gone.append(unit)
         self._check_done()

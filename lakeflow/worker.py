@@ -21,9 +21,22 @@ import polars as pl
 import pyarrow as pa
 
 from .assets import Context
-from .errors import ErrorInfo, LakeError, LakeflowError, SchemaError, UserCodeError, user_code_boundary
+from .errors import (
+    ErrorInfo,
+    LakeError,
+    LakeflowError,
+    SchemaError,
+    UserCodeError,
+    user_code_boundary,
+)
 from .lake import Lake
-from .lake.staging import StagedFile, check_schema, normalize_output, polars_to_arrow_schema, stage_output
+from .lake.staging import (
+    StagedFile,
+    check_schema,
+    normalize_output,
+    polars_to_arrow_schema,
+    stage_output,
+)
 
 if TYPE_CHECKING:
     from .graph import Pipeline
@@ -113,9 +126,8 @@ def _retryable(error: BaseException, pipeline: Pipeline, asset: str) -> bool:
     if isinstance(error, UserCodeError):
         cause = error.__cause__ or error
         return pipeline.assets[asset].retry.retries(cause)
-    if isinstance(error, SchemaError):
-        return False  # the same function and data give the same mismatch
-    return True  # lake I/O and anything unexpected: worth another try
+    # a schema mismatch repeats with the same function and data; lake I/O and the unexpected may pass
+    return not isinstance(error, SchemaError)
 
 
 def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
@@ -128,7 +140,11 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
     where = f"asset {unit.asset}" + (f" partition {unit.key}" if unit.key else "")
     timings: dict[str, float] = {}
     try:
-        kwargs: dict[str, Any] = {spec.name: read_input(lake, spec) for spec in unit.inputs if spec.name in definition.data_inputs}
+        kwargs: dict[str, Any] = {
+            spec.name: read_input(lake, spec)
+            for spec in unit.inputs
+            if spec.name in definition.data_inputs
+        }
         if definition.context_param:
             kwargs[definition.context_param] = Context(
                 asset=unit.asset,
@@ -146,7 +162,15 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
         order = check_schema(schema, unit.table_schema, where=where, column=column)
         timings["compute"] = time.perf_counter() - clock - timings["read"]
         with user_code_boundary(where):  # a lazy output runs here: its errors are the user's
-            staged = stage_output(frame, lake=lake, table_url=table_url, column=column, key=unit.key, tag=tag, order=order)
+            staged = stage_output(
+                frame,
+                lake=lake,
+                table_url=table_url,
+                column=column,
+                key=unit.key,
+                tag=tag,
+                order=order,
+            )
         timings["stage"] = time.perf_counter() - clock - timings["read"] - timings["compute"]
     except (LakeflowError, OSError) as error:
         wrapped = error if isinstance(error, LakeflowError) else lake.unreachable(error)
@@ -162,7 +186,9 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
     )  # fmt: skip
 
 
-def execute_units(lake: Lake, run_id: str, pipeline: Pipeline, units: Sequence[UnitSpec]) -> list[UnitRecord]:
+def execute_units(
+    lake: Lake, run_id: str, pipeline: Pipeline, units: Sequence[UnitSpec]
+) -> list[UnitRecord]:
     """Run a task's units one after another; one failing unit does not stop the others."""
     return [run_unit(lake, run_id, pipeline, unit, f"{run_id}-{unit.attempt}") for unit in units]
 
@@ -183,11 +209,18 @@ def resolve_pipeline(key: str, box: list[Any]) -> Pipeline:
     return pipeline
 
 
-def ray_task(lake: Lake, run_id: str, pipeline_key: str, box: list[Any], units: Sequence[UnitSpec]) -> list[UnitRecord]:
+def ray_task(
+    lake: Lake, run_id: str, pipeline_key: str, box: list[Any], units: Sequence[UnitSpec]
+) -> list[UnitRecord]:
     """The remote task lakeflow submits (wrapped with ray.remote by the executor)."""
     try:
         pipeline = resolve_pipeline(pipeline_key, box)
     except Exception as error:  # the pipeline could not be unpickled here: every unit fails
-        info = ErrorInfo.from_exception(LakeError(f"cannot load the pipeline in the worker: {error}"))
-        return [UnitRecord(u.asset, u.index, u.key, u.attempt, error=info, retryable=False) for u in units]
+        info = ErrorInfo.from_exception(
+            LakeError(f"cannot load the pipeline in the worker: {error}")
+        )
+        return [
+            UnitRecord(u.asset, u.index, u.key, u.attempt, error=info, retryable=False)
+            for u in units
+        ]
     return execute_units(lake, run_id, pipeline, units)

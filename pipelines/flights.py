@@ -55,7 +55,9 @@ def _all_weather() -> pl.DataFrame:
 def _on_day(frame: pl.DataFrame, ctx: lf.Context) -> pl.DataFrame:
     day = ctx.partition.start
     assert day is not None
-    return frame.filter((pl.col("year") == day.year) & (pl.col("month") == day.month) & (pl.col("day") == day.day))
+    return frame.filter(
+        (pl.col("year") == day.year) & (pl.col("month") == day.month) & (pl.col("day") == day.day)
+    )
 
 
 @lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=3, backoff=0.5))
@@ -74,6 +76,12 @@ def raw_weather(ctx: lf.Context) -> pl.DataFrame:
     )
 
 
+COLUMNS = [
+    "carrier", "flight", "tailnum", "origin", "dest", "time_hour", "dep_delay", "arr_delay",
+    "air_time", "distance", "speed_mph", "delayed",
+]  # fmt: skip
+
+
 @lf.asset(partitions=DAYS)
 def flights_clean(raw_flights: pl.LazyFrame) -> pl.LazyFrame:
     """Flights that departed, with local departure times as timestamps and speeds in mph."""
@@ -83,10 +91,7 @@ def flights_clean(raw_flights: pl.LazyFrame) -> pl.LazyFrame:
             (pl.col("distance") / (pl.col("air_time") / 60)).alias("speed_mph"),
             (pl.col("dep_delay") > 15).alias("delayed"),
         )
-        .select(
-            "carrier", "flight", "tailnum", "origin", "dest", "time_hour", "dep_delay", "arr_delay",
-            "air_time", "distance", "speed_mph", "delayed",
-        )  # fmt: skip
+        .select(COLUMNS)
     )
 
 
@@ -119,8 +124,12 @@ def monthly_delays(daily_delays: pl.LazyFrame) -> pl.LazyFrame:
         daily_delays.group_by("carrier", "origin")
         .agg(
             pl.col("flights").sum().alias("flights"),
-            ((pl.col("mean_dep_delay") * pl.col("flights")).sum() / pl.col("flights").sum()).alias("mean_dep_delay"),
-            ((pl.col("mean_arr_delay") * pl.col("flights")).sum() / pl.col("flights").sum()).alias("mean_arr_delay"),
+            ((pl.col("mean_dep_delay") * pl.col("flights")).sum() / pl.col("flights").sum()).alias(
+                "mean_dep_delay"
+            ),
+            ((pl.col("mean_arr_delay") * pl.col("flights")).sum() / pl.col("flights").sum()).alias(
+                "mean_arr_delay"
+            ),
             pl.col("date").n_unique().cast(pl.Int64).alias("days"),
         )
         .sort("carrier", "origin")

@@ -16,7 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Ray workers must import test modules and pipelines; they inherit this process's environment.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p
+)
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")

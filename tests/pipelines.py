@@ -44,7 +44,9 @@ def steer(asset: str, key: str) -> None:
 def events(ctx: lf.Context) -> pl.DataFrame:
     steer("events", ctx.partition.key)
     day = ctx.partition.start
-    return pl.DataFrame({"user": [f"u{i}" for i in range(4)], "amount": [day.day * 10 + i for i in range(4)]})
+    return pl.DataFrame(
+        {"user": [f"u{i}" for i in range(4)], "amount": [day.day * 10 + i for i in range(4)]}
+    )
 
 
 @lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=2, backoff=0.01))
@@ -56,12 +58,22 @@ def spend(ctx: lf.Context, events: pl.LazyFrame) -> pl.LazyFrame:
 @lf.asset(partitions=DAYS, inputs={"spend": lf.lookback(3)})
 def spend_3d(ctx: lf.Context, spend: pl.LazyFrame) -> pl.LazyFrame:
     steer("spend_3d", ctx.partition.key)
-    return spend.group_by("user").agg(pl.col("amount").sum(), pl.col("date").n_unique().alias("days")).sort("user")
+    return (
+        spend.group_by("user")
+        .agg(pl.col("amount").sum(), pl.col("date").n_unique().alias("days"))
+        .sort("user")
+    )
 
 
 @lf.asset(partitions=MONTHS, inputs={"spend": lf.rollup()})
 def spend_monthly(spend: pl.LazyFrame) -> pa.Table:
-    return spend.group_by("user").agg(pl.col("amount").sum(), pl.col("date").n_unique().alias("days")).sort("user").collect().to_arrow()
+    return (
+        spend.group_by("user")
+        .agg(pl.col("amount").sum(), pl.col("date").n_unique().alias("days"))
+        .sort("user")
+        .collect()
+        .to_arrow()
+    )
 
 
 @lf.asset

@@ -9,7 +9,9 @@ from lakeflow.errors import DefinitionError
 
 def test_parameters_become_inputs_and_ctx_is_the_context():
     @lf.asset(deps=["audit"])
-    def joined(ctx: lf.Context, orders: pl.LazyFrame, customers: pl.LazyFrame, limit: int = 5) -> pl.LazyFrame:
+    def joined(
+        ctx: lf.Context, orders: pl.LazyFrame, customers: pl.LazyFrame, limit: int = 5
+    ) -> pl.LazyFrame:
         return orders
 
     assert joined.data_inputs == ("orders", "customers")
@@ -51,11 +53,14 @@ def test_options_are_validated():
 
 
 def test_retry_policy():
-    policy = lf.RetryPolicy(attempts=4, backoff=0.5, backoff_factor=2, max_backoff=1.5, retry_on=(TimeoutError,))
+    policy = lf.RetryPolicy(
+        attempts=4, backoff=0.5, backoff_factor=2, max_backoff=1.5, retry_on=(TimeoutError,)
+    )
     assert [policy.delay(a) for a in (1, 2, 3)] == [0.5, 1.0, 1.5]
     assert policy.retries(TimeoutError("slow"))
     assert not policy.retries(ValueError("bad"))
     assert lf.RetryPolicy().retries(ValueError("any"))
+
     def thing():
         return None
 

@@ -25,7 +25,19 @@ def test_assets_prints_the_graph(capsys):
 
 
 def test_materialize_then_status(ray_session, lake, control, capsys):
-    code = main(["materialize", SPEND, "--lake", lake, "--select", "events,spend,spend_3d,users", "--partitions", "2024-01-01..2024-01-03", "--no-progress"])
+    code = main(
+        [
+            "materialize",
+            SPEND,
+            "--lake",
+            lake,
+            "--select",
+            "events,spend,spend_3d,users",
+            "--partitions",
+            "2024-01-01..2024-01-03",
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "succeeded" in out and "published" in out
@@ -33,16 +45,47 @@ def test_materialize_then_status(ray_session, lake, control, capsys):
     rows = {r["asset"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["spend"]["published"] == 3 and rows["spend"]["missing"] == 7
     assert rows["users"]["published"] == 1
-    assert main(["materialize", SPEND, "--lake", lake, "--select", "events", "--partitions", "2024-01-01", "--json"]) == 0
+    assert (
+        main(
+            [
+                "materialize",
+                SPEND,
+                "--lake",
+                lake,
+                "--select",
+                "events",
+                "--partitions",
+                "2024-01-01",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["counts"] == {"fresh": 1}
 
 
 def test_a_failed_unit_exits_1_and_shows_the_traceback(ray_session, lake, control, capsys):
     (control / "fail-spend-2024-01-02").touch()
-    code = main(["materialize", SPEND, "--lake", lake, "--select", "events,spend", "--partitions", "2024-01-01..2024-01-02", "--no-progress"])
+    code = main(
+        [
+            "materialize",
+            SPEND,
+            "--lake",
+            lake,
+            "--select",
+            "events,spend",
+            "--partitions",
+            "2024-01-01..2024-01-02",
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
-    assert "spend" in captured.err and "2024-01-02" in captured.err and "ValueError: spend 2024-01-02: bad data" in captured.err
+    assert (
+        "spend" in captured.err
+        and "2024-01-02" in captured.err
+        and "ValueError: spend 2024-01-02: bad data" in captured.err
+    )
     assert "Traceback" in captured.err and "tests/pipelines.py" in captured.err
 
 
@@ -83,16 +126,28 @@ def _cli(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.Com
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(env_extra or {})
     lakeflow = Path(sys.executable).parent / "lakeflow"
-    return subprocess.run([str(lakeflow), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(lakeflow), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_readme_command_runs_on_an_embedded_ray(tmp_path):
     """What the README's first command does: a fresh Ray for the command, a lake under cwd."""
-    done = _cli("materialize", FLIGHTS, "--select", "raw_flights,raw_weather,flights_clean,daily_delays", "--partitions", "2013-01-01..2013-01-02", cwd=tmp_path)
+    done = _cli(
+        "materialize",
+        FLIGHTS,
+        "--select",
+        "raw_flights,raw_weather,flights_clean,daily_delays",
+        "--partitions",
+        "2013-01-01..2013-01-02",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "succeeded" in done.stdout and "8 published" in done.stdout
     flights = pl.read_delta(str(tmp_path / "lake" / "raw_flights"))
-    assert flights.filter(pl.col("date") == "2013-01-01").height == 842  # the real first day of 2013
+    assert (
+        flights.filter(pl.col("date") == "2013-01-01").height == 842
+    )  # the real first day of 2013
     status = _cli("status", FLIGHTS, "--json", cwd=tmp_path)
     rows = {r["asset"]: r for r in json.loads(status.stdout)}
     assert rows["daily_delays"]["published"] == 2 and rows["monthly_delays"]["missing"] == 12

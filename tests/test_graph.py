@@ -37,7 +37,12 @@ PIPELINE = lf.Pipeline([report, monthly, enriched, customers, orders])
 
 def test_topological_order_whatever_the_order_given():
     order = list(PIPELINE.assets)
-    assert order.index("orders") < order.index("enriched") < order.index("monthly") < order.index("report")
+    assert (
+        order.index("orders")
+        < order.index("enriched")
+        < order.index("monthly")
+        < order.index("report")
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,12 @@ from lakeflow.lake import Lake
 from lakeflow.lake import publish as publish_module
 from lakeflow.lake.log import APP_ID, TableState
 from lakeflow.lake.publish import UnitOutput, publish, split_by_schema
-from lakeflow.lake.staging import check_schema, normalize_output, polars_to_arrow_schema, stage_output
+from lakeflow.lake.staging import (
+    check_schema,
+    normalize_output,
+    polars_to_arrow_schema,
+    stage_output,
+)
 
 
 def stage(lake, url, key, frame, column="date", tag="run-1"):
@@ -25,7 +30,9 @@ def stage(lake, url, key, frame, column="date", tag="run-1"):
 
 
 def day_frame(key, n=3, offset=0):
-    return pl.DataFrame({"id": [offset + i for i in range(n)], "label": [f"{key}-{i}" for i in range(n)]})
+    return pl.DataFrame(
+        {"id": [offset + i for i in range(n)], "label": [f"{key}-{i}" for i in range(n)]}
+    )
 
 
 @pytest.fixture
@@ -39,7 +46,9 @@ def commit(lake, url, units, run_id="run-1", state=None):
     state = state or TableState.load(lake, url, column="date")
     if not state.exists:
         state.column = "date"
-    return publish(lake, state, asset="orders", column="date", run_id=run_id, code_version="c1", units=units), state
+    return publish(
+        lake, state, asset="orders", column="date", run_id=run_id, code_version="c1", units=units
+    ), state
 
 
 def test_staged_files_are_invisible_until_committed(table):
@@ -51,14 +60,29 @@ def test_staged_files_are_invisible_until_committed(table):
     commit(lake, url, [staged])
     data = pl.read_delta(url)
     assert data.height == 8
-    assert sorted(data.filter(pl.col("date") == "2024-01-01")["id"].to_list()) == [100, 101, 102, 103, 104]
+    assert sorted(data.filter(pl.col("date") == "2024-01-01")["id"].to_list()) == [
+        100,
+        101,
+        102,
+        103,
+        104,
+    ]
 
 
 def test_one_commit_replaces_exactly_the_units_partitions(table):
     lake, url = table
-    commit(lake, url, [stage(lake, url, k, day_frame(k)) for k in ("2024-01-01", "2024-01-02", "2024-01-03")])
+    commit(
+        lake,
+        url,
+        [stage(lake, url, k, day_frame(k)) for k in ("2024-01-01", "2024-01-02", "2024-01-03")],
+    )
     before = DeltaTable(url).version()
-    landed, state = commit(lake, url, [stage(lake, url, k, day_frame(k, n=1, offset=50)) for k in ("2024-01-01", "2024-01-03")], run_id="run-2")
+    landed, state = commit(
+        lake,
+        url,
+        [stage(lake, url, k, day_frame(k, n=1, offset=50)) for k in ("2024-01-01", "2024-01-03")],
+        run_id="run-2",
+    )
     table_now = DeltaTable(url)
     assert table_now.version() == before + 1 == landed.version
     counts = dict(pl.read_delta(url).group_by("date").len().sort("date").iter_rows())
@@ -104,7 +128,12 @@ def test_output_types_are_normalized_for_delta():
         "cat": pl.Series(["a"], dtype=pl.Categorical),
     })  # fmt: skip
     out = normalize_output(frame, where="asset x", column=None, key="").collect()
-    assert out.schema == {"u": pl.Int64, "ns": pl.Datetime("us"), "ny": pl.Datetime("us", "UTC"), "cat": pl.String}
+    assert out.schema == {
+        "u": pl.Int64,
+        "ns": pl.Datetime("us"),
+        "ny": pl.Datetime("us", "UTC"),
+        "cat": pl.String,
+    }
     assert out["u"][0] == 4_000_000_000
     with pytest.raises(SchemaError, match="column 't' has type Time"):
         normalize_output(pl.DataFrame({"t": [dt.time(1)]}), where="asset x", column=None, key="")
@@ -114,7 +143,9 @@ def test_output_types_are_normalized_for_delta():
 
 def test_partition_column_in_the_output_must_hold_the_key():
     same = pl.DataFrame({"date": ["2024-01-01"], "x": [1]})
-    assert normalize_output(same, where="a", column="date", key="2024-01-01").collect().columns == ["x"]
+    assert normalize_output(same, where="a", column="date", key="2024-01-01").collect().columns == [
+        "x"
+    ]
     with pytest.raises(SchemaError, match="holds values other than '2024-01-02'"):
         normalize_output(same, where="a", column="date", key="2024-01-02")
 
@@ -127,7 +158,12 @@ def test_schema_conflicts_name_the_columns():
     text = str(error.value)
     assert "missing columns label" in text and "extra columns extra" in text
     assert "column id: table has long, output has string" in text
-    assert check_schema(pa.schema([("label", pa.large_string()), ("id", pa.int64())]), table, where="x", column="date") == ["id", "label"]
+    assert check_schema(
+        pa.schema([("label", pa.large_string()), ("id", pa.int64())]),
+        table,
+        where="x",
+        column="date",
+    ) == ["id", "label"]
 
 
 def test_misfit_units_are_split_out_before_a_commit(table):
@@ -159,7 +195,9 @@ def test_a_commit_whose_reply_was_lost_is_not_applied_twice(table, monkeypatch):
         raise OSError("connection reset after the commit was written")
 
     monkeypatch.setattr(publish_module, "_commit_once", landed_then_lost)
-    landed, _ = commit(lake, url, [stage(lake, url, "2024-01-02", day_frame("2024-01-02"))], run_id="run-2")
+    landed, _ = commit(
+        lake, url, [stage(lake, url, "2024-01-02", day_frame("2024-01-02"))], run_id="run-2"
+    )
     table_now = DeltaTable(url)
     assert table_now.version() == landed.version == 1
     assert [h.get("lakeflow", {}).get("run") for h in table_now.history()] == ["run-2", "run-1"]
@@ -185,7 +223,9 @@ def test_commits_survive_concurrent_outside_writers(table):
     versions = []
     for i in range(10):
         key = f"2024-01-{i + 2:02d}"
-        landed, state = commit(lake, url, [stage(lake, url, key, day_frame(key, n=2))], run_id=f"run-{i}", state=state)
+        landed, state = commit(
+            lake, url, [stage(lake, url, key, day_frame(key, n=2))], run_id=f"run-{i}", state=state
+        )
         versions.append(landed.version)
     stop.set()
     thread.join()
@@ -198,8 +238,15 @@ def test_commits_survive_concurrent_outside_writers(table):
 
 def test_table_state_follows_outside_commits(table):
     lake, url = table
-    _, state = commit(lake, url, [stage(lake, url, k, day_frame(k)) for k in ("2024-01-01", "2024-01-02")])
-    write_deltalake(url, pa.table({"id": [9], "label": ["x"], "date": ["2024-01-02"]}), mode="overwrite", predicate="date = '2024-01-02'")
+    _, state = commit(
+        lake, url, [stage(lake, url, k, day_frame(k)) for k in ("2024-01-01", "2024-01-02")]
+    )
+    write_deltalake(
+        url,
+        pa.table({"id": [9], "label": ["x"], "date": ["2024-01-02"]}),
+        mode="overwrite",
+        predicate="date = '2024-01-02'",
+    )
     commits = state.refresh(lake)
     assert [c.version for c in commits] == [1]
     assert commits[0].touched == {"2024-01-02"} and commits[0].metadata is None
@@ -218,4 +265,3 @@ def test_a_table_that_appears_later_is_followed_from_its_first_version(table):
     commits = state.refresh(lake)
     assert [c.version for c in commits] == [0] and state.exists and state.column == "date"
     assert state.schema is not None and state.schema.names == ["id", "date"]
-

@@ -18,7 +18,10 @@ def ranges(mapping, down, up, indices):
 
 def test_identity_between_days_follows_the_date_not_the_index():
     assert ranges(TimeOverlap(), LATER_DAYS, DAYS, [0, 1]) == [(9, 10), (10, 11)]
-    assert ranges(TimeOverlap(), DAYS, LATER_DAYS, [0, 9]) == [(0, 0), (0, 1)]  # before its start: nothing
+    assert ranges(TimeOverlap(), DAYS, LATER_DAYS, [0, 9]) == [
+        (0, 0),
+        (0, 1),
+    ]  # before its start: nothing
 
 
 def test_rollup_month_reads_its_days():

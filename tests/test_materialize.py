@@ -12,7 +12,9 @@ from tests.pipelines import PIPELINE
 
 
 def run(lake, select=None, partitions=None, **options):
-    return lf.materialize(PIPELINE, select=select, partitions=partitions, lake=lake, executor="local", **options)
+    return lf.materialize(
+        PIPELINE, select=select, partitions=partitions, lake=lake, executor="local", **options
+    )
 
 
 def test_materialize_publishes_every_unit_with_its_record(lake, control):
@@ -20,14 +22,21 @@ def test_materialize_publishes_every_unit_with_its_record(lake, control):
     assert result.ok, result
     assert result.counts() == {"published": 10 + 10 + 10 + 1 + 1}
     units = result.units
-    row = units.filter((pl.col("asset") == "events") & (pl.col("partition") == "2024-01-03")).row(0, named=True)
+    row = units.filter((pl.col("asset") == "events") & (pl.col("partition") == "2024-01-03")).row(
+        0, named=True
+    )
     assert row["rows"] == 4 and row["bytes"] > 0 and row["version"] >= 0 and row["attempts"] == 1
     spend = pl.read_delta(f"{lake}/spend").filter(pl.col("date") == "2024-01-03").sort("user")
     assert spend["amount"].to_list() == [30, 31, 32, 33]
     three = pl.read_delta(f"{lake}/spend_3d").filter(pl.col("date") == "2024-01-03").sort("user")
-    assert three["amount"].to_list() == [10 + 20 + 30 + 3 * i for i in range(4)] and three["days"].to_list() == [3] * 4
+    assert (
+        three["amount"].to_list() == [10 + 20 + 30 + 3 * i for i in range(4)]
+        and three["days"].to_list() == [3] * 4
+    )
     monthly = pl.read_delta(f"{lake}/spend_monthly")
-    assert monthly["days"].to_list() == [10] * 4 and monthly["month"].unique().to_list() == ["2024-01"]
+    assert monthly["days"].to_list() == [10] * 4 and monthly["month"].unique().to_list() == [
+        "2024-01"
+    ]
     assert pl.read_delta(f"{lake}/users")["user"].to_list() == ["u0", "u1", "u2", "u3"]
 
 
@@ -51,19 +60,27 @@ def test_an_outside_commit_makes_exactly_its_consumer_partitions_stale(lake, con
     frame = pa.table({"user": ["u9"], "amount": [1], "date": ["2024-01-07"]})
     write_deltalake(f"{lake}/events", frame, mode="overwrite", predicate="date = '2024-01-07'")
     result = run(lake, select="spend+")
-    rerun = sorted(result.units.filter(pl.col("outcome") == "published").select("asset", "partition").iter_rows())
+    rerun = sorted(
+        result.units.filter(pl.col("outcome") == "published")
+        .select("asset", "partition")
+        .iter_rows()
+    )
     assert rerun == [
         ("spend", "2024-01-07"), ("spend_3d", "2024-01-07"), ("spend_3d", "2024-01-08"),
         ("spend_3d", "2024-01-09"), ("spend_monthly", "2024-01"), ("users", ""),
     ]  # fmt: skip
-    assert pl.read_delta(f"{lake}/spend").filter(pl.col("date") == "2024-01-07")["user"].to_list() == ["u9"]
+    assert pl.read_delta(f"{lake}/spend").filter(pl.col("date") == "2024-01-07")[
+        "user"
+    ].to_list() == ["u9"]
 
 
 def test_a_failing_function_fails_its_unit_only_and_holds_its_consumers(lake, control):
     (control / "fail-spend-2024-01-04").touch()
     result = run(lake)
     assert not result.ok and result.status == "failed"
-    outcome = {(a, p): o for a, p, o in result.units.select("asset", "partition", "outcome").iter_rows()}
+    outcome = {
+        (a, p): o for a, p, o in result.units.select("asset", "partition", "outcome").iter_rows()
+    }
     assert outcome[("spend", "2024-01-04")] == "failed"
     assert outcome[("spend", "2024-01-05")] == "published"
     assert outcome[("spend_3d", "2024-01-04")] == "upstream_failed"
@@ -128,7 +145,10 @@ def test_schema_conflict_with_the_existing_table_changes_nothing(lake):
     result = lf.materialize([prices_v2], lake=lake, executor="local")
     errors = result.units["error"].to_list()
     assert result.counts() == {"failed": 2}
-    assert "extra columns currency" in errors[0] and "column price: table has double, output has string" in errors[0]
+    assert (
+        "extra columns currency" in errors[0]
+        and "column price: table has double, output has string" in errors[0]
+    )
     assert lake_fingerprint(lake) == before
     assert pl.read_delta(f"{lake}/prices")["price"].to_list() == [1.5, 1.5]
 
@@ -153,7 +173,9 @@ def test_a_unit_whose_input_is_missing_fails_before_running(lake, control):
         ("users", "2024-01-01", lf.PartitionError, "no selected asset is partitioned"),
     ],
 )
-def test_bad_requests_raise_before_anything_changes(lake, control, select, partitions, error, message):
+def test_bad_requests_raise_before_anything_changes(
+    lake, control, select, partitions, error, message
+):
     run(lake, select="events", partitions="2024-01-01")
     before = lake_fingerprint(lake)
     with pytest.raises(error, match=message):
@@ -164,14 +186,27 @@ def test_bad_requests_raise_before_anything_changes(lake, control, select, parti
 def test_inputs_are_the_mapped_partitions_pinned_to_a_version(lake, control):
     seen = {}
 
-    @lf.asset(partitions=lf.DailyPartitions(start="2024-01-01", end="2024-01-11"), name="spend_3d", inputs={"spend": lf.lookback(3)})
+    @lf.asset(
+        partitions=lf.DailyPartitions(start="2024-01-01", end="2024-01-11"),
+        name="spend_3d",
+        inputs={"spend": lf.lookback(3)},
+    )
     def probe(ctx: lf.Context, spend: pl.LazyFrame) -> pl.DataFrame:
-        seen[ctx.partition.key] = (sorted(spend.select("date").unique().collect()["date"].to_list()), dict(ctx.input_versions))
+        seen[ctx.partition.key] = (
+            sorted(spend.select("date").unique().collect()["date"].to_list()),
+            dict(ctx.input_versions),
+        )
         return pl.DataFrame({"n": [1]})
 
     run(lake, select="events,spend")
     version = DeltaTable(f"{lake}/spend").version()
-    lf.materialize(lf.Pipeline([*(PIPELINE[n] for n in ("events", "spend")), probe]), select="spend_3d", partitions="2024-01-01..2024-01-04", lake=lake, executor="local")
+    lf.materialize(
+        lf.Pipeline([*(PIPELINE[n] for n in ("events", "spend")), probe]),
+        select="spend_3d",
+        partitions="2024-01-01..2024-01-04",
+        lake=lake,
+        executor="local",
+    )
     assert seen["2024-01-01"][0] == ["2024-01-01"]
     assert seen["2024-01-04"] == (["2024-01-02", "2024-01-03", "2024-01-04"], {"spend": version})
 
@@ -182,9 +217,18 @@ def test_status_counts_published_stale_failed_and_missing(lake, control):
     frame = lf.status(PIPELINE, lake=lake)
     rows = {r["asset"]: r for r in frame.iter_rows(named=True)}
     assert (rows["events"]["published"], rows["events"]["missing"]) == (9, 1)
-    assert (rows["spend"]["published"], rows["spend"]["failed"], rows["spend"]["missing"]) == (8, 1, 2)
+    assert (rows["spend"]["published"], rows["spend"]["failed"], rows["spend"]["missing"]) == (
+        8,
+        1,
+        2,
+    )
     assert rows["spend_monthly"]["missing"] == 1 and rows["events"]["last_publish"] is not None
-    write_deltalake(f"{lake}/events", pa.table({"user": ["x"], "amount": [1], "date": ["2024-01-02"]}), mode="overwrite", predicate="date = '2024-01-02'")
+    write_deltalake(
+        f"{lake}/events",
+        pa.table({"user": ["x"], "amount": [1], "date": ["2024-01-02"]}),
+        mode="overwrite",
+        predicate="date = '2024-01-02'",
+    )
     rows = {r["asset"]: r for r in lf.status(PIPELINE, lake=lake).iter_rows(named=True)}
     assert rows["events"]["stale"] == 1  # written by someone else: lakeflow would rebuild it
     assert rows["spend"]["stale"] == 1 and rows["spend_3d"]["stale"] == 3
@@ -193,7 +237,10 @@ def test_status_counts_published_stale_failed_and_missing(lake, control):
 def test_the_event_log_records_runs_and_units(lake, control):
     result = run(lake, select="events", partitions="2024-01-01..2024-01-02")
     events = lf.read_events(lf.Lake(lake), run_id=result.run_id)
-    assert events["kind"].to_list()[0] == "run_requested" and events["kind"].to_list()[-1] == "run_finished"
+    assert (
+        events["kind"].to_list()[0] == "run_requested"
+        and events["kind"].to_list()[-1] == "run_finished"
+    )
     published = events.filter(pl.col("kind") == "unit_published")
     assert sorted(published["partition"].to_list()) == ["2024-01-01", "2024-01-02"]
     assert set(events["schema_version"].to_list()) == {1}
@@ -234,7 +281,10 @@ def test_an_hourly_asset_reads_its_day(lake, control):
 
     @lf.asset(partitions=hours)
     def hourly_share(events: pl.LazyFrame, ctx: lf.Context) -> pl.LazyFrame:
-        return events.select(pl.col("amount").sum().alias("day_total"), pl.lit(ctx.partition.start.hour).alias("hour_of_day"))
+        return events.select(
+            pl.col("amount").sum().alias("day_total"),
+            pl.lit(ctx.partition.start.hour).alias("hour_of_day"),
+        )
 
     pipeline = lf.Pipeline([PIPELINE["events"], hourly_share])
     result = lf.materialize(pipeline, partitions="2024-01-01", lake=lake, executor="local")
@@ -245,9 +295,8 @@ def test_an_hourly_asset_reads_its_day(lake, control):
 
 
 def test_many_commits_leave_checkpoints_that_keep_the_log_short(tmp_path):
-    from tests.test_lake import commit, day_frame, stage
-
     from lakeflow.lake.log import TableState
+    from tests.test_lake import commit, day_frame, stage
 
     where = lf.Lake(str(tmp_path / "lake"))
     url = where.table_url("orders")

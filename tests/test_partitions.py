@@ -32,7 +32,7 @@ def test_hourly_and_monthly_keys():
     assert hours.column == "hour"
     months = lf.MonthlyPartitions(start="2013-01", end="2014-01")
     assert len(months) == 12
-    assert months.keys() [-1] == "2013-12"
+    assert months.keys()[-1] == "2013-12"
     assert months.partition(1).start == datetime(2013, 2, 1, tzinfo=UTC)
 
 

@@ -10,7 +10,9 @@ from pipelines import flights
 @pytest.fixture(scope="module")
 def january(tmp_path_factory):
     lake = str(tmp_path_factory.mktemp("flights") / "lake")
-    result = lf.materialize(flights.pipeline, partitions="2013-01-01..2013-01-31", lake=lake, executor="local")
+    result = lf.materialize(
+        flights.pipeline, partitions="2013-01-01..2013-01-31", lake=lake, executor="local"
+    )
     assert result.ok, result
     return lake, result
 
@@ -29,7 +31,11 @@ def test_daily_delays_match_a_direct_computation(january):
         .agg(pl.len().alias("flights"), pl.col("dep_delay").mean().alias("mean_dep_delay"))
         .sort("carrier", "origin")
     )
-    got = pl.read_delta(f"{lake}/daily_delays").filter(pl.col("date") == "2013-01-15").sort("carrier", "origin")
+    got = (
+        pl.read_delta(f"{lake}/daily_delays")
+        .filter(pl.col("date") == "2013-01-15")
+        .sort("carrier", "origin")
+    )
     assert got["flights"].to_list() == expected["flights"].to_list()
     assert got["mean_dep_delay"].round(6).to_list() == expected["mean_dep_delay"].round(6).to_list()
     assert got["mean_wind_mph"].null_count() == 0

@@ -6,7 +6,15 @@ import pytest
 
 import lakeflow as lf
 from lakeflow.errors import PartitionError
-from lakeflow.planner import FRESH, MISSING, STALE, AssetSnapshot, Request, build_plan, partition_status
+from lakeflow.planner import (
+    FRESH,
+    MISSING,
+    STALE,
+    AssetSnapshot,
+    Request,
+    build_plan,
+    partition_status,
+)
 
 DAYS = lf.DailyPartitions(start="2024-01-01", end="2024-01-11")  # 10 days
 MONTHS = lf.MonthlyPartitions(start="2024-01", end="2024-02")
@@ -81,11 +89,18 @@ def test_an_empty_lake_plans_everything_with_dependencies():
 def test_fresh_units_are_skipped():
     plan = build_plan(PIPELINE, Request(select=("*",)), fresh_lake())
     assert plan.size == 0
-    assert {a: len(v) for a, v in plan.fresh.items()} == {"raw": 10, "clean": 10, "weekly": 10, "monthly": 1}
+    assert {a: len(v) for a, v in plan.fresh.items()} == {
+        "raw": 10,
+        "clean": 10,
+        "weekly": 10,
+        "monthly": 1,
+    }
 
 
 def test_force_reruns_fresh_units():
-    plan = build_plan(PIPELINE, Request(select=("clean",), partitions="2024-01-02", force=True), fresh_lake())
+    plan = build_plan(
+        PIPELINE, Request(select=("clean",), partitions="2024-01-02", force=True), fresh_lake()
+    )
     assert planned(plan) == {"clean": [1]}
 
 
@@ -136,7 +151,10 @@ def test_a_cumulative_asset_chains_its_partitions():
         return raw
 
     pipeline = lf.Pipeline([raw, total])
-    lake = {"raw": published(10, code="r1", version=3), "total": published(10, code="t1", version=9, inputs={"raw": 3, "total": 9})}
+    lake = {
+        "raw": published(10, code="r1", version=3),
+        "total": published(10, code="t1", version=9, inputs={"raw": 3, "total": 9}),
+    }
     lake["raw"].touched[5] = 10  # raw day 6 changed: total day 6 and every later day rerun
     plan = build_plan(pipeline, Request(select=("total",)), lake)
     assert planned(plan) == {"total": [5, 6, 7, 8, 9]}

@@ -38,17 +38,25 @@ def test_materialize_runs_on_the_controller_actor(ray_session, lake, control):
 
 
 def test_errors_from_the_actor_reach_the_caller_as_ours(ray_session, lake, control):
-    with pytest.raises(lf.PartitionError, match="asset events: 2023-01-01 is before the first partition"):
+    with pytest.raises(
+        lf.PartitionError, match="asset events: 2023-01-01 is before the first partition"
+    ):
         lf.materialize(PIPELINE, select="events", partitions="2023-01-01", lake=lake)
 
 
-def test_a_downstream_partition_starts_before_its_upstream_asset_is_done(ray_session, lake, control):
+def test_a_downstream_partition_starts_before_its_upstream_asset_is_done(
+    ray_session, lake, control
+):
     (control / "sleep-events").write_text("0.3")
     result = lf.materialize(PIPELINE, select="events,spend", lake=lake)
     assert result.ok
     events = lf.read_events(lf.Lake(lake), run_id=result.run_id)
-    started = events.filter((pl.col("kind") == "unit_started") & (pl.col("asset") == "spend"))["ts"].min()
-    last_upstream = events.filter((pl.col("kind") == "unit_published") & (pl.col("asset") == "events"))["ts"].max()
+    started = events.filter((pl.col("kind") == "unit_started") & (pl.col("asset") == "spend"))[
+        "ts"
+    ].min()
+    last_upstream = events.filter(
+        (pl.col("kind") == "unit_published") & (pl.col("asset") == "events")
+    )["ts"].max()
     assert started < last_upstream  # no barrier between assets
 
 
@@ -56,9 +64,13 @@ def test_a_worker_that_dies_mid_task_is_retried_and_published_once(ray_session, 
     (control / "crash-spend-2024-01-03").touch()
     result = lf.materialize(PIPELINE, select="events,spend", lake=lake)
     assert result.ok, result
-    assert publishes_per_partition(lake, "spend", result.run_id) == {f"2024-01-{d:02d}": 1 for d in range(1, 11)}
+    assert publishes_per_partition(lake, "spend", result.run_id) == {
+        f"2024-01-{d:02d}": 1 for d in range(1, 11)
+    }
     assert pl.read_delta(f"{lake}/spend").filter(pl.col("date") == "2024-01-03").height == 4
-    unit = lf.read_events(lf.Lake(lake), run_id=result.run_id).filter((pl.col("asset") == "spend") & (pl.col("partition") == "2024-01-03"))
+    unit = lf.read_events(lf.Lake(lake), run_id=result.run_id).filter(
+        (pl.col("asset") == "spend") & (pl.col("partition") == "2024-01-03")
+    )
     kinds = unit["kind"].to_list()
     assert kinds.count("unit_started") == 2 and kinds.count("unit_published") == 1
     assert "WorkerLost" in unit.filter(pl.col("kind") == "unit_retry")["message"][0]
@@ -94,7 +106,9 @@ def test_a_killed_controller_restarts_and_finishes_the_run_exactly_once(ray_sess
     kinds = lf.read_events(lf.Lake(lake), run_id=result.run_id)["kind"].to_list()
     assert "run_resumed" in kinds
     for asset in ("events", "spend", "spend_3d"):
-        assert publishes_per_partition(lake, asset, result.run_id) == {f"2024-01-{d:02d}": 1 for d in range(1, 11)}
+        assert publishes_per_partition(lake, asset, result.run_id) == {
+            f"2024-01-{d:02d}": 1 for d in range(1, 11)
+        }
     assert publishes_per_partition(lake, "spend_monthly", result.run_id) == {"2024-01": 1}
     assert pl.read_delta(f"{lake}/spend").height == 40
 

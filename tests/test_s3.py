@@ -12,12 +12,19 @@ from tests.pipelines import PIPELINE
 
 def test_materialize_into_s3_on_ray(ray_session, s3_lake, control):
     url, options = s3_lake
-    result = lf.materialize(PIPELINE, lake=url, storage_options=options, partitions="2024-01-01..2024-01-10")
+    result = lf.materialize(
+        PIPELINE, lake=url, storage_options=options, partitions="2024-01-01..2024-01-10"
+    )
     assert result.ok, result
     spend = pl.read_delta(f"{url}/spend", storage_options=options)
     assert spend.height == 40
-    assert pl.read_delta(f"{url}/spend_monthly", storage_options=options)["days"].to_list() == [10] * 4
-    rows = {r["asset"]: r for r in lf.status(PIPELINE, lake=url, storage_options=options).iter_rows(named=True)}
+    assert (
+        pl.read_delta(f"{url}/spend_monthly", storage_options=options)["days"].to_list() == [10] * 4
+    )
+    rows = {
+        r["asset"]: r
+        for r in lf.status(PIPELINE, lake=url, storage_options=options).iter_rows(named=True)
+    }
     assert rows["spend_3d"]["published"] == 10 and rows["users"]["published"] == 1
     again = lf.materialize(PIPELINE, lake=url, storage_options=options)
     assert again.counts() == {"fresh": 32}
@@ -25,7 +32,14 @@ def test_materialize_into_s3_on_ray(ray_session, s3_lake, control):
 
 def test_local_executor_on_s3_records_events(s3_lake, control):
     url, options = s3_lake
-    result = lf.materialize(PIPELINE, select="events", partitions="2024-01-01..2024-01-02", lake=url, storage_options=options, executor="local")
+    result = lf.materialize(
+        PIPELINE,
+        select="events",
+        partitions="2024-01-01..2024-01-02",
+        lake=url,
+        storage_options=options,
+        executor="local",
+    )
     assert result.ok
     kinds = lf.read_events(lf.Lake(url, options), run_id=result.run_id)["kind"].to_list()
     assert kinds.count("unit_published") == 2
@@ -41,10 +55,24 @@ def test_an_unreachable_lake_is_a_clear_error_and_writes_nothing(moto_server, co
     options = {**moto_server.options, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"}
     started = time.time()
     with pytest.raises(lf.LakeError, match="cannot reach the lake at s3://nowhere/lake"):
-        lf.materialize(PIPELINE, select="events", lake="s3://nowhere/lake", storage_options=options, executor="local")
+        lf.materialize(
+            PIPELINE,
+            select="events",
+            lake="s3://nowhere/lake",
+            storage_options=options,
+            executor="local",
+        )
     assert time.time() - started < 60
 
 
 def test_a_missing_bucket_is_a_clear_error(moto_server, control):
-    with pytest.raises(lf.LakeError, match="bucket of the lake s3://no-such-bucket/lake does not exist"):
-        lf.materialize(PIPELINE, select="events", lake="s3://no-such-bucket/lake", storage_options=moto_server.options, executor="local")
+    with pytest.raises(
+        lf.LakeError, match="bucket of the lake s3://no-such-bucket/lake does not exist"
+    ):
+        lf.materialize(
+            PIPELINE,
+            select="events",
+            lake="s3://no-such-bucket/lake",
+            storage_options=moto_server.options,
+            executor="local",
+        )

@@ -54,7 +54,9 @@ class Lake:
             url = str(Path(path).expanduser().resolve())
             options = {k.upper(): str(v) for k, v in self.storage_options.items()}
         else:
-            raise LakeError(f"unsupported lake URL {url!r}", hint="use a local path or s3://bucket/prefix")
+            raise LakeError(
+                f"unsupported lake URL {url!r}", hint="use a local path or s3://bucket/prefix"
+            )
         object.__setattr__(self, "url", url)
         object.__setattr__(self, "storage_options", options)
 
@@ -99,7 +101,10 @@ class Lake:
     def filesystem(self) -> pafs.FileSystem:
         """A pyarrow filesystem for this lake, one per process."""
         cache = _FILESYSTEMS
-        key = (self.url.split("/", 3)[2] if self.is_s3 else "local", tuple(sorted(self.storage_options.items())))
+        key = (
+            self.url.split("/", 3)[2] if self.is_s3 else "local",
+            tuple(sorted(self.storage_options.items())),
+        )
         with _FS_LOCK:
             fs = cache.get(key)
             if fs is None:
@@ -178,13 +183,17 @@ class Lake:
         except OSError as error:
             raise self.unreachable(error) from error
         if info.type == pafs.FileType.NotFound:
-            raise LakeError(f"the bucket of the lake {self.url} does not exist", hint="create it first")
+            raise LakeError(
+                f"the bucket of the lake {self.url} does not exist", hint="create it first"
+            )
 
     def unreachable(self, error: BaseException) -> LakeError:
         endpoint = self.storage_options.get("AWS_ENDPOINT_URL", "")
         where = f"{self.url}" + (f" (endpoint {endpoint})" if endpoint else "")
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return LakeError(f"cannot reach the lake at {where}: {first}", hint="check the endpoint and credentials")
+        return LakeError(
+            f"cannot reach the lake at {where}: {first}", hint="check the endpoint and credentials"
+        )
 
 
 _FILESYSTEMS: dict[Any, pafs.FileSystem] = {}

@@ -56,7 +56,9 @@ class Commit:
     txn: Mapping[str, int]
     added: Mapping[str, tuple[tuple[str, int], ...]]  # partition key -> ((path, size), ...)
     removed: Mapping[str, tuple[str, ...]]  # partition key -> paths
-    partition_columns: tuple[str, ...] | None = None  # set when the commit changes the table's metadata
+    partition_columns: tuple[str, ...] | None = (
+        None  # set when the commit changes the table's metadata
+    )
 
     @property
     def schema_changed(self) -> bool:
@@ -73,7 +75,13 @@ class Commit:
             return {}
         out: dict[str, Published] = {}
         for group in meta.get("groups", ()):
-            info = Published(self.version, meta["run"], meta.get("code", ""), group.get("in", {}), self.timestamp_ms)
+            info = Published(
+                self.version,
+                meta["run"],
+                meta.get("code", ""),
+                group.get("in", {}),
+                self.timestamp_ms,
+            )
             for key in group["keys"]:
                 out[key] = info
         return out
@@ -102,10 +110,14 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
     for action in actions:
         if "add" in action:
             add = action["add"]
-            added.setdefault(_partition_key(add.get("partitionValues"), column), []).append((add["path"], add["size"]))
+            added.setdefault(_partition_key(add.get("partitionValues"), column), []).append(
+                (add["path"], add["size"])
+            )
         elif "remove" in action:
             rm = action["remove"]
-            removed.setdefault(_partition_key(rm.get("partitionValues"), column), []).append(rm["path"])
+            removed.setdefault(_partition_key(rm.get("partitionValues"), column), []).append(
+                rm["path"]
+            )
         elif "commitInfo" in action:
             info = action["commitInfo"]
             timestamp = int(info.get("timestamp", 0))
@@ -139,7 +151,9 @@ class TableState:
     published: dict[str, Published] = field(default_factory=dict)  # key -> ours, if last touch was
     txn_version: int = 0
     handle: DeltaTable | None = field(default=None, repr=False)
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # commits apply off-loop
+    lock: threading.RLock = field(
+        default_factory=threading.RLock, repr=False
+    )  # commits apply off-loop
 
     @property
     def exists(self) -> bool:
@@ -179,7 +193,11 @@ class TableState:
         paths = actions.column("path").to_pylist()
         sizes = actions.column("size_bytes").to_pylist()
         part = f"partition.{self.column}"
-        keys = actions.column(part).to_pylist() if self.column and part in actions.column_names else [""] * len(paths)
+        keys = (
+            actions.column(part).to_pylist()
+            if self.column and part in actions.column_names
+            else [""] * len(paths)
+        )
         self.files = {}
         for key, path, size in zip(keys, paths, sizes, strict=True):
             self.files.setdefault(key or "", {})[path] = size
@@ -188,11 +206,15 @@ class TableState:
     def _replay_log(self, lake: Lake) -> None:
         """Learn `touched` and `published` from the commit files still in the log."""
         available = sorted(
-            int(name[:20]) for name in lake.list_dir(f"{self.url}/_delta_log") if name.endswith(".json") and name[:20].isdigit()
+            int(name[:20])
+            for name in lake.list_dir(f"{self.url}/_delta_log")
+            if name.endswith(".json") and name[:20].isdigit()
         )
         available = [v for v in available if v <= self.version]
         first = available[0] if available else self.version + 1
-        if first > 0:  # older commits were cleaned up: assume their partitions changed at `first - 1`
+        if (
+            first > 0
+        ):  # older commits were cleaned up: assume their partitions changed at `first - 1`
             for key in self.keys():
                 self.touched[key] = first - 1
         for version in available:
@@ -219,7 +241,9 @@ class TableState:
 
     def _apply(self, commit: Commit) -> None:
         if commit.version != self.version + 1:
-            raise LakeError(f"commit {commit.version} applied to {self.url} at version {self.version}")
+            raise LakeError(
+                f"commit {commit.version} applied to {self.url} at version {self.version}"
+            )
         for key, paths in commit.removed.items():
             current = self.files.get(key)
             if current is not None:

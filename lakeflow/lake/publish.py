@@ -64,24 +64,34 @@ def _verify_files(lake: Lake, url: str, units: Sequence[UnitOutput]) -> None:
         infos = lake.filesystem().get_file_info(paths)
     except OSError as error:
         raise lake.unreachable(error) from error
-    missing = [info.path for info in infos if info.size is None or info.size < 0 or info.type.name == "NotFound"]
+    missing = [
+        info.path
+        for info in infos
+        if info.size is None or info.size < 0 or info.type.name == "NotFound"
+    ]
     if missing:
         raise LakeError(f"staged files are missing, refusing to commit them: {missing[:3]}")
 
 
 def _actions(column: str | None, units: Sequence[UnitOutput]) -> list[AddAction]:
     return [
-        AddAction(f.path, f.size, partition_values(column, u.key), f.modification_time, True, f.stats)
+        AddAction(
+            f.path, f.size, partition_values(column, u.key), f.modification_time, True, f.stats
+        )
         for u in units
         for f in u.files
     ]
 
 
-def split_by_schema(state: TableState, units: Sequence[UnitOutput]) -> tuple[list[UnitOutput], list[tuple[UnitOutput, SchemaError]]]:
+def split_by_schema(
+    state: TableState, units: Sequence[UnitOutput]
+) -> tuple[list[UnitOutput], list[tuple[UnitOutput, SchemaError]]]:
     """Units whose output fits the table (or the first output, for a new table) and the rest."""
     column = state.column
     expected = (
-        {k: v for k, v in delta_type_map(state.schema).items() if k != column} if state.schema is not None else None
+        {k: v for k, v in delta_type_map(state.schema).items() if k != column}
+        if state.schema is not None
+        else None
     )
     fits, misfits = [], []
     for unit in units:
@@ -92,7 +102,14 @@ def split_by_schema(state: TableState, units: Sequence[UnitOutput]) -> tuple[lis
             fits.append(unit)
         else:
             diff = sorted(set(produced.items()) ^ set(expected.items()))
-            misfits.append((unit, SchemaError(f"partition {unit.key}: output schema no longer matches the table: {diff}")))
+            misfits.append(
+                (
+                    unit,
+                    SchemaError(
+                        f"partition {unit.key}: output schema no longer matches the table: {diff}"
+                    ),
+                )
+            )
     return fits, misfits
 
 
@@ -123,7 +140,9 @@ def publish(
     keys = sorted({u.key for u in units})
     for attempt in range(_COMMIT_RETRIES):
         sequence = state.txn_version + 1
-        properties = CommitProperties(custom_metadata=metadata, app_transactions=[Transaction(APP_ID, sequence)])
+        properties = CommitProperties(
+            custom_metadata=metadata, app_transactions=[Transaction(APP_ID, sequence)]
+        )
         handle = state.current_handle(lake)
         assert state.schema is not None
         try:
@@ -146,9 +165,13 @@ def publish(
             raise LakeError(f"commit to {asset} failed: {str(error).splitlines()[0]}") from error
         landed = _landed(lake, state, sequence)
         if landed is None:
-            raise LakeError(f"commit to {asset} reported success but its transaction is not in the log")
+            raise LakeError(
+                f"commit to {asset} reported success but its transaction is not in the log"
+            )
         return landed
-    raise LakeError(f"commit to {asset} kept conflicting with other writers ({_COMMIT_RETRIES} tries)")
+    raise LakeError(
+        f"commit to {asset} kept conflicting with other writers ({_COMMIT_RETRIES} tries)"
+    )
 
 
 def _commit_once(handle: DeltaTable, actions, schema, column, keys, properties, hooks) -> None:
@@ -189,14 +212,18 @@ def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | No
             mode="error",
             partition_by=[column] if column else None,
             storage_options=lake.delta_options(),
-            commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=[Transaction(APP_ID, 1)]),
+            commit_properties=CommitProperties(
+                custom_metadata=metadata, app_transactions=[Transaction(APP_ID, 1)]
+            ),
             post_commithook_properties=hooks,
         )
     except Exception as error:
         if "exist" not in str(error).lower():
             if isinstance(error, OSError):
                 raise lake.unreachable(error) from error
-            raise LakeError(f"creating table {state.url} failed: {str(error).splitlines()[0]}") from error
+            raise LakeError(
+                f"creating table {state.url} failed: {str(error).splitlines()[0]}"
+            ) from error
     landed = _landed(lake, state, 1)
     if landed is None and state.exists and state.handle is None:
         state.handle = DeltaTable(state.url, storage_options=lake.delta_options())

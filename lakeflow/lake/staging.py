@@ -69,7 +69,7 @@ def normalize_output(output: Any, *, where: str, column: str | None, key: str) -
     frame = _to_lazy(output, where)
     schema = frame.collect_schema()
     casts: list[pl.Expr] = []
-    widen = {pl.UInt8: pl.Int16, pl.UInt16: pl.Int32, pl.UInt32: pl.Int64, pl.UInt64: pl.Int64}
+    widen: dict[Any, Any] = {pl.UInt8: pl.Int16, pl.UInt16: pl.Int32, pl.UInt32: pl.Int64, pl.UInt64: pl.Int64}
     for name, dtype in schema.items():
         if name == column:
             continue
@@ -93,11 +93,13 @@ def normalize_output(output: Any, *, where: str, column: str | None, key: str) -
     if casts:
         frame = frame.with_columns(casts)
     if column and column in schema:
-        mismatched = frame.filter(pl.col(column).cast(pl.String) != key).select(pl.len()).collect().item()
+        mismatched = (
+            frame.filter(pl.col(column).cast(pl.String) != key).select(pl.len()).collect().item()
+        )
         if mismatched:
             raise SchemaError(
                 f"{where}: column {column!r} is the partition column but holds values other than {key!r}",
-                hint=f"drop it, or give the partitions another column name (column='...')",
+                hint="drop it, or give the partitions another column name (column='...')",
             )
         frame = frame.drop(column)
     return frame
@@ -121,7 +123,9 @@ def polars_to_arrow_schema(schema: pl.Schema) -> pa.Schema:
     return pl.DataFrame(schema=schema).to_arrow().schema
 
 
-def check_schema(output: pa.Schema, table: pa.Schema | None, *, where: str, column: str | None) -> list[str]:
+def check_schema(
+    output: pa.Schema, table: pa.Schema | None, *, where: str, column: str | None
+) -> list[str]:
     """Compare an output schema with its table's; returns the table's column order.
 
     Raises `SchemaError` naming every column that is missing, extra or of another type.
@@ -139,7 +143,9 @@ def check_schema(output: pa.Schema, table: pa.Schema | None, *, where: str, colu
         problems.append(f"extra columns {', '.join(extra)}")
     for name in expected:
         if name in produced and produced[name] != expected[name]:
-            problems.append(f"column {name}: table has {expected[name]}, output has {produced[name]}")
+            problems.append(
+                f"column {name}: table has {expected[name]}, output has {produced[name]}"
+            )
     if problems:
         raise SchemaError(
             f"{where}: output does not match the existing table: " + "; ".join(problems),
@@ -225,7 +231,9 @@ def stage_output(
     if order is not None:
         frame = frame.select(order)
     if lake.is_s3:
-        frame.sink_parquet(uri, storage_options=lake.delta_options(), compression="zstd", statistics=True)
+        frame.sink_parquet(
+            uri, storage_options=lake.delta_options(), compression="zstd", statistics=True
+        )
     else:
         os.makedirs(os.path.dirname(uri), exist_ok=True)
         frame.sink_parquet(uri, compression="zstd", statistics=True)
@@ -234,7 +242,9 @@ def stage_output(
     with fs.open_input_file(path) as handle:
         metadata = pq.ParquetFile(handle).metadata
         size = handle.size()
-    return StagedFile(relative, size, metadata.num_rows, delta_stats(metadata), int(time.time() * 1000))
+    return StagedFile(
+        relative, size, metadata.num_rows, delta_stats(metadata), int(time.time() * 1000)
+    )
 
 
 def partition_values(column: str | None, key: str) -> Mapping[str, str | None]:
