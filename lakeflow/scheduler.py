@@ -63,9 +63,10 @@ class RunState:
         self.cause: dict[int, int] = {}  # upstream_failed unit -> the failed unit behind it
         depths: dict[str, int] = depth or {}
         # asset positions, deepest first, each with a queue of its ready units
-        self._asset_order = sorted(
-            range(len(plan.assets)), key=lambda j: (-depths.get(plan.assets[j], j), -j)
-        )
+        def deepest_first(j: int) -> tuple[int, int]:
+            return (-depths.get(plan.assets[j], j), -j)
+
+        self._asset_order = sorted(range(len(plan.assets)), key=deepest_first)
         self._ready: list[deque[int]] = [deque() for _ in plan.assets]
         self._backoff: list[tuple[float, int]] = []
         self._counts = {s: 0 for s in UnitStatus}
