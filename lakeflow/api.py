@@ -123,6 +123,17 @@ class _LocalClient:
 
         return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result()
 
+    @classmethod
+    def close(cls, lake: Lake) -> bool:
+        """Stop the in-process controller of `lake`, if this process has one."""
+        with cls._lock:
+            client = cls._instances.pop(lake.url, None)
+        if client is None:
+            return False
+        asyncio.run_coroutine_threadsafe(client.controller.close(), client.loop).result(timeout=60)
+        client.loop.call_soon_threadsafe(client.loop.stop)
+        return True
+
 
 def _client(
     lake: Lake, executor: str, options: ControllerOptions | None, address: str | None
@@ -313,16 +324,18 @@ def events_result(lake: Lake, run_id: str) -> RunResult:
 
 
 def stop(lake: str | Lake, *, storage_options: Mapping[str, str] | None = None) -> bool:
-    """Stop the lake's controller actor if one runs in the connected Ray; True if one did."""
+    """Stop the lake's controllers: one in this process (executor="local") and the actor in the
+    connected Ray. True if one was running."""
     import ray
 
     where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
+    stopped = _LocalClient.close(where)
     if not ray.is_initialized():
-        return False
+        return stopped
     try:
         actor = ray.get_actor(controller_name(where), namespace=NAMESPACE)
     except ValueError:
-        return False
+        return stopped
     ray.kill(actor, no_restart=True)
     return True
 

@@ -117,13 +117,27 @@ class Controller:
         return task
 
     async def _flush_loop(self) -> None:
+        delay = self.options.flush_interval
         while True:
-            await asyncio.sleep(self.options.flush_interval)
-            if self.events.pending():
-                try:
-                    await asyncio.to_thread(self.events.flush)
-                except Exception:  # the lake is away for a moment; the events stay buffered
-                    pass
+            await asyncio.sleep(delay)
+            if not self.events.pending():
+                continue
+            try:
+                await asyncio.to_thread(self.events.flush)
+                delay = self.options.flush_interval
+            except Exception:  # the lake is away: keep the events, try again less often
+                delay = min(30.0, delay * 2)
+
+    async def close(self) -> None:
+        """Stop the runs' loops and background work; write what events are buffered."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.events.pending():
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.events.flush), 30)
+            except Exception:
+                pass
 
     # -- tables --------------------------------------------------------------------------------
     async def _table(self, pipeline: Pipeline, name: str) -> TableState:

@@ -62,6 +62,7 @@ class RunState:
         self.errors: dict[int, Failure] = {}
         self.cause: dict[int, int] = {}  # upstream_failed unit -> the failed unit behind it
         depths: dict[str, int] = depth or {}
+
         # asset positions, deepest first, each with a queue of its ready units
         def deepest_first(j: int) -> tuple[int, int]:
             return (-depths.get(plan.assets[j], j), -j)

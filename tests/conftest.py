@@ -68,12 +68,10 @@ def lake(tmp_path):
 
 
 def _stop_controller(url: str, storage_options=None) -> None:
-    import ray
+    """Stop what a test started for this lake: an in-process controller, a controller actor."""
+    import lakeflow as lf
 
-    if ray.is_initialized():
-        import lakeflow as lf
-
-        lf.stop(url, storage_options=storage_options)
+    lf.stop(url, storage_options=storage_options)
 
 
 def _free_port() -> int:
@@ -122,19 +120,24 @@ class MotoServer:
             "AWS_REGION": "us-east-1",
         }
 
-    def create_bucket(self) -> str:
+    def client(self):
         import boto3
 
-        name = "lake-" + uuid.uuid4().hex[:10]
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
             region_name="us-east-1",
         )
-        client.create_bucket(Bucket=name)
+
+    def create_bucket(self) -> str:
+        name = "lake-" + uuid.uuid4().hex[:10]
+        self.client().create_bucket(Bucket=name)
         return name
+
+    def bucket_exists(self, name: str) -> bool:
+        return name in {b["Name"] for b in self.client().list_buckets().get("Buckets", [])}
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ def january(tmp_path_factory):
         flights.pipeline, partitions="2013-01-01..2013-01-31", lake=lake, executor="local"
     )
     assert result.ok, result
-    return lake, result
+    yield lake, result
+    lf.stop(lake)
 
 
 def test_january_is_published_for_every_asset(january):

@@ -53,26 +53,31 @@ def _closed_port() -> int:
 
 def test_an_unreachable_lake_is_a_clear_error_and_writes_nothing(moto_server, control):
     options = {**moto_server.options, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"}
+    url = "s3://nowhere/lake"
     started = time.time()
-    with pytest.raises(lf.LakeError, match="cannot reach the lake at s3://nowhere/lake"):
-        lf.materialize(
-            PIPELINE,
-            select="events",
-            lake="s3://nowhere/lake",
-            storage_options=options,
-            executor="local",
-        )
-    assert time.time() - started < 60
+    try:
+        with pytest.raises(lf.LakeError, match="cannot reach the lake at s3://nowhere/lake"):
+            lf.materialize(
+                PIPELINE, select="events", lake=url, storage_options=options, executor="local"
+            )
+        assert time.time() - started < 60
+    finally:
+        lf.stop(url, storage_options=options)
 
 
 def test_a_missing_bucket_is_a_clear_error(moto_server, control):
-    with pytest.raises(
-        lf.LakeError, match="bucket of the lake s3://no-such-bucket/lake does not exist"
-    ):
-        lf.materialize(
-            PIPELINE,
-            select="events",
-            lake="s3://no-such-bucket/lake",
-            storage_options=moto_server.options,
-            executor="local",
-        )
+    url = "s3://no-such-bucket/lake"
+    try:
+        with pytest.raises(
+            lf.LakeError, match="bucket of the lake s3://no-such-bucket/lake does not exist"
+        ):
+            lf.materialize(
+                PIPELINE,
+                select="events",
+                lake=url,
+                storage_options=moto_server.options,
+                executor="local",
+            )
+    finally:
+        lf.stop(url, storage_options=moto_server.options)
+    assert not moto_server.bucket_exists("no-such-bucket")

@@ -69,7 +69,12 @@ def normalize_output(output: Any, *, where: str, column: str | None, key: str) -
     frame = _to_lazy(output, where)
     schema = frame.collect_schema()
     casts: list[pl.Expr] = []
-    widen: dict[Any, Any] = {pl.UInt8: pl.Int16, pl.UInt16: pl.Int32, pl.UInt32: pl.Int64, pl.UInt64: pl.Int64}
+    widen: dict[Any, Any] = {
+        pl.UInt8: pl.Int16,
+        pl.UInt16: pl.Int32,
+        pl.UInt32: pl.Int64,
+        pl.UInt64: pl.Int64,
+    }
     for name, dtype in schema.items():
         if name == column:
             continue
