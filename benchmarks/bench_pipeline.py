@@ -43,36 +43,27 @@ def run_loop(lake: str, days: int) -> float:
     import datetime as dt
 
     start = dt.date(2024, 1, 1)
+    steps = [("source", None, None), ("clean", "source", clean_fn), ("stats", "clean", stats_fn)]
     with Timer() as timer:
         for d in range(days):
             key = str(start + dt.timedelta(days=d))
-            predicate = f"date = '{key}'"
-            source = source_fn(key).with_columns(pl.lit(key).alias("date"))
-            write_deltalake(
-                f"{lake}/source",
-                source.to_arrow(),
-                mode="overwrite",
-                partition_by=["date"],
-                predicate=predicate,
-            )
-            upstream = pl.scan_delta(f"{lake}/source").filter(pl.col("date") == key).drop("date")
-            clean = clean_fn(upstream).collect().with_columns(pl.lit(key).alias("date"))
-            write_deltalake(
-                f"{lake}/clean",
-                clean.to_arrow(),
-                mode="overwrite",
-                partition_by=["date"],
-                predicate=predicate,
-            )
-            upstream = pl.scan_delta(f"{lake}/clean").filter(pl.col("date") == key).drop("date")
-            stats = stats_fn(upstream).collect().with_columns(pl.lit(key).alias("date"))
-            write_deltalake(
-                f"{lake}/stats",
-                stats.to_arrow(),
-                mode="overwrite",
-                partition_by=["date"],
-                predicate=predicate,
-            )
+            for table, upstream, compute in steps:
+                if compute is None:
+                    frame = source_fn(key)
+                else:
+                    read = (
+                        pl.scan_delta(f"{lake}/{upstream}")
+                        .filter(pl.col("date") == key)
+                        .drop("date")
+                    )
+                    frame = compute(read).collect()
+                write_deltalake(
+                    f"{lake}/{table}",
+                    frame.with_columns(pl.lit(key).alias("date")).to_arrow(),
+                    mode="overwrite",
+                    partition_by=["date"],
+                    predicate=f"date = '{key}'",
+                )
     return timer.seconds
 
 
