@@ -8,8 +8,23 @@
 >>> pipeline.materialize(partitions="2013-01-01..2013-01-31")
 """
 
-from .api import RunResult, connect, materialize, status, stop
+from .api import RunResult, check_results, connect, materialize, status, stop
 from .assets import AssetDef, Context, Resources, RetryPolicy, asset
+from .checks import (
+    Check,
+    CheckEnv,
+    CheckResult,
+    between,
+    check,
+    freshness,
+    in_set,
+    matches,
+    not_null,
+    references,
+    row_count,
+    schema,
+    unique,
+)
 from .controller import ControllerOptions
 from .errors import (
     DefinitionError,
@@ -23,6 +38,7 @@ from .errors import (
 )
 from .events import read_events
 from .graph import Pipeline
+from .gx import gx_suite
 from .lake import Lake
 from .loading import load_pipeline
 from .mappings import PartitionMapping, all_partitions, identity, lookback, previous, rollup
@@ -40,6 +56,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AssetDef",
+    "Check",
+    "CheckEnv",
+    "CheckResult",
     "Context",
     "ControllerOptions",
     "DailyPartitions",
@@ -65,14 +84,26 @@ __all__ = [
     "UserCodeError",
     "all_partitions",
     "asset",
+    "between",
+    "check",
+    "check_results",
     "connect",
+    "freshness",
+    "gx_suite",
     "identity",
+    "in_set",
     "load_pipeline",
     "lookback",
+    "matches",
     "materialize",
+    "not_null",
     "previous",
     "read_events",
+    "references",
     "rollup",
+    "row_count",
+    "schema",
     "status",
     "stop",
+    "unique",
 ]

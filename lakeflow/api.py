@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from .assets import AssetDef
@@ -27,10 +28,10 @@ from .executors import LocalExecutor
 from .graph import Pipeline
 from .lake import Lake
 from .lake.log import TableState
-from .planner import FRESH, MISSING, STALE, Request, partition_status, snapshot
+from .planner import FRESH, STALE, Request, partition_status, snapshot
 from .runs import RESULT_SCHEMA
 
-__all__ = ["RunResult", "connect", "materialize", "status", "stop"]
+__all__ = ["RunResult", "check_results", "connect", "materialize", "status", "stop"]
 
 NAMESPACE = "lakeflow"
 
@@ -341,14 +342,18 @@ def stop(lake: str | Lake, *, storage_options: Mapping[str, str] | None = None) 
 
 
 # -- status ----------------------------------------------------------------------------------
+_HELD = {"unit_failed": "failed", "unit_check_failed": "check_failed", "unit_blocked": "blocked"}
+
+
 def status(
     target: Pipeline | Iterable[AssetDef],
     *,
     lake: str | None = None,
     storage_options: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """Per asset: partitions in all, and how many are published (fresh), stale, failed, missing,
-    with the table version and the last publish time. Reads the tables and the event log only."""
+    """Per asset, each partition counted once: published (fresh), stale, failed, check_failed
+    (a blocking check failed), blocked (held behind a failed check), missing; with the table
+    version and the last publish time. Reads the tables and the event log only."""
     pipeline = _as_pipeline(target, lake, storage_options)
     where = Lake(pipeline.lake, pipeline.storage_options)
     states = {
@@ -360,43 +365,107 @@ def status(
         for n, s in states.items()
     }
     flags = partition_status(pipeline, snapshots)
-    failed = _failed_partitions(where)
+    held = _held_partitions(where)
     rows = []
     for name, codes in flags.items():
         parts = pipeline[name].partitions
-        keys = set(failed.get(name, ()))
-        failing = 0
-        if keys:
-            index = parts.indices(sorted(keys)) if parts.is_partitioned else [0]
-            failing = sum(1 for i in index if i >= 0 and codes[i] != FRESH)
+        category = np.where(
+            codes == FRESH, "published", np.where(codes == STALE, "stale", "missing")
+        ).astype(object)
+        for kind, keys in held.get(name, {}).items():
+            index = parts.indices(keys) if parts.is_partitioned else np.zeros(len(keys), np.int64)
+            index = index[index >= 0]
+            if kind == "check_failed":
+                category[index] = kind  # held even if its data was published (a table check)
+            else:
+                category[index[codes[index] != FRESH]] = kind
         published = [info.timestamp_ms for info in states[name].published.values()]
+        counts = {
+            k: int((category == k).sum())
+            for k in ("published", "stale", "failed", "check_failed", "blocked", "missing")
+        }
         rows.append({
-            "asset": name,
-            "partitions": len(codes),
-            "published": int((codes == FRESH).sum()),
-            "stale": int((codes == STALE).sum()),
-            "failed": failing,
-            "missing": int((codes == MISSING).sum()),
+            "asset": name, "partitions": len(codes), **counts,
             "version": states[name].version if states[name].exists else None,
             "last_publish": datetime.fromtimestamp(max(published) / 1000, UTC) if published else None,
         })  # fmt: skip
-    return pl.DataFrame(rows, schema={
-        "asset": pl.String, "partitions": pl.Int64, "published": pl.Int64, "stale": pl.Int64,
-        "failed": pl.Int64, "missing": pl.Int64, "version": pl.Int64, "last_publish": pl.Datetime("us", "UTC"),
-    })  # fmt: skip
+    counts_schema = dict.fromkeys(
+        ("partitions", "published", "stale", "failed", "check_failed", "blocked", "missing"),
+        pl.Int64,
+    )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "asset": pl.String,
+            **counts_schema,
+            "version": pl.Int64,
+            "last_publish": pl.Datetime("us", "UTC"),
+        },
+    )
 
 
-def _failed_partitions(lake: Lake) -> dict[str, list[str]]:
-    """Partitions whose latest unit event is a failure."""
-    events = read_events(lake, kinds=["unit_published", "unit_failed"])
+def _held_partitions(lake: Lake) -> dict[str, dict[str, list[str]]]:
+    """asset -> {failed|check_failed|blocked: partitions} whose latest unit outcome is that."""
+    events = read_events(lake, kinds=["unit_published", *_HELD])
     if events.is_empty():
         return {}
     last = (
         events.group_by("asset", "partition", maintain_order=True)
         .last()
-        .filter(pl.col("kind") == "unit_failed")
+        .filter(pl.col("kind") != "unit_published")
     )
-    out: dict[str, list[str]] = {}
-    for asset, partition in last.select("asset", "partition").iter_rows():
-        out.setdefault(asset, []).append(partition or "")
+    out: dict[str, dict[str, list[str]]] = {}
+    for asset, partition, kind in last.select("asset", "partition", "kind").iter_rows():
+        out.setdefault(asset, {}).setdefault(_HELD[kind], []).append(partition or "")
     return out
+
+
+def check_results(
+    target: Pipeline | Iterable[AssetDef],
+    *,
+    asset: str | None = None,
+    failed: bool = False,
+    history: bool = False,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
+    """Check outcomes per unit from the event log: the latest result of each check on each
+    partition (every result with `history`), only the ones that did not pass with `failed`.
+    Units whose output was quarantined show where the files went.
+
+    >>> lf.check_results(pipeline, asset="raw_flights", failed=True)
+    """
+    pipeline = _as_pipeline(target, lake, storage_options)
+    where = Lake(pipeline.lake, pipeline.storage_options)
+    events = read_events(where, kinds=["check_result", "unit_check_failed"], asset=asset)
+    if asset is not None:
+        pipeline[asset]  # an unknown asset is an error, not an empty table
+    detail = pl.col("detail").str.json_decode(dtype=pl.Struct({
+        "check": pl.String, "severity": pl.String, "status": pl.String, "failing": pl.Int64,
+        "scope": pl.String, "quarantine": pl.String,
+    }))  # fmt: skip
+    frame = events.with_columns(detail.alias("d")).unnest("d")
+    results = frame.filter(pl.col("kind") == "check_result").select(
+        "ts",
+        "run_id",
+        "asset",
+        "partition",
+        "version",
+        "check",
+        "scope",
+        "severity",
+        "status",
+        "failing",
+        "rows",
+        "message",
+    )
+    quarantined = frame.filter(pl.col("kind") == "unit_check_failed").select(
+        "run_id", "asset", "partition", "quarantine"
+    )
+    if not history:
+        results = results.group_by("asset", "partition", "check", maintain_order=True).last()
+    if failed:
+        results = results.filter(pl.col("status") != "passed")
+    return results.join(
+        quarantined, on=["run_id", "asset", "partition"], how="left", nulls_equal=True
+    ).sort("ts")

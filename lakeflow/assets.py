@@ -14,10 +14,10 @@ import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .errors import DefinitionError
-from .mappings import PartitionMapping
+from .mappings import AllPartitions, PartitionMapping
 from .partitions import Partition, Partitions, Unpartitioned
 
 __all__ = ["AssetDef", "Context", "Resources", "RetryPolicy", "asset"]
@@ -122,6 +122,17 @@ class AssetDef:
     checks: tuple[Any, ...] = ()
     description: str = ""
     group: str = "default"
+    on_fail: Literal["hold", "rollback"] = "hold"
+
+    @property
+    def unit_checks(self) -> tuple[Any, ...]:
+        """Checks run on each unit's staged output, before publish."""
+        return tuple(c for c in self.checks if getattr(c, "scope", "unit") == "unit")
+
+    @property
+    def table_checks(self) -> tuple[Any, ...]:
+        """Checks run on the published table version after each commit."""
+        return tuple(c for c in self.checks if getattr(c, "scope", "unit") == "table")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -148,6 +159,7 @@ def asset(
     resources: Resources | None = None,
     description: str | None = None,
     group: str = "default",
+    on_fail: Literal["hold", "rollback"] = "hold",
 ) -> Any:
     """Declare an asset. Use bare (`@asset`) or with options (`@asset(partitions=daily)`).
 
@@ -159,6 +171,11 @@ def asset(
     - deps: upstream assets that must be fresh first but are not passed to the function.
     - code_version: defaults to a hash of the function's source.
     - retry: a `RetryPolicy`, or an int number of attempts.
+    - checks: rules on each unit's output, run before it is published (`lf.not_null(...)`,
+      `lf.gx_suite(...)`, ...); an `error` check that fails keeps the unit unpublished and holds
+      its consumers. Checks with scope="table" run on the published table after each commit.
+    - on_fail: what a failing table check does besides holding consumers: "rollback" restores
+      the table to the version before the commit.
     """
 
     def build(function: Callable[..., Any]) -> AssetDef:
@@ -178,6 +195,19 @@ def asset(
         mappings: dict[str, PartitionMapping | None] = dict.fromkeys(data_inputs)
         for dep in deps:
             mappings.setdefault(dep, None)
+        for item in checks:
+            if not (
+                hasattr(item, "name")
+                and hasattr(item, "severity")
+                and callable(getattr(item, "run", None))
+            ):
+                raise DefinitionError(
+                    f"asset {asset_name}: {item!r} is not a check (it needs name, severity and run)"
+                )
+            for needed in getattr(item, "needs", ()):  # references(...) reads another asset
+                mappings.setdefault(needed, AllPartitions())
+        if on_fail not in ("hold", "rollback"):
+            raise DefinitionError(f"asset {asset_name}: on_fail must be 'hold' or 'rollback'")
         for upstream, mapping in (inputs or {}).items():
             if upstream not in mappings:
                 raise DefinitionError(
@@ -202,6 +232,7 @@ def asset(
             checks=tuple(checks),
             description=description or inspect.getdoc(function) or "",
             group=group,
+            on_fail=on_fail,
         )
 
     return build(fn) if fn is not None else build

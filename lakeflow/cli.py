@@ -3,9 +3,11 @@
     lakeflow materialize pipelines/flights.py --select "delays+" --partitions 2013-01-01..2013-01-31
     lakeflow assets pipelines/flights.py
     lakeflow status pipelines/flights.py
+    lakeflow checks pipelines/flights.py --failed
 
-Exit codes: 0 every requested unit was published or already fresh; 1 some were not; 2 the
-request itself was wrong (bad selection, partition key, pipeline, unreachable lake).
+Exit codes: 0 every requested unit was published or already fresh; 1 some were not (a failure,
+a failed check, a unit held behind one); 2 the request itself was wrong (bad selection,
+partition key, pipeline, unreachable lake) and nothing changed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ from .errors import LakeflowError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CHECK_COLUMNS = [
+    "asset",
+    "partition",
+    "check",
+    "severity",
+    "status",
+    "failing",
+    "rows",
+    "message",
+    "quarantine",
+]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,10 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     pipeline_args(assets)
 
     stat = commands.add_parser(
-        "status", help="per asset: partitions published, stale, failed, missing"
+        "status", help="per asset: partitions published, stale, failed, held, missing"
     )
     pipeline_args(stat)
     stat.add_argument("--json", action="store_true", help="print as JSON")
+
+    audit = commands.add_parser("checks", help="check outcomes per unit (the latest by default)")
+    pipeline_args(audit)
+    audit.add_argument("--asset", "-a", help="only this asset")
+    audit.add_argument("--failed", action="store_true", help="only checks that did not pass")
+    audit.add_argument("--history", action="store_true", help="every result, not only the latest")
+    audit.add_argument("--json", action="store_true", help="print as JSON")
     return parser
 
 
@@ -89,8 +109,8 @@ def _table(frame: pl.DataFrame) -> str:
         tbl_cols=20,
         tbl_hide_dataframe_shape=True,
         tbl_hide_column_data_types=True,
-        fmt_str_lengths=80,
-        tbl_width_chars=160,
+        fmt_str_lengths=160,
+        tbl_width_chars=200,
     ):
         return str(frame)
 
@@ -120,24 +140,19 @@ def _materialize(args: argparse.Namespace, console: Console) -> int:
         if started_here:
             ray.shutdown()
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "run_id": result.run_id,
-                    "status": result.status,
-                    "ok": result.ok,
-                    "counts": result.counts(),
-                }
-            )
-        )
+        summary = {
+            "run_id": result.run_id,
+            "status": result.status,
+            "ok": result.ok,
+            "counts": result.counts(),
+        }
+        print(json.dumps(summary))
         return EXIT_OK if result.ok else EXIT_FAILED
     console.print(result.summary(), highlight=False)
     failures = result.failures()
     if not failures.is_empty():
-        print(
-            _table(failures.select("asset", "partition", "outcome", "attempts", "error")),
-            file=sys.stderr,
-        )
+        shown = failures.select("asset", "partition", "outcome", "attempts", "error")
+        print(_table(shown), file=sys.stderr)
         for where, text in list(result.errors.items())[:1]:
             print(f"\n{where}:\n{text}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -157,15 +172,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .api import status
 
             frame = status(pipeline)
-            if args.json:
-                print(frame.write_json())
-            else:
-                print(_table(frame))
-            return EXIT_OK
+        else:
+            from .api import check_results
+
+            frame = check_results(
+                pipeline, asset=args.asset, failed=args.failed, history=args.history
+            )
+            frame = frame.select(
+                [*CHECK_COLUMNS, "ts", "run_id", "version", "scope"] if args.json else CHECK_COLUMNS
+            )
+        print(frame.write_json() if args.json else _table(frame))
+        return EXIT_OK
     except LakeflowError as error:
         print(f"lakeflow: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_USAGE
 
 
 if __name__ == "__main__":

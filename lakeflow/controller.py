@@ -13,18 +13,20 @@ import math
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .checks import CheckResult
 from .errors import ErrorInfo, LakeError, LakeflowError, SchemaError
 from .events import Event, EventLog
 from .executors import Executor, TaskLost
 from .graph import Pipeline
 from .lake import Lake
 from .lake.log import TableState
-from .lake.publish import UnitOutput, publish, split_by_schema
+from .lake.publish import UnitOutput, publish, rollback, split_by_schema
 from .planner import Plan, Request, build_plan, snapshot
 from .runs import RUNS_DIR, dump_request, load_request, plan_result, unfinished_runs
 from .scheduler import RunState, UnitStatus
@@ -247,8 +249,10 @@ class Controller:
             "done": run.finished.is_set(),
             "total": run.plan.size + prior,
             "published": counts["published"] + prior,
-            "failed": counts["failed"] + counts["upstream_failed"],
-            "running": counts["running"] + counts["staged"],
+            "failed": sum(
+                counts[k] for k in ("failed", "upstream_failed", "check_failed", "blocked")
+            ),
+            "running": counts["running"] + counts["staged"] + counts["verifying"],
             "counts": counts,
             "started": run.state.started,
         }
@@ -441,7 +445,11 @@ class Controller:
                 )
                 continue
             for unit, record in zip(units, records, strict=True):
-                if record.ok:
+                self._check_events(run, unit, record.checks)
+                if record.ok and record.quarantine:
+                    state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)
+                    self._check_failed(run, unit, record.checks, quarantine=record.quarantine)
+                elif record.ok:
                     state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)
                     run.staged.setdefault(asset, []).append((unit, record))
                     run.staged_since.setdefault(asset, time.monotonic())
@@ -486,6 +494,45 @@ class Controller:
             )
             for down in held:
                 self._event(run, down, "unit_upstream_failed", message=cause)
+
+    def _check_events(
+        self, run: Run, unit: int | None, results: Iterable[CheckResult], **fields: Any
+    ) -> None:
+        """One `check_result` event per check result (of a unit, or of a table when unit is None)."""
+        for result in results:
+            values = dict(
+                message=result.summary(),
+                rows=result.rows,
+                seconds=result.seconds,
+                detail=result.to_json(),
+                **fields,
+            )
+            if unit is None:
+                self.events.emit(Event(run.id, "check_result", **values))
+            else:
+                self._event(run, unit, "check_result", **values)
+
+    def _check_failed(
+        self,
+        run: Run,
+        unit: int,
+        results: Iterable[CheckResult],
+        *,
+        quarantine: str | None = None,
+        note: str = "",
+    ) -> None:
+        blocking = [r for r in results if r.blocking]
+        message = "; ".join(r.summary() for r in blocking) + note
+        error = ErrorInfo("check", "CheckFailed", message)
+        held = run.state.check_failed(unit, error)
+        run.inputs.pop(unit, None)
+        self._event(run, unit, "unit_check_failed", message=error.message,
+                    detail={"checks": [r.check for r in blocking], "quarantine": quarantine})  # fmt: skip
+        if held:
+            asset, index = run.plan.locate(unit)
+            cause = f"blocked by a failed check on {asset} {run.pipeline[asset].partitions.key(index)}".rstrip()
+            for down in held:
+                self._event(run, down, "unit_blocked", message=cause)
 
     def _event(self, run: Run, unit: int, kind: str, **fields: Any) -> None:
         asset, index = run.plan.locate(unit)
@@ -540,11 +587,16 @@ class Controller:
                         run_id=run.id, code_version=definition.code_version, units=fits,
                     )  # fmt: skip
                     published = [by_key[o.key] for o in fits]
-                    run.state.published(published, commit.version)
+                    verify = bool(definition.table_checks)
+                    run.state.published(published, commit.version, verify=verify)
                     for unit in published:
                         run.inputs.pop(unit, None)
                         self._event(run, unit, "unit_published", version=commit.version, attempt=int(run.state.attempts[unit]),
                                     rows=int(run.state.rows[unit]), bytes=int(run.state.bytes[unit]), seconds=float(run.state.seconds[unit]))  # fmt: skip
+                    if (
+                        verify
+                    ):  # still under the table's lock: nothing commits between publish and audit
+                        await self._audit_table(run, asset, table, commit, published)
         except LakeflowError as error:
             info = ErrorInfo.from_exception(error)
             for unit in units:
@@ -558,6 +610,44 @@ class Controller:
         finally:
             run.committing.discard(asset)
             run.wake.set()
+
+    async def _audit_table(
+        self, run: Run, asset: str, table: TableState, commit: Any, units: list[int]
+    ) -> None:
+        """Table checks on the version just published; a blocking failure holds the consumers of
+        every unit of the commit, and with on_fail="rollback" restores the previous version."""
+        definition = run.pipeline[asset]
+        try:
+            results = await self.executor.audit_table(
+                self.lake, run.handle, run.pipeline, asset, commit.version
+            )
+        except Exception as error:
+            message = f"table checks could not run: {type(error).__name__}: {error}"
+            results = [
+                CheckResult("table checks", "error", "error", message=message, scope="table")
+            ]
+        self._check_events(run, None, results, asset=asset, version=commit.version)
+        if not any(r.blocking for r in results):
+            run.state.verified(units)
+            return
+        note = f" (published at version {commit.version}; consumers held)"
+        if definition.on_fail == "rollback":
+            try:
+                undo = await asyncio.to_thread(rollback, self.lake, table, commit, run_id=run.id)
+                note = f" (version {commit.version} rolled back by version {undo.version})"
+                self.events.emit(
+                    Event(
+                        run.id,
+                        "table_rolled_back",
+                        asset=asset,
+                        version=undo.version,
+                        message=f"undid version {commit.version}",
+                    )
+                )
+            except LakeflowError as error:
+                note = f" (rollback failed: {error.message}; consumers held)"
+        for unit in units:
+            self._check_failed(run, unit, results, note=note)
 
     async def _finish(self, run: Run) -> None:
         counts = run.state.counts()

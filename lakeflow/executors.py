@@ -9,8 +9,9 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .checks import CheckResult
 from .lake import Lake
-from .worker import UnitRecord, UnitSpec, execute_units, ray_task
+from .worker import UnitRecord, UnitSpec, execute_units, ray_table_task, ray_task, table_audit
 
 if TYPE_CHECKING:
     from .graph import Pipeline
@@ -46,6 +47,11 @@ class Executor(Protocol):
     ) -> list[UnitRecord]:
         """Run one task; raises `TaskLost` if the task died."""
 
+    async def audit_table(
+        self, lake: Lake, handle: Any, pipeline: Pipeline, asset: str, version: int
+    ) -> list[CheckResult]:
+        """Run the asset's table-scope checks on its published `version`."""
+
 
 class LocalExecutor:
     """Threads in this process: for tests, notebooks without a cluster, and debugging."""
@@ -68,6 +74,9 @@ class LocalExecutor:
     async def run(self, lake, run_id, handle, pipeline, asset, units):
         return await asyncio.to_thread(execute_units, lake, run_id, pipeline, units)
 
+    async def audit_table(self, lake, handle, pipeline, asset, version):
+        return await asyncio.to_thread(table_audit, lake, pipeline, asset, version)
+
 
 class RayExecutor:
     """Ray remote tasks, one per batch of units, with the asset's resources."""
@@ -77,6 +86,7 @@ class RayExecutor:
 
         self._ray = ray
         self._remote = ray.remote(ray_task)
+        self._table_remote = ray.remote(ray_table_task)
         self._max_in_flight = max_in_flight
 
     def slots(self) -> int:
@@ -118,3 +128,11 @@ class RayExecutor:
             raise TaskLost(
                 f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
             ) from error
+
+    async def audit_table(self, lake, handle, pipeline, asset, version):
+        key, box = handle
+        options = pipeline.assets[asset].resources.ray_options()
+        task = self._table_remote.options(
+            name=f"lakeflow:{asset}:table-checks", max_retries=2, **options
+        )
+        return await task.remote(lake, key, box, asset, version)

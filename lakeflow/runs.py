@@ -110,10 +110,12 @@ def plan_result(run: Run) -> dict[str, Any]:
                 errors.append(failure.error.first_line())
             elif unit in state.cause:
                 cause_asset, cause_index = plan.locate(state.cause[unit])
+                where = f"{cause_asset} {pipeline[cause_asset].partitions.key(cause_index)}".strip()
+                blocked = state.status[unit] == UnitStatus.BLOCKED
                 errors.append(
-                    f"upstream {cause_asset} {pipeline[cause_asset].partitions.key(cause_index)} failed".replace(
-                        "  ", " "
-                    )
+                    f"blocked by a failed check on {where}"
+                    if blocked
+                    else f"upstream {where} failed"
                 )
             else:
                 errors.append(None)

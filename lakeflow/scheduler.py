@@ -34,9 +34,19 @@ class UnitStatus(IntEnum):
     FAILED = 6
     UPSTREAM_FAILED = 7
     CANCELLED = 8
+    VERIFYING = 9  # published, its table checks still running: consumers wait
+    CHECK_FAILED = 10  # a blocking check failed: not published (or held / rolled back)
+    BLOCKED = 11  # downstream of a failed check: not run
 
 
-FINAL = (UnitStatus.PUBLISHED, UnitStatus.FAILED, UnitStatus.UPSTREAM_FAILED, UnitStatus.CANCELLED)
+FINAL = (
+    UnitStatus.PUBLISHED,
+    UnitStatus.FAILED,
+    UnitStatus.UPSTREAM_FAILED,
+    UnitStatus.CANCELLED,
+    UnitStatus.CHECK_FAILED,
+    UnitStatus.BLOCKED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +157,31 @@ class RunState:
         self._set(unit, UnitStatus.STAGED)
         self.rows[unit], self.bytes[unit], self.seconds[unit] = rows, size, seconds
 
-    def published(self, units: Iterable[int], version: int) -> None:
+    def published(self, units: Iterable[int], version: int, *, verify: bool = False) -> None:
+        """Units committed at `version`. With `verify`, their consumers wait for `verified`."""
         for unit in units:
             if self.status[unit] in FINAL:
                 continue
-            self._set(unit, UnitStatus.PUBLISHED)
             self.version[unit] = version
-            for down in self.plan.downstream(unit).tolist():
-                self.waits[down] -= 1
-                if self.waits[down] == 0 and self.status[down] == UnitStatus.WAITING:
-                    self._make_ready(down)
+            if verify:
+                self._set(unit, UnitStatus.VERIFYING)
+            else:
+                self._release(unit)
         self._check_done()
+
+    def verified(self, units: Iterable[int]) -> None:
+        """The table checks of these published units passed: their consumers may run."""
+        for unit in units:
+            if self.status[unit] == UnitStatus.VERIFYING:
+                self._release(unit)
+        self._check_done()
+
+    def _release(self, unit: int) -> None:
+        self._set(unit, UnitStatus.PUBLISHED)
+        for down in self.plan.downstream(unit).tolist():
+            self.waits[down] -= 1
+            if self.waits[down] == 0 and self.status[down] == UnitStatus.WAITING:
+                self._make_ready(down)
 
     def retry(self, unit: int, delay: float) -> None:
         self._set(unit, UnitStatus.RETRYING)
@@ -170,15 +194,24 @@ class RunState:
 
     def failed(self, unit: int, error: ErrorInfo) -> list[int]:
         """Mark `unit` failed and everything downstream of it upstream_failed (returned)."""
+        return self._stop(unit, error, UnitStatus.FAILED, UnitStatus.UPSTREAM_FAILED)
+
+    def check_failed(self, unit: int, error: ErrorInfo) -> list[int]:
+        """A blocking check failed on `unit`: everything downstream is blocked (returned)."""
+        return self._stop(unit, error, UnitStatus.CHECK_FAILED, UnitStatus.BLOCKED)
+
+    def _stop(
+        self, unit: int, error: ErrorInfo, status: UnitStatus, downstream: UnitStatus
+    ) -> list[int]:
         if self.status[unit] in FINAL:
             return []
-        self._set(unit, UnitStatus.FAILED)
+        self._set(unit, status)
         self.errors[unit] = Failure(unit, error, int(self.attempts[unit]))
         held, stack = [], [unit]
         while stack:
             for down in self.plan.downstream(stack.pop()).tolist():
                 if self.status[down] not in FINAL and self.status[down] != UnitStatus.RUNNING:
-                    self._set(down, UnitStatus.UPSTREAM_FAILED)
+                    self._set(down, downstream)
                     self.cause[down] = unit
                     held.append(down)
                     stack.append(down)

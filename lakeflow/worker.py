@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from .assets import Context
+from .checks import CheckEnv, CheckResult, run_checks
 from .errors import (
     ErrorInfo,
     LakeError,
@@ -35,8 +36,10 @@ from .lake.staging import (
     check_schema,
     normalize_output,
     polars_to_arrow_schema,
+    quarantine_files,
     stage_output,
 )
+from .partitions import Partition
 
 if TYPE_CHECKING:
     from .graph import Pipeline
@@ -93,6 +96,8 @@ class UnitRecord:
     error: ErrorInfo | None = None
     retryable: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    checks: tuple[CheckResult, ...] = ()
+    quarantine: str | None = None  # where the staged files went when a blocking check failed
 
     @property
     def ok(self) -> bool:
@@ -131,7 +136,7 @@ def _retryable(error: BaseException, pipeline: Pipeline, asset: str) -> bool:
 
 
 def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
-    """Compute and stage one unit; never raises for the unit's own failures."""
+    """Compute, stage and audit one unit; never raises for the unit's own failures."""
     started = time.time()
     clock = time.perf_counter()
     definition = pipeline.assets[unit.asset]
@@ -140,11 +145,8 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
     where = f"asset {unit.asset}" + (f" partition {unit.key}" if unit.key else "")
     timings: dict[str, float] = {}
     try:
-        kwargs: dict[str, Any] = {
-            spec.name: read_input(lake, spec)
-            for spec in unit.inputs
-            if spec.name in definition.data_inputs
-        }
+        frames = {spec.name: read_input(lake, spec) for spec in unit.inputs}
+        kwargs: dict[str, Any] = {name: frames[name] for name in definition.data_inputs}
         if definition.context_param:
             kwargs[definition.context_param] = Context(
                 asset=unit.asset,
@@ -172,6 +174,8 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
                 order=order,
             )
         timings["stage"] = time.perf_counter() - clock - timings["read"] - timings["compute"]
+        results, quarantine = audit(lake, run_id, definition, unit, staged, frames)
+        timings["checks"] = sum(r.seconds for r in results)
     except (LakeflowError, OSError) as error:
         wrapped = error if isinstance(error, LakeflowError) else lake.unreachable(error)
         return UnitRecord(
@@ -181,9 +185,37 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
         )  # fmt: skip
     return UnitRecord(
         unit.asset, unit.index, unit.key, unit.attempt,
-        files=(staged,), schema=schema, rows=staged.rows, bytes=staged.size,
+        files=() if quarantine else (staged,), schema=schema, rows=staged.rows, bytes=staged.size,
         started=started, seconds=time.perf_counter() - clock, timings=timings,
+        checks=results, quarantine=quarantine,
     )  # fmt: skip
+
+
+def audit(
+    lake: Lake,
+    run_id: str,
+    definition: Any,
+    unit: UnitSpec,
+    staged: StagedFile,
+    inputs: dict[str, pl.LazyFrame],
+) -> tuple[tuple[CheckResult, ...], str | None]:
+    """Run the unit checks on the staged file, as a reader will see it (partition column included).
+    A blocking failure moves the file to quarantine; returns the results and that folder."""
+    if not definition.unit_checks:
+        return (), None
+    table_url = lake.table_url(unit.asset)
+    column = definition.partitions.column
+    frame = pl.scan_parquet(lake.uri(table_url, staged.path), storage_options=lake.delta_options())
+    if column:
+        frame = frame.with_columns(pl.lit(unit.key, dtype=pl.String).alias(column))
+    results = tuple(
+        run_checks(
+            definition.unit_checks, frame, CheckEnv(unit.asset, unit.partition, inputs=inputs)
+        )
+    )
+    if not any(r.blocking for r in results):
+        return results, None
+    return results, quarantine_files(lake, table_url, [staged.path], unit.asset, unit.key, run_id)
 
 
 def execute_units(
@@ -191,6 +223,15 @@ def execute_units(
 ) -> list[UnitRecord]:
     """Run a task's units one after another; one failing unit does not stop the others."""
     return [run_unit(lake, run_id, pipeline, unit, f"{run_id}-{unit.attempt}") for unit in units]
+
+
+def table_audit(lake: Lake, pipeline: Pipeline, asset: str, version: int) -> list[CheckResult]:
+    """Run the asset's table-scope checks on its published table at `version`."""
+    definition = pipeline.assets[asset]
+    frame = pl.scan_delta(
+        lake.table_url(asset), version=version, storage_options=lake.delta_options()
+    )
+    return run_checks(definition.table_checks, frame, CheckEnv(asset, Partition("")))
 
 
 _PIPELINES: OrderedDict[str, Pipeline] = OrderedDict()
@@ -224,3 +265,10 @@ def ray_task(
             for u in units
         ]
     return execute_units(lake, run_id, pipeline, units)
+
+
+def ray_table_task(
+    lake: Lake, pipeline_key: str, box: list[Any], asset: str, version: int
+) -> list[CheckResult]:
+    """The remote task that audits a published table version."""
+    return table_audit(lake, resolve_pipeline(pipeline_key, box), asset, version)

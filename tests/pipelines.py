@@ -82,3 +82,72 @@ def users(spend: pl.LazyFrame) -> pl.LazyFrame:
 
 
 PIPELINE = lf.Pipeline([events, spend, spend_3d, spend_monthly, users], name="spend")
+
+
+# -- a pipeline with quality gates (tests/test_gates.py) -----------------------------------------
+@lf.asset(checks=[lf.unique("customer")])
+def customers() -> pl.DataFrame:
+    names = ["c1", "c2", "c3"] + (["c1"] if control("dupe-customers") else [])
+    return pl.DataFrame({"customer": names})
+
+
+@lf.asset(
+    partitions=DAYS,
+    retry=lf.RetryPolicy(attempts=2, backoff=0.01),
+    checks=[
+        lf.not_null("customer"),
+        lf.between("amount", 0, None),
+        lf.references("customer", "customers"),
+        lf.row_count(min=3, severity="warn"),
+    ],
+)
+def orders(ctx: lf.Context) -> pl.DataFrame:
+    key = ctx.partition.key
+    amounts = [10.0, 20.0, -5.0 if control(f"bad-orders-{key}") else 30.0]
+    customer = "zz" if control(f"orphan-orders-{key}") else "c3"
+    rows = 2 if control(f"short-orders-{key}") else 3
+    frame = pl.DataFrame(
+        {
+            "order_id": [f"{key}-{i}" for i in range(3)],
+            "customer": ["c1", "c2", customer],
+            "amount": amounts,
+        }
+    )
+    return frame.head(rows)
+
+
+@lf.asset(partitions=DAYS)
+def order_totals(orders: pl.LazyFrame) -> pl.LazyFrame:
+    return orders.group_by("customer").agg(pl.col("amount").sum().alias("total")).sort("customer")
+
+
+def _entries(ctx: lf.Context, orders: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    entries = orders.select("order_id", "amount")
+    if control(f"dupe-{name}-{ctx.partition.key}"):  # reuse another day's order id
+        entries = entries.with_columns(pl.lit("2024-01-01-0").alias("order_id"))
+    return entries
+
+
+@lf.asset(partitions=DAYS, checks=[lf.unique("order_id", scope="table")], on_fail="rollback")
+def ledger(ctx: lf.Context, orders: pl.LazyFrame) -> pl.LazyFrame:
+    return _entries(ctx, orders, "ledger")
+
+
+@lf.asset(partitions=DAYS, checks=[lf.unique("order_id", scope="table")])
+def journal(ctx: lf.Context, orders: pl.LazyFrame) -> pl.LazyFrame:
+    return _entries(ctx, orders, "journal")
+
+
+@lf.asset(partitions=DAYS)
+def ledger_daily(ledger: pl.LazyFrame) -> pl.LazyFrame:
+    return ledger.select(pl.len().alias("entries"))
+
+
+@lf.asset(partitions=DAYS)
+def journal_daily(journal: pl.LazyFrame) -> pl.LazyFrame:
+    return journal.select(pl.len().alias("entries"))
+
+
+GATED = lf.Pipeline(
+    [customers, orders, order_totals, ledger, journal, ledger_daily, journal_daily], name="gated"
+)

@@ -7,26 +7,27 @@ import pytest
 
 from tests.conftest import ROOT
 
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
-@pytest.mark.parametrize("script", ["bench_pipeline.py"])
-def test_benchmark_script_runs_quick(script, tmp_path):
-    before = (
-        (ROOT / "benchmarks" / "RESULTS.md").read_text()
-        if (ROOT / "benchmarks" / "RESULTS.md").exists()
-        else None
-    )
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("bench_pipeline.py", ["--executor", "local"], "| lakeflow (local) |"),
+        ("bench_checks.py", [], "| 10,000 |"),
+    ],
+)
+def test_benchmark_script_runs_quick(script, args, expected, tmp_path):
+    before = RESULTS.read_text() if RESULTS.exists() else None
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--executor", "local"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    assert "units/s" in done.stdout and "| lakeflow (local) |" in done.stdout
-    after = (
-        (ROOT / "benchmarks" / "RESULTS.md").read_text()
-        if (ROOT / "benchmarks" / "RESULTS.md").exists()
-        else None
-    )
-    assert after == before  # quick runs are not recorded
+    assert expected in done.stdout
+    assert (
+        RESULTS.read_text() if RESULTS.exists() else None
+    ) == before  # quick runs are not recorded

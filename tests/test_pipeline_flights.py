@@ -20,7 +20,7 @@ def january(tmp_path_factory):
 
 def test_january_is_published_for_every_asset(january):
     _, result = january
-    assert result.counts() == {"published": 4 * 31 + 1}
+    assert result.counts() == {"published": 1 + 4 * 31 + 1}  # airlines, four daily assets, January
 
 
 def test_daily_delays_match_a_direct_computation(january):
@@ -57,3 +57,52 @@ def test_status_after_january(january):
     rows = {r["asset"]: r for r in lf.status(flights.pipeline, lake=lake).iter_rows(named=True)}
     assert rows["raw_flights"]["published"] == 31 and rows["raw_flights"]["missing"] == 334
     assert rows["monthly_delays"]["published"] == 1 and rows["monthly_delays"]["stale"] == 0
+
+
+def test_the_gates_pass_on_the_real_data(january):
+    lake, _ = january
+    checks = lf.check_results(flights.pipeline, lake=lake)
+    assert set(checks["status"].to_list()) == {"passed"}
+    assert (
+        "gx:flights_clean: expect_column_values_to_be_in_set(origin)" in checks["check"].to_list()
+    )
+    table = checks.filter(pl.col("scope") == "table")
+    assert set(table["check"].to_list()) == {"unique(carrier, flight, time_hour)"}
+
+
+def test_a_planted_bad_day_is_held_by_the_gate(january, monkeypatch):
+    lake, _ = january
+    before = pl.read_delta(f"{lake}/raw_flights").filter(pl.col("date") == "2013-01-15")
+    monkeypatch.setenv("FLIGHTS_PLANT_BAD_DAY", "2013-01-15")
+    result = lf.materialize(
+        flights.pipeline,
+        select="raw_flights+",
+        partitions="2013-01-15",
+        force=True,
+        lake=lake,
+        executor="local",
+    )
+    outcome = dict(
+        ((a, p), o) for a, p, o in result.units.select("asset", "partition", "outcome").iter_rows()
+    )
+    assert outcome[("raw_flights", "2013-01-15")] == "check_failed"
+    assert (
+        outcome[("flights_clean", "2013-01-15")] == "blocked"
+        and outcome[("monthly_delays", "2013-01")] == "blocked"
+    )
+    error = result.units.filter(pl.col("outcome") == "check_failed")["error"][0]
+    assert "no negative air time failed: 9 of 894 rows" in error and "{air_time=-" in error
+    after = pl.read_delta(f"{lake}/raw_flights").filter(pl.col("date") == "2013-01-15")
+    assert after.sort("flight", "time_hour").equals(
+        before.sort("flight", "time_hour")
+    )  # readers never saw it
+    monkeypatch.delenv("FLIGHTS_PLANT_BAD_DAY")
+    rerun = lf.materialize(
+        flights.pipeline,
+        select="raw_flights+",
+        partitions="2013-01-15",
+        force=True,
+        lake=lake,
+        executor="local",
+    )
+    assert rerun.ok

@@ -23,7 +23,7 @@ from . import Lake
 from .log import APP_ID, METADATA_KEY, METADATA_VERSION, Commit, TableState
 from .staging import StagedFile, delta_type_map, partition_values
 
-__all__ = ["UnitOutput", "publish"]
+__all__ = ["UnitOutput", "publish", "rollback"]
 
 _COMMIT_RETRIES = 8
 
@@ -228,3 +228,34 @@ def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | No
     if landed is None and state.exists and state.handle is None:
         state.handle = DeltaTable(state.url, storage_options=lake.delta_options())
     return landed
+
+
+def rollback(lake: Lake, state: TableState, commit: Commit, *, run_id: str) -> Commit:
+    """Undo `commit` (the table's newest version) with a new commit restoring the version before
+    it; the partitions it touches are no longer lakeflow's, so they count as stale afterwards."""
+    handle = state.current_handle(lake)
+    handle.update_incremental()
+    if handle.version() != commit.version:
+        raise LakeError(
+            f"cannot roll back {state.url}: it moved on to version {handle.version()} since {commit.version}"
+        )
+    metadata = {
+        METADATA_KEY: {
+            "v": METADATA_VERSION,
+            "run": run_id,
+            "rollback_of": commit.version,
+            "groups": [],
+        }
+    }
+    properties = CommitProperties(custom_metadata=metadata)
+    try:
+        if commit.version == 0:
+            handle.delete(commit_properties=properties)  # the commit created the table: empty it
+        else:
+            handle.restore(commit.version - 1, commit_properties=properties)
+    except OSError as error:
+        raise lake.unreachable(error) from error
+    commits = state.refresh(lake)
+    if not commits:
+        raise LakeError(f"rollback of {state.url} left no commit in the log")
+    return commits[-1]

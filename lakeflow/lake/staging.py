@@ -252,5 +252,22 @@ def stage_output(
     )
 
 
+def quarantine_files(
+    lake: Lake, table_url: str, paths: list[str], asset: str, key: str, run_id: str
+) -> str:
+    """Move staged files that failed a blocking check out of the table, to
+    `_lakeflow/quarantine/<asset>/<partition>/<run>/`, kept for inspection; returns that folder."""
+    folder = f"{lake.url}/_lakeflow/quarantine/{asset}/{key or '_all'}/{run_id}"
+    fs = lake.filesystem()
+    if not lake.is_s3:
+        fs.create_dir(lake.path(folder), recursive=True)
+    for relative in paths:
+        fs.move(
+            lake.path(lake.uri(table_url, relative)),
+            lake.path(f"{folder}/{relative.rsplit('/', 1)[-1]}"),
+        )
+    return folder
+
+
 def partition_values(column: str | None, key: str) -> Mapping[str, str | None]:
     return {column: key} if column else {}

@@ -1,0 +1,593 @@
+"""Checks: data-quality rules run on a unit's staged output before it is published (scope "unit"),
+or on the published table right after its commit (scope "table").
+
+A check has a name, a severity (`error` blocks publication, `warn` only records) and one method,
+`run(frame, env) -> CheckResult`. Results are records with the number of failing rows and a few
+examples. Row-level checks (not_null, between, in_set, matches, custom expressions) are evaluated
+together in one pass over the data; a check that cannot run (a missing column, a function that
+raises) reports `error`, which blocks like a failure.
+
+    @lf.asset(checks=[lf.not_null("carrier"), lf.between("air_time", 0, 1000), lf.unique("id")])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import polars as pl
+
+from .errors import DefinitionError
+from .partitions import Partition
+
+__all__ = [
+    "Check",
+    "CheckEnv",
+    "CheckResult",
+    "between",
+    "check",
+    "freshness",
+    "in_set",
+    "matches",
+    "not_null",
+    "references",
+    "row_count",
+    "run_checks",
+    "schema",
+    "unique",
+]
+
+Severity = Literal["error", "warn"]
+Measure = tuple[int, int, str, tuple[Mapping[str, Any], ...]]  # failing, rows, message, examples
+Scope = Literal["unit", "table"]
+EXAMPLES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one check on one unit (or one table version)."""
+
+    check: str
+    severity: Severity
+    status: Literal["passed", "failed", "error"]
+    failing: int = 0
+    rows: int = 0
+    examples: tuple[Mapping[str, Any], ...] = ()
+    message: str = ""
+    seconds: float = 0.0
+    scope: Scope = "unit"
+
+    @property
+    def blocking(self) -> bool:
+        """An `error` check that did not pass: the data must not be published."""
+        return self.severity == "error" and self.status != "passed"
+
+    def summary(self) -> str:
+        if self.status == "passed":
+            return f"{self.check} passed"
+        if self.status == "error":
+            return f"{self.check} could not run: {self.message}"
+        shown = "; e.g. " + ", ".join(_short(e) for e in self.examples[:3]) if self.examples else ""
+        return f"{self.check} failed: {self.message}{shown}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "severity": self.severity,
+            "status": self.status,
+            "failing": self.failing,
+            "rows": self.rows,
+            "examples": [dict(e) for e in self.examples],
+            "message": self.message,
+            "seconds": round(self.seconds, 6),
+            "scope": self.scope,
+        }
+
+
+def _short(example: Mapping[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in list(example.items())[:6]) + "}"
+
+
+@dataclass(frozen=True)
+class CheckEnv:
+    """What a check may look at besides the data: the partition, the inputs, the time."""
+
+    asset: str
+    partition: Partition
+    inputs: Mapping[str, pl.LazyFrame] = field(default_factory=dict)
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+@runtime_checkable
+class Check(Protocol):
+    """Anything with a name, a severity and `run` is a check."""
+
+    name: str
+    severity: Severity
+
+    def run(self, frame: pl.LazyFrame, env: CheckEnv) -> CheckResult | list[CheckResult]: ...
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def examples_of(
+    frame: pl.LazyFrame,
+    condition: pl.Expr | None = None,
+    limit: int = EXAMPLES,
+    first: Sequence[str] = (),
+) -> tuple[Mapping[str, Any], ...]:
+    """A few rows (where `condition` holds), the columns named in `first` leading."""
+    rows = (frame.filter(condition) if condition is not None else frame).head(limit).collect()
+    order = [c for c in first if c in rows.columns] + [c for c in rows.columns if c not in first]
+    return tuple(
+        {k: _jsonable(v) for k, v in row.items()}
+        for row in rows.select(order).iter_rows(named=True)
+    )
+
+
+def _severity(value: str) -> Severity:
+    if value not in ("error", "warn"):
+        raise DefinitionError(f"check severity must be 'error' or 'warn', not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+# -- row checks: evaluated together in one pass ----------------------------------------------
+@dataclass(frozen=True)
+class RowCheck:
+    """A rule each row must satisfy; `invalid(schema)` is true on failing rows."""
+
+    name: str
+    severity: Severity
+    columns: tuple[str, ...]
+    invalid: Callable[[pl.Schema], pl.Expr]
+    what: str  # "rows with a null carrier"
+    scope: Scope = "unit"
+
+    def run(self, frame: pl.LazyFrame, env: CheckEnv) -> CheckResult:
+        return run_checks([self], frame, env)[0]
+
+
+def not_null(*columns: str, severity: str = "error", name: str | None = None) -> RowCheck:
+    """Every row has a value in each of `columns`."""
+    if not columns:
+        raise DefinitionError("not_null needs at least one column")
+    return RowCheck(
+        name or f"not_null({', '.join(columns)})",
+        _severity(severity),
+        columns,
+        lambda schema: pl.any_horizontal([pl.col(c).is_null() for c in columns]),
+        f"rows with a null {' or '.join(columns)}",
+    )
+
+
+def _bound(value: Any, dtype: pl.DataType) -> Any:
+    """A bound given as text compares as the column's type (dates and timestamps)."""
+    if isinstance(value, str) and dtype == pl.Date:
+        return dt.date.fromisoformat(value)
+    if isinstance(value, str) and isinstance(dtype, pl.Datetime):
+        parsed = dt.datetime.fromisoformat(value)
+        if dtype.time_zone and parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed
+    return value
+
+
+def between(
+    column: str,
+    low: Any = None,
+    high: Any = None,
+    *,
+    severity: str = "error",
+    name: str | None = None,
+) -> RowCheck:
+    """Every non-null value of `column` lies in [low, high] (either bound may be None).
+    Bounds may be numbers, dates, datetimes or ISO strings for date/timestamp columns."""
+    if low is None and high is None:
+        raise DefinitionError("between needs a low or a high bound")
+
+    def invalid(schema: pl.Schema) -> pl.Expr:
+        col, dtype = pl.col(column), schema[column]
+        bad = pl.lit(False)
+        if low is not None:
+            bad = bad | (col < _bound(low, dtype))
+        if high is not None:
+            bad = bad | (col > _bound(high, dtype))
+        return col.is_not_null() & bad
+
+    if high is None:
+        shown = f"{column} below {low}"
+    elif low is None:
+        shown = f"{column} above {high}"
+    else:
+        shown = f"{column} outside [{low}, {high}]"
+    return RowCheck(
+        name or f"between({column}, {low}, {high})",
+        _severity(severity),
+        (column,),
+        invalid,
+        f"rows with {shown}",
+    )
+
+
+def in_set(
+    column: str, values: Iterable[Any], *, severity: str = "error", name: str | None = None
+) -> RowCheck:
+    """Every non-null value of `column` is one of `values`."""
+    allowed = list(values)
+    return RowCheck(
+        name or f"in_set({column})",
+        _severity(severity),
+        (column,),
+        lambda schema: pl.col(column).is_not_null() & ~pl.col(column).is_in(allowed),
+        f"rows with {column} not in {allowed[:5]}{'…' if len(allowed) > 5 else ''}",
+    )
+
+
+def matches(
+    column: str, pattern: str, *, severity: str = "error", name: str | None = None
+) -> RowCheck:
+    """Every non-null value of `column` matches the regular expression `pattern` (anywhere;
+    anchor it with ^…$ to match whole values)."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise DefinitionError(f"matches({column}): bad pattern {pattern!r}: {error}") from None
+    return RowCheck(
+        name or f"matches({column}, {pattern!r})",
+        _severity(severity),
+        (column,),
+        lambda schema: (
+            pl.col(column).is_not_null() & ~pl.col(column).cast(pl.String).str.contains(pattern)
+        ),
+        f"rows with {column} not matching {pattern!r}",
+    )
+
+
+# -- checks over the whole frame -------------------------------------------------------------
+@dataclass(frozen=True)
+class FrameCheck:
+    """A rule about the whole frame: `measure(frame, env)` -> (failing, rows, message, examples)."""
+
+    name: str
+    severity: Severity
+    columns: tuple[str, ...]
+    measure: Callable[[pl.LazyFrame, CheckEnv], Measure]
+    scope: Scope = "unit"
+    needs: tuple[str, ...] = ()  # other assets it reads (they become dependencies)
+
+    def run(self, frame: pl.LazyFrame, env: CheckEnv) -> CheckResult:
+        return run_checks([self], frame, env)[0]
+
+
+def unique(
+    *columns: str, scope: Scope = "unit", severity: str = "error", name: str | None = None
+) -> FrameCheck:
+    """No two rows share the values of `columns`: in the unit's output (scope="unit"), or in the
+    whole published table after each commit (scope="table")."""
+    if not columns:
+        raise DefinitionError("unique needs at least one column")
+    cols = list(columns)
+
+    def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:
+        counts = (
+            frame.select(pl.len().alias("rows"), pl.struct(cols).n_unique().alias("distinct"))
+            .collect()
+            .row(0)
+        )
+        rows, distinct = int(counts[0]), int(counts[1])
+        if rows == distinct:
+            return 0, rows, "", ()
+        dupes = (
+            frame.group_by(cols)
+            .agg(pl.len().alias("copies"))
+            .filter(pl.col("copies") > 1)
+            .sort("copies", descending=True)
+        )
+        return (
+            rows - distinct,
+            rows,
+            f"{rows - distinct} duplicate rows of {', '.join(cols)}",
+            examples_of(dupes),
+        )
+
+    return FrameCheck(
+        name or f"unique({', '.join(columns)})", _severity(severity), tuple(columns), measure, scope
+    )
+
+
+def row_count(
+    min: int | None = None,
+    max: int | None = None,
+    *,
+    severity: str = "error",
+    name: str | None = None,
+) -> FrameCheck:
+    """The number of rows lies in [min, max]."""
+    if min is None and max is None:
+        raise DefinitionError("row_count needs min or max")
+
+    def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:
+        rows = int(frame.select(pl.len()).collect().item())
+        ok = (min is None or rows >= min) and (max is None or rows <= max)
+        return (
+            (0 if ok else 1),
+            rows,
+            ("" if ok else f"{rows} rows, expected [{min or ''}, {max or ''}]"),
+            (),
+        )
+
+    return FrameCheck(name or f"row_count({min}, {max})", _severity(severity), (), measure)
+
+
+def schema(
+    columns: Mapping[str, Any],
+    *,
+    exact: bool = False,
+    severity: str = "error",
+    name: str | None = None,
+) -> FrameCheck:
+    """The output has these columns with these polars types (`pl.Int64`, or a name like "Int64");
+    with `exact`, no other columns."""
+
+    def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:
+        actual = frame.collect_schema()
+        problems = []
+        for column, wanted in columns.items():
+            if column not in actual:
+                problems.append(f"missing {column}")
+            elif str(actual[column]) != str(wanted) and actual[column] != wanted:
+                problems.append(f"{column} is {actual[column]}, expected {wanted}")
+        if exact:
+            problems += [f"unexpected {c}" for c in actual if c not in columns]
+        return len(problems), len(actual), "; ".join(problems), ()
+
+    return FrameCheck(name or "schema", _severity(severity), (), measure)
+
+
+def freshness(
+    column: str,
+    max_age: dt.timedelta,
+    *,
+    relative_to: Literal["now", "partition_end"] = "now",
+    severity: str = "error",
+    name: str | None = None,
+) -> FrameCheck:
+    """The newest `column` timestamp is at most `max_age` old (against now, or the end of the
+    unit's time window)."""
+
+    def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:
+        newest, rows = frame.select(pl.col(column).max(), pl.len()).collect().row(0)
+        reference = env.now if relative_to == "now" else (env.partition.end or env.now)
+        if newest is None:
+            return 1, int(rows), f"no {column} values", ()
+        if isinstance(newest, dt.datetime) and newest.tzinfo is None:
+            newest = newest.replace(tzinfo=dt.UTC)
+        elif not isinstance(newest, dt.datetime):
+            newest = dt.datetime.combine(newest, dt.time(), dt.UTC)
+        age = reference - newest
+        ok = age <= max_age
+        return (
+            (0 if ok else 1),
+            int(rows),
+            ("" if ok else f"newest {column} is {newest.isoformat()}, {age} old (max {max_age})"),
+            (),
+        )
+
+    return FrameCheck(
+        name or f"freshness({column}, {max_age})", _severity(severity), (column,), measure
+    )
+
+
+def references(
+    column: str,
+    asset: str,
+    other_column: str | None = None,
+    *,
+    severity: str = "error",
+    name: str | None = None,
+) -> FrameCheck:
+    """Every non-null `column` value appears in `other_column` of `asset`'s table (read at the
+    version the unit's run pinned; `asset` becomes a dependency)."""
+    target = other_column or column
+
+    def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:
+        known = env.inputs.get(asset)
+        if known is None:
+            raise DefinitionError(f"references: the table of {asset} was not given to the check")
+        values = frame.select(column).filter(pl.col(column).is_not_null())
+        orphans = values.join(
+            known.select(pl.col(target).alias(column)).unique(), on=column, how="anti"
+        )
+        failing, rows = (
+            orphans.select(pl.len()).collect().item(),
+            values.select(pl.len()).collect().item(),
+        )
+        if not failing:
+            return 0, int(rows), "", ()
+        shown = orphans.group_by(column).agg(pl.len().alias("rows")).sort("rows", descending=True)
+        return (
+            int(failing),
+            int(rows),
+            f"{failing} rows with a {column} missing from {asset}.{target}",
+            examples_of(shown),
+        )
+
+    return FrameCheck(
+        name or f"references({column} -> {asset}.{target})",
+        _severity(severity),
+        (column,),
+        measure,
+        needs=(asset,),
+    )
+
+
+def check(
+    rule: pl.Expr | Callable[..., Any],
+    *,
+    name: str | None = None,
+    severity: str = "error",
+    scope: Scope = "unit",
+) -> RowCheck | FrameCheck:
+    """A custom check.
+
+    - a polars expression that is true on valid rows: `lf.check(pl.col("a") <= pl.col("b"), name="a<=b")`
+      (a null result passes, as in a SQL CHECK constraint: nulls are not_null's business)
+    - a function of the frame (a LazyFrame) returning True/False, a number of failing rows, or a
+      `CheckResult`: `lf.check(lambda df: df.select(pl.len()).collect().item() > 0, name="not empty")`
+    """
+    if isinstance(rule, pl.Expr):
+        label_expr = name or f"check({rule})"
+        return RowCheck(
+            label_expr,
+            _severity(severity),
+            (),
+            lambda schema: ~rule.fill_null(True),
+            f"rows failing {label_expr}",
+            scope,
+        )
+    if not callable(rule):
+        raise DefinitionError("check() takes a polars expression or a function")
+    label: str = name or str(getattr(rule, "__name__", "check"))
+
+    def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:
+        outcome = rule(frame)
+        if isinstance(outcome, CheckResult):
+            return outcome.failing, outcome.rows, outcome.message, outcome.examples
+        if isinstance(outcome, bool):
+            return (0 if outcome else 1), 0, ("" if outcome else "returned False"), ()
+        if isinstance(outcome, int):
+            return outcome, 0, (f"{outcome} failing rows" if outcome else ""), ()
+        raise TypeError(
+            f"a check function must return bool, int or CheckResult, not {type(outcome).__name__}"
+        )
+
+    return FrameCheck(label, _severity(severity), (), measure, scope)
+
+
+# -- running ---------------------------------------------------------------------------------
+def _error(item: Any, message: str, started: float) -> CheckResult:
+    return CheckResult(
+        item.name,
+        item.severity,
+        "error",
+        message=message,
+        seconds=time.perf_counter() - started,
+        scope=getattr(item, "scope", "unit"),
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def run_checks(checks: Sequence[Any], frame: pl.LazyFrame, env: CheckEnv) -> list[CheckResult]:
+    """Run `checks` on `frame`; never raises for a check's own failure. Row checks share one pass."""
+    try:
+        columns = frame.collect_schema()
+    except Exception as error:
+        return [
+            _error(c, f"cannot read the output: {_first_line(error)}", time.perf_counter())
+            for c in checks
+        ]
+    results: dict[int, CheckResult | list[CheckResult]] = {}
+    rows_checks: list[tuple[int, RowCheck, pl.Expr]] = []
+    for i, item in enumerate(checks):
+        started = time.perf_counter()
+        missing = [c for c in getattr(item, "columns", ()) if c not in columns]
+        if missing:
+            shown = ", ".join(list(columns)[:12])
+            results[i] = _error(
+                item, f"column {missing[0]!r} does not exist (columns: {shown})", started
+            )
+        elif isinstance(item, RowCheck):
+            try:
+                rows_checks.append((i, item, item.invalid(columns)))
+            except Exception as error:
+                results[i] = _error(item, _first_line(error), started)
+    if rows_checks:
+        _run_row_checks(rows_checks, frame, results)
+    for i, item in enumerate(checks):
+        if i in results or isinstance(item, RowCheck):
+            continue
+        started = time.perf_counter()
+        try:
+            if isinstance(item, FrameCheck):
+                failing, rows, message, examples = item.measure(frame, env)
+                status: Literal["passed", "failed"] = "passed" if failing == 0 else "failed"
+                results[i] = CheckResult(
+                    item.name,
+                    item.severity,
+                    status,
+                    failing,
+                    rows,
+                    examples,
+                    message,
+                    time.perf_counter() - started,
+                    item.scope,
+                )
+            else:
+                results[i] = item.run(frame, env)
+        except Exception as error:
+            results[i] = _error(item, _first_line(error), started)
+    out: list[CheckResult] = []
+    for i in range(len(checks)):
+        value = results[i]
+        out.extend(value if isinstance(value, list) else [value])
+    return out
+
+
+def _run_row_checks(
+    items: list[tuple[int, RowCheck, pl.Expr]], frame: pl.LazyFrame, results: dict
+) -> None:
+    started = time.perf_counter()
+    try:
+        counts = (
+            frame.select(
+                pl.len().alias("__rows"), *[expr.sum().alias(f"__c{i}") for i, _, expr in items]
+            )
+            .collect()
+            .row(0)
+        )
+    except Exception:
+        if len(items) > 1:  # attribute the error to the check that caused it
+            for single in items:
+                _run_row_checks([single], frame, results)
+            return
+        results[items[0][0]] = _error(items[0][1], "evaluation failed", started)
+        try:
+            frame.select(items[0][2].sum()).collect()
+        except Exception as error:
+            results[items[0][0]] = _error(items[0][1], _first_line(error), started)
+        return
+    rows = int(counts[0])
+    shared = (time.perf_counter() - started) / len(items)
+    for (i, item, expr), failing in zip(items, counts[1:], strict=True):
+        failing = int(failing or 0)
+        if failing == 0:
+            results[i] = CheckResult(
+                item.name, item.severity, "passed", 0, rows, (), "", shared, item.scope
+            )
+            continue
+        clock = time.perf_counter()
+        examples = examples_of(frame, expr, first=item.columns)
+        message = f"{failing} of {rows} rows: {item.what}"
+        results[i] = CheckResult(
+            item.name,
+            item.severity,
+            "failed",
+            failing,
+            rows,
+            examples,
+            message,
+            shared + time.perf_counter() - clock,
+            item.scope,
+        )
