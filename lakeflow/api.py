@@ -150,7 +150,8 @@ def _client(
 class RunResult:
     """The outcome of a run: one row per unit, with rows, bytes, seconds, Delta version, error."""
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, Any], lake: Lake | None = None) -> None:
+        self.lake = lake
         self.run_id: str = data["run_id"]
         self.status: str = data["status"]
         self.started: float | None = data.get("started")
@@ -171,6 +172,16 @@ class RunResult:
 
     def failures(self) -> pl.DataFrame:
         return self.units.filter(~pl.col("outcome").is_in(["published", "fresh"]))
+
+    def checks(self, *, failed: bool = False) -> pl.DataFrame:
+        """This run's check results, one row per check per unit (read from the event log)."""
+        if self.lake is None:
+            raise RunError("this result does not know its lake")
+        events = read_events(
+            self.lake, run_id=self.run_id, kinds=["check_result", "unit_check_failed"]
+        )
+        results = _check_frame(events)
+        return results.filter(pl.col("status") != "passed") if failed else results
 
     def raise_on_failure(self) -> RunResult:
         if not self.ok:
@@ -259,12 +270,9 @@ def materialize(
     client = _client(Lake(pipeline.lake, pipeline.storage_options), executor, options, address)
     summary = client.call("submit", pipeline, request, origin)
     follow(client, summary["run_id"], progress)
+    where = Lake(pipeline.lake, pipeline.storage_options)
     data = client.call("result", summary["run_id"])
-    result = (
-        RunResult(data)
-        if data is not None
-        else events_result(Lake(pipeline.lake, pipeline.storage_options), summary["run_id"])
-    )
+    result = RunResult(data, where) if data is not None else events_result(where, summary["run_id"])
     if raise_on_failure:
         result.raise_on_failure()
     return result
@@ -319,9 +327,8 @@ def events_result(lake: Lake, run_id: str) -> RunResult:
     )
     finished = events.filter(pl.col("kind") == "run_finished")
     status_ = finished["message"][-1] if len(finished) else "running"
-    return RunResult(
-        {"run_id": run_id, "status": status_, "units": units.to_arrow().cast(RESULT_SCHEMA)}
-    )
+    data = {"run_id": run_id, "status": status_, "units": units.to_arrow().cast(RESULT_SCHEMA)}
+    return RunResult(data, lake)
 
 
 def stop(lake: str | Lake, *, storage_options: Mapping[str, str] | None = None) -> bool:
@@ -440,12 +447,23 @@ def check_results(
     events = read_events(where, kinds=["check_result", "unit_check_failed"], asset=asset)
     if asset is not None:
         pipeline[asset]  # an unknown asset is an error, not an empty table
-    detail = pl.col("detail").str.json_decode(dtype=pl.Struct({
+    results = _check_frame(events)
+    if not history:
+        results = results.group_by("asset", "partition", "check", maintain_order=True).last()
+    if failed:
+        results = results.filter(pl.col("status") != "passed")
+    return results.sort("ts")
+
+
+def _check_frame(events: pl.DataFrame) -> pl.DataFrame:
+    """check_result events as rows, with the quarantine folder of units whose gate failed."""
+    fields = {
         "check": pl.String, "severity": pl.String, "status": pl.String, "failing": pl.Int64,
         "scope": pl.String, "quarantine": pl.String,
-    }))  # fmt: skip
-    frame = events.with_columns(detail.alias("d")).unnest("d")
-    results = frame.filter(pl.col("kind") == "check_result").select(
+    }  # fmt: skip
+    decoded = pl.col("detail").str.json_decode(dtype=pl.Struct(fields)).alias("d")
+    frame = events.with_columns(decoded).unnest("d")
+    columns = [
         "ts",
         "run_id",
         "asset",
@@ -458,14 +476,11 @@ def check_results(
         "failing",
         "rows",
         "message",
-    )
+    ]
+    results = frame.filter(pl.col("kind") == "check_result").select(columns)
     quarantined = frame.filter(pl.col("kind") == "unit_check_failed").select(
         "run_id", "asset", "partition", "quarantine"
     )
-    if not history:
-        results = results.group_by("asset", "partition", "check", maintain_order=True).last()
-    if failed:
-        results = results.filter(pl.col("status") != "passed")
     return results.join(
         quarantined, on=["run_id", "asset", "partition"], how="left", nulls_equal=True
-    ).sort("ts")
+    )

@@ -391,11 +391,14 @@ def references(
     asset: str,
     other_column: str | None = None,
     *,
+    scope: Scope = "unit",
     severity: str = "error",
     name: str | None = None,
 ) -> FrameCheck:
-    """Every non-null `column` value appears in `other_column` of `asset`'s table (read at the
-    version the unit's run pinned; `asset` becomes a dependency)."""
+    """Every non-null `column` value appears in `other_column` of `asset`'s table. `asset` becomes
+    a dependency; with scope="unit" its table is read at the version the run pinned, with
+    scope="table" the whole published table is checked after each commit against its newest
+    version."""
     target = other_column or column
 
     def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:
@@ -425,6 +428,7 @@ def references(
         _severity(severity),
         (column,),
         measure,
+        scope,
         needs=(asset,),
     )
 

@@ -228,10 +228,12 @@ def execute_units(
 def table_audit(lake: Lake, pipeline: Pipeline, asset: str, version: int) -> list[CheckResult]:
     """Run the asset's table-scope checks on its published table at `version`."""
     definition = pipeline.assets[asset]
-    frame = pl.scan_delta(
-        lake.table_url(asset), version=version, storage_options=lake.delta_options()
-    )
-    return run_checks(definition.table_checks, frame, CheckEnv(asset, Partition("")))
+    options = lake.delta_options()
+    frame = pl.scan_delta(lake.table_url(asset), version=version, storage_options=options)
+    needs = {n for check in definition.table_checks for n in getattr(check, "needs", ())}
+    others = {n: pl.scan_delta(lake.table_url(n), storage_options=options) for n in needs}
+    env = CheckEnv(asset, Partition(""), inputs=others)
+    return run_checks(definition.table_checks, frame, env)
 
 
 _PIPELINES: OrderedDict[str, Pipeline] = OrderedDict()

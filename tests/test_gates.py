@@ -245,3 +245,39 @@ def test_severity_decides_whether_a_failure_blocks(lake, severity):
 
     result = lf.materialize([numbers], lake=lake, executor="local")
     assert result.units["outcome"][0] == ("published" if severity == "warn" else "check_failed")
+
+
+def test_the_result_carries_the_runs_check_results(lake, control):
+    (control / "bad-orders-2024-01-02").touch()
+    result = run(lake, select="customers,orders")
+    checks = result.checks()
+    assert checks.height == 1 + 3 * 4  # customers: one check; orders: four checks on three days
+    failed = result.checks(failed=True).row(0, named=True)
+    assert (failed["asset"], failed["partition"], failed["check"], failed["failing"]) == (
+        "orders",
+        "2024-01-02",
+        "between(amount, 0, None)",
+        1,
+    )
+    assert failed["quarantine"].endswith(f"orders/2024-01-02/{result.run_id}")
+
+
+@lf.asset(
+    partitions=lf.DailyPartitions(start="2024-01-01", end="2024-01-03"),
+    checks=[lf.references("customer", "customers", scope="table")],
+)
+def late_orders(ctx: lf.Context) -> pl.DataFrame:
+    return pl.DataFrame({"customer": ["c1", "zz" if ctx.partition.key == "2024-01-02" else "c2"]})
+
+
+def test_a_table_level_reference_check_runs_after_publish(lake, control):
+    from tests.pipelines import customers
+
+    result = lf.materialize([customers, late_orders], lake=lake, executor="local")
+    got = outcomes(result)
+    assert got[("customers", "")] == "published"
+    assert got[("late_orders", "2024-01-02")] == "check_failed"
+    # 2024-01-01 is held too when it shared the failing commit, published when it came first
+    assert got[("late_orders", "2024-01-01")] in {"check_failed", "published"}
+    table = result.checks().filter(pl.col("scope") == "table").row(0, named=True)
+    assert table["check"] == "references(customer -> customers.customer)" and table["failing"] == 1
