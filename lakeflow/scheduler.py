@@ -1,10 +1,12 @@
 """The state of one run as it executes: which units wait, which are ready, running, staged,
 published or failed. Pure bookkeeping over the plan's arrays; the controller feeds it what happens
-(records, commits, crashes) and asks it what to dispatch and what to publish.
+(records, commits, crashes) and asks it what to dispatch.
 
-Ready units are served deepest asset first, so a partition flows through the graph as soon as its
-own inputs are published instead of waiting for a whole upstream asset; within an asset,
-partitions go oldest-first (or newest-first).
+Every transition moves a whole batch with numpy (a status array, counts per status, the plan's
+CSR of downstream units), so a million units cost seconds of bookkeeping, not minutes. Ready
+units are served deepest asset first, so a partition flows through the graph as soon as its own
+inputs are published instead of waiting for a whole upstream asset; within an asset, partitions
+go oldest-first (or newest-first).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from enum import IntEnum
 import numpy as np
 
 from .errors import ErrorInfo
+from .mappings import expand_ranges
 from .planner import Plan
 
 __all__ = ["RunState", "UnitStatus"]
@@ -47,6 +50,8 @@ FINAL = (
     UnitStatus.CHECK_FAILED,
     UnitStatus.BLOCKED,
 )
+_IS_FINAL = np.zeros(len(UnitStatus), bool)
+_IS_FINAL[list(FINAL)] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,54 +75,54 @@ class RunState:
         self.seconds = np.zeros(size, np.float32)
         self.version = np.full(size, -1, np.int64)
         self.errors: dict[int, Failure] = {}
-        self.cause: dict[int, int] = {}  # upstream_failed unit -> the failed unit behind it
+        self.cause: dict[int, int] = {}  # held unit -> the failed unit behind it
+        self._counts = np.zeros(len(UnitStatus), np.int64)
+        self._counts[UnitStatus.WAITING] = size
         depths: dict[str, int] = depth or {}
 
-        # asset positions, deepest first, each with a queue of its ready units
         def deepest_first(j: int) -> tuple[int, int]:
             return (-depths.get(plan.assets[j], j), -j)
 
         self._asset_order = sorted(range(len(plan.assets)), key=deepest_first)
         self._ready: list[deque[int]] = [deque() for _ in plan.assets]
         self._backoff: list[tuple[float, int]] = []
-        self._counts = {s: 0 for s in UnitStatus}
-        self._counts[UnitStatus.WAITING] = size
+        self._newest = plan.order == "newest"
         self.started = time.time()
         self.finished: float | None = None
-        newest = plan.order == "newest"
-        initial = np.flatnonzero(self.waits == 0)
-        for j in range(len(plan.assets)):
-            lo, hi = plan.offsets[j], plan.offsets[j + 1]
-            units = initial[(initial >= lo) & (initial < hi)]
-            for unit in (units[::-1] if newest else units).tolist():
-                self._set(unit, UnitStatus.READY)
-                self._ready[j].append(unit)
-        self._newest = newest
+        self._make_ready(np.flatnonzero(self.waits == 0))
+        self._check_done()
 
     # -- counting ------------------------------------------------------------------------------
-    def _set(self, unit: int, status: UnitStatus) -> None:
-        self._counts[UnitStatus(self.status[unit])] -= 1
-        self._counts[status] += 1
-        self.status[unit] = status
+    def _move(self, units: np.ndarray, to: UnitStatus) -> None:
+        """Set the status of `units` (an index array), keeping the counts."""
+        if len(units) == 0:
+            return
+        self._counts -= np.bincount(self.status[units], minlength=len(UnitStatus))
+        self._counts[to] += len(units)
+        self.status[units] = to
+
+    def _set(self, unit: int, to: UnitStatus) -> None:
+        self._counts[self.status[unit]] -= 1
+        self._counts[to] += 1
+        self.status[unit] = to
+
+    def count(self, status: UnitStatus) -> int:
+        return int(self._counts[status])
 
     def counts(self) -> dict[str, int]:
-        return {s.name.lower(): n for s, n in self._counts.items()}
+        return {s.name.lower(): int(self._counts[s]) for s in UnitStatus}
 
     @property
     def done(self) -> bool:
-        return sum(self._counts[s] for s in FINAL) == self.plan.size
-
-    @property
-    def in_flight(self) -> int:
-        return self._counts[UnitStatus.RUNNING] + self._counts[UnitStatus.STAGED]
+        return int(self._counts[list(FINAL)].sum()) == self.plan.size
 
     @property
     def succeeded(self) -> bool:
-        return self.done and self._counts[UnitStatus.PUBLISHED] == self.plan.size
+        return self.done and self.count(UnitStatus.PUBLISHED) == self.plan.size
 
     # -- dispatch ------------------------------------------------------------------------------
     def ready_count(self) -> int:
-        return self._counts[UnitStatus.READY]
+        return self.count(UnitStatus.READY)
 
     def next_backoff(self) -> float | None:
         """When the earliest unit in backoff becomes ready (epoch seconds), if any."""
@@ -125,31 +130,34 @@ class RunState:
 
     def release_backoffs(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
+        due = []
         while self._backoff and self._backoff[0][0] <= now:
-            _, unit = heapq.heappop(self._backoff)
-            if self.status[unit] == UnitStatus.RETRYING:
-                self._make_ready(unit)
+            due.append(heapq.heappop(self._backoff)[1])
+        if due:
+            units = np.array(due, np.int64)
+            self._make_ready(units[self.status[units] == UnitStatus.RETRYING])
 
-    def _make_ready(self, unit: int) -> None:
-        self._set(unit, UnitStatus.READY)
-        queue = self._ready[self.plan.asset_of(unit)]
-        queue.append(unit)
+    def _make_ready(self, units: np.ndarray) -> None:
+        if len(units) == 0:
+            return
+        units = np.sort(units)
+        self._move(units, UnitStatus.READY)
+        owners = np.searchsorted(self.plan.offsets, units, side="right") - 1
+        for j in np.unique(owners).tolist():
+            mine = units[owners == j]
+            self._ready[j].extend((mine[::-1] if self._newest else mine).tolist())
 
     def take(self, limit: int) -> list[int]:
         """Up to `limit` ready units of one asset (the deepest that has any), now RUNNING."""
         for j in self._asset_order:
             queue = self._ready[j]
-            if not queue:
-                continue
-            batch: list[int] = []
-            while queue and len(batch) < limit:
-                unit = queue.popleft()
-                if self.status[unit] == UnitStatus.READY:
-                    batch.append(unit)
-                    self._set(unit, UnitStatus.RUNNING)
-                    self.attempts[unit] += 1
-            if batch:
-                return batch
+            while queue:
+                picked = np.array([queue.popleft() for _ in range(min(limit, len(queue)))], np.int64)
+                picked = picked[self.status[picked] == UnitStatus.READY]  # drop cancelled leftovers
+                if len(picked):
+                    self._move(picked, UnitStatus.RUNNING)
+                    self.attempts[picked] += 1
+                    return picked.tolist()
         return []
 
     # -- outcomes ------------------------------------------------------------------------------
@@ -159,29 +167,31 @@ class RunState:
 
     def published(self, units: Iterable[int], version: int, *, verify: bool = False) -> None:
         """Units committed at `version`. With `verify`, their consumers wait for `verified`."""
-        for unit in units:
-            if self.status[unit] in FINAL:
-                continue
-            self.version[unit] = version
-            if verify:
-                self._set(unit, UnitStatus.VERIFYING)
-            else:
-                self._release(unit)
+        batch = np.fromiter(units, np.int64)
+        batch = batch[~_IS_FINAL[self.status[batch]]]
+        self.version[batch] = version
+        if verify:
+            self._move(batch, UnitStatus.VERIFYING)
+        else:
+            self._release(batch)
         self._check_done()
 
     def verified(self, units: Iterable[int]) -> None:
         """The table checks of these published units passed: their consumers may run."""
-        for unit in units:
-            if self.status[unit] == UnitStatus.VERIFYING:
-                self._release(unit)
+        batch = np.fromiter(units, np.int64)
+        self._release(batch[self.status[batch] == UnitStatus.VERIFYING])
         self._check_done()
 
-    def _release(self, unit: int) -> None:
-        self._set(unit, UnitStatus.PUBLISHED)
-        for down in self.plan.downstream(unit).tolist():
-            self.waits[down] -= 1
-            if self.waits[down] == 0 and self.status[down] == UnitStatus.WAITING:
-                self._make_ready(down)
+    def _release(self, units: np.ndarray) -> None:
+        """Mark `units` published and let every downstream unit whose waits reach 0 go."""
+        self._move(units, UnitStatus.PUBLISHED)
+        _, positions = expand_ranges(self.plan.down_ptr[units], self.plan.down_ptr[units + 1])
+        if len(positions) == 0:
+            return
+        downs = self.plan.down_ids[positions]
+        np.subtract.at(self.waits, downs, 1)
+        touched = np.unique(downs)
+        self._make_ready(touched[(self.waits[touched] == 0) & (self.status[touched] == UnitStatus.WAITING)])
 
     def retry(self, unit: int, delay: float) -> None:
         self._set(unit, UnitStatus.RETRYING)
@@ -190,7 +200,7 @@ class RunState:
     def requeue(self, unit: int) -> None:
         """Put a unit back without counting the attempt (its task was lost, not failed)."""
         self.attempts[unit] = max(0, self.attempts[unit] - 1)
-        self._make_ready(unit)
+        self._make_ready(np.array([unit], np.int64))
 
     def failed(self, unit: int, error: ErrorInfo) -> list[int]:
         """Mark `unit` failed and everything downstream of it upstream_failed (returned)."""
@@ -200,17 +210,15 @@ class RunState:
         """A blocking check failed on `unit`: everything downstream is blocked (returned)."""
         return self._stop(unit, error, UnitStatus.CHECK_FAILED, UnitStatus.BLOCKED)
 
-    def _stop(
-        self, unit: int, error: ErrorInfo, status: UnitStatus, downstream: UnitStatus
-    ) -> list[int]:
-        if self.status[unit] in FINAL:
+    def _stop(self, unit: int, error: ErrorInfo, status: UnitStatus, downstream: UnitStatus) -> list[int]:
+        if _IS_FINAL[self.status[unit]]:
             return []
         self._set(unit, status)
         self.errors[unit] = Failure(unit, error, int(self.attempts[unit]))
         held, stack = [], [unit]
         while stack:
             for down in self.plan.downstream(stack.pop()).tolist():
-                if self.status[down] not in FINAL and self.status[down] != UnitStatus.RUNNING:
+                if not _IS_FINAL[self.status[down]] and self.status[down] != UnitStatus.RUNNING:
                     self._set(down, downstream)
                     self.cause[down] = unit
                     held.append(down)
@@ -220,14 +228,11 @@ class RunState:
 
     def cancel(self) -> list[int]:
         """Cancel every unit not yet running or staged; returns them."""
-        gone = []
-        for unit in np.flatnonzero(
-            np.isin(self.status, (UnitStatus.WAITING, UnitStatus.READY, UnitStatus.RETRYING))
-        ).tolist():
-            self._set(unit, UnitStatus.CANCELLED)
-            gone.append(unit)
+        waiting = (UnitStatus.WAITING, UnitStatus.READY, UnitStatus.RETRYING)
+        gone = np.flatnonzero(np.isin(self.status, waiting))
+        self._move(gone, UnitStatus.CANCELLED)
         self._check_done()
-        return gone
+        return gone.tolist()
 
     def _check_done(self) -> None:
         if self.finished is None and self.done:
