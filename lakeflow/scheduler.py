@@ -152,7 +152,9 @@ class RunState:
         for j in self._asset_order:
             queue = self._ready[j]
             while queue:
-                picked = np.array([queue.popleft() for _ in range(min(limit, len(queue)))], np.int64)
+                picked = np.array(
+                    [queue.popleft() for _ in range(min(limit, len(queue)))], np.int64
+                )
                 picked = picked[self.status[picked] == UnitStatus.READY]  # drop cancelled leftovers
                 if len(picked):
                     self._move(picked, UnitStatus.RUNNING)
@@ -191,7 +193,9 @@ class RunState:
         downs = self.plan.down_ids[positions]
         np.subtract.at(self.waits, downs, 1)
         touched = np.unique(downs)
-        self._make_ready(touched[(self.waits[touched] == 0) & (self.status[touched] == UnitStatus.WAITING)])
+        self._make_ready(
+            touched[(self.waits[touched] == 0) & (self.status[touched] == UnitStatus.WAITING)]
+        )
 
     def retry(self, unit: int, delay: float) -> None:
         self._set(unit, UnitStatus.RETRYING)
@@ -210,7 +214,9 @@ class RunState:
         """A blocking check failed on `unit`: everything downstream is blocked (returned)."""
         return self._stop(unit, error, UnitStatus.CHECK_FAILED, UnitStatus.BLOCKED)
 
-    def _stop(self, unit: int, error: ErrorInfo, status: UnitStatus, downstream: UnitStatus) -> list[int]:
+    def _stop(
+        self, unit: int, error: ErrorInfo, status: UnitStatus, downstream: UnitStatus
+    ) -> list[int]:
         if _IS_FINAL[self.status[unit]]:
             return []
         self._set(unit, status)

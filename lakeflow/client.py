@@ -1,0 +1,151 @@
+"""Reaching a lake's controller: the named, detached actor in a Ray cluster (started locally if
+this process has no Ray yet), or a controller on an event-loop thread in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from .controller import Controller, ControllerOptions, actor_class
+from .errors import LakeflowError
+from .executors import LocalExecutor
+from .lake import Lake
+
+__all__ = ["NAMESPACE", "Client", "connect", "controller_client", "controller_name", "stop"]
+
+NAMESPACE = "lakeflow"
+
+
+# -- Ray -------------------------------------------------------------------------------------
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    log_to_driver: bool = True,
+) -> None:
+    """Attach this process to Ray: one already initialized, a cluster at `address`
+    (`"auto"`, `"ray://host:10001"`, `"host:6379"`), or — by default — a local Ray started for
+    this process. A plain local start never joins another cluster on the machine by accident.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address in (None, "local"):
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=object_store_memory or 256 * 2**20,
+            log_to_driver=log_to_driver,
+            namespace=NAMESPACE,
+        )
+    else:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
+
+
+def controller_name(lake: Lake) -> str:
+    return "lakeflow-" + hashlib.sha1(lake.url.encode()).hexdigest()[:12]
+
+
+class _RayClient:
+    """Talks to the lake's controller actor, creating it if absent."""
+
+    def __init__(self, lake: Lake, options: ControllerOptions) -> None:
+        import ray
+
+        self._ray = ray
+        self.actor = (
+            actor_class()
+            .options(
+                name=controller_name(lake),
+                namespace=NAMESPACE,
+                lifetime="detached",
+                get_if_exists=True,
+            )
+            .remote(lake.url, dict(lake.storage_options), options)
+        )
+
+    def call(self, method: str, *args: Any) -> Any:
+        try:
+            return self._ray.get(getattr(self.actor, method).remote(*args))
+        except self._ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, LakeflowError):  # our own error, without Ray's wrapping
+                raise error.cause from None
+            raise
+
+
+class _LocalClient:
+    """A controller in this process, on its own event loop thread: no Ray needed."""
+
+    _instances: dict[str, _LocalClient] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, lake: Lake, options: ControllerOptions) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(
+            target=self.loop.run_forever, name="lakeflow-controller", daemon=True
+        ).start()
+        self.controller = Controller(lake, LocalExecutor(options.max_in_flight), options)
+
+    @classmethod
+    def get(cls, lake: Lake, options: ControllerOptions) -> _LocalClient:
+        with cls._lock:
+            if lake.url not in cls._instances:
+                cls._instances[lake.url] = cls(lake, options)
+            return cls._instances[lake.url]
+
+    def call(self, method: str, *args: Any) -> Any:
+        async def invoke() -> Any:
+            result = getattr(self.controller, method)(*args)
+            return await result if asyncio.iscoroutine(result) else result
+
+        return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result()
+
+    @classmethod
+    def close(cls, lake: Lake) -> bool:
+        """Stop the in-process controller of `lake`, if this process has one."""
+        with cls._lock:
+            client = cls._instances.pop(lake.url, None)
+        if client is None:
+            return False
+        asyncio.run_coroutine_threadsafe(client.controller.close(), client.loop).result(timeout=60)
+        client.loop.call_soon_threadsafe(client.loop.stop)
+        return True
+
+
+def controller_client(
+    lake: Lake, executor: str, options: ControllerOptions | None, address: str | None
+) -> Any:
+    options = options or ControllerOptions()
+    if executor == "local":
+        return _LocalClient.get(lake, options)
+    connect(address)
+    return _RayClient(lake, options)
+
+
+Client = _RayClient | _LocalClient
+
+
+def stop(lake: str | Lake, *, storage_options: Mapping[str, str] | None = None) -> bool:
+    """Stop the lake's controllers: one in this process (executor="local") and the actor in the
+    connected Ray. True if one was running."""
+    import ray
+
+    where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
+    stopped = _LocalClient.close(where)
+    if not ray.is_initialized():
+        return stopped
+    try:
+        actor = ray.get_actor(controller_name(where), namespace=NAMESPACE)
+    except ValueError:
+        return stopped
+    ray.kill(actor, no_restart=True)
+    return True

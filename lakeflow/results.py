@@ -1,0 +1,104 @@
+"""The outcome of a run as a user holds it: a table of units, failures, check results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from .errors import RunError
+from .events import read_events
+from .lake import Lake
+from .runs import RESULT_SCHEMA
+from .status import check_frame
+
+__all__ = ["RunResult", "events_result"]
+
+
+class RunResult:
+    """The outcome of a run: one row per unit, with rows, bytes, seconds, Delta version, error."""
+
+    def __init__(self, data: Mapping[str, Any], lake: Lake | None = None) -> None:
+        self.lake = lake
+        self.run_id: str = data["run_id"]
+        self.status: str = data["status"]
+        self.started: float | None = data.get("started")
+        self.finished: float | None = data.get("finished")
+        self.units: pl.DataFrame = pl.from_arrow(data["units"])  # type: ignore[assignment]
+        self.errors: dict[str, str] = dict(data.get("errors") or {})
+
+    @property
+    def ok(self) -> bool:
+        """Every requested unit was published or was already fresh."""
+        return (
+            self.status == "succeeded"
+            and self.units.filter(~pl.col("outcome").is_in(["published", "fresh"])).is_empty()
+        )
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.units.group_by("outcome").len().sort("outcome").iter_rows())
+
+    def failures(self) -> pl.DataFrame:
+        return self.units.filter(~pl.col("outcome").is_in(["published", "fresh"]))
+
+    def checks(self, *, failed: bool = False) -> pl.DataFrame:
+        """This run's check results, one row per check per unit (read from the event log)."""
+        if self.lake is None:
+            raise RunError("this result does not know its lake")
+        events = read_events(
+            self.lake, run_id=self.run_id, kinds=["check_result", "unit_check_failed"]
+        )
+        results = check_frame(events)
+        return results.filter(pl.col("status") != "passed") if failed else results
+
+    def raise_on_failure(self) -> RunResult:
+        if not self.ok:
+            first = self.failures().head(5)
+            lines = [
+                f"{a} {p}: {e or o}"
+                for a, p, o, e in first.select("asset", "partition", "outcome", "error").iter_rows()
+            ]
+            raise RunError(f"run {self.run_id} {self.status}: " + "; ".join(lines))
+        return self
+
+    def summary(self) -> str:
+        seconds = (self.finished or time.time()) - (self.started or time.time())
+        parts = ", ".join(f"{n} {o}" for o, n in self.counts().items())
+        return f"run {self.run_id} {self.status} in {seconds:.1f}s: {parts or 'nothing to do'}"
+
+    def __repr__(self) -> str:
+        return f"{self.summary()}\n{self.units}"
+
+    def _repr_html_(self) -> str:
+        return f"<p><b>{self.summary()}</b></p>" + self.units._repr_html_()
+
+
+def events_result(lake: Lake, run_id: str) -> RunResult:
+    """A finished run's result rebuilt from the event log (its controller no longer holds it)."""
+    events = read_events(lake, run_id=run_id)
+    units = (
+        events.filter(
+            pl.col("kind").is_in(
+                ["unit_published", "unit_failed", "unit_upstream_failed", "unit_cancelled"]
+            )
+        )
+        .group_by("asset", "partition", maintain_order=True)
+        .last()
+        .select(
+            "asset",
+            "partition",
+            pl.col("kind").str.strip_prefix("unit_").alias("outcome"),
+            "rows",
+            "bytes",
+            "seconds",
+            "version",
+            pl.col("attempt").alias("attempts"),
+            pl.col("message").alias("error"),
+        )
+    )
+    finished = events.filter(pl.col("kind") == "run_finished")
+    status_ = finished["message"][-1] if len(finished) else "running"
+    data = {"run_id": run_id, "status": status_, "units": units.to_arrow().cast(RESULT_SCHEMA)}
+    return RunResult(data, lake)

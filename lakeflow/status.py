@@ -1,0 +1,179 @@
+"""What the lake says about a pipeline: per-asset partition counts and check outcomes. Readers
+only: the tables' logs and the event log, no controller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+import numpy as np
+import polars as pl
+
+from .assets import AssetDef
+from .events import read_events
+from .graph import Pipeline
+from .lake import Lake
+from .lake.log import TableState
+from .planner import FRESH, STALE, partition_status, snapshot
+
+__all__ = ["as_pipeline", "check_frame", "check_results", "status"]
+
+
+def as_pipeline(
+    target: Pipeline | Iterable[AssetDef],
+    lake: str | None,
+    storage_options: Mapping[str, str] | None,
+) -> Pipeline:
+    """A pipeline from a Pipeline or a list of assets, on `lake` if given."""
+    from .errors import DefinitionError
+
+    if isinstance(target, Pipeline):
+        if lake is None and storage_options is None:
+            return target
+        return Pipeline(
+            target.assets.values(),
+            lake=lake or target.lake,
+            storage_options=storage_options or target.storage_options,
+            name=target.name,
+        )
+    assets = list(target)
+    if not assets:
+        raise DefinitionError("no assets given")
+    return Pipeline(assets, lake=lake or "./lake", storage_options=storage_options)
+
+
+_HELD = {"unit_failed": "failed", "unit_check_failed": "check_failed", "unit_blocked": "blocked"}
+
+
+def status(
+    target: Pipeline | Iterable[AssetDef],
+    *,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
+    """Per asset, each partition counted once: published (fresh), stale, failed, check_failed
+    (a blocking check failed), blocked (held behind a failed check), missing; with the table
+    version and the last publish time. Reads the tables and the event log only."""
+    pipeline = as_pipeline(target, lake, storage_options)
+    where = Lake(pipeline.lake, pipeline.storage_options)
+    states = {
+        n: TableState.load(where, where.table_url(n), column=pipeline[n].partitions.column)
+        for n in pipeline.assets
+    }
+    snapshots = {
+        n: snapshot(s, pipeline[n].partitions, [e.up for e in pipeline.upstream(n)])
+        for n, s in states.items()
+    }
+    flags = partition_status(pipeline, snapshots)
+    held = _held_partitions(where)
+    rows = []
+    for name, codes in flags.items():
+        parts = pipeline[name].partitions
+        category = np.where(
+            codes == FRESH, "published", np.where(codes == STALE, "stale", "missing")
+        ).astype(object)
+        for kind, keys in held.get(name, {}).items():
+            index = parts.indices(keys) if parts.is_partitioned else np.zeros(len(keys), np.int64)
+            index = index[index >= 0]
+            if kind == "check_failed":
+                category[index] = kind  # held even if its data was published (a table check)
+            else:
+                category[index[codes[index] != FRESH]] = kind
+        published = [info.timestamp_ms for info in states[name].published.values()]
+        counts = {
+            k: int((category == k).sum())
+            for k in ("published", "stale", "failed", "check_failed", "blocked", "missing")
+        }
+        rows.append({
+            "asset": name, "partitions": len(codes), **counts,
+            "version": states[name].version if states[name].exists else None,
+            "last_publish": datetime.fromtimestamp(max(published) / 1000, UTC) if published else None,
+        })  # fmt: skip
+    counts_schema = dict.fromkeys(
+        ("partitions", "published", "stale", "failed", "check_failed", "blocked", "missing"),
+        pl.Int64,
+    )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "asset": pl.String,
+            **counts_schema,
+            "version": pl.Int64,
+            "last_publish": pl.Datetime("us", "UTC"),
+        },
+    )
+
+
+def _held_partitions(lake: Lake) -> dict[str, dict[str, list[str]]]:
+    """asset -> {failed|check_failed|blocked: partitions} whose latest unit outcome is that."""
+    events = read_events(lake, kinds=["unit_published", *_HELD])
+    if events.is_empty():
+        return {}
+    last = (
+        events.group_by("asset", "partition", maintain_order=True)
+        .last()
+        .filter(pl.col("kind") != "unit_published")
+    )
+    out: dict[str, dict[str, list[str]]] = {}
+    for asset, partition, kind in last.select("asset", "partition", "kind").iter_rows():
+        out.setdefault(asset, {}).setdefault(_HELD[kind], []).append(partition or "")
+    return out
+
+
+def check_results(
+    target: Pipeline | Iterable[AssetDef],
+    *,
+    asset: str | None = None,
+    failed: bool = False,
+    history: bool = False,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
+    """Check outcomes per unit from the event log: the latest result of each check on each
+    partition (every result with `history`), only the ones that did not pass with `failed`.
+    Units whose output was quarantined show where the files went.
+
+    >>> lf.check_results(pipeline, asset="raw_flights", failed=True)
+    """
+    pipeline = as_pipeline(target, lake, storage_options)
+    where = Lake(pipeline.lake, pipeline.storage_options)
+    events = read_events(where, kinds=["check_result", "unit_check_failed"], asset=asset)
+    if asset is not None:
+        pipeline[asset]  # an unknown asset is an error, not an empty table
+    results = check_frame(events)
+    if not history:
+        results = results.group_by("asset", "partition", "check", maintain_order=True).last()
+    if failed:
+        results = results.filter(pl.col("status") != "passed")
+    return results.sort("ts")
+
+
+def check_frame(events: pl.DataFrame) -> pl.DataFrame:
+    """check_result events as rows, with the quarantine folder of units whose gate failed."""
+    fields = {
+        "check": pl.String, "severity": pl.String, "status": pl.String, "failing": pl.Int64,
+        "scope": pl.String, "quarantine": pl.String,
+    }  # fmt: skip
+    decoded = pl.col("detail").str.json_decode(dtype=pl.Struct(fields)).alias("d")
+    frame = events.with_columns(decoded).unnest("d")
+    columns = [
+        "ts",
+        "run_id",
+        "asset",
+        "partition",
+        "version",
+        "check",
+        "scope",
+        "severity",
+        "status",
+        "failing",
+        "rows",
+        "message",
+    ]
+    results = frame.filter(pl.col("kind") == "check_result").select(columns)
+    quarantined = frame.filter(pl.col("kind") == "unit_check_failed").select(
+        "run_id", "asset", "partition", "quarantine"
+    )
+    return results.join(
+        quarantined, on=["run_id", "asset", "partition"], how="left", nulls_equal=True
+    )
