@@ -1,40 +1,42 @@
-"""The controller: plans requests, keeps a bounded number of units in flight, retries them by
-policy, group-commits staged units per table, records events, and resumes its runs after a restart.
+"""The controller: owns a lake's open tables, plans requests into runs, carries them out (see
+`runner.Run`), answers progress queries, cancels and resumes runs, and after a restart resumes
+what its predecessor left unfinished.
 
-`Controller` is plain asyncio over an `Executor`; `ControllerActor` is the thin Ray actor (named,
-detached, restarted forever) that hosts one per lake. Nothing here blocks the event loop: table
-I/O, planning and commits run in threads, so progress queries are answered while runs go on.
+`Controller` is plain asyncio over an `Executor`; the Ray actor (named, detached, restarted forever)
+that hosts one per lake is `actor_class()`. Nothing blocks the event loop: table I/O, planning and
+commits run in threads, so progress queries are answered while runs go on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
-from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .checks import CheckResult
-from .errors import ErrorInfo, LakeError, LakeflowError, SchemaError
-from .events import Event, EventLog
-from .executors import Executor, TaskLost
+from .errors import LakeError, LakeflowError, SchemaError
+from .events import Event, EventLog, read_events
+from .executors import Executor
 from .graph import Pipeline
 from .lake import Lake
-from .lake.log import TableState
-from .lake.publish import UnitOutput, publish, rollback, split_by_schema
+from .lake.log import Commit, TableState
 from .planner import Plan, Request, build_plan, snapshot
-from .runs import RUNS_DIR, dump_request, load_request, plan_result, unfinished_runs
-from .scheduler import RunState, UnitStatus
-from .worker import InputSpec, UnitRecord, UnitSpec
+from .runner import Run
+from .runs import (
+    RUNS_DIR,
+    cancel_marker,
+    dump_request,
+    failed_partitions,
+    load_request,
+    plan_result,
+    unfinished_runs,
+)
 
-__all__ = ["Controller", "ControllerOptions"]
-
-_WHOLE_TABLE_FILES = 512  # inputs of more files than this are scanned through deltalake
+__all__ = ["Controller", "ControllerOptions", "actor_class"]
 
 
 @dataclass(frozen=True)
@@ -42,40 +44,23 @@ class ControllerOptions:
     """Tuning knobs; the defaults suit both a laptop and a cluster.
 
     - max_in_flight: tasks in flight across all runs (default: two per cluster CPU)
-    - commit_linger: seconds staged units of a table may wait for more to join their commit
+    - commit_linger: seconds staged units of a table may wait for more to join their commit;
+      backfill_commit_linger, the same for backfills, which favour fewer, larger commits
     - max_commit_units: units in one commit at most
     - task_seconds: how long a task of several small units should take
+    - resume_unfinished: on a first start, resume the runs the lake says are unfinished (after a
+      restart of the controller actor they are always resumed)
     """
 
     max_in_flight: int | None = None
     commit_linger: float = 0.05
+    backfill_commit_linger: float = 1.0
     max_commit_units: int = 5000
     max_task_units: int = 64
     task_seconds: float = 0.1
     flush_interval: float = 0.5
-
-
-@dataclass
-class Run:
-    id: str
-    pipeline: Pipeline
-    request: Request
-    origin: str
-    plan: Plan
-    state: RunState
-    handle: Any
-    prior: dict[str, dict[int, int]] = field(default_factory=dict)  # published before a restart
-    inputs: dict[int, dict[str, int]] = field(default_factory=dict)
-    staged: dict[str, list[tuple[int, UnitRecord]]] = field(default_factory=dict)
-    staged_since: dict[str, float] = field(default_factory=dict)
-    running: dict[str, int] = field(default_factory=dict)
-    committing: set[str] = field(default_factory=set)
-    completed: deque = field(default_factory=deque)
-    solo: set[int] = field(default_factory=set)
-    unit_seconds: float | None = None
-    cancelled: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_poll: float = 1.0
+    resume_unfinished: bool = False
 
 
 def new_run_id() -> str:
@@ -94,25 +79,29 @@ class Controller:
         self.events = EventLog(lake)
         self.tables: dict[str, TableState] = {}
         self.runs: dict[str, Run] = {}
+        self.in_flight = 0  # tasks in flight, all runs together
+        self.listeners: list[Callable[[str, Commit], None]] = []  # told of every commit we make
         self._table_locks: dict[str, asyncio.Lock] = {}
-        self._in_flight = 0
-        self._slots: tuple[float, int] = (0.0, 1)
+        self._slots: tuple[float, int] = (float("-inf"), 1)
         self._background: set[asyncio.Task] = set()
         self._started = False
 
     # -- life cycle ------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Begin flushing events and resume every run a previous controller left unfinished."""
+    async def start(self, *, resume: bool | None = None) -> None:
+        """Begin the background work; resume unfinished runs if `resume` (default: the option)."""
         if self._started:
             return
         self._started = True
-        self._spawn(self._flush_loop())
-        try:
-            await self._recover()
-        except LakeflowError as error:  # the lake is away: serve new requests, which report it
-            self.events.emit(Event("", "controller_recovery_failed", message=str(error)))
+        self.spawn(self._flush_loop())
+        self.spawn(self._cancel_loop())
+        if resume if resume is not None else self.options.resume_unfinished:
+            try:
+                for run_id in await asyncio.to_thread(unfinished_runs, self.lake):
+                    await self.resume(run_id)
+            except LakeflowError as error:  # the lake is away: serve new requests, which report it
+                self.events.emit(Event("", "controller_recovery_failed", message=str(error)))
 
-    def _spawn(self, coroutine) -> asyncio.Task:
+    def spawn(self, coroutine: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -130,6 +119,22 @@ class Controller:
             except Exception:  # the lake is away: keep the events, try again less often
                 delay = min(30.0, delay * 2)
 
+    async def _cancel_loop(self) -> None:
+        """Cancel requests arrive as marker files in the lake, from any process."""
+        while True:
+            await asyncio.sleep(self.options.cancel_poll)
+            for run in [
+                r for r in self.runs.values() if not r.finished.is_set() and not r.cancelled
+            ]:
+                try:
+                    marked = await asyncio.to_thread(
+                        self.lake.exists, cancel_marker(self.lake, run.id)
+                    )
+                except LakeflowError:
+                    continue
+                if marked:
+                    self.cancel(run.id)
+
     async def close(self) -> None:
         """Stop the runs' loops and background work; write what events are buffered."""
         for task in list(self._background):
@@ -141,8 +146,28 @@ class Controller:
             except Exception:
                 pass
 
-    # -- tables --------------------------------------------------------------------------------
-    async def _table(self, pipeline: Pipeline, name: str) -> TableState:
+    # -- what runs share -------------------------------------------------------------------------
+    def capacity(self) -> int:
+        checked, slots = self._slots
+        if time.monotonic() - checked > 10:
+            slots = self.options.max_in_flight or self.executor.slots()
+            self._slots = (time.monotonic(), slots)
+        return slots
+
+    def wake_all(self) -> None:
+        for run in self.runs.values():
+            run.wake.set()
+
+    def table_lock(self, asset: str) -> asyncio.Lock:
+        return self._table_locks.setdefault(asset, asyncio.Lock())
+
+    def committed(self, asset: str, commit: Commit) -> None:
+        for listener in self.listeners:
+            listener(asset, commit)
+
+    # -- tables and plans ------------------------------------------------------------------------
+    async def table(self, pipeline: Pipeline, name: str) -> TableState:
+        """The table of asset `name`, opened once and brought up to date on every call."""
         state = self.tables.get(name)
         column = pipeline[name].partitions.column
         if state is None:
@@ -161,7 +186,7 @@ class Controller:
             )
         return state
 
-    async def _plan(
+    async def plan(
         self, pipeline: Pipeline, request: Request, done: dict[str, np.ndarray] | None = None
     ) -> Plan:
         selected = pipeline.select(list(request.select))
@@ -170,10 +195,17 @@ class Controller:
             needed.update(dict.fromkeys(e.up for e in pipeline.upstream(name)))
         snapshots = {}
         for name in needed:
-            state = await self._table(pipeline, name)
-            ups = [e.up for e in pipeline.upstream(name)]
-            snapshots[name] = snapshot(state, pipeline[name].partitions, ups)
-        return await asyncio.to_thread(build_plan, pipeline, request, snapshots, done=done)
+            state = await self.table(pipeline, name)
+            with state.lock:
+                snapshots[name] = snapshot(
+                    state, pipeline[name].partitions, [e.up for e in pipeline.upstream(name)]
+                )
+        failed = None
+        if request.only == "failed":
+            failed = await asyncio.to_thread(failed_partitions, self.lake, pipeline, selected)
+        return await asyncio.to_thread(
+            build_plan, pipeline, request, snapshots, done=done, failed=failed
+        )
 
     # -- runs ----------------------------------------------------------------------------------
     async def submit(
@@ -183,540 +215,88 @@ class Controller:
         is recorded."""
         await self.start()
         await asyncio.to_thread(self.lake.check_reachable)
-        plan = await self._plan(pipeline, request)
+        plan = await self.plan(pipeline, request)
         run_id = new_run_id()
         blob = dump_request(pipeline, request, origin)
         await asyncio.to_thread(
             self.lake.write_bytes, f"{self.lake.url}/{RUNS_DIR}/{run_id}.pkl", blob
         )
         self.events.emit(Event(run_id, "run_requested", message=origin, detail={
-            "select": list(request.select), "partitions": request.partitions, "force": request.force,
-            "order": request.order, "units": plan.size, "fresh": int(sum(len(v) for v in plan.fresh.values())),
+            "kind": request.kind, "select": list(request.select), "partitions": request.partitions,
+            "force": request.force, "only": request.only, "order": request.order, "units": plan.size,
+            "fresh": int(sum(len(v) for v in plan.fresh.values())),
         }))  # fmt: skip
         await asyncio.to_thread(self.events.flush)
-        run = self._begin(run_id, pipeline, request, origin, plan)
-        return self._summary(run)
+        return self._begin(run_id, pipeline, request, origin, plan).progress()
 
-    def _begin(self, run_id, pipeline, request, origin, plan, prior=None) -> Run:
-        depth: dict[str, int] = {}
-        for name in pipeline.assets:
-            depth[name] = 1 + max(
-                (depth[e.up] for e in pipeline.upstream(name) if e.up != name), default=-1
-            )
-        state = RunState(plan, depth=depth)
-        run = Run(
-            run_id,
-            pipeline,
-            request,
-            origin,
-            plan,
-            state,
-            self.executor.prepare(run_id, pipeline),
-            prior=prior or {},
-        )
+    def _begin(
+        self,
+        run_id: str,
+        pipeline: Pipeline,
+        request: Request,
+        origin: str,
+        plan: Plan,
+        prior: dict[str, dict[int, int]] | None = None,
+    ) -> Run:
+        run = Run(self, run_id, pipeline, request, origin, plan, prior=prior)
         self.runs[run_id] = run
-        self._spawn(self._drive(run))
+        self.spawn(run.drive())
         return run
 
-    def _summary(self, run: Run) -> dict[str, Any]:
-        return {
-            "run_id": run.id,
-            "units": run.plan.size,
-            "per_asset": run.plan.counts(),
-            "fresh": {a: len(v) for a, v in run.plan.fresh.items()},
-            "prior": sum(len(v) for v in run.prior.values()),
-        }
-
-    async def wait(self, run_id: str, timeout: float | None = None) -> bool:
+    async def resume(self, run_id: str) -> dict[str, Any]:
+        """Carry on with a run that no controller is running: its stored request is planned again,
+        leaving out what it already published. A run this controller is running is left as is."""
+        await self.start()
         run = self.runs.get(run_id)
-        if run is None:
-            return True
+        if run is not None and not run.finished.is_set():
+            return run.progress()
         try:
-            await asyncio.wait_for(run.finished.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    def progress(self, run_id: str) -> dict[str, Any]:
-        run = self.runs.get(run_id)
-        if run is None:
-            return {"run_id": run_id, "known": False, "done": True}
-        prior = sum(len(v) for v in run.prior.values())
-        counts = run.state.counts()
-        return {
-            "run_id": run_id,
-            "known": True,
-            "done": run.finished.is_set(),
-            "total": run.plan.size + prior,
-            "published": counts["published"] + prior,
-            "failed": sum(
-                counts[k] for k in ("failed", "upstream_failed", "check_failed", "blocked")
-            ),
-            "running": counts["running"] + counts["staged"] + counts["verifying"],
-            "counts": counts,
-            "started": run.state.started,
-        }
-
-    def result(self, run_id: str) -> dict[str, Any] | None:
-        run = self.runs.get(run_id)
-        if run is None:
-            return None
-        return plan_result(run)
-
-    def cancel(self, run_id: str) -> bool:
-        run = self.runs.get(run_id)
-        if run is None or run.finished.is_set():
-            return False
-        run.cancelled = True
-        run.wake.set()
-        return True
-
-    # -- the dispatch loop ---------------------------------------------------------------------
-    def _capacity(self) -> int:
-        checked, slots = self._slots
-        if time.monotonic() - checked > 10:
-            slots = self.options.max_in_flight or self.executor.slots()
-            self._slots = (time.monotonic(), slots)
-        return slots
-
-    def _wake_all(self) -> None:
-        for run in self.runs.values():
-            run.wake.set()
-
-    async def _drive(self, run: Run) -> None:
-        state = run.state
-        for j, asset in enumerate(run.plan.assets):
-            reason = self.executor.infeasible(run.pipeline[asset].resources.ray_options())
-            if reason is not None:
-                error = ErrorInfo("lakeflow", "ResourcesUnavailable", f"asset {asset} {reason}")
-                for unit in range(int(run.plan.offsets[j]), int(run.plan.offsets[j + 1])):
-                    if state.status[unit] not in (UnitStatus.FAILED, UnitStatus.UPSTREAM_FAILED):
-                        self._fail(run, unit, error)
-        for missing in run.plan.missing:
-            found = run.plan.unit(missing.asset, missing.index)
-            if found is None:
-                continue
-            unit = found
-            if state.status[unit] in (
-                UnitStatus.FAILED,
-                UnitStatus.UPSTREAM_FAILED,
-            ):
-                continue
-            key = run.pipeline[missing.upstream].partitions.key(missing.upstream_index)
-            error = ErrorInfo(
-                "lakeflow",
-                "MissingInput",
-                f"input {missing.upstream} partition {key} is not materialized (select +{missing.asset} to build it)",
-            )
-            self._fail(run, unit, error)
-        try:
-            while not state.done:
-                run.wake.clear()
-                state.release_backoffs()
-                self._drain(run)
-                if run.cancelled:
-                    for unit in state.cancel():
-                        self._event(run, unit, "unit_cancelled")
-                self._dispatch(run)
-                self._publish_ready(run)
-                if state.done:
-                    break
-                await self._sleep(run)
-        except Exception as error:  # a bug of ours: fail what is left rather than hang the run
-            info = ErrorInfo.from_exception(error)
-            for unit in np.flatnonzero(
-                ~np.isin(
-                    state.status,
-                    [
-                        s.value
-                        for s in (
-                            UnitStatus.PUBLISHED,
-                            UnitStatus.FAILED,
-                            UnitStatus.UPSTREAM_FAILED,
-                            UnitStatus.CANCELLED,
-                        )
-                    ],
-                )
-            ).tolist():
-                self._fail(run, unit, info)
-        await self._finish(run)
-
-    async def _sleep(self, run: Run) -> None:
-        timeout = 5.0
-        backoff = run.state.next_backoff()
-        if backoff is not None:
-            timeout = min(timeout, max(0.0, backoff - time.time()))
-        if any(run.staged.values()):
-            timeout = min(timeout, self.options.commit_linger)
-        try:
-            await asyncio.wait_for(run.wake.wait(), timeout)
-        except TimeoutError:
-            pass
-
-    def _batch_size(self, run: Run, free: int) -> int:
-        share = math.ceil(run.state.ready_count() / max(1, free))
-        if run.unit_seconds is None:
-            return 1
-        target = max(1, int(self.options.task_seconds / max(run.unit_seconds, 1e-4)))
-        return max(1, min(share, target, self.options.max_task_units))
-
-    def _dispatch(self, run: Run) -> None:
-        state = run.state
-        while state.ready_count() and self._in_flight < self._capacity():
-            batch = state.take(self._batch_size(run, self._capacity() - self._in_flight))
-            if not batch:
-                break
-            solo = [u for u in batch if u in run.solo]
-            groups = [[u] for u in solo] + (
-                [rest] if (rest := [u for u in batch if u not in run.solo]) else []
-            )
-            for group in groups:
-                asset = run.plan.locate(group[0])[0]
-                specs = [self._spec(run, unit) for unit in group]
-                for unit, spec in zip(group, specs, strict=True):
-                    run.inputs[unit] = {i.name: i.version for i in spec.inputs}
-                    self._event(run, unit, "unit_started", attempt=spec.attempt)
-                run.running[asset] = run.running.get(asset, 0) + len(group)
-                self._in_flight += 1
-                self._spawn(self._task(run, asset, group, specs))
-
-    def _spec(self, run: Run, unit: int) -> UnitSpec:
-        plan, pipeline = run.plan, run.pipeline
-        asset, index = plan.locate(unit)
-        position = unit - int(plan.offsets[plan.asset_of(unit)])
-        definition = pipeline[asset]
-        inputs = []
-        for edge in pipeline.upstream(asset):
-            lo, hi = (int(x[position]) for x in plan.ranges[(asset, edge.up)])
-            table = self.tables[edge.up]
-            up_parts = pipeline[edge.up].partitions
-            keys = up_parts.keys(np.arange(lo, hi)) if hi > lo else []
-            files = table.file_list(keys)
-            whole = len(files) > _WHOLE_TABLE_FILES
-            inputs.append(InputSpec(
-                name=edge.up, table_url=table.url, column=table.column, version=table.version,
-                files=() if whole else tuple((k, p) for k, p, _ in files),
-                keys=(None if hi - lo == len(up_parts) else tuple(keys)) if whole else None,
-                schema=table.schema, whole_table=whole,
-            ))  # fmt: skip
-        table = self.tables[asset]
-        return UnitSpec(
-            asset,
-            index,
-            definition.partitions.key(index),
-            int(run.state.attempts[unit]),
-            tuple(inputs),
-            table.schema,
-            definition.partitions.partition(index),
-        )
-
-    async def _task(self, run: Run, asset: str, units: list[int], specs: list[UnitSpec]) -> None:
-        try:
-            records = await self.executor.run(
-                self.lake, run.id, run.handle, run.pipeline, asset, specs
-            )
-            run.completed.append((asset, units, records, None))
-        except TaskLost as error:
-            run.completed.append((asset, units, None, str(error)))
-        except Exception as error:
-            run.completed.append((asset, units, None, f"{type(error).__name__}: {error}"))
-        finally:
-            self._in_flight -= 1
-            self._wake_all()
-
-    def _drain(self, run: Run) -> None:
-        state = run.state
-        while run.completed:
-            asset, units, records, lost = run.completed.popleft()
-            run.running[asset] -= len(units)
-            if records is None:
-                if len(units) > 1:  # find the unit that kills its worker by running each alone
-                    for unit in units:
-                        run.solo.add(unit)
-                        state.requeue(unit)
-                        self._event(run, unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
-                                    detail={"error": "WorkerLost", "charged": False, "reason": "its task's worker died; rerun alone"})  # fmt: skip
-                    continue
-                self._failure(
-                    run,
-                    units[0],
-                    ErrorInfo("crash", "WorkerLost", lost or "the task died"),
-                    retryable=True,
-                )
-                continue
-            for unit, record in zip(units, records, strict=True):
-                self._check_events(run, unit, record.checks)
-                if record.ok and record.quarantine:
-                    state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)
-                    self._check_failed(run, unit, record.checks, quarantine=record.quarantine)
-                elif record.ok:
-                    state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)
-                    run.staged.setdefault(asset, []).append((unit, record))
-                    run.staged_since.setdefault(asset, time.monotonic())
-                    seconds = max(record.seconds, 1e-5)
-                    run.unit_seconds = (
-                        seconds
-                        if run.unit_seconds is None
-                        else 0.8 * run.unit_seconds + 0.2 * seconds
-                    )
-                else:
-                    assert record.error is not None
-                    self._failure(run, unit, record.error, retryable=record.retryable)
-
-    def _failure(self, run: Run, unit: int, error: ErrorInfo, *, retryable: bool) -> None:
-        state = run.state
-        asset, _ = run.plan.locate(unit)
-        policy = run.pipeline[asset].retry
-        attempt = int(state.attempts[unit])
-        run.inputs.pop(unit, None)
-        if retryable and attempt < policy.attempts:
-            delay = policy.delay(attempt)
-            state.retry(unit, delay)
-            self._event(
-                run,
-                unit,
-                "unit_retry",
-                attempt=attempt,
-                message=error.first_line(),
-                detail={"delay": delay, "error": error.type},
-            )
-            return
-        self._fail(run, unit, error)
-
-    def _fail(self, run: Run, unit: int, error: ErrorInfo) -> None:
-        held = run.state.failed(unit, error)
-        self._event(run, unit, "unit_failed", attempt=int(run.state.attempts[unit]), message=error.first_line(),
-                    detail={"kind": error.kind, "type": error.type, "message": error.message, "traceback": error.traceback})  # fmt: skip
-        if held:
-            asset, index = run.plan.locate(unit)
-            cause = (
-                f"upstream {asset} {run.pipeline[asset].partitions.key(index)}".rstrip() + " failed"
-            )
-            for down in held:
-                self._event(run, down, "unit_upstream_failed", message=cause)
-
-    def _check_events(
-        self, run: Run, unit: int | None, results: Iterable[CheckResult], **fields: Any
-    ) -> None:
-        """One `check_result` event per check result (of a unit, or of a table when unit is None)."""
-        for result in results:
-            values = dict(
-                message=result.summary(),
-                rows=result.rows,
-                seconds=result.seconds,
-                detail=result.to_json(),
-                **fields,
-            )
-            if unit is None:
-                self.events.emit(Event(run.id, "check_result", **values))
-            else:
-                self._event(run, unit, "check_result", **values)
-
-    def _check_failed(
-        self,
-        run: Run,
-        unit: int,
-        results: Iterable[CheckResult],
-        *,
-        quarantine: str | None = None,
-        note: str = "",
-    ) -> None:
-        blocking = [r for r in results if r.blocking]
-        message = "; ".join(r.summary() for r in blocking) + note
-        error = ErrorInfo("check", "CheckFailed", message)
-        held = run.state.check_failed(unit, error)
-        run.inputs.pop(unit, None)
-        self._event(run, unit, "unit_check_failed", message=error.message,
-                    detail={"checks": [r.check for r in blocking], "quarantine": quarantine})  # fmt: skip
-        if held:
-            asset, index = run.plan.locate(unit)
-            cause = f"blocked by a failed check on {asset} {run.pipeline[asset].partitions.key(index)}".rstrip()
-            for down in held:
-                self._event(run, down, "unit_blocked", message=cause)
-
-    def _event(self, run: Run, unit: int, kind: str, **fields: Any) -> None:
-        asset, index = run.plan.locate(unit)
-        self.events.emit(
-            Event(
-                run.id,
-                kind,
-                asset=asset,
-                partition=run.pipeline[asset].partitions.key(index),
-                **fields,
-            )
-        )
-
-    # -- publishing ----------------------------------------------------------------------------
-    def _publish_ready(self, run: Run) -> None:
-        now = time.monotonic()
-        for asset, items in run.staged.items():
-            if not items or asset in run.committing:
-                continue
-            lingering = now - run.staged_since.get(asset, now) < self.options.commit_linger
-            if (
-                run.running.get(asset, 0)
-                and lingering
-                and len(items) < self.options.max_commit_units
-            ):
-                continue
-            batch = items[: self.options.max_commit_units]
-            del items[: len(batch)]
-            run.staged_since.pop(asset, None)
-            if items:
-                run.staged_since[asset] = now
-            run.committing.add(asset)
-            self._spawn(self._commit(run, asset, batch))
-
-    async def _commit(self, run: Run, asset: str, batch: list[tuple[int, UnitRecord]]) -> None:
-        definition = run.pipeline[asset]
-        lock = self._table_locks.setdefault(asset, asyncio.Lock())
-        units = [u for u, _ in batch]
-        try:
-            async with lock:
-                table = self.tables[asset]
-                outputs = [
-                    UnitOutput(r.key, r.files, run.inputs.get(u, {}), r.schema) for u, r in batch
-                ]
-                fits, misfits = split_by_schema(table, outputs)
-                by_key = {r.key: u for u, r in batch}
-                for output, error in misfits:
-                    self._fail(run, by_key[output.key], ErrorInfo.from_exception(error))
-                if fits:
-                    commit = await asyncio.to_thread(
-                        publish, self.lake, table, asset=asset, column=definition.partitions.column,
-                        run_id=run.id, code_version=definition.code_version, units=fits,
-                    )  # fmt: skip
-                    published = [by_key[o.key] for o in fits]
-                    verify = bool(definition.table_checks)
-                    run.state.published(published, commit.version, verify=verify)
-                    for unit in published:
-                        run.inputs.pop(unit, None)
-                        self._event(run, unit, "unit_published", version=commit.version, attempt=int(run.state.attempts[unit]),
-                                    rows=int(run.state.rows[unit]), bytes=int(run.state.bytes[unit]), seconds=float(run.state.seconds[unit]))  # fmt: skip
-                    if (
-                        verify
-                    ):  # still under the table's lock: nothing commits between publish and audit
-                        await self._audit_table(run, asset, table, commit, published)
-        except LakeflowError as error:
-            info = ErrorInfo.from_exception(error)
-            for unit in units:
-                if run.state.status[unit] == UnitStatus.STAGED:
-                    self._failure(run, unit, info, retryable=isinstance(error, LakeError))
-        except Exception as error:
-            info = ErrorInfo.from_exception(error)
-            for unit in units:
-                if run.state.status[unit] == UnitStatus.STAGED:
-                    self._failure(run, unit, info, retryable=True)
-        finally:
-            run.committing.discard(asset)
-            run.wake.set()
-
-    async def _audit_table(
-        self, run: Run, asset: str, table: TableState, commit: Any, units: list[int]
-    ) -> None:
-        """Table checks on the version just published; a blocking failure holds the consumers of
-        every unit of the commit, and with on_fail="rollback" restores the previous version."""
-        definition = run.pipeline[asset]
-        try:
-            results = await self.executor.audit_table(
-                self.lake, run.handle, run.pipeline, asset, commit.version
+            pipeline, request, origin = await asyncio.to_thread(load_request, self.lake, run_id)
+            done = await self._published_by(pipeline, request, run_id)
+            plan = await self.plan(
+                pipeline, request, done={a: np.array(sorted(v), np.int64) for a, v in done.items()}
             )
         except Exception as error:
-            message = f"table checks could not run: {type(error).__name__}: {error}"
-            results = [
-                CheckResult("table checks", "error", "error", message=message, scope="table")
-            ]
-        self._check_events(run, None, results, asset=asset, version=commit.version)
-        if not any(r.blocking for r in results):
-            run.state.verified(units)
-            return
-        note = f" (published at version {commit.version}; consumers held)"
-        if definition.on_fail == "rollback":
-            try:
-                undo = await asyncio.to_thread(rollback, self.lake, table, commit, run_id=run.id)
-                note = f" (version {commit.version} rolled back by version {undo.version})"
-                self.events.emit(
-                    Event(
-                        run.id,
-                        "table_rolled_back",
-                        asset=asset,
-                        version=undo.version,
-                        message=f"undid version {commit.version}",
-                    )
-                )
-            except LakeflowError as error:
-                note = f" (rollback failed: {error.message}; consumers held)"
-        for unit in units:
-            self._check_failed(run, unit, results, note=note)
-
-    async def _finish(self, run: Run) -> None:
-        counts = run.state.counts()
-        outcome = (
-            "cancelled" if run.cancelled else ("succeeded" if run.state.succeeded else "failed")
-        )
-        self.events.emit(
-            Event(
-                run.id,
-                "run_finished",
-                message=outcome,
-                detail={"counts": counts, "prior": sum(len(v) for v in run.prior.values())},
-            )
-        )
-        try:
-            await asyncio.to_thread(self.events.flush)
-        except Exception:
-            pass
-        self.executor.forget(run.handle)
-        run.finished.set()
-
-    # -- recovery ------------------------------------------------------------------------------
-    async def _recover(self) -> None:
-        """Resume the runs that were requested but never finished (a controller died mid-run)."""
-        pending = await asyncio.to_thread(unfinished_runs, self.lake)
-        for run_id in pending:
-            if run_id in self.runs:
-                continue
-            try:
-                pipeline, request, origin = await asyncio.to_thread(load_request, self.lake, run_id)
-                done = await self._published_by(pipeline, request, run_id)
-                plan = await self._plan(
-                    pipeline,
-                    request,
-                    done={a: np.array(sorted(v), np.int64) for a, v in done.items()},
-                )
-            except Exception as error:
-                self.events.emit(
-                    Event(
-                        run_id,
-                        "run_finished",
-                        message="failed",
-                        detail={"error": f"cannot resume: {error}"},
-                    )
-                )
-                continue
             self.events.emit(
                 Event(
                     run_id,
-                    "run_resumed",
-                    detail={"already_published": sum(len(v) for v in done.values())},
+                    "run_finished",
+                    message="failed",
+                    detail={"error": f"cannot resume: {error}"},
                 )
             )
-            self._begin(run_id, pipeline, request, origin, plan, prior=done)
+            await asyncio.to_thread(self.events.flush)
+            raise LakeError(f"cannot resume run {run_id}: {error}") from error
+        await asyncio.to_thread(self._clear_cancel, run_id)
+        self.events.emit(
+            Event(
+                run_id,
+                "run_resumed",
+                detail={
+                    "already_published": sum(len(v) for v in done.values()),
+                    "units": plan.size,
+                },
+            )
+        )
+        return self._begin(run_id, pipeline, request, origin, plan, prior=done).progress()
+
+    def _clear_cancel(self, run_id: str) -> None:
+        marker = cancel_marker(self.lake, run_id)
+        if self.lake.exists(marker):
+            self.lake.filesystem().delete_file(self.lake.path(marker))
 
     async def _published_by(
         self, pipeline: Pipeline, request: Request, run_id: str
     ) -> dict[str, dict[int, int]]:
         """Partitions (with their versions) the run already published, read from the tables'
-        commit metadata; logs the `unit_published` events the dead controller did not flush."""
-        from .events import read_events
-
+        commit metadata; logs the `unit_published` events a dead controller did not flush."""
         logged = await asyncio.to_thread(
             read_events, self.lake, run_id=run_id, kinds=["unit_published"]
         )
         seen = set(zip(logged["asset"].to_list(), logged["partition"].to_list(), strict=True))
         done: dict[str, dict[int, int]] = {}
         for name in pipeline.select(list(request.select)):
-            table = await self._table(pipeline, name)
+            table = await self.table(pipeline, name)
             parts = pipeline[name].partitions
             with table.lock:
                 mine = [
@@ -742,6 +322,37 @@ class Controller:
                     )
         return done
 
+    async def wait(self, run_id: str, timeout: float | None = None) -> bool:
+        run = self.runs.get(run_id)
+        if run is None:
+            return True
+        try:
+            await asyncio.wait_for(run.finished.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def progress(self, run_id: str) -> dict[str, Any]:
+        run = self.runs.get(run_id)
+        return (
+            run.progress() if run is not None else {"run_id": run_id, "known": False, "done": True}
+        )
+
+    def result(self, run_id: str) -> dict[str, Any] | None:
+        run = self.runs.get(run_id)
+        return plan_result(run) if run is not None else None
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop starting units of the run; those running finish and are published or fail."""
+        run = self.runs.get(run_id)
+        if run is None or run.finished.is_set():
+            return False
+        if not run.cancelled:
+            run.cancelled = True
+            self.events.emit(Event(run_id, "run_cancel_requested"))
+        run.wake.set()
+        return True
+
 
 def actor_class() -> Any:
     """The Ray actor class hosting a `Controller` (built lazily so importing lakeflow needs no Ray)."""
@@ -754,19 +365,26 @@ def actor_class() -> Any:
 
     @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
     class ControllerActor:
-        """One per lake: named, detached, restarted forever. Each method first waits for the
-        restart recovery to finish, so no caller ever sees a half-recovered controller."""
+        """One per lake: named, detached, restarted forever. After a restart it resumes the runs
+        its predecessor left unfinished; each method first waits for that, so no caller ever
+        sees a half-recovered controller."""
 
         def __init__(
             self, lake_url: str, storage_options: dict[str, str], options: ControllerOptions
         ) -> None:
             lake = Lake(lake_url, storage_options)
             self.controller = Controller(lake, RayExecutor(options.max_in_flight), options)
-            self._ready = asyncio.get_running_loop().create_task(self.controller.start())
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            start = self.controller.start(resume=True if restarted else None)
+            self._ready = asyncio.get_running_loop().create_task(start)
 
         async def submit(self, pipeline: Pipeline, request: Request, origin: str) -> dict[str, Any]:
             await self._ready
-            return await self.controller.submit(pipeline, request, origin=origin)
+            return await self.controller.submit(pipeline, request, origin)
+
+        async def resume(self, run_id: str) -> dict[str, Any]:
+            await self._ready
+            return await self.controller.resume(run_id)
 
         async def progress(self, run_id: str) -> dict[str, Any]:
             await self._ready

@@ -20,6 +20,7 @@ __all__ = [
     "LakeError",
     "LakeflowError",
     "PartitionError",
+    "RequestError",
     "RunError",
     "SchemaError",
     "SelectionError",
@@ -69,6 +70,10 @@ class SchemaError(LakeflowError):
 
 class LakeError(LakeflowError):
     """The lake cannot be reached or read, or a commit to it failed."""
+
+
+class RequestError(LakeflowError):
+    """A request's options are wrong (a mode, an order, a limit)."""
 
 
 class RunError(LakeflowError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import PartitionError
+from .errors import PartitionError, RequestError
 from .graph import Pipeline
 from .lake.log import TableState
 from .mappings import AllPartitions, expand_ranges
@@ -41,6 +41,20 @@ class Request:
     partitions: str | tuple[str, ...] | None = None
     force: bool = False
     order: str = "oldest"  # or "newest": which partitions go first
+    only: str | None = None  # "missing", "stale", "failed" or "all"; None: missing or stale
+    kind: str = "materialize"  # or "backfill": larger commits, a share of the cluster
+    concurrency: int | None = None  # tasks of this run in flight at most
+    max_share: float | None = None  # fraction of the cluster's task slots this run may use
+
+    def __post_init__(self) -> None:
+        if self.only not in (None, "missing", "stale", "failed", "all"):
+            raise RequestError(f"only must be missing, stale, failed or all, not {self.only!r}")
+        if self.order not in ("oldest", "newest"):
+            raise RequestError(f"order must be oldest or newest, not {self.order!r}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise RequestError("concurrency must be at least 1")
+        if self.max_share is not None and not 0 < self.max_share <= 1:
+            raise RequestError("max_share must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -176,23 +190,50 @@ def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     return out
 
 
+def _wanted(
+    request: Request,
+    name: str,
+    candidates: np.ndarray,
+    snapshots: Mapping[str, AssetSnapshot],
+    pipeline: Pipeline,
+    failed: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """Which candidate partitions the request's mode asks for, before propagation."""
+    present = snapshots[name].present[candidates]
+    if request.force or request.only == "all":
+        return np.ones(len(candidates), bool)
+    if request.only == "missing":
+        return ~present
+    if request.only == "failed":
+        return np.isin(candidates, failed.get(name, np.zeros(0, np.int64)))
+    stale = _stale(pipeline, name, candidates, snapshots, {})
+    return (present & stale) if request.only == "stale" else (~present | stale)
+
+
 def _stale(
     pipeline: Pipeline,
     name: str,
     candidates: np.ndarray,
     snapshots: Mapping[str, AssetSnapshot],
     upstream_flags: Mapping[str, np.ndarray],
+    *,
+    only_flags: bool = False,
 ) -> np.ndarray:
     """For each candidate partition: built by other code, or an input changed since its publish,
-    or a mapped upstream partition is flagged in `upstream_flags` (rerunning, or itself stale)."""
+    or a mapped upstream partition is flagged in `upstream_flags` (rerunning, or itself stale).
+    With `only_flags`, just the last."""
     definition = pipeline[name]
     parts = definition.partitions
-    snap = snapshots[name]
-    stale = snap.code[candidates] != definition.code_version
+    if only_flags:
+        stale = np.zeros(len(candidates), bool)
+    else:
+        snap = snapshots[name]
+        stale = snap.code[candidates] != definition.code_version
     for edge in pipeline.upstream(name):
         lo, hi = edge.mapping.ranges(parts, pipeline[edge.up].partitions, candidates)
-        recorded = snap.inputs.get(edge.up, np.full(len(parts), -1, np.int64))[candidates]
-        stale |= _range_max(snapshots[edge.up].touched, lo, hi) > recorded
+        if not only_flags:
+            recorded = snap.inputs.get(edge.up, np.full(len(parts), -1, np.int64))[candidates]
+            stale |= _range_max(snapshots[edge.up].touched, lo, hi) > recorded
         flags = upstream_flags.get(edge.up) if edge.up != name else None
         if flags is not None:
             stale |= _range_count(flags, lo, hi) > 0
@@ -240,11 +281,13 @@ def build_plan(
     snapshots: Mapping[str, AssetSnapshot],
     *,
     done: Mapping[str, np.ndarray] | None = None,
+    failed: Mapping[str, np.ndarray] | None = None,
 ) -> Plan:
     """Plan `request`. `snapshots` holds every selected asset and every upstream they read.
 
     `done` lists, per asset, partitions to leave out whatever their freshness (a resumed run's
-    units that it already published).
+    units that it already published); `failed`, the partitions whose last outcome was a failure
+    (for `only="failed"`). Whatever the mode, a unit also runs when a unit it reads runs.
     """
     selected = pipeline.select(list(request.select))
     if request.partitions is not None and not any(
@@ -262,8 +305,8 @@ def build_plan(
         except PartitionError as error:
             raise PartitionError(f"asset {name}: {error.message}", hint=error.hint) from None
         run = np.zeros(len(parts), bool)
-        run[candidates] = True if request.force else ~snapshots[name].present[candidates]
-        run[candidates] |= _stale(pipeline, name, candidates, snapshots, planned)
+        run[candidates] = _wanted(request, name, candidates, snapshots, pipeline, failed or {})
+        run[candidates] |= _stale(pipeline, name, candidates, {}, planned, only_flags=True)
         _cascade_self(pipeline, name, candidates, run)
         if done and name in done:
             run[done[name]] = False

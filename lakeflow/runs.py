@@ -1,12 +1,15 @@
-"""Runs as durable things: the request kept in the lake so a restarted controller can resume it,
-the list of runs left unfinished, and a run's per-unit result as an Arrow table.
+"""Runs as durable things in the lake: the stored request a restarted controller resumes from,
+cancel markers any process can drop, which runs are unfinished, which partitions last failed, and
+a run's per-unit result as an Arrow table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from .errors import LakeError
@@ -15,20 +18,24 @@ from .lake import Lake
 from .scheduler import UnitStatus
 
 if TYPE_CHECKING:
-    from .controller import Run
     from .graph import Pipeline
     from .planner import Request
+    from .runner import Run
 
 __all__ = [
     "RESULT_SCHEMA",
     "RUNS_DIR",
+    "cancel_marker",
     "dump_request",
+    "failed_partitions",
     "load_request",
     "plan_result",
     "unfinished_runs",
 ]
 
 RUNS_DIR = "_lakeflow/runs"
+LIFECYCLE = ["run_requested", "run_resumed", "run_finished"]
+FAILED_KINDS = ["unit_failed", "unit_check_failed", "unit_blocked", "unit_upstream_failed"]
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -45,8 +52,8 @@ RESULT_SCHEMA = pa.schema(
 )
 
 
-def _pickler():
-    import ray.cloudpickle as cloudpickle  # pickles notebook and file-loaded pipelines by value
+def _pickler() -> Any:
+    import ray.cloudpickle as cloudpickle  # pickles notebook-defined pipelines by value
 
     return cloudpickle
 
@@ -63,114 +70,110 @@ def load_request(lake: Lake, run_id: str) -> tuple[Pipeline, Request, str]:
     return data["pipeline"], data["request"], data["origin"]
 
 
+def cancel_marker(lake: Lake, run_id: str) -> str:
+    """The file whose presence asks the controller running `run_id` to cancel it."""
+    return f"{lake.url}/{RUNS_DIR}/{run_id}.cancel"
+
+
 def unfinished_runs(lake: Lake) -> list[str]:
-    """Runs with a `run_requested` event and no `run_finished`, oldest first."""
-    events = read_events(lake, kinds=["run_requested", "run_finished"])
-    finished = set(events.filter(events["kind"] == "run_finished")["run_id"].to_list())
-    requested = events.filter(events["kind"] == "run_requested")["run_id"].to_list()
-    return [r for r in dict.fromkeys(requested) if r not in finished]
+    """Runs whose latest lifecycle event is not `run_finished`, oldest first. A run with a cancel
+    marker is recorded as cancelled instead (its controller died before it could do that)."""
+    events = read_events(lake, kinds=LIFECYCLE)
+    if events.is_empty():
+        return []
+    latest = events.group_by("run_id", maintain_order=True).last()
+    return [r for r, kind in latest.select("run_id", "kind").iter_rows() if kind != "run_finished"]
+
+
+def failed_partitions(
+    lake: Lake, pipeline: Pipeline, assets: Iterable[str]
+) -> dict[str, np.ndarray]:
+    """Per asset, the partition indices whose latest unit outcome was a failure of any kind."""
+    events = read_events(lake, kinds=["unit_published", *FAILED_KINDS])
+    out: dict[str, np.ndarray] = {}
+    if events.is_empty():
+        return out
+    latest = events.group_by("asset", "partition", maintain_order=True).last()
+    failing = latest.filter(pl.col("kind").is_in(FAILED_KINDS))
+    for asset in assets:
+        keys = failing.filter(pl.col("asset") == asset)["partition"].fill_null("").to_list()
+        if keys:
+            parts = pipeline[asset].partitions
+            index = parts.indices(keys) if parts.is_partitioned else np.zeros(len(keys), np.int64)
+            out[asset] = np.unique(index[index >= 0])
+    return out
+
+
+_OUTCOMES = np.array([s.name.lower() for s in sorted(UnitStatus, key=int)], dtype=object)
 
 
 def plan_result(run: Run) -> dict[str, Any]:
     """The run's units (planned, fresh, and published before a restart) as an Arrow table."""
     plan, state, pipeline = run.plan, run.state, run.pipeline
-    columns: dict[str, list[Any]] = {name: [] for name in RESULT_SCHEMA.names}
-
-    def add(
-        asset: str,
-        indices: np.ndarray,
-        outcome: list[str],
-        rows,
-        size,
-        seconds,
-        version,
-        attempts,
-        errors,
-    ) -> None:
-        keys = pipeline[asset].partitions.keys(indices)
-        n = len(keys)
-        columns["asset"].extend([asset] * n)
-        columns["partition"].extend(keys)
-        columns["outcome"].extend(outcome)
-        columns["rows"].extend(rows)
-        columns["bytes"].extend(size)
-        columns["seconds"].extend(seconds)
-        columns["version"].extend(version)
-        columns["attempts"].extend(attempts)
-        columns["error"].extend(errors)
-
-    names = {s.value: s.name.lower() for s in UnitStatus}
+    tables = []
     for j, asset in enumerate(plan.assets):
         lo, hi = int(plan.offsets[j]), int(plan.offsets[j + 1])
-        units = range(lo, hi)
-        errors: list[str | None] = []
-        for unit in units:
-            failure = state.errors.get(unit)
-            if failure is not None:
-                errors.append(failure.error.first_line())
-            elif unit in state.cause:
-                cause_asset, cause_index = plan.locate(state.cause[unit])
-                where = f"{cause_asset} {pipeline[cause_asset].partitions.key(cause_index)}".strip()
-                blocked = state.status[unit] == UnitStatus.BLOCKED
-                errors.append(
-                    f"blocked by a failed check on {where}"
-                    if blocked
-                    else f"upstream {where} failed"
+        errors = np.full(hi - lo, None, dtype=object)
+        for unit, failure in state.errors.items():
+            if lo <= unit < hi:
+                errors[unit - lo] = failure.error.first_line()
+        for unit, cause in state.cause.items():
+            if lo <= unit < hi:
+                verb = (
+                    "blocked by a failed check on"
+                    if state.status[unit] == UnitStatus.BLOCKED
+                    else "upstream"
                 )
-            else:
-                errors.append(None)
-        add(
-            asset,
-            plan.indices[j],
-            [names[int(s)] for s in state.status[lo:hi]],
-            state.rows[lo:hi].tolist(),
-            state.bytes[lo:hi].tolist(),
-            state.seconds[lo:hi].astype(float).tolist(),
-            [v if v >= 0 else None for v in state.version[lo:hi].tolist()],
-            state.attempts[lo:hi].astype(int).tolist(),
-            errors,
-        )
+                where = f"{plan.locate(cause)[0]} {pipeline[plan.locate(cause)[0]].partitions.key(plan.locate(cause)[1])}".rstrip()
+                errors[unit - lo] = f"{verb} {where}" + (
+                    "" if verb.startswith("blocked") else " failed"
+                )
+        version = state.version[lo:hi]
+        tables.append(pa.table({
+            "asset": pa.array([asset] * (hi - lo), pa.string()),
+            "partition": pa.array(pipeline[asset].partitions.keys(plan.indices[j]), pa.string()),
+            "outcome": pa.array(_OUTCOMES[state.status[lo:hi]], pa.string()),
+            "rows": pa.array(state.rows[lo:hi]),
+            "bytes": pa.array(state.bytes[lo:hi]),
+            "seconds": pa.array(state.seconds[lo:hi].astype(np.float64)),
+            "version": pa.array(version, mask=version < 0),
+            "attempts": pa.array(state.attempts[lo:hi].astype(np.int32)),
+            "error": pa.array(errors, pa.string()),
+        }, schema=RESULT_SCHEMA))  # fmt: skip
     for asset, prior in run.prior.items():
         indices = np.array(sorted(prior), np.int64)
-        n = len(indices)
-        add(
-            asset,
-            indices,
-            ["published"] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            [prior[i] for i in indices.tolist()],
-            [None] * n,
-            [None] * n,
+        tables.append(
+            _simple(pipeline, asset, indices, "published", [prior[i] for i in indices.tolist()])
         )
     for asset, fresh in plan.fresh.items():
-        n = len(fresh)
-        add(
-            asset,
-            fresh,
-            ["fresh"] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            [None] * n,
-            [0] * n,
-            [None] * n,
+        tables.append(_simple(pipeline, asset, fresh, "fresh", None))
+    units = pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
+    errors_text: dict[str, str] = {}
+    for unit, failure in list(state.errors.items())[:50]:
+        asset, index = plan.locate(unit)
+        errors_text[f"{asset} {pipeline[asset].partitions.key(index)}".strip()] = (
+            failure.error.traceback or failure.error.message
         )
-    outcome = (
-        "cancelled"
-        if run.cancelled
-        else ("succeeded" if state.succeeded else ("failed" if state.done else "running"))
-    )
     return {
         "run_id": run.id,
-        "status": outcome,
+        "status": run.outcome(),
         "started": state.started,
         "finished": state.finished,
-        "units": pa.table(columns, schema=RESULT_SCHEMA),
-        "errors": {
-            f"{plan.locate(u)[0]} {pipeline[plan.locate(u)[0]].partitions.key(plan.locate(u)[1])}".strip(): f.error.traceback
-            or f.error.message
-            for u, f in list(state.errors.items())[:50]
-        },
+        "units": units,
+        "errors": errors_text,
     }
+
+
+def _simple(
+    pipeline: Pipeline, asset: str, indices: np.ndarray, outcome: str, versions: list[int] | None
+) -> pa.Table:
+    n = len(indices)
+    none_int = pa.nulls(n, pa.int64())
+    return pa.table({
+        "asset": pa.array([asset] * n, pa.string()),
+        "partition": pa.array(pipeline[asset].partitions.keys(indices), pa.string()),
+        "outcome": pa.array([outcome] * n, pa.string()),
+        "rows": none_int, "bytes": none_int, "seconds": pa.nulls(n, pa.float64()),
+        "version": pa.array(versions, pa.int64()) if versions is not None else none_int,
+        "attempts": pa.array(np.zeros(n, np.int32)), "error": pa.nulls(n, pa.string()),
+    }, schema=RESULT_SCHEMA)  # fmt: skip

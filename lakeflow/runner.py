@@ -1,0 +1,509 @@
+"""One run as it executes: its dispatch loop over the run state, the tasks it has in flight, the
+staged units waiting for their group commit, retries, checks and the events that tell the story.
+
+A `Run` shares with its controller the lake, the executor, the event log, the open tables (and
+one commit lock per table) and the pool of task slots; it keeps to its own limit within that pool
+(`concurrency`, `max_share`), so a backfill need not starve the work triggered beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .checks import CheckResult
+from .errors import ErrorInfo, LakeError, LakeflowError
+from .events import Event
+from .executors import TaskLost
+from .graph import Pipeline
+from .lake.log import Commit, TableState
+from .lake.publish import UnitOutput, publish, rollback, split_by_schema
+from .planner import Plan, Request
+from .scheduler import FINAL, RunState, UnitStatus
+from .worker import InputSpec, UnitRecord, UnitSpec
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+__all__ = ["Run"]
+
+WHOLE_TABLE_FILES = 512  # inputs of more files than this are scanned through deltalake
+
+
+def depths(pipeline: Pipeline) -> dict[str, int]:
+    depth: dict[str, int] = {}
+    for name in pipeline.assets:
+        depth[name] = 1 + max(
+            (depth[e.up] for e in pipeline.upstream(name) if e.up != name), default=-1
+        )
+    return depth
+
+
+class Run:
+    """A planned request being carried out."""
+
+    def __init__(
+        self,
+        host: Controller,
+        run_id: str,
+        pipeline: Pipeline,
+        request: Request,
+        origin: str,
+        plan: Plan,
+        *,
+        prior: dict[str, dict[int, int]] | None = None,
+    ) -> None:
+        self.host = host
+        self.id = run_id
+        self.pipeline = pipeline
+        self.request = request
+        self.origin = origin
+        self.plan = plan
+        self.state = RunState(plan, depth=depths(pipeline))
+        self.handle = host.executor.prepare(run_id, pipeline)
+        self.prior = prior or {}  # asset -> {partition index: version} published before a restart
+        self.inputs: dict[int, dict[str, int]] = {}  # unit -> input versions it read
+        self.staged: dict[str, list[tuple[int, UnitRecord]]] = {}
+        self.staged_since: dict[str, float] = {}
+        self.running: dict[str, int] = {}  # asset -> units in flight
+        self.tasks = 0  # tasks in flight
+        self.committing: set[str] = set()
+        self.completed: deque[tuple[str, list[int], list[UnitRecord] | None, str | None]] = deque()
+        self.solo: set[int] = set()
+        self.unit_seconds: float | None = None
+        self.cancelled = False
+        self.wake = asyncio.Event()
+        self.finished = asyncio.Event()
+        options = host.options
+        self.linger = (
+            options.backfill_commit_linger if request.kind == "backfill" else options.commit_linger
+        )
+
+    # -- limits ----------------------------------------------------------------------------------
+    def limit(self) -> int:
+        """Tasks this run may keep in flight: its concurrency, its share of the cluster."""
+        capacity = self.host.capacity()
+        limit = capacity
+        if self.request.max_share is not None:
+            limit = max(1, math.floor(capacity * self.request.max_share))
+        if self.request.concurrency is not None:
+            limit = min(limit, self.request.concurrency)
+        return limit
+
+    @property
+    def prior_count(self) -> int:
+        return sum(len(v) for v in self.prior.values())
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def drive(self) -> None:
+        state = self.state
+        self._fail_unrunnable()
+        try:
+            while not state.done:
+                self.wake.clear()
+                state.release_backoffs()
+                self._drain()
+                if self.cancelled:
+                    gone = state.cancel()
+                    if gone:
+                        self.host.events.emit(
+                            Event(self.id, "run_cancelling", detail={"cancelled_units": len(gone)})
+                        )
+                self._dispatch()
+                self._publish_ready()
+                if state.done:
+                    break
+                await self._sleep()
+        except Exception as error:  # a bug of ours: fail what is left rather than hang the run
+            info = ErrorInfo.from_exception(error)
+            for unit in np.flatnonzero(~np.isin(state.status, list(FINAL))).tolist():
+                self._fail(unit, info)
+        await self._finish()
+
+    def _fail_unrunnable(self) -> None:
+        """Units that cannot start: resources no node has, inputs that are not materialized."""
+        plan, state = self.plan, self.state
+        for j, asset in enumerate(plan.assets):
+            reason = self.host.executor.infeasible(self.pipeline[asset].resources.ray_options())
+            if reason is not None:
+                error = ErrorInfo("lakeflow", "ResourcesUnavailable", f"asset {asset} {reason}")
+                for unit in range(int(plan.offsets[j]), int(plan.offsets[j + 1])):
+                    self._fail(unit, error)
+        for missing in plan.missing:
+            found = plan.unit(missing.asset, missing.index)
+            if found is None or state.status[found] in FINAL:
+                continue
+            key = self.pipeline[missing.upstream].partitions.key(missing.upstream_index)
+            message = f"input {missing.upstream} partition {key} is not materialized (select +{missing.asset} to build it)"
+            self._fail(found, ErrorInfo("lakeflow", "MissingInput", message))
+
+    async def _sleep(self) -> None:
+        timeout = 5.0
+        backoff = self.state.next_backoff()
+        if backoff is not None:
+            timeout = min(timeout, max(0.0, backoff - time.time()))
+        if any(self.staged.values()):
+            timeout = min(timeout, self.linger)
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def _batch_size(self, free: int) -> int:
+        share = math.ceil(self.state.ready_count() / max(1, free))
+        if self.unit_seconds is None:
+            return 1
+        options = self.host.options
+        target = max(1, int(options.task_seconds / max(self.unit_seconds, 1e-4)))
+        return max(1, min(share, target, options.max_task_units))
+
+    def _dispatch(self) -> None:
+        state, host = self.state, self.host
+        while state.ready_count():
+            free = min(host.capacity() - host.in_flight, self.limit() - self.tasks)
+            if free <= 0:
+                break
+            batch = state.take(self._batch_size(free))
+            if not batch:
+                break
+            solo = [u for u in batch if u in self.solo]
+            rest = [u for u in batch if u not in self.solo]
+            for group in [[u] for u in solo] + ([rest] if rest else []):
+                asset = self.plan.locate(group[0])[0]
+                specs = [self._spec(unit) for unit in group]
+                for unit, spec in zip(group, specs, strict=True):
+                    self.inputs[unit] = {i.name: i.version for i in spec.inputs}
+                    self._event(unit, "unit_started", attempt=spec.attempt)
+                self.running[asset] = self.running.get(asset, 0) + len(group)
+                self.tasks += 1
+                host.in_flight += 1
+                host.spawn(self._task(asset, group, specs))
+
+    def _spec(self, unit: int) -> UnitSpec:
+        plan, pipeline, tables = self.plan, self.pipeline, self.host.tables
+        asset, index = plan.locate(unit)
+        position = unit - int(plan.offsets[plan.asset_of(unit)])
+        definition = pipeline[asset]
+        inputs = []
+        for edge in pipeline.upstream(asset):
+            lo, hi = (int(x[position]) for x in plan.ranges[(asset, edge.up)])
+            table = tables[edge.up]
+            up_parts = pipeline[edge.up].partitions
+            keys = up_parts.keys(np.arange(lo, hi)) if hi > lo else []
+            files = table.file_list(keys)
+            whole = len(files) > WHOLE_TABLE_FILES
+            inputs.append(InputSpec(
+                name=edge.up, table_url=table.url, column=table.column, version=table.version,
+                files=() if whole else tuple((k, p) for k, p, _ in files),
+                keys=(None if hi - lo == len(up_parts) else tuple(keys)) if whole else None,
+                schema=table.schema, whole_table=whole,
+            ))  # fmt: skip
+        partitions = definition.partitions
+        attempt = int(self.state.attempts[unit])
+        schema = tables[asset].schema
+        return UnitSpec(
+            asset,
+            index,
+            partitions.key(index),
+            attempt,
+            tuple(inputs),
+            schema,
+            partitions.partition(index),
+        )
+
+    async def _task(self, asset: str, units: list[int], specs: list[UnitSpec]) -> None:
+        host = self.host
+        try:
+            records = await host.executor.run(
+                host.lake, self.id, self.handle, self.pipeline, asset, specs
+            )
+            self.completed.append((asset, units, records, None))
+        except TaskLost as error:
+            self.completed.append((asset, units, None, str(error)))
+        except Exception as error:
+            self.completed.append((asset, units, None, f"{type(error).__name__}: {error}"))
+        finally:
+            self.tasks -= 1
+            host.in_flight -= 1
+            host.wake_all()
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        state = self.state
+        while self.completed:
+            asset, units, records, lost = self.completed.popleft()
+            self.running[asset] -= len(units)
+            if records is None:
+                if len(units) > 1:  # find the unit that kills its worker by running each alone
+                    for unit in units:
+                        self.solo.add(unit)
+                        state.requeue(unit)
+                        self._event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
+                                    detail={"error": "WorkerLost", "charged": False, "reason": "its task's worker died; rerun alone"})  # fmt: skip
+                    continue
+                self._failure(
+                    units[0],
+                    ErrorInfo("crash", "WorkerLost", lost or "the task died"),
+                    retryable=True,
+                )
+                continue
+            for unit, record in zip(units, records, strict=True):
+                self._check_events(unit, record.checks)
+                if not record.ok:
+                    assert record.error is not None
+                    self._failure(unit, record.error, retryable=record.retryable)
+                    continue
+                state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)
+                if record.quarantine:
+                    self._check_failed(unit, record.checks, quarantine=record.quarantine)
+                    continue
+                self.staged.setdefault(asset, []).append((unit, record))
+                self.staged_since.setdefault(asset, time.monotonic())
+                seconds = max(record.seconds, 1e-5)
+                self.unit_seconds = (
+                    seconds
+                    if self.unit_seconds is None
+                    else 0.8 * self.unit_seconds + 0.2 * seconds
+                )
+
+    def _failure(self, unit: int, error: ErrorInfo, *, retryable: bool) -> None:
+        asset, _ = self.plan.locate(unit)
+        policy = self.pipeline[asset].retry
+        attempt = int(self.state.attempts[unit])
+        self.inputs.pop(unit, None)
+        if retryable and attempt < policy.attempts and not self.cancelled:
+            delay = policy.delay(attempt)
+            self.state.retry(unit, delay)
+            self._event(
+                unit,
+                "unit_retry",
+                attempt=attempt,
+                message=error.first_line(),
+                detail={"delay": delay, "error": error.type},
+            )
+            return
+        self._fail(unit, error)
+
+    def _where(self, unit: int) -> str:
+        asset, index = self.plan.locate(unit)
+        return f"{asset} {self.pipeline[asset].partitions.key(index)}".rstrip()
+
+    def _fail(self, unit: int, error: ErrorInfo) -> None:
+        if self.state.status[unit] in FINAL:
+            return
+        held = self.state.failed(unit, error)
+        self._event(unit, "unit_failed", attempt=int(self.state.attempts[unit]), message=error.first_line(),
+                    detail={"kind": error.kind, "type": error.type, "message": error.message, "traceback": error.traceback})  # fmt: skip
+        cause = f"upstream {self._where(unit)} failed"
+        for down in held:
+            self._event(down, "unit_upstream_failed", message=cause)
+
+    def _check_events(
+        self, unit: int | None, results: Iterable[CheckResult], **fields: Any
+    ) -> None:
+        """One `check_result` event per check result (of a unit, or of a table when unit is None)."""
+        for result in results:
+            values = dict(
+                message=result.summary(),
+                rows=result.rows,
+                seconds=result.seconds,
+                detail=result.to_json(),
+                **fields,
+            )
+            if unit is None:
+                self.host.events.emit(Event(self.id, "check_result", **values))
+            else:
+                self._event(unit, "check_result", **values)
+
+    def _check_failed(
+        self,
+        unit: int,
+        results: Iterable[CheckResult],
+        *,
+        quarantine: str | None = None,
+        note: str = "",
+    ) -> None:
+        blocking = [r for r in results if r.blocking]
+        error = ErrorInfo("check", "CheckFailed", "; ".join(r.summary() for r in blocking) + note)
+        held = self.state.check_failed(unit, error)
+        self.inputs.pop(unit, None)
+        self._event(
+            unit,
+            "unit_check_failed",
+            message=error.message,
+            detail={"checks": [r.check for r in blocking], "quarantine": quarantine},
+        )
+        cause = f"blocked by a failed check on {self._where(unit)}"
+        for down in held:
+            self._event(down, "unit_blocked", message=cause)
+
+    def _event(self, unit: int, kind: str, **fields: Any) -> None:
+        asset, index = self.plan.locate(unit)
+        partition = self.pipeline[asset].partitions.key(index)
+        self.host.events.emit(Event(self.id, kind, asset=asset, partition=partition, **fields))
+
+    # -- publishing ------------------------------------------------------------------------------
+    def _publish_ready(self) -> None:
+        now = time.monotonic()
+        limit = self.host.options.max_commit_units
+        for asset, items in self.staged.items():
+            if not items or asset in self.committing:
+                continue
+            lingering = now - self.staged_since.get(asset, now) < self.linger
+            if self.running.get(asset, 0) and lingering and len(items) < limit:
+                continue  # more units of this table are on their way: let them join the commit
+            batch = items[:limit]
+            del items[: len(batch)]
+            self.staged_since.pop(asset, None)
+            if items:
+                self.staged_since[asset] = now
+            self.committing.add(asset)
+            self.host.spawn(self._commit(asset, batch))
+
+    async def _commit(self, asset: str, batch: list[tuple[int, UnitRecord]]) -> None:
+        host, state = self.host, self.state
+        definition = self.pipeline[asset]
+        units = [u for u, _ in batch]
+        try:
+            async with host.table_lock(asset):
+                table = host.tables[asset]
+                outputs = [
+                    UnitOutput(r.key, r.files, self.inputs.get(u, {}), r.schema) for u, r in batch
+                ]
+                fits, misfits = split_by_schema(table, outputs)
+                by_key = {r.key: u for u, r in batch}
+                for output, error in misfits:
+                    self._fail(by_key[output.key], ErrorInfo.from_exception(error))
+                if not fits:
+                    return
+                commit = await asyncio.to_thread(
+                    publish, host.lake, table, asset=asset, column=definition.partitions.column,
+                    run_id=self.id, code_version=definition.code_version, units=fits,
+                )  # fmt: skip
+                published = [by_key[o.key] for o in fits]
+                verify = bool(definition.table_checks)
+                state.published(published, commit.version, verify=verify)
+                for unit in published:
+                    self.inputs.pop(unit, None)
+                    self._event(unit, "unit_published", version=commit.version, attempt=int(state.attempts[unit]),
+                                rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
+                host.committed(asset, commit)
+                if (
+                    verify
+                ):  # still under the table's lock: nothing commits between publish and audit
+                    await self._audit_table(asset, table, commit, published)
+        except LakeflowError as error:
+            self._commit_failed(
+                units, ErrorInfo.from_exception(error), retryable=isinstance(error, LakeError)
+            )
+        except Exception as error:
+            self._commit_failed(units, ErrorInfo.from_exception(error), retryable=True)
+        finally:
+            self.committing.discard(asset)
+            self.wake.set()
+
+    def _commit_failed(self, units: list[int], info: ErrorInfo, *, retryable: bool) -> None:
+        for unit in units:
+            if self.state.status[unit] == UnitStatus.STAGED:
+                self._failure(unit, info, retryable=retryable)
+
+    async def _audit_table(
+        self, asset: str, table: TableState, commit: Commit, units: list[int]
+    ) -> None:
+        """Table checks on the version just published; a blocking failure holds the consumers of
+        every unit of the commit, and with on_fail="rollback" restores the previous version."""
+        host = self.host
+        try:
+            results = await host.executor.audit_table(
+                host.lake, self.handle, self.pipeline, asset, commit.version
+            )
+        except Exception as error:
+            message = f"table checks could not run: {type(error).__name__}: {error}"
+            results = [
+                CheckResult("table checks", "error", "error", message=message, scope="table")
+            ]
+        self._check_events(None, results, asset=asset, version=commit.version)
+        if not any(r.blocking for r in results):
+            self.state.verified(units)
+            return
+        note = f" (published at version {commit.version}; consumers held)"
+        if self.pipeline[asset].on_fail == "rollback":
+            try:
+                undo = await asyncio.to_thread(rollback, host.lake, table, commit, run_id=self.id)
+                note = f" (version {commit.version} rolled back by version {undo.version})"
+                host.events.emit(
+                    Event(
+                        self.id,
+                        "table_rolled_back",
+                        asset=asset,
+                        version=undo.version,
+                        message=f"undid version {commit.version}",
+                    )
+                )
+            except LakeflowError as error:
+                note = f" (rollback failed: {error.message}; consumers held)"
+        for unit in units:
+            self._check_failed(unit, results, note=note)
+
+    async def _finish(self) -> None:
+        host = self.host
+        counts = self.state.counts()
+        outcome = (
+            "cancelled" if self.cancelled else ("succeeded" if self.state.succeeded else "failed")
+        )
+        host.events.emit(
+            Event(
+                self.id,
+                "run_finished",
+                message=outcome,
+                detail={"counts": counts, "prior": self.prior_count},
+            )
+        )
+        try:
+            await asyncio.to_thread(host.events.flush)
+        except Exception:
+            pass
+        host.executor.forget(self.handle)
+        self.finished.set()
+
+    # -- reporting -------------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        counts = self.state.counts()
+        done = counts["published"] + self.prior_count
+        failed = sum(counts[k] for k in ("failed", "upstream_failed", "check_failed", "blocked"))
+        total = self.plan.size + self.prior_count
+        elapsed = max(1e-6, (self.state.finished or time.time()) - self.state.started)
+        rate = (counts["published"] + failed) / elapsed
+        remaining = total - done - failed - counts["cancelled"]
+        return {
+            "run_id": self.id,
+            "known": True,
+            "kind": self.request.kind,
+            "done": self.finished.is_set(),
+            "status": ("cancelled" if self.cancelled else "running")
+            if not self.finished.is_set()
+            else self.outcome(),
+            "total": total,
+            "published": done,
+            "failed": failed,
+            "cancelled": counts["cancelled"],
+            "running": counts["running"] + counts["staged"] + counts["verifying"],
+            "counts": counts,
+            "started": self.state.started,
+            "rate": rate,
+            "eta": remaining / rate if rate > 0 and remaining > 0 else 0.0,
+        }
+
+    def outcome(self) -> str:
+        if self.cancelled:
+            return "cancelled"
+        if not self.state.done:
+            return "running"
+        return "succeeded" if self.state.succeeded else "failed"
