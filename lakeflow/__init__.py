@@ -8,7 +8,20 @@
 >>> pipeline.materialize(partitions="2013-01-01..2013-01-31")
 """
 
-from .api import RunResult, check_results, connect, materialize, status, stop
+from .api import (
+    PlanPreview,
+    RunHandle,
+    RunResult,
+    backfill,
+    backfill_status,
+    cancel,
+    check_results,
+    connect,
+    materialize,
+    resume,
+    status,
+    stop,
+)
 from .assets import AssetDef, Context, Resources, RetryPolicy, asset
 from .checks import (
     Check,
@@ -73,9 +86,11 @@ __all__ = [
     "PartitionMapping",
     "Partitions",
     "Pipeline",
+    "PlanPreview",
     "Resources",
     "RetryPolicy",
     "RunError",
+    "RunHandle",
     "RunResult",
     "SchemaError",
     "SelectionError",
@@ -84,7 +99,10 @@ __all__ = [
     "UserCodeError",
     "all_partitions",
     "asset",
+    "backfill",
+    "backfill_status",
     "between",
+    "cancel",
     "check",
     "check_results",
     "connect",
@@ -100,6 +118,7 @@ __all__ = [
     "previous",
     "read_events",
     "references",
+    "resume",
     "rollup",
     "row_count",
     "schema",

@@ -3,12 +3,15 @@
 >>> import lakeflow as lf
 >>> result = lf.materialize(pipeline, select="delays+", partitions="2013-01-01..2013-01-31")
 >>> result            # a table of units in a notebook
+>>> run = lf.backfill(pipeline, partitions="2013-01-01..2013-12-31", max_share=0.5, wait=False)
+>>> run.progress()    # counts, rate, ETA
 >>> lf.status(pipeline)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .assets import AssetDef
@@ -16,17 +19,96 @@ from .client import connect, controller_client, stop
 from .controller import ControllerOptions
 from .graph import Pipeline
 from .lake import Lake
-from .planner import Request
+from .lake.log import TableState
+from .planner import Request, build_plan, snapshot
 from .results import RunResult, events_result
+from .runs import cancel_marker, failed_partitions, run_status
+from .scheduler import RunState
 from .status import as_pipeline, check_results, status
 
-__all__ = ["RunResult", "check_results", "connect", "materialize", "status", "stop"]
+__all__ = [
+    "PlanPreview",
+    "RunHandle",
+    "RunResult",
+    "backfill",
+    "backfill_status",
+    "cancel",
+    "check_results",
+    "connect",
+    "materialize",
+    "preview",
+    "resume",
+    "status",
+    "stop",
+]
+
+Progress = bool | Callable[[Mapping[str, Any]], None]
+
+
+def _terms(select: str | Sequence[str] | None) -> tuple[str, ...]:
+    if select is None:
+        return ("*",)
+    return tuple(select.split(",")) if isinstance(select, str) else tuple(select)
 
 
 def _spec(partitions: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
     if partitions is None or isinstance(partitions, str):
         return partitions
     return tuple(partitions)
+
+
+class RunHandle:
+    """A run going on in a controller: ask its progress, wait for it, cancel it."""
+
+    def __init__(self, client: Any, run_id: str, lake: Lake) -> None:
+        self._client = client
+        self.id = run_id
+        self.lake = lake
+
+    def progress(self) -> dict[str, Any]:
+        info = self._client.call("progress", self.id)
+        return info if info.get("known") else run_status(self.lake, self.id)
+
+    def wait(self, progress: Progress = False) -> RunResult:
+        follow(self._client, self.id, progress)
+        data = self._client.call("result", self.id)
+        return RunResult(data, self.lake) if data is not None else events_result(self.lake, self.id)
+
+    def cancel(self) -> bool:
+        """Cancel the run: told to its controller at once, and marked in the lake."""
+        self._client.call("cancel", self.id)
+        return cancel(self.id, lake=self.lake)
+
+    def __repr__(self) -> str:
+        info = self.progress()
+        return f"<run {self.id}: {info.get('status')} {info.get('published', 0)}/{info.get('total', 0)} published, {info.get('failed', 0)} failed>"
+
+
+def _run(
+    pipeline: Pipeline,
+    request: Request,
+    *,
+    executor: str,
+    address: str | None,
+    options: ControllerOptions | None,
+    progress: Progress,
+    wait: bool,
+    raise_on_failure: bool,
+    origin: str,
+) -> RunResult | RunHandle:
+    pipeline.select(
+        list(request.select)
+    )  # a bad selection fails here, before any controller starts
+    lake = Lake(pipeline.lake, pipeline.storage_options)
+    client = controller_client(lake, executor, options, address)
+    summary = client.call("submit", pipeline, request, origin)
+    handle = RunHandle(client, summary["run_id"], lake)
+    if not wait:
+        return handle
+    result = handle.wait(progress)
+    if raise_on_failure:
+        result.raise_on_failure()
+    return result
 
 
 def materialize(
@@ -41,7 +123,7 @@ def materialize(
     executor: Literal["ray", "local"] = "ray",
     address: str | None = None,
     options: ControllerOptions | None = None,
-    progress: bool | Callable[[Mapping[str, Any]], None] = False,
+    progress: Progress = False,
     raise_on_failure: bool = False,
     origin: str = "api",
 ) -> RunResult:
@@ -57,45 +139,199 @@ def materialize(
     - progress: True for a live bar, or a callable receiving progress dicts
     """
     pipeline = as_pipeline(target, lake, storage_options)
-    terms = (
-        ("*",)
-        if select is None
-        else (tuple(select.split(",")) if isinstance(select, str) else tuple(select))
+    request = Request(select=_terms(select), partitions=_spec(partitions), force=force, order=order)
+    result = _run(
+        pipeline,
+        request,
+        executor=executor,
+        address=address,
+        options=options,
+        progress=progress,
+        wait=True,
+        raise_on_failure=raise_on_failure,
+        origin=origin,
     )
-    pipeline.select(list(terms))  # a bad selection fails here, before any controller starts
-    request = Request(select=terms, partitions=_spec(partitions), force=force, order=order)
-    client = controller_client(
-        Lake(pipeline.lake, pipeline.storage_options), executor, options, address
-    )
-    summary = client.call("submit", pipeline, request, origin)
-    follow(client, summary["run_id"], progress)
-    where = Lake(pipeline.lake, pipeline.storage_options)
-    data = client.call("result", summary["run_id"])
-    result = RunResult(data, where) if data is not None else events_result(where, summary["run_id"])
-    if raise_on_failure:
-        result.raise_on_failure()
+    assert isinstance(result, RunResult)
     return result
 
 
-def follow(client: Any, run_id: str, progress: bool | Callable[[Mapping[str, Any]], None]) -> None:
-    """Wait for the run, showing a live bar (units done/failed/total, rate, ETA) if asked."""
-    if callable(progress):
-        while True:
-            done = client.call("wait", run_id, 0.25)
-            info = client.call("progress", run_id)
-            progress(info)
-            if done or info["done"]:
-                return
-    if not progress:
+def backfill(
+    target: Pipeline | Iterable[AssetDef],
+    select: str | Sequence[str] | None = None,
+    partitions: str | Sequence[str] | None = None,
+    *,
+    only: Literal["missing", "stale", "failed", "all"] | None = None,
+    order: Literal["oldest", "newest"] = "oldest",
+    concurrency: int | None = None,
+    max_share: float | None = None,
+    dry_run: bool = False,
+    wait: bool = True,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+    executor: Literal["ray", "local"] = "ray",
+    address: str | None = None,
+    options: ControllerOptions | None = None,
+    progress: Progress = False,
+    raise_on_failure: bool = False,
+    origin: str = "api",
+) -> RunResult | RunHandle | PlanPreview:
+    """Fill in many partitions: a durable run with an id that survives controller restarts,
+    pipelined per partition across assets, committed in large groups.
+
+    >>> lf.backfill(pipeline, select="lineitem+", partitions="1992-01-01..1998-12-31", order="newest")
+
+    - only: "missing" (never built), "stale", "failed" (last outcome a failure), "all"; by default
+      whatever is missing or stale
+    - concurrency: tasks of this backfill in flight at most; max_share: fraction of the cluster's
+      task slots it may take, so that triggered work is not starved
+    - dry_run: plan only and return a `PlanPreview` (counts per asset, the first units)
+    - wait=False: return a `RunHandle` at once (progress(), wait(), cancel())
+    """
+    pipeline = as_pipeline(target, lake, storage_options)
+    request = Request(
+        select=_terms(select), partitions=_spec(partitions), order=order, only=only,
+        kind="backfill", concurrency=concurrency, max_share=max_share,
+    )  # fmt: skip
+    if dry_run:
+        return preview(pipeline, request)
+    return _run(
+        pipeline,
+        request,
+        executor=executor,
+        address=address,
+        options=options,
+        progress=progress,
+        wait=wait,
+        raise_on_failure=raise_on_failure,
+        origin=origin,
+    )
+
+
+@dataclass(frozen=True)
+class PlanPreview:
+    """What a request would do, without doing it."""
+
+    units: dict[str, int]
+    fresh: dict[str, int]
+    missing_inputs: int
+    first: list[tuple[str, str]]
+
+    @property
+    def total(self) -> int:
+        return sum(self.units.values())
+
+    def __repr__(self) -> str:
+        lines = [f"{self.total} units to run, {sum(self.fresh.values())} already fresh"]
+        lines += [
+            f"  {asset:<24} {n:>9} to run  {self.fresh.get(asset, 0):>9} fresh"
+            for asset, n in self.units.items()
+        ]
+        if self.missing_inputs:
+            lines.append(
+                f"  {self.missing_inputs} units would fail: an input partition is not materialized"
+            )
+        if self.first:
+            lines.append("first units: " + ", ".join(f"{a} {p}".strip() for a, p in self.first))
+        return "\n".join(lines)
+
+
+def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPreview:
+    """Plan `request` against the lake as it is now, in this process (no Ray)."""
+    lake = Lake(pipeline.lake, pipeline.storage_options)
+    selected = pipeline.select(list(request.select))
+    needed = dict.fromkeys(selected)
+    for name in selected:
+        needed.update(dict.fromkeys(e.up for e in pipeline.upstream(name)))
+    snapshots = {}
+    for name in needed:
+        state = TableState.load(lake, lake.table_url(name), column=pipeline[name].partitions.column)
+        snapshots[name] = snapshot(
+            state, pipeline[name].partitions, [e.up for e in pipeline.upstream(name)]
+        )
+    failed = failed_partitions(lake, pipeline, selected) if request.only == "failed" else None
+    plan = build_plan(pipeline, request, snapshots, failed=failed)
+    from .runner import depths
+
+    run_state = RunState(plan, depth=depths(pipeline))
+    units = run_state.take(first) if plan.size else []
+    leading = [plan.locate(u) for u in units]
+    fresh = {a: len(v) for a, v in plan.fresh.items() if len(v)}
+    return PlanPreview(
+        units={a: int(n) for a, n in plan.counts().items()},
+        fresh=fresh,
+        missing_inputs=len({(m.asset, m.index) for m in plan.missing}),
+        first=[(a, pipeline[a].partitions.key(i)) for a, i in leading],
+    )
+
+
+def follow(client: Any, run_id: str, progress: Progress) -> None:
+    """Wait for the run, showing a live bar (units done/failed/total, rate, ETA) if asked.
+    Ctrl-C cancels the run cleanly: units in flight finish, nothing half published."""
+    try:
+        if callable(progress) or not progress:
+            report = progress if callable(progress) else None
+            while True:
+                done = client.call("wait", run_id, 0.25 if report else 1.0)
+                if report is not None:
+                    info = client.call("progress", run_id)
+                    report(info)
+                    done = done or info["done"]
+                if done:
+                    return
+        from .progress import ProgressBar
+
+        with ProgressBar(run_id) as bar:
+            while True:
+                done = client.call("wait", run_id, 0.25)
+                info = client.call("progress", run_id)
+                bar.update(info)
+                if done or info["done"]:
+                    return
+    except KeyboardInterrupt:
+        client.call("cancel", run_id)
         while not client.call("wait", run_id, 1.0):
             pass
-        return
-    from .progress import ProgressBar
+        raise
 
-    with ProgressBar(run_id) as bar:
-        while True:
-            done = client.call("wait", run_id, 0.25)
-            info = client.call("progress", run_id)
-            bar.update(info)
-            if done or info["done"]:
-                return
+
+def backfill_status(
+    run_id: str, *, lake: str | Lake = "./lake", storage_options: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A run's counts per state, rate and ETA, and its failures by asset, read from the lake's
+    event log: it works from any process, whichever controller runs the backfill."""
+    where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
+    return run_status(where, run_id)
+
+
+def cancel(
+    run_id: str, *, lake: str | Lake = "./lake", storage_options: Mapping[str, str] | None = None
+) -> bool:
+    """Ask the controller running `run_id` to cancel it (through a marker in the lake, so it works
+    from any process): units not started are cancelled, those in flight finish and are
+    published or fail; nothing is half published. False if the run already finished."""
+    where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
+    state = run_status(where, run_id)
+    if state["status"] != "running":
+        return False
+    where.write_bytes(cancel_marker(where, run_id), b"cancel\n")
+    return True
+
+
+def resume(
+    run_id: str,
+    *,
+    lake: str | Lake = "./lake",
+    storage_options: Mapping[str, str] | None = None,
+    executor: Literal["ray", "local"] = "ray",
+    address: str | None = None,
+    options: ControllerOptions | None = None,
+    progress: Progress = False,
+    wait: bool = True,
+) -> RunResult | RunHandle:
+    """Carry on with a run no controller is running (its process was killed, or it was
+    cancelled): its stored request is planned again, leaving out what it already published."""
+    where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
+    client = controller_client(where, executor, options, address)
+    client.call("resume", run_id)
+    handle = RunHandle(client, run_id, where)
+    return handle.wait(progress) if wait else handle

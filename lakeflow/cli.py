@@ -1,13 +1,15 @@
 """The `lakeflow` command.
 
     lakeflow materialize pipelines/flights.py --select "delays+" --partitions 2013-01-01..2013-01-31
+    lakeflow backfill pipelines/flights.py --partitions 2013-01-01..2013-12-31 --order newest
+    lakeflow backfill status|cancel|resume RUN_ID [--lake ./lake]
     lakeflow assets pipelines/flights.py
     lakeflow status pipelines/flights.py
     lakeflow checks pipelines/flights.py --failed
 
 Exit codes: 0 every requested unit was published or already fresh; 1 some were not (a failure,
 a failed check, a unit held behind one); 2 the request itself was wrong (bad selection,
-partition key, pipeline, unreachable lake) and nothing changed.
+partition key, pipeline, unreachable lake) and nothing changed; 130 cancelled with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import polars as pl
@@ -26,7 +28,7 @@ from .errors import LakeflowError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CHECK_COLUMNS = [
     "asset",
     "partition",
@@ -38,6 +40,35 @@ CHECK_COLUMNS = [
     "message",
     "quarantine",
 ]
+RUN_COMMANDS = ("status", "cancel", "resume")
+
+
+def _pipeline_args(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "pipeline", help="pipeline module: path/to/file.py or package.module, optionally :NAME"
+    )
+    sub.add_argument("--lake", help="lake URL (default: the pipeline's, or $LAKEFLOW_LAKE)")
+
+
+def _run_args(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--executor", choices=["ray", "local"], default="ray")
+    sub.add_argument(
+        "--address", help="Ray cluster address (default: start a local Ray for this command)"
+    )
+    sub.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    sub.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _selection_args(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--select", "-s", default="*", help='assets: names, "name+", "+name", "*", comma lists'
+    )
+    sub.add_argument(
+        "--partitions", "-p", help="a key, a range a..b, or a comma list (default: all)"
+    )
+    sub.add_argument(
+        "--order", choices=["oldest", "newest"], default="oldest", help="which partitions go first"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,44 +77,70 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def pipeline_args(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "pipeline", help="pipeline module: path/to/file.py or package.module, optionally :NAME"
-        )
-        sub.add_argument("--lake", help="lake URL (default: the pipeline's, or $LAKEFLOW_LAKE)")
-
     run = commands.add_parser("materialize", help="bring selected assets' partitions up to date")
-    pipeline_args(run)
-    run.add_argument(
-        "--select", "-s", default="*", help='assets: names, "name+", "+name", "*", comma lists'
-    )
-    run.add_argument(
-        "--partitions", "-p", help="a key, a range a..b, or a comma list (default: all)"
-    )
+    _pipeline_args(run)
+    _selection_args(run)
     run.add_argument("--force", action="store_true", help="rerun units that are already fresh")
-    run.add_argument("--order", choices=["oldest", "newest"], default="oldest")
-    run.add_argument("--executor", choices=["ray", "local"], default="ray")
-    run.add_argument(
-        "--address", help="Ray cluster address (default: start a local Ray for this command)"
+    _run_args(run)
+
+    fill = commands.add_parser(
+        "backfill",
+        help="fill in many partitions as a durable, resumable run",
+        description="lakeflow backfill PIPELINE [options], or lakeflow backfill status|cancel|resume RUN_ID",
     )
-    run.add_argument("--no-progress", action="store_true", help="no live progress bar")
-    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    _pipeline_args(fill)
+    _selection_args(fill)
+    fill.add_argument(
+        "--only",
+        choices=["missing", "stale", "failed", "all"],
+        help="what to (re)process (default: missing or stale)",
+    )
+    fill.add_argument("--concurrency", type=int, help="tasks of this backfill in flight at most")
+    fill.add_argument(
+        "--max-share", type=float, help="fraction of the cluster's task slots it may use (0-1]"
+    )
+    fill.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan's counts and first units, run nothing",
+    )
+    _run_args(fill)
 
     assets = commands.add_parser("assets", help="print the asset graph")
-    pipeline_args(assets)
+    _pipeline_args(assets)
 
     stat = commands.add_parser(
         "status", help="per asset: partitions published, stale, failed, held, missing"
     )
-    pipeline_args(stat)
+    _pipeline_args(stat)
     stat.add_argument("--json", action="store_true", help="print as JSON")
 
     audit = commands.add_parser("checks", help="check outcomes per unit (the latest by default)")
-    pipeline_args(audit)
+    _pipeline_args(audit)
     audit.add_argument("--asset", "-a", help="only this asset")
     audit.add_argument("--failed", action="store_true", help="only checks that did not pass")
     audit.add_argument("--history", action="store_true", help="every result, not only the latest")
     audit.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lakeflow backfill", description="Look after one backfill (or any run) by its id."
+    )
+    commands = parser.add_subparsers(dest="action", required=True)
+    for name, text in (
+        ("status", "counts per state, rate, ETA, failures"),
+        ("cancel", "cancel it cleanly"),
+        ("resume", "carry on after a kill or a cancel"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("run_id")
+        sub.add_argument("--lake", help="lake URL (default: $LAKEFLOW_LAKE or ./lake)")
+        if name == "resume":
+            _run_args(sub)
+        elif name == "status":
+            sub.add_argument("--json", action="store_true", help="print as JSON")
     return parser
 
 
@@ -115,30 +172,25 @@ def _table(frame: pl.DataFrame) -> str:
         return str(frame)
 
 
-def _materialize(args: argparse.Namespace, console: Console) -> int:
+def _on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:
+    """Run `work` with Ray attached: the given cluster, or a local Ray for this command only."""
     import ray
 
-    from .api import connect, materialize
+    from .api import connect
 
-    pipeline = _pipeline(args)
     started_here = False
     if args.executor == "ray" and not ray.is_initialized():
         connect(args.address, log_to_driver=bool(os.environ.get("LAKEFLOW_WORKER_LOGS")))
         started_here = True
     try:
-        result = materialize(
-            pipeline,
-            select=args.select,
-            partitions=args.partitions,
-            force=args.force,
-            order=args.order,
-            executor=args.executor,
-            progress=not args.no_progress and not args.json,
-            origin="cli",
-        )
+        return work()
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
+    """The end of a run: a summary line; failures by asset with their first error lines."""
     if args.json:
         summary = {
             "run_id": result.run_id,
@@ -151,19 +203,116 @@ def _materialize(args: argparse.Namespace, console: Console) -> int:
     console.print(result.summary(), highlight=False)
     failures = result.failures()
     if not failures.is_empty():
-        shown = failures.select("asset", "partition", "outcome", "attempts", "error")
-        print(_table(shown), file=sys.stderr)
+        if failures.height <= 20:
+            print(
+                _table(failures.select("asset", "partition", "outcome", "attempts", "error")),
+                file=sys.stderr,
+            )
+        else:
+            by_asset = failures.group_by("asset", "outcome", maintain_order=True).agg(
+                pl.len().alias("units"), pl.col("error").drop_nulls().head(3).alias("first errors")
+            )
+            print(
+                _table(by_asset.with_columns(pl.col("first errors").list.join(" | "))),
+                file=sys.stderr,
+            )
         for where, text in list(result.errors.items())[:1]:
             print(f"\n{where}:\n{text}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def _materialize(args: argparse.Namespace, console: Console) -> int:
+    from .api import materialize
+
+    pipeline = _pipeline(args)
+    result = _on_ray(args, lambda: materialize(
+        pipeline, select=args.select, partitions=args.partitions, force=args.force, order=args.order,
+        executor=args.executor, progress=not args.no_progress and not args.json, origin="cli",
+    ))  # fmt: skip
+    return _report(result, args, console)
+
+
+def _backfill(args: argparse.Namespace, console: Console) -> int:
+    from .api import backfill
+
+    pipeline = _pipeline(args)
+    options: dict[str, Any] = dict(
+        select=args.select, partitions=args.partitions, only=args.only, order=args.order,
+        concurrency=args.concurrency, max_share=args.max_share,
+    )  # fmt: skip
+    if args.dry_run:
+        from .api import PlanPreview
+
+        plan = backfill(pipeline, dry_run=True, **options)
+        assert isinstance(plan, PlanPreview)
+        print(
+            json.dumps({"units": plan.units, "fresh": plan.fresh, "first": plan.first})
+            if args.json
+            else repr(plan)
+        )
+        return EXIT_OK
+    result = _on_ray(args, lambda: backfill(
+        pipeline, executor=args.executor, progress=not args.no_progress and not args.json, origin="cli", **options
+    ))  # fmt: skip
+    return _report(result, args, console)
+
+
+def _look_after(argv: Sequence[str], console: Console) -> int:
+    """`lakeflow backfill status|cancel|resume RUN_ID`."""
+    from .api import backfill_status, cancel, resume
+    from .lake import Lake
+
+    args = _run_parser().parse_args(argv)
+    lake = Lake(args.lake or os.environ.get("LAKEFLOW_LAKE") or "./lake")
+    if args.action == "status":
+        info = backfill_status(args.run_id, lake=lake)
+        if args.json:
+            print(json.dumps(info, default=str))
+            return EXIT_OK
+        eta = f", ETA {info['eta']:.0f}s" if info.get("eta") else ""
+        console.print(
+            f"run {info['run_id']} ({info['kind']}) {info['status']}: {info['published']}/{info['total']} published, "
+            f"{info['failed']} failed, {info['rate']:.1f} units/s{eta}",
+            highlight=False,
+        )
+        for asset, entry in info["failures"].items():
+            console.print(
+                f"  {asset}: {entry['failed']} failed; " + " | ".join(entry["first_errors"]),
+                highlight=False,
+            )
+        return EXIT_OK
+    if args.action == "cancel":
+        if cancel(args.run_id, lake=lake):
+            console.print(
+                f"run {args.run_id}: cancel requested; units in flight finish, the rest is not started",
+                highlight=False,
+            )
+            return EXIT_OK
+        console.print(f"run {args.run_id} is not running", highlight=False)
+        return EXIT_FAILED
+    result = _on_ray(
+        args,
+        lambda: resume(
+            args.run_id,
+            lake=lake,
+            executor=args.executor,
+            progress=not args.no_progress and not args.json,
+        ),
+    )
+    return _report(result, args, console)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=False, soft_wrap=True)
     try:
+        if len(argv) > 1 and argv[0] == "backfill" and argv[1] in RUN_COMMANDS:
+            return _look_after(argv[1:], console)
+        args = _parser().parse_args(argv)
         if args.command == "materialize":
             return _materialize(args, console)
+        if args.command == "backfill":
+            return _backfill(args, console)
         pipeline = _pipeline(args)
         if args.command == "assets":
             print(pipeline.describe())
@@ -186,6 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LakeflowError as error:
         print(f"lakeflow: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "lakeflow: cancelled; units in flight finished, nothing was half published",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ class ControllerOptions:
     max_task_units: int = 64
     task_seconds: float = 0.1
     flush_interval: float = 0.5
-    cancel_poll: float = 1.0
+    cancel_poll: float = 0.5
     resume_unfinished: bool = False
 
 

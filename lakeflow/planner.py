@@ -308,10 +308,12 @@ def build_plan(
         run[candidates] = _wanted(request, name, candidates, snapshots, pipeline, failed or {})
         run[candidates] |= _stale(pipeline, name, candidates, {}, planned, only_flags=True)
         _cascade_self(pipeline, name, candidates, run)
+        skipped = candidates[~run[candidates]]
         if done and name in done:
             run[done[name]] = False
+            skipped = np.setdiff1d(candidates[~run[candidates]], done[name])  # published, not fresh
         planned[name] = run
-        fresh[name] = candidates[~run[candidates]]
+        fresh[name] = skipped
     assets = tuple(a for a in selected if planned[a].any())
     indices = tuple(np.flatnonzero(planned[a]).astype(np.int64) for a in assets)
     offsets = np.concatenate(([0], np.cumsum([len(i) for i in indices]))).astype(np.int64)

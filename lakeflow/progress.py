@@ -1,5 +1,5 @@
-"""A live progress bar for a run: units done/failed/total, rate and ETA (rich; works in a terminal
-and in a notebook; plain lines when output is not a terminal)."""
+"""A live progress bar for a run: units done/failed/total, rate and ETA (rich; live in a terminal
+and in a notebook; a plain line every few seconds when output is neither)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 __all__ = ["ProgressBar"]
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class ProgressBar:
@@ -23,14 +31,13 @@ class ProgressBar:
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed"),
             TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=self.console,
             disable=self._plain,
         )
-        self._task = self._progress.add_task(f"run {run_id}", total=None, failed=0, rate="")
+        self._task = self._progress.add_task(f"run {run_id}", total=None, failed=0, rate="", eta="")
         self._run_id = run_id
         self._last_line = 0.0
-        self._first: tuple[float, int] | None = None
 
     def __enter__(self) -> ProgressBar:
         self._progress.__enter__()
@@ -43,21 +50,21 @@ class ProgressBar:
         if not info.get("known", True):
             return
         done = int(info["published"]) + int(info["failed"])
-        now = time.monotonic()
-        if self._first is None:
-            self._first = (now, done)
-        elapsed = now - self._first[0]
-        rate = (done - self._first[1]) / elapsed if elapsed > 0.5 else 0.0
+        rate = float(info.get("rate") or 0.0)
+        eta = _duration(info.get("eta")) if not info.get("done") else ""
         self._progress.update(
             self._task,
             completed=done,
             total=info["total"],
             failed=info["failed"],
             rate=f"{rate:,.0f} units/s" if rate else "",
+            eta=f"ETA {eta}" if eta else "",
         )
+        now = time.monotonic()
         if self._plain and (now - self._last_line > 5 or info.get("done")):
             self._last_line = now
             self.console.print(
                 f"run {self._run_id}: {done}/{info['total']} units done, {info['failed']} failed"
                 + (f", {rate:,.0f} units/s" if rate else "")
+                + (f", ETA {eta}" if eta else "")
             )

@@ -76,7 +76,7 @@ class Run:
         self.committing: set[str] = set()
         self.completed: deque[tuple[str, list[int], list[UnitRecord] | None, str | None]] = deque()
         self.solo: set[int] = set()
-        self.unit_seconds: float | None = None
+        self.unit_seconds: dict[str, float] = {}  # asset -> recent seconds a unit
         self.cancelled = False
         self.wake = asyncio.Event()
         self.finished = asyncio.Event()
@@ -157,11 +157,15 @@ class Run:
 
     # -- dispatch --------------------------------------------------------------------------------
     def _batch_size(self, free: int) -> int:
-        share = math.ceil(self.state.ready_count() / max(1, free))
-        if self.unit_seconds is None:
+        """Units for the next task: enough to make a task of about `task_seconds` of the asset
+        served next, never more than the ready units shared fairly among the free slots."""
+        j = self.state.next_asset()
+        seconds = self.unit_seconds.get(self.plan.assets[j]) if j is not None else None
+        if seconds is None:
             return 1
+        share = math.ceil(self.state.ready_count() / max(1, free))
         options = self.host.options
-        target = max(1, int(options.task_seconds / max(self.unit_seconds, 1e-4)))
+        target = max(1, int(options.task_seconds / max(seconds, 1e-4)))
         return max(1, min(share, target, options.max_task_units))
 
     def _dispatch(self) -> None:
@@ -267,11 +271,8 @@ class Run:
                 self.staged.setdefault(asset, []).append((unit, record))
                 self.staged_since.setdefault(asset, time.monotonic())
                 seconds = max(record.seconds, 1e-5)
-                self.unit_seconds = (
-                    seconds
-                    if self.unit_seconds is None
-                    else 0.8 * self.unit_seconds + 0.2 * seconds
-                )
+                known = self.unit_seconds.get(asset)
+                self.unit_seconds[asset] = seconds if known is None else 0.8 * known + 0.2 * seconds
 
     def _failure(self, unit: int, error: ErrorInfo, *, retryable: bool) -> None:
         asset, _ = self.plan.locate(unit)

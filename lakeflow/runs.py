@@ -5,6 +5,7 @@ a run's per-unit result as an Arrow table.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -177,3 +178,61 @@ def _simple(
         "version": pa.array(versions, pa.int64()) if versions is not None else none_int,
         "attempts": pa.array(np.zeros(n, np.int32)), "error": pa.nulls(n, pa.string()),
     }, schema=RESULT_SCHEMA)  # fmt: skip
+
+
+def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
+    """A run's progress as the event log tells it, readable from any process: counts by latest
+    unit outcome, rate, ETA, and the failures by asset with their first error lines."""
+    events = read_events(lake, run_id=run_id)
+    if events.is_empty():
+        raise LakeError(f"no run {run_id} in the event log of {lake.url}")
+    lifecycle = events.filter(pl.col("kind").is_in(LIFECYCLE))
+    latest = lifecycle["kind"][-1] if len(lifecycle) else "run_requested"
+    requested = events.filter(pl.col("kind") == "run_requested")
+    detail = _json(requested["detail"][0]) if len(requested) else {}
+    finished = lifecycle.filter(pl.col("kind") == "run_finished")
+    status = finished["message"][-1] if latest == "run_finished" else "running"
+    units = events.filter(
+        pl.col("kind").str.starts_with("unit_") & (pl.col("kind") != "unit_retry")
+    )
+    last = units.group_by("asset", "partition", maintain_order=True).last()
+    outcome = {k: int(v) for k, v in last.group_by("kind").len().iter_rows()}
+    published = outcome.get("unit_published", 0)
+    failed = sum(outcome.get(k, 0) for k in FAILED_KINDS)
+    total = max(int(detail.get("units", 0)), len(last))
+    stamps = (units if len(units) else events)["ts"]
+    started: dt.datetime = stamps.min()  # type: ignore[assignment]
+    ended: dt.datetime = stamps.max() if status != "running" else dt.datetime.now(dt.UTC)  # type: ignore[assignment]
+    elapsed = (ended - started).total_seconds()
+    rate = (published + failed) / elapsed if elapsed > 0 else 0.0
+    remaining = max(0, total - published - failed) if status == "running" else 0
+    failures = last.filter(pl.col("kind").is_in(["unit_failed", "unit_check_failed"])).join(
+        events.filter(pl.col("kind").is_in(["unit_failed", "unit_check_failed"])).select("asset", "partition", "message"),
+        on=["asset", "partition"], how="left", suffix="_first",
+    )  # fmt: skip
+    by_asset: dict[str, dict[str, Any]] = {}
+    for asset, partition, message in failures.select("asset", "partition", "message").iter_rows():
+        entry = by_asset.setdefault(asset, {"failed": 0, "first_errors": []})
+        entry["failed"] += 1
+        if len(entry["first_errors"]) < 3:
+            entry["first_errors"].append(f"{partition}: {message}")
+    return {
+        "run_id": run_id,
+        "kind": detail.get("kind", "materialize"),
+        "status": status,
+        "select": detail.get("select"),
+        "partitions": detail.get("partitions"),
+        "total": total,
+        "published": published,
+        "failed": failed,
+        "counts": {k.removeprefix("unit_"): v for k, v in sorted(outcome.items())},
+        "rate": rate,
+        "eta": remaining / rate if rate > 0 else None,
+        "failures": by_asset,
+    }
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    import json
+
+    return json.loads(text) if text else {}

@@ -147,6 +147,16 @@ class RunState:
             mine = units[owners == j]
             self._ready[j].extend((mine[::-1] if self._newest else mine).tolist())
 
+    def next_asset(self) -> int | None:
+        """The position (in the plan) of the asset `take` serves next: the deepest with ready units."""
+        for j in self._asset_order:
+            queue = self._ready[j]
+            while queue and self.status[queue[0]] != UnitStatus.READY:
+                queue.popleft()  # cancelled leftovers
+            if queue:
+                return j
+        return None
+
     def take(self, limit: int) -> list[int]:
         """Up to `limit` ready units of one asset (the deepest that has any), now RUNNING."""
         for j in self._asset_order:

@@ -151,3 +151,48 @@ def journal_daily(journal: pl.LazyFrame) -> pl.LazyFrame:
 GATED = lf.Pipeline(
     [customers, orders, order_totals, ledger, journal, ledger_daily, journal_daily], name="gated"
 )
+
+
+# -- a pipeline for backfills (tests/test_backfill.py) -------------------------------------------
+YEAR = lf.DailyPartitions(start="2023-01-01", end="2024-02-05")  # 400 days
+
+
+def _span(asset: str, work: float) -> None:
+    """Record when this unit ran (for concurrency tests) and take `work` seconds."""
+    started = time.time()
+    if work:
+        time.sleep(work)
+    if control("record-spans") is not None:
+        with open(
+            Path(os.environ["LAKEFLOW_TEST_CONTROL"]) / f"span-{asset}-{started}-{os.getpid()}", "w"
+        ) as out:
+            out.write(f"{started} {time.time()}")
+
+
+@lf.asset(partitions=YEAR, retry=lf.RetryPolicy(attempts=1))
+def readings(ctx: lf.Context) -> pl.DataFrame:
+    steer("readings", ctx.partition.key)
+    slow = control("slow-readings")
+    _span("readings", float(slow.read_text() or "0.05") if slow is not None else 0.0)
+    day = YEAR.index(ctx.partition.key)
+    return pl.DataFrame({"sensor": ["a", "b", "c"], "value": [day, day * 2, 1]})
+
+
+@lf.asset(partitions=YEAR)
+def daily_sum(readings: pl.LazyFrame) -> pl.LazyFrame:
+    return readings.select(pl.col("value").sum().alias("total"))
+
+
+@lf.asset(partitions=YEAR, inputs={"running_total": lf.previous()})
+def running_total(
+    ctx: lf.Context, daily_sum: pl.LazyFrame, running_total: pl.LazyFrame
+) -> pl.LazyFrame:
+    """Every day's total plus the day before's running total: a chain, link after link. The
+    first day has no day before: its input is empty (without columns while the table is new)."""
+    before = (
+        running_total.collect()["total"].sum() if "total" in running_total.collect_schema() else 0
+    )
+    return daily_sum.select((pl.col("total") + before).alias("total"))
+
+
+BACKFILL = lf.Pipeline([readings, daily_sum, running_total], name="backfill")

@@ -265,3 +265,40 @@ def test_a_table_that_appears_later_is_followed_from_its_first_version(table):
     commits = state.refresh(lake)
     assert [c.version for c in commits] == [0] and state.exists and state.column == "date"
     assert state.schema is not None and state.schema.names == ["id", "date"]
+
+
+def test_another_writers_commit_with_our_transaction_number_is_not_taken_for_ours(
+    table, monkeypatch
+):
+    """Two controllers of one lake (say, one outliving its killed driver) both number their
+    commits (lakeflow, n): a conflict must not make us believe their commit was ours."""
+    from deltalake import CommitProperties, Transaction
+    from deltalake.exceptions import CommitFailedError
+
+    lake, url = table
+    _, state = commit(lake, url, [stage(lake, url, "2024-01-01", day_frame("2024-01-01"))])
+    real = publish_module._commit_once
+    calls = []
+
+    def someone_else_first(handle, actions, *args):
+        if not calls:
+            calls.append(1)
+            other = stage(lake, url, "2024-01-09", day_frame("2024-01-09"))
+            twin = DeltaTable(url)
+            twin.create_write_transaction(
+                publish_module._actions("date", [other]), mode="overwrite", schema=state.schema,
+                partition_by=["date"], partition_filters=[("date", "in", ["2024-01-09"])],
+                commit_properties=CommitProperties(app_transactions=[Transaction(APP_ID, state.txn_version + 1)]),
+            )  # fmt: skip
+            raise CommitFailedError("a concurrent transaction deleted data this operation read")
+        return real(handle, actions, *args)
+
+    monkeypatch.setattr(publish_module, "_commit_once", someone_else_first)
+    ours = stage(lake, url, "2024-01-02", day_frame("2024-01-02"))
+    landed, _ = commit(lake, url, [ours], run_id="run-2", state=state)
+    assert landed.version == 2 and ours.files[0].path in dict(landed.added["2024-01-02"])
+    assert sorted(pl.read_delta(url)["date"].unique().to_list()) == [
+        "2024-01-01",
+        "2024-01-02",
+        "2024-01-09",
+    ]

@@ -138,6 +138,7 @@ def publish(
         if created is not None:
             return created
     keys = sorted({u.key for u in units})
+    marker = actions[0].path
     for attempt in range(_COMMIT_RETRIES):
         sequence = state.txn_version + 1
         properties = CommitProperties(
@@ -148,22 +149,22 @@ def publish(
         try:
             _commit_once(handle, actions, state.schema, column, keys, properties, hooks)
         except CommitFailedError:
-            landed = _landed(lake, state, sequence)
+            landed = _landed(lake, state, marker)
             if landed is not None:
                 return landed
             time.sleep(min(0.05 * 2**attempt, 1.0))
             continue
         except OSError as error:
-            landed = _landed(lake, state, sequence)
+            landed = _landed(lake, state, marker)
             if landed is not None:
                 return landed
             raise lake.unreachable(error) from error
         except Exception as error:
-            landed = _landed(lake, state, sequence)
+            landed = _landed(lake, state, marker)
             if landed is not None:
                 return landed
             raise LakeError(f"commit to {asset} failed: {str(error).splitlines()[0]}") from error
-        landed = _landed(lake, state, sequence)
+        landed = _landed(lake, state, marker)
         if landed is None:
             raise LakeError(
                 f"commit to {asset} reported success but its transaction is not in the log"
@@ -187,14 +188,17 @@ def _commit_once(handle: DeltaTable, actions, schema, column, keys, properties, 
     )
 
 
-def _landed(lake: Lake, state: TableState, sequence: int) -> Commit | None:
-    """Move `state` to the table's newest version; our commit with `sequence`, if it is there."""
+def _landed(lake: Lake, state: TableState, marker: str) -> Commit | None:
+    """Move `state` to the table's newest version; the commit that added `marker` (the path of
+    one of our staged files, unique to this attempt), if it is there. Recognizing our commit by
+    its content, not by the transaction number, keeps another writer's commit that happens to
+    carry the same number from being taken for ours."""
     try:
         commits = state.refresh(lake)
     except OSError as error:
         raise lake.unreachable(error) from error
     for commit in commits:
-        if commit.txn.get(APP_ID) == sequence:
+        if any(path == marker for files in commit.added.values() for path, _ in files):
             return commit
     return None
 
@@ -224,7 +228,7 @@ def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | No
             raise LakeError(
                 f"creating table {state.url} failed: {str(error).splitlines()[0]}"
             ) from error
-    landed = _landed(lake, state, 1)
+    landed = _landed(lake, state, actions[0].path)
     if landed is None and state.exists and state.handle is None:
         state.handle = DeltaTable(state.url, storage_options=lake.delta_options())
     return landed
