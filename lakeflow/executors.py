@@ -122,12 +122,15 @@ class RayExecutor:
         key, box = handle
         options = pipeline.assets[asset].resources.ray_options()
         task = self._remote.options(name=f"lakeflow:{asset}", max_retries=0, **options)
+        wire = [(u.index, u.attempt, u.inputs) for u in units]
         try:
-            return await task.remote(lake, run_id, key, box, list(units))
+            records = await task.remote(lake, run_id, key, box, asset, units[0].table_schema, wire)
         except self._ray.exceptions.RayError as error:
+            text = str(error).strip()
             raise TaskLost(
-                f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
             ) from error
+        return [UnitRecord.from_wire(asset, record) for record in records]
 
     async def audit_table(self, lake, handle, pipeline, asset, version):
         key, box = handle

@@ -16,7 +16,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import numpy as np
@@ -226,6 +226,7 @@ class TimeWindowPartitions(Partitions):
     def __post_init__(self) -> None:
         start = self._parse(self.start, self.unit, what="start")
         object.__setattr__(self, "_start", start)
+        object.__setattr__(self, "_first", start.astype("datetime64[s]").item())
         end = None
         if self.end is not None:
             end = self._parse_bound(self.end, what="end")[0]
@@ -295,8 +296,28 @@ class TimeWindowPartitions(Partitions):
             raise PartitionError(f"{key} is after the last partition {last}")
         return position
 
+    def _window(self, index: int) -> tuple[datetime, datetime]:
+        """The window of one partition, in plain Python (per-unit calls are hot in the controller)."""
+        first: datetime = self._first  # type: ignore[attr-defined]
+        if self.unit == "M":
+            months = first.year * 12 + first.month - 1 + index
+            start = datetime(months // 12, months % 12 + 1, 1)
+            months += 1
+            return start, datetime(months // 12, months % 12 + 1, 1)
+        step = timedelta(hours=1) if self.unit == "h" else timedelta(days=1)
+        start = first + step * index
+        return start, start + step
+
+    def key(self, index: int) -> str:
+        start, _ = self._window(index)
+        if self.unit == "D":
+            return f"{start.year:04d}-{start.month:02d}-{start.day:02d}"
+        if self.unit == "h":
+            return f"{start.year:04d}-{start.month:02d}-{start.day:02d}T{start.hour:02d}"
+        return f"{start.year:04d}-{start.month:02d}"
+
     def partition(self, index: int) -> Partition:
-        start, end = self.starts(np.array([index, index + 1])).tolist()
+        start, end = self._window(index)
         return Partition(self.key(index), start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
 
     def select(self, spec: str | Sequence[str] | None) -> np.ndarray:

@@ -11,6 +11,8 @@ upstream unit it reads runs in the same plan.
 
 from __future__ import annotations
 
+import bisect
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -148,12 +150,16 @@ class Plan:
         return int(self.offsets[-1])
 
     def asset_of(self, unit: int) -> int:
-        return int(np.searchsorted(self.offsets, unit, side="right") - 1)
+        return bisect.bisect_right(self._bounds, unit) - 1
+
+    @functools.cached_property
+    def _bounds(self) -> list[int]:
+        return self.offsets.tolist()
 
     def locate(self, unit: int) -> tuple[str, int]:
         """(asset, partition index) of a unit."""
         j = self.asset_of(unit)
-        return self.assets[j], int(self.indices[j][unit - self.offsets[j]])
+        return self.assets[j], int(self.indices[j][unit - self._bounds[j]])
 
     def unit(self, asset: str, index: int) -> int | None:
         j = self.assets.index(asset)

@@ -376,7 +376,8 @@ class Run:
             async with host.table_lock(asset):
                 table = host.tables[asset]
                 outputs = [
-                    UnitOutput(r.key, r.files, self.inputs.get(u, {}), r.schema) for u, r in batch
+                    UnitOutput(r.key, r.files, self.inputs.get(u, {}), r.schema_id, r.schema)
+                    for u, r in batch
                 ]
                 fits, misfits = split_by_schema(table, outputs)
                 by_key = {r.key: u for u, r in batch}

@@ -37,6 +37,7 @@ from .lake.staging import (
     normalize_output,
     polars_to_arrow_schema,
     quarantine_files,
+    schema_id,
     stage_output,
 )
 from .partitions import Partition
@@ -79,9 +80,10 @@ class UnitSpec:
     partition: Any  # lakeflow.partitions.Partition
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class UnitRecord:
-    """What a task reports for one unit. Kilobytes, whatever the data size."""
+    """What a task reports for one unit. Kilobytes, whatever the data size. The output's schema
+    travels only for a table that does not exist yet (it creates it); otherwise a fingerprint."""
 
     asset: str
     index: int
@@ -89,6 +91,7 @@ class UnitRecord:
     attempt: int
     files: tuple[StagedFile, ...] = ()
     schema: pa.Schema | None = None
+    schema_id: str = ""
     rows: int = 0
     bytes: int = 0
     started: float = 0.0
@@ -102,6 +105,19 @@ class UnitRecord:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def to_wire(self) -> tuple:
+        """A plain tuple: pickles several times faster than the dataclass (hot with tiny units)."""
+        return (
+            self.index, self.key, self.attempt, tuple(tuple(f) for f in self.files), self.schema,
+            self.schema_id, self.rows, self.bytes, self.started, self.seconds, self.error,
+            self.retryable, self.timings, self.checks, self.quarantine,
+        )  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, asset: str, wire: tuple) -> UnitRecord:
+        index, key, attempt, files, *rest = wire
+        return cls(asset, index, key, attempt, tuple(StagedFile(*f) for f in files), *rest)
 
 
 def read_input(lake: Lake, spec: InputSpec) -> pl.LazyFrame:
@@ -185,7 +201,8 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
         )  # fmt: skip
     return UnitRecord(
         unit.asset, unit.index, unit.key, unit.attempt,
-        files=() if quarantine else (staged,), schema=schema, rows=staged.rows, bytes=staged.size,
+        files=() if quarantine else (staged,), schema=schema if unit.table_schema is None else None,
+        schema_id=schema_id(schema, column), rows=staged.rows, bytes=staged.size,
         started=started, seconds=time.perf_counter() - clock, timings=timings,
         checks=results, quarantine=quarantine,
     )  # fmt: skip
@@ -253,20 +270,26 @@ def resolve_pipeline(key: str, box: list[Any]) -> Pipeline:
 
 
 def ray_task(
-    lake: Lake, run_id: str, pipeline_key: str, box: list[Any], units: Sequence[UnitSpec]
-) -> list[UnitRecord]:
-    """The remote task lakeflow submits (wrapped with ray.remote by the executor)."""
+    lake: Lake, run_id: str, pipeline_key: str, box: list[Any], asset: str, table_schema: pa.Schema | None,
+    units: Sequence[tuple[int, int, tuple[InputSpec, ...]]],
+) -> list[tuple]:  # fmt: skip
+    """The remote task lakeflow submits (wrapped with ray.remote by the executor). Units arrive as
+    (partition index, attempt, inputs) and leave as `UnitRecord.to_wire()` tuples."""
     try:
         pipeline = resolve_pipeline(pipeline_key, box)
     except Exception as error:  # the pipeline could not be unpickled here: every unit fails
         info = ErrorInfo.from_exception(
             LakeError(f"cannot load the pipeline in the worker: {error}")
         )
-        return [
-            UnitRecord(u.asset, u.index, u.key, u.attempt, error=info, retryable=False)
-            for u in units
-        ]
-    return execute_units(lake, run_id, pipeline, units)
+        return [UnitRecord(asset, i, "", attempt, error=info).to_wire() for i, attempt, _ in units]
+    partitions = pipeline.assets[asset].partitions
+    specs = [
+        UnitSpec(
+            asset, i, partitions.key(i), attempt, inputs, table_schema, partitions.partition(i)
+        )
+        for i, attempt, inputs in units
+    ]
+    return [record.to_wire() for record in execute_units(lake, run_id, pipeline, specs)]
 
 
 def ray_table_task(

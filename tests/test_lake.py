@@ -18,6 +18,7 @@ from lakeflow.lake.staging import (
     check_schema,
     normalize_output,
     polars_to_arrow_schema,
+    schema_id,
     stage_output,
 )
 
@@ -26,7 +27,7 @@ def stage(lake, url, key, frame, column="date", tag="run-1"):
     frame = normalize_output(frame, where="test", column=column, key=key)
     schema = polars_to_arrow_schema(frame.collect_schema())
     staged = stage_output(frame, lake=lake, table_url=url, column=column, key=key, tag=tag)
-    return UnitOutput(key, (staged,), {"up": 3}, schema)
+    return UnitOutput(key, (staged,), {"up": 3}, schema_id(schema, column), schema)
 
 
 def day_frame(key, n=3, offset=0):

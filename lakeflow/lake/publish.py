@@ -21,7 +21,7 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 from ..errors import LakeError, SchemaError
 from . import Lake
 from .log import APP_ID, METADATA_KEY, METADATA_VERSION, Commit, TableState
-from .staging import StagedFile, delta_type_map, partition_values
+from .staging import StagedFile, partition_values, schema_id
 
 __all__ = ["UnitOutput", "publish", "rollback"]
 
@@ -35,7 +35,8 @@ class UnitOutput:
     key: str
     files: tuple[StagedFile, ...]
     inputs: Mapping[str, int]
-    schema: pa.Schema  # the output's schema, without the partition column
+    schema_id: str  # fingerprint of the output's schema (staging.schema_id)
+    schema: pa.Schema | None = None  # the schema itself, needed to create the table
 
 
 def table_schema(output: pa.Schema, column: str | None) -> pa.Schema:
@@ -87,29 +88,17 @@ def split_by_schema(
     state: TableState, units: Sequence[UnitOutput]
 ) -> tuple[list[UnitOutput], list[tuple[UnitOutput, SchemaError]]]:
     """Units whose output fits the table (or the first output, for a new table) and the rest."""
-    column = state.column
-    expected = (
-        {k: v for k, v in delta_type_map(state.schema).items() if k != column}
-        if state.schema is not None
-        else None
-    )
+    expected = schema_id(state.schema, state.column) if state.schema is not None else None
     fits, misfits = [], []
     for unit in units:
-        produced = delta_type_map(unit.schema)
         if expected is None:
-            expected = produced
-        if produced == expected:
+            expected = unit.schema_id
+        if unit.schema_id == expected:
             fits.append(unit)
         else:
-            diff = sorted(set(produced.items()) ^ set(expected.items()))
-            misfits.append(
-                (
-                    unit,
-                    SchemaError(
-                        f"partition {unit.key}: output schema no longer matches the table: {diff}"
-                    ),
-                )
-            )
+            gap = sorted(set(unit.schema_id.split(";")) ^ set(expected.split(";")))
+            message = f"partition {unit.key}: output schema no longer matches the table: {gap}"
+            misfits.append((unit, SchemaError(message)))
     return fits, misfits
 
 
@@ -205,6 +194,8 @@ def _landed(lake: Lake, state: TableState, marker: str) -> Commit | None:
 
 def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | None:
     """Create the table with the units' data as version 0; None if someone else created it first."""
+    if units[0].schema is None:  # dispatched while the table existed; it is gone now
+        raise LakeError(f"table {state.url} disappeared while its units ran; they will run again")
     schema = table_schema(units[0].schema, column)
     from deltalake import Schema as DeltaSchema
 

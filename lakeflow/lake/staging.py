@@ -15,8 +15,8 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import polars as pl
 import pyarrow as pa
@@ -32,9 +32,8 @@ _MAX_STAT_STRING = 64  # writers truncate longer string statistics: such a max i
 _STATS_COLUMNS = 32  # Delta's default delta.dataSkippingNumIndexedCols
 
 
-@dataclass(frozen=True, slots=True)
-class StagedFile:
-    """A Parquet file written under a table root and waiting to be committed."""
+class StagedFile(NamedTuple):
+    """A Parquet file written under a table root and waiting to be committed (a tuple on the wire)."""
 
     path: str  # relative to the table root
     size: int
@@ -112,11 +111,16 @@ def normalize_output(output: Any, *, where: str, column: str | None, key: str) -
 
 def delta_type_map(schema: pa.Schema) -> dict[str, str]:
     """Column -> Delta type name, the level at which table and output schemas are compared."""
+    return dict(_delta_types(schema))
+
+
+@lru_cache(maxsize=256)
+def _delta_types(schema: pa.Schema) -> tuple[tuple[str, str], ...]:
     try:
         delta = DeltaSchema.from_arrow(schema)
     except Exception as error:
         raise SchemaError(f"schema cannot be stored in Delta: {error}".splitlines()[0]) from error
-    return {f.name: _type_name(f.type) for f in delta.fields}
+    return tuple((f.name, _type_name(f.type)) for f in delta.fields)
 
 
 def _type_name(delta_type: Any) -> str:
@@ -125,7 +129,19 @@ def _type_name(delta_type: Any) -> str:
 
 
 def polars_to_arrow_schema(schema: pl.Schema) -> pa.Schema:
-    return pl.DataFrame(schema=schema).to_arrow().schema
+    return _arrow_schema(tuple(schema.items()))
+
+
+@lru_cache(maxsize=256)
+def _arrow_schema(columns: tuple[tuple[str, Any], ...]) -> pa.Schema:
+    return pl.DataFrame(schema=dict(columns)).to_arrow().schema
+
+
+def schema_id(schema: pa.Schema, column: str | None) -> str:
+    """A fingerprint of a schema at the Delta level, without the partition column and the order."""
+    return ";".join(
+        sorted(f"{name}:{kind}" for name, kind in _delta_types(schema) if name != column)
+    )
 
 
 def check_schema(
