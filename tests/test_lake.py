@@ -128,7 +128,7 @@ def test_output_types_are_normalized_for_delta():
         "ny": pl.Series([dt.datetime(2024, 1, 1, 12)], dtype=pl.Datetime("us", "America/New_York")),
         "cat": pl.Series(["a"], dtype=pl.Categorical),
     })  # fmt: skip
-    out = normalize_output(frame, where="asset x", column=None, key="").collect()
+    out = normalize_output(frame, where="asset x", column=None, key="").lazy().collect()
     assert out.schema == {
         "u": pl.Int64,
         "ns": pl.Datetime("us"),
@@ -144,9 +144,9 @@ def test_output_types_are_normalized_for_delta():
 
 def test_partition_column_in_the_output_must_hold_the_key():
     same = pl.DataFrame({"date": ["2024-01-01"], "x": [1]})
-    assert normalize_output(same, where="a", column="date", key="2024-01-01").collect().columns == [
-        "x"
-    ]
+    assert normalize_output(same, where="a", column="date", key="2024-01-01").columns == ["x"]
+    lazy = normalize_output(same.lazy(), where="a", column="date", key="2024-01-01")
+    assert isinstance(lazy, pl.LazyFrame) and lazy.collect().columns == ["x"]  # lazy stays lazy
     with pytest.raises(SchemaError, match="holds values other than '2024-01-02'"):
         normalize_output(same, where="a", column="date", key="2024-01-02")
 

@@ -42,30 +42,32 @@ class StagedFile(NamedTuple):
     modification_time: int  # ms
 
 
-def _to_lazy(output: Any, where: str) -> pl.LazyFrame:
-    if isinstance(output, pl.LazyFrame):
+Frame = pl.DataFrame | pl.LazyFrame
+
+
+def _to_frame(output: Any, where: str) -> Frame:
+    """A polars frame, eager outputs kept eager (written directly) and lazy ones lazy (streamed)."""
+    if isinstance(output, pl.LazyFrame | pl.DataFrame):
         return output
-    if isinstance(output, pl.DataFrame):
-        return output.lazy()
     if isinstance(output, pa.Table | pa.RecordBatch):
-        return pl.from_arrow(output).lazy()  # type: ignore[union-attr]
+        return pl.DataFrame(pl.from_arrow(output))
     kind = type(output).__module__ + "." + type(output).__qualname__
     if type(output).__module__.startswith("pandas"):
-        return pl.from_pandas(output).lazy()
+        return pl.from_pandas(output)
     raise SchemaError(
         f"{where} returned {kind}",
         hint="return a polars DataFrame or LazyFrame, or a pyarrow Table",
     )
 
 
-def normalize_output(output: Any, *, where: str, column: str | None, key: str) -> pl.LazyFrame:
-    """The output as a LazyFrame of Delta-faithful types, without the partition column.
+def normalize_output(output: Any, *, where: str, column: str | None, key: str) -> Frame:
+    """The output as a polars frame of Delta-faithful types, without the partition column.
 
     Unsigned integers widen to the next signed type, nanosecond and millisecond timestamps become
     microseconds (Delta's unit), zoned timestamps become UTC, categoricals become strings. Types
     Delta cannot store (time, duration, untyped nulls, objects) are refused by name.
     """
-    frame = _to_lazy(output, where)
+    frame = _to_frame(output, where)
     schema = frame.collect_schema()
     casts: list[pl.Expr] = []
     widen: dict[Any, Any] = {
@@ -98,7 +100,7 @@ def normalize_output(output: Any, *, where: str, column: str | None, key: str) -
         frame = frame.with_columns(casts)
     if column and column in schema:
         mismatched = (
-            frame.filter(pl.col(column).cast(pl.String) != key).select(pl.len()).collect().item()
+            frame.lazy().filter(pl.col(column).cast(pl.String) != key).select(pl.len()).collect().item()
         )
         if mismatched:
             raise SchemaError(
@@ -233,7 +235,7 @@ def delta_stats(metadata: pq.FileMetaData) -> str:
 
 
 def stage_output(
-    frame: pl.LazyFrame,
+    frame: Frame,
     *,
     lake: Lake,
     table_url: str,
@@ -251,13 +253,13 @@ def stage_output(
     uri = lake.uri(table_url, relative)
     if order is not None:
         frame = frame.select(order)
-    if lake.is_s3:
-        frame.sink_parquet(
-            uri, storage_options=lake.delta_options(), compression="zstd", statistics=True
-        )
-    else:
+    options = lake.delta_options() if lake.is_s3 else None
+    if not lake.is_s3:
         os.makedirs(os.path.dirname(uri), exist_ok=True)
-        frame.sink_parquet(uri, compression="zstd", statistics=True)
+    if isinstance(frame, pl.DataFrame):  # already in memory: write it, no streaming engine
+        frame.write_parquet(uri, storage_options=options, compression="zstd", statistics=True)
+    else:  # lazy: stream it, whatever its size
+        frame.sink_parquet(uri, storage_options=options, compression="zstd", statistics=True)
     fs = lake.filesystem()
     path = lake.path(uri)
     with fs.open_input_file(path) as handle:
