@@ -69,6 +69,7 @@ class Run:
         self.handle = host.executor.prepare(run_id, pipeline)
         self.prior = prior or {}  # asset -> {partition index: version} published before a restart
         self.inputs: dict[int, dict[str, int]] = {}  # unit -> input versions it read
+        self._keys: dict[int, str] = {}  # unit -> partition key, while under way
         self.staged: dict[str, list[tuple[int, UnitRecord]]] = {}
         self.staged_since: dict[str, float] = {}
         self.running: dict[str, int] = {}  # asset -> units in flight
@@ -194,7 +195,6 @@ class Run:
         plan, pipeline, tables = self.plan, self.pipeline, self.host.tables
         asset, index = plan.locate(unit)
         position = unit - int(plan.offsets[plan.asset_of(unit)])
-        definition = pipeline[asset]
         inputs = []
         for edge in pipeline.upstream(asset):
             lo, hi = (int(x[position]) for x in plan.ranges[(asset, edge.up)])
@@ -209,18 +209,8 @@ class Run:
                 keys=(None if hi - lo == len(up_parts) else tuple(keys)) if whole else None,
                 schema=table.schema, whole_table=whole,
             ))  # fmt: skip
-        partitions = definition.partitions
         attempt = int(self.state.attempts[unit])
-        schema = tables[asset].schema
-        return UnitSpec(
-            asset,
-            index,
-            partitions.key(index),
-            attempt,
-            tuple(inputs),
-            schema,
-            partitions.partition(index),
-        )
+        return UnitSpec(asset, index, self.key(unit), attempt, tuple(inputs), tables[asset].schema)
 
     async def _task(self, asset: str, units: list[int], specs: list[UnitSpec]) -> None:
         host = self.host
@@ -345,10 +335,17 @@ class Run:
         for down in held:
             self._event(down, "unit_blocked", message=cause)
 
+    def key(self, unit: int) -> str:
+        """The partition key of a unit, computed once while the unit is under way."""
+        key = self._keys.get(unit)
+        if key is None:
+            asset, index = self.plan.locate(unit)
+            key = self._keys[unit] = self.pipeline[asset].partitions.key(index)
+        return key
+
     def _event(self, unit: int, kind: str, **fields: Any) -> None:
-        asset, index = self.plan.locate(unit)
-        partition = self.pipeline[asset].partitions.key(index)
-        self.host.events.emit(Event(self.id, kind, asset=asset, partition=partition, **fields))
+        asset = self.plan.assets[self.plan.asset_of(unit)]
+        self.host.events.emit(Event(self.id, kind, asset=asset, partition=self.key(unit), **fields))
 
     # -- publishing ------------------------------------------------------------------------------
     def _publish_ready(self) -> None:
@@ -396,6 +393,8 @@ class Run:
                     self.inputs.pop(unit, None)
                     self._event(unit, "unit_published", version=commit.version, attempt=int(state.attempts[unit]),
                                 rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
+                    if not verify:
+                        self._keys.pop(unit, None)
                 host.committed(asset, commit)
                 if (
                     verify

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -77,7 +77,7 @@ class UnitSpec:
     attempt: int
     inputs: tuple[InputSpec, ...]
     table_schema: pa.Schema | None
-    partition: Any  # lakeflow.partitions.Partition
+    partition: Any = None  # lakeflow.partitions.Partition; None: derived from the index
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,8 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
     definition = pipeline.assets[unit.asset]
     table_url = lake.table_url(unit.asset)
     column = definition.partitions.column
+    if unit.partition is None:
+        unit = replace(unit, partition=definition.partitions.partition(unit.index))
     where = f"asset {unit.asset}" + (f" partition {unit.key}" if unit.key else "")
     timings: dict[str, float] = {}
     try:
@@ -283,12 +285,7 @@ def ray_task(
         )
         return [UnitRecord(asset, i, "", attempt, error=info).to_wire() for i, attempt, _ in units]
     partitions = pipeline.assets[asset].partitions
-    specs = [
-        UnitSpec(
-            asset, i, partitions.key(i), attempt, inputs, table_schema, partitions.partition(i)
-        )
-        for i, attempt, inputs in units
-    ]
+    specs = [UnitSpec(asset, i, partitions.key(i), attempt, inputs, table_schema) for i, attempt, inputs in units]
     return [record.to_wire() for record in execute_units(lake, run_id, pipeline, specs)]
 
 

@@ -100,7 +100,11 @@ def normalize_output(output: Any, *, where: str, column: str | None, key: str) -
         frame = frame.with_columns(casts)
     if column and column in schema:
         mismatched = (
-            frame.lazy().filter(pl.col(column).cast(pl.String) != key).select(pl.len()).collect().item()
+            frame.lazy()
+            .filter(pl.col(column).cast(pl.String) != key)
+            .select(pl.len())
+            .collect()
+            .item()
         )
         if mismatched:
             raise SchemaError(
