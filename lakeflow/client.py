@@ -39,6 +39,9 @@ def connect(
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address in (None, "local"):
+        # Each task here has one CPU: one polars thread per worker process, instead of a pool per
+        # process as large as the machine, all fighting over the same cores.
+        env = {"POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "1")}
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -46,6 +49,7 @@ def connect(
             object_store_memory=object_store_memory or 256 * 2**20,
             log_to_driver=log_to_driver,
             namespace=NAMESPACE,
+            runtime_env={"env_vars": env},
         )
     else:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)

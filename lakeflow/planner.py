@@ -15,6 +15,7 @@ import bisect
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -98,19 +99,24 @@ def _snapshot(
     count = len(snap.present)
     keys = list(state.touched)
     index = partitions.indices(keys) if partitions.is_partitioned else np.zeros(len(keys), np.int64)
+    ours = index >= 0
+    where = index[ours]
+    kept = [k for k, keep in zip(keys, ours.tolist(), strict=True) if keep]
+    snap.touched[where] = np.fromiter((state.touched[k] for k in kept), np.int64, len(kept))
+    snap.present[where] = np.fromiter((bool(state.files.get(k)) for k in kept), bool, len(kept))
     inputs = {name: np.full(count, -1, np.int64) for name in upstream}
-    for key, i in zip(keys, index.tolist(), strict=True):
-        if i < 0:
-            continue
-        snap.touched[i] = state.touched[key]
-        snap.present[i] = bool(state.files.get(key))
-        info = state.published.get(key)
+    infos = [state.published.get(k) for k in kept]
+    # publishes come in groups sharing one record: fill the arrays group by group
+    groups: dict[int, tuple[Any, list[int]]] = {}
+    for i, info in zip(where.tolist(), infos, strict=True):
         if info is not None:
-            snap.code[i] = info.code_version
-            snap.run[i] = info.run_id
-            for name, version in info.inputs.items():
-                if name in inputs:
-                    inputs[name][i] = version
+            groups.setdefault(id(info), (info, []))[1].append(i)
+    for info, members in groups.values():
+        snap.code[members] = info.code_version
+        snap.run[members] = info.run_id
+        for name, version in info.inputs.items():
+            if name in inputs:
+                inputs[name][members] = version
     return AssetSnapshot(state.version, snap.present, snap.touched, snap.code, snap.run, inputs)
 
 

@@ -190,6 +190,7 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
                 key=unit.key,
                 tag=tag,
                 order=order,
+                compression=definition.compression,
             )
         timings["stage"] = time.perf_counter() - clock - timings["read"] - timings["compute"]
         results, quarantine = audit(lake, run_id, definition, unit, staged, frames)
@@ -285,7 +286,10 @@ def ray_task(
         )
         return [UnitRecord(asset, i, "", attempt, error=info).to_wire() for i, attempt, _ in units]
     partitions = pipeline.assets[asset].partitions
-    specs = [UnitSpec(asset, i, partitions.key(i), attempt, inputs, table_schema) for i, attempt, inputs in units]
+    specs = [
+        UnitSpec(asset, i, partitions.key(i), attempt, inputs, table_schema)
+        for i, attempt, inputs in units
+    ]
     return [record.to_wire() for record in execute_units(lake, run_id, pipeline, specs)]
 
 

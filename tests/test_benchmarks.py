@@ -15,6 +15,9 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
     [
         ("bench_pipeline.py", ["--executor", "local"], "| lakeflow (local) |"),
         ("bench_checks.py", [], "| 10,000 |"),
+        ("bench_control_plane.py", [], "| 1,000 |"),
+        ("bench_tpch.py", [], "| lakeflow backfill: lineitem |"),
+        ("bench_planning.py", [], "| empty lake: plan | 100,000 |"),
     ],
 )
 def test_benchmark_script_runs_quick(script, args, expected, tmp_path):

@@ -247,6 +247,7 @@ def stage_output(
     key: str,
     tag: str,
     order: list[str] | None = None,
+    compression: Any = "snappy",  # one of polars' ParquetCompression names
 ) -> StagedFile:
     """Write `frame` as one Parquet file under the partition's directory, uncommitted.
 
@@ -261,9 +262,9 @@ def stage_output(
     if not lake.is_s3:
         os.makedirs(os.path.dirname(uri), exist_ok=True)
     if isinstance(frame, pl.DataFrame):  # already in memory: write it, no streaming engine
-        frame.write_parquet(uri, storage_options=options, compression="zstd", statistics=True)
+        frame.write_parquet(uri, storage_options=options, compression=compression, statistics=True)
     else:  # lazy: stream it, whatever its size
-        frame.sink_parquet(uri, storage_options=options, compression="zstd", statistics=True)
+        frame.sink_parquet(uri, storage_options=options, compression=compression, statistics=True)
     fs = lake.filesystem()
     path = lake.path(uri)
     with fs.open_input_file(path) as handle:

@@ -1,0 +1,85 @@
+"""TPC-H lineitem for the throughput benchmark: generation with tpchgen-cli, a landing zone of one
+Parquet file per ship date, and the lakeflow pipeline that backfills it (lineitem by ship date,
+and a daily revenue mart)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def landing(scale: float) -> Path:
+    """`data/tpch-sf<scale>/landing/<YYYY-MM-DD>.parquet`, generated once and kept."""
+    root = DATA / f"tpch-sf{scale:g}"
+    folder = root / "landing"
+    done = folder / "_complete"
+    if done.exists():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    generator = shutil.which("tpchgen-cli") or str(Path(sys.executable).parent / "tpchgen-cli")
+    if not Path(generator).exists():
+        raise SystemExit("tpchgen-cli is not installed: pip install -e '.[bench]'")
+    subprocess.run(
+        [generator, "parquet", "-s", f"{scale:g}", "--tables=lineitem", f"--output-dir={root}"],
+        check=True,
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    frame = pl.read_parquet(root / "lineitem.parquet")
+    for (day,), rows in frame.partition_by("l_shipdate", as_dict=True).items():
+        rows.write_parquet(folder / f"{day}.parquet")
+    (root / "lineitem.parquet").unlink()
+    done.touch()
+    return folder
+
+
+def landing_size(folder: Path) -> tuple[int, int]:
+    """(files, bytes) of the landing zone."""
+    files = [f for f in os.listdir(folder) if f.endswith(".parquet")]
+    return len(files), sum((folder / f).stat().st_size for f in files)
+
+
+def pipeline(folder: Path, lake: str):
+    import lakeflow as lf
+
+    days = sorted(f.removesuffix(".parquet") for f in os.listdir(folder) if f.endswith(".parquet"))
+    partitions = lf.DailyPartitions(
+        start=days[0],
+        end=str(pl.Series([days[-1]]).str.to_date()[0] + __import__("datetime").timedelta(days=1)),
+    )
+    source = str(folder)
+
+    def lineitem(ctx: lf.Context) -> pl.LazyFrame:
+        """The day's line items as they landed (a missing day has none)."""
+        path = f"{source}/{ctx.partition.key}.parquet"
+        if not os.path.exists(path):
+            return pl.scan_parquet(next(Path(source).glob("*.parquet"))).head(0)
+        return pl.scan_parquet(path)
+
+    def daily_revenue(lineitem: pl.LazyFrame) -> pl.LazyFrame:
+        """TPC-H Q1's measures for the day, per return flag and line status."""
+        price = pl.col("l_extendedprice").cast(pl.Float64)
+        discount = pl.col("l_discount").cast(pl.Float64)
+        return (
+            lineitem.group_by("l_returnflag", "l_linestatus")
+            .agg(
+                pl.col("l_quantity").cast(pl.Float64).sum().alias("sum_qty"),
+                price.sum().alias("sum_base_price"),
+                (price * (1 - discount)).sum().alias("sum_disc_price"),
+                pl.len().alias("count_order"),
+            )
+            .sort("l_returnflag", "l_linestatus")
+        )
+
+    return lf.Pipeline(
+        [lf.asset(lineitem, partitions=partitions), lf.asset(daily_revenue, partitions=partitions)],
+        lake=lake,
+        name="tpch",
+    )
