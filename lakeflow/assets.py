@@ -20,7 +20,7 @@ from .errors import DefinitionError
 from .mappings import AllPartitions, PartitionMapping
 from .partitions import Partition, Partitions, Unpartitioned
 
-__all__ = ["AssetDef", "Context", "Resources", "RetryPolicy", "asset"]
+__all__ = ["AssetDef", "Context", "Resources", "RetryPolicy", "asset", "source"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CONTEXT_PARAMS = ("ctx", "context")
@@ -124,6 +124,9 @@ class AssetDef:
     group: str = "default"
     on_fail: Literal["hold", "rollback"] = "hold"
     compression: str = "snappy"
+    automation: Any = None  # an `OnUpstreamCommit` policy: run when upstream tables change
+    source: bool = False  # a table someone else writes; lakeflow watches it, never writes it
+    url: str | None = None  # where the table lives when not at <lake>/<name> (sources)
 
     @property
     def unit_checks(self) -> tuple[Any, ...]:
@@ -142,7 +145,13 @@ class AssetDef:
     def deps(self) -> tuple[str, ...]:
         return tuple(self.inputs)
 
+    def table_url(self, lake: Any) -> str:
+        """Where this asset's Delta table lives in `lake`."""
+        return self.url or lake.table_url(self.name)
+
     def __repr__(self) -> str:
+        if self.source:
+            return f"<source {self.name} ({self.partitions.describe()})>"
         deps = f", deps={list(self.inputs)}" if self.inputs else ""
         return f"<asset {self.name} ({self.partitions.describe()}){deps}>"
 
@@ -162,6 +171,7 @@ def asset(
     group: str = "default",
     on_fail: Literal["hold", "rollback"] = "hold",
     compression: Literal["snappy", "zstd", "lz4", "gzip", "uncompressed"] = "snappy",
+    automation: Any = None,
 ) -> Any:
     """Declare an asset. Use bare (`@asset`) or with options (`@asset(partitions=daily)`).
 
@@ -180,6 +190,8 @@ def asset(
       the table to the version before the commit.
     - compression: of the Parquet files; snappy (the Delta convention: fast) by default, zstd for
       smaller files at more CPU.
+    - automation: `lf.on_upstream_commit(...)` re-materializes the partitions an upstream commit
+      changed while `lakeflow up` runs.
     """
 
     def build(function: Callable[..., Any]) -> AssetDef:
@@ -225,6 +237,19 @@ def asset(
                 )
             mappings[upstream] = mapping
         policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or RetryPolicy())
+        if automation is not None and not hasattr(automation, "require"):
+            raise DefinitionError(
+                f"asset {asset_name}: automation must be lf.on_upstream_commit(...), not {automation!r}"
+            )
+        if automation is not None and not mappings:
+            raise DefinitionError(
+                f"asset {asset_name}: automation=on_upstream_commit needs upstream assets or sources"
+            )
+        for name_ in getattr(automation, "inputs", None) or ():
+            if name_ not in mappings:
+                raise DefinitionError(
+                    f"asset {asset_name}: on_upstream_commit names {name_!r}, which it does not read"
+                )
         return AssetDef(
             name=asset_name,
             fn=function,
@@ -240,6 +265,45 @@ def asset(
             group=group,
             on_fail=on_fail,
             compression=compression,
+            automation=automation,
         )
 
     return build(fn) if fn is not None else build
+
+
+def _written_elsewhere(*args: Any, **kwargs: Any) -> Any:
+    raise DefinitionError("a source table is written by its own producer, never by lakeflow")
+
+
+def source(
+    name: str,
+    *,
+    partitions: Partitions | None = None,
+    url: str | None = None,
+    description: str = "",
+) -> AssetDef:
+    """Declare a Delta table that someone else writes (Spark, a notebook, another team's job).
+    lakeflow never writes it; its commits trigger the assets that read it with
+    `automation=lf.on_upstream_commit()`.
+
+    >>> trips = lf.source("trips", partitions=lf.DailyPartitions(start="2024-01-01", column="day"))
+
+    - partitions: how the producer partitions the table (the partition column and its keys).
+    - url: where the table lives; default `<lake>/<name>`. It shares the lake's storage options.
+    """
+    if not _NAME.match(name):
+        raise DefinitionError(f"source name {name!r} must be a Python identifier")
+    return AssetDef(
+        name=name,
+        fn=_written_elsewhere,
+        partitions=partitions if partitions is not None else Unpartitioned(),
+        inputs={},
+        data_inputs=(),
+        context_param=None,
+        code_version="source",
+        retry=RetryPolicy(attempts=1),
+        resources=Resources(),
+        description=description,
+        source=True,
+        url=url.rstrip("/") if url else None,
+    )

@@ -6,6 +6,9 @@
     lakeflow assets pipelines/flights.py
     lakeflow status pipelines/flights.py
     lakeflow checks pipelines/flights.py --failed
+    lakeflow up pipelines/flights.py [--http 127.0.0.1:8080] [--detach]
+    lakeflow down pipelines/flights.py
+    lakeflow subscribe pipelines/flights.py daily_revenue [--webhook URL]
 
 Exit codes: 0 every requested unit was published or already fresh; 1 some were not (a failure,
 a failed check, a unit held behind one); 2 the request itself was wrong (bad selection,
@@ -121,6 +124,40 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--failed", action="store_true", help="only checks that did not pass")
     audit.add_argument("--history", action="store_true", help="every result, not only the latest")
     audit.add_argument("--json", action="store_true", help="print as JSON")
+
+    serve = commands.add_parser(
+        "up", help="run the pipeline's triggers (commits, schedules, files, HTTP) until stopped"
+    )
+    _pipeline_args(serve)
+    serve.add_argument("--executor", choices=["ray", "local"], default="ray")
+    serve.add_argument(
+        "--address", help="Ray cluster address (default: a local Ray for this command)"
+    )
+    serve.add_argument("--http", metavar="HOST:PORT", help="serve POST /runs here (token required)")
+    serve.add_argument(
+        "--token", help="the HTTP token (default: $LAKEFLOW_HTTP_TOKEN, else a new one)"
+    )
+    serve.add_argument(
+        "--poll", type=float, default=0.1, help="seconds between looks for outside commits"
+    )
+    serve.add_argument(
+        "--detach", action="store_true",
+        help="return at once: the triggers keep running (in the cluster's controller with --address, "
+        "else in a background process) until `lakeflow down`",
+    )  # fmt: skip
+
+    halt = commands.add_parser("down", help="stop the triggers `lakeflow up` started")
+    _pipeline_args(halt)
+
+    follow = commands.add_parser(
+        "subscribe", help="print (or POST) every publish of an asset or source"
+    )
+    _pipeline_args(follow)
+    follow.add_argument("asset")
+    follow.add_argument("--webhook", help="POST each publish as JSON to this URL")
+    follow.add_argument(
+        "--from-version", type=int, help="first version to deliver (default: new ones)"
+    )
     return parser
 
 
@@ -156,6 +193,7 @@ def _pipeline(args: argparse.Namespace) -> Any:
             lake=lake,
             storage_options=pipeline.storage_options,
             name=pipeline.name,
+            triggers=pipeline.triggers,
         )
     return pipeline
 
@@ -302,6 +340,125 @@ def _look_after(argv: Sequence[str], console: Console) -> int:
     return _report(result, args, console)
 
 
+def _up(args: argparse.Namespace, console: Console) -> int:
+    """`lakeflow up`: start the triggers, then watch them until Ctrl-C or `lakeflow down`."""
+    import secrets
+    import subprocess
+    import time
+
+    from .client import controller_client
+    from .lake import Lake
+    from .triggers import TriggerOptions
+
+    pipeline = _pipeline(args)
+    if args.detach and not args.address:  # a local Ray lives as long as its process: start one
+        argv = [sys.executable, "-m", "lakeflow.cli", *[a for a in args.argv if a != "--detach"]]
+        path = os.path.join(os.getcwd(), f"lakeflow-up-{pipeline.name}.log")
+        with open(path, "ab") as log:
+            child = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        console.print(
+            f"lakeflow up: running in the background (pid {child.pid}, log {path}); "
+            "stop it with `lakeflow down`",
+            highlight=False,
+        )
+        return EXIT_OK
+    lake = Lake(pipeline.lake, pipeline.storage_options)
+    token = args.token or os.environ.get("LAKEFLOW_HTTP_TOKEN") or secrets.token_urlsafe(24)
+
+    def serve() -> int:
+        from .web import TriggerServer
+
+        client = controller_client(lake, args.executor, None, args.address)
+        status = client.call("up", pipeline, TriggerOptions(poll=args.poll))
+        console.print(
+            f"lakeflow up: {pipeline.name} on {lake.url}: watching {len(status['cursors'])} tables, "
+            f"{len(status['schedules'])} schedules, {len(status['sensors'])} file sensors",
+            highlight=False,
+        )
+        server = None
+        if args.http:
+            host, _, port = args.http.rpartition(":")
+            server = TriggerServer(host or "127.0.0.1", int(port), token, client, pipeline)
+            shown = (
+                token if not (args.token or os.environ.get("LAKEFLOW_HTTP_TOKEN")) else "(given)"
+            )
+            console.print(f"lakeflow up: POST {server.address}/runs with Authorization: Bearer {shown}",
+                          highlight=False)  # fmt: skip
+        if args.detach:
+            return EXIT_OK
+        seen: set[str] = set()
+        try:
+            while True:
+                time.sleep(1.0)
+                status = client.call("trigger_status")
+                if status is None:
+                    console.print("lakeflow up: stopped by `lakeflow down`", highlight=False)
+                    return EXIT_OK
+                for run_id, origin in status.get("recent", []):
+                    if run_id not in seen:
+                        seen.add(run_id)
+                        console.print(f"  run {run_id} <- {origin}", highlight=False)
+        except KeyboardInterrupt:
+            client.call("down")
+            console.print(
+                "lakeflow up: stopped; runs in flight were left to finish", highlight=False
+            )
+            return EXIT_OK
+        finally:
+            if server is not None:
+                server.close()
+
+    return _on_ray(args, serve)
+
+
+def _down(args: argparse.Namespace, console: Console) -> int:
+    from .service import down
+
+    if down(_pipeline(args)):
+        console.print("lakeflow down: the triggers stopped", highlight=False)
+        return EXIT_OK
+    console.print("lakeflow down: no triggers were up on this lake", highlight=False)
+    return EXIT_FAILED
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    import time
+    import urllib.request
+
+    from .service import subscribe
+
+    def deliver(publish: Any) -> None:
+        line = json.dumps(_as_dict(publish))
+        if args.webhook:
+            request = urllib.request.Request(
+                args.webhook, data=line.encode(), headers={"Content-Type": "application/json"}
+            )
+            urllib.request.urlopen(request, timeout=10).close()
+        print(line, flush=True)
+
+    subscription = subscribe(
+        args.asset, deliver, pipeline=_pipeline(args), from_version=args.from_version
+    )
+    try:
+        while True:
+            time.sleep(1.0)
+            for error in subscription.errors[-1:]:
+                print(f"lakeflow subscribe: {error}", file=sys.stderr)
+            subscription.errors.clear()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        subscription.stop()
+
+
+def _as_dict(publish: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(publish)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=False, soft_wrap=True)
@@ -313,6 +470,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _materialize(args, console)
         if args.command == "backfill":
             return _backfill(args, console)
+        if args.command == "up":
+            args.argv = argv
+            return _up(args, console)
+        if args.command == "down":
+            return _down(args, console)
+        if args.command == "subscribe":
+            return _subscribe(args)
         pipeline = _pipeline(args)
         if args.command == "assets":
             print(pipeline.describe())

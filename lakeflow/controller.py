@@ -24,10 +24,12 @@ from .executors import Executor
 from .graph import Pipeline
 from .lake import Lake
 from .lake.log import Commit, TableState
+from .partitions import FilePartitions
 from .planner import Plan, Request, build_plan, snapshot
 from .runner import Run
 from .runs import (
     RUNS_DIR,
+    _pickler,
     cancel_marker,
     dump_request,
     failed_partitions,
@@ -35,6 +37,9 @@ from .runs import (
     plan_result,
     unfinished_runs,
 )
+from .triggers import DOWN_MARKER, TriggerOptions, Triggers, load_registry
+
+UP_BLOB = "_lakeflow/triggers/pipeline.pkl"  # the pipeline whose triggers are up
 
 __all__ = ["Controller", "ControllerOptions", "actor_class"]
 
@@ -85,6 +90,7 @@ class Controller:
         self._slots: tuple[float, int] = (float("-inf"), 1)
         self._background: set[asyncio.Task] = set()
         self._started = False
+        self.triggers: Triggers | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self, *, resume: bool | None = None) -> None:
@@ -100,6 +106,12 @@ class Controller:
                     await self.resume(run_id)
             except LakeflowError as error:  # the lake is away: serve new requests, which report it
                 self.events.emit(Event("", "controller_recovery_failed", message=str(error)))
+            try:
+                await self._bring_triggers_back()
+            except Exception as error:
+                self.events.emit(
+                    Event("", "controller_recovery_failed", message=f"triggers: {error}")
+                )
 
     def spawn(self, coroutine: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -114,8 +126,11 @@ class Controller:
             if not self.events.pending():
                 continue
             try:
+                began = time.monotonic()
                 await asyncio.to_thread(self.events.flush)
-                delay = self.options.flush_interval
+                # an append costs more as the log grows: keep its share of the controller ~5%
+                spent = time.monotonic() - began
+                delay = max(self.options.flush_interval, min(10.0, 20 * spent))
             except Exception:  # the lake is away: keep the events, try again less often
                 delay = min(30.0, delay * 2)
 
@@ -137,6 +152,9 @@ class Controller:
 
     async def close(self) -> None:
         """Stop the runs' loops and background work; write what events are buffered."""
+        if self.triggers is not None:
+            await self.triggers.stop()
+            self.triggers = None
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -165,15 +183,63 @@ class Controller:
         for listener in self.listeners:
             listener(asset, commit)
 
+    def released(self, asset: str, version: int, passed: bool) -> None:
+        """A commit of ours is final: its table checks passed (or there were none) or failed.
+        The triggers hear of it at once, with no poll wait."""
+        if self.triggers is not None:
+            self.triggers.released(asset, version, passed)
+
+    # -- triggers --------------------------------------------------------------------------------
+    async def up(self, pipeline: Pipeline, options: TriggerOptions | None = None) -> dict[str, Any]:
+        """Run `pipeline`'s triggers (commit subscriptions, schedules, file sensors) until `down`.
+        The pipeline is kept in the lake, so a restarted controller brings them back."""
+        await self.start()
+        await asyncio.to_thread(self.lake.check_reachable)
+        await asyncio.to_thread(self._remove, DOWN_MARKER)  # a stale `down` from before
+        if self.triggers is not None:
+            await self.triggers.stop()
+        self.triggers = Triggers(self, pipeline, options)
+        await self.triggers.start()
+        blob = dump_request(pipeline, None, "up")  # type: ignore[arg-type]
+        await asyncio.to_thread(self.lake.write_bytes, f"{self.lake.url}/{UP_BLOB}", blob)
+        return self.triggers.status()
+
+    async def down(self) -> bool:
+        """Stop the triggers; runs in flight carry on."""
+        if self.triggers is not None:
+            await self.triggers.stop()
+            await asyncio.to_thread(self.events.flush)
+        was_up = self.triggers is not None
+        self.triggers = None
+        await asyncio.to_thread(self._remove, UP_BLOB)
+        await asyncio.to_thread(self._remove, DOWN_MARKER)
+        return was_up
+
+    def _remove(self, relative: str) -> None:
+        url = f"{self.lake.url}/{relative}"
+        if self.lake.exists(url):
+            self.lake.filesystem().delete_file(self.lake.path(url))
+
+    async def _bring_triggers_back(self) -> None:
+        """After a restart: the triggers that were up come back, from their cursors."""
+        blob = await asyncio.to_thread(self.lake.read_bytes, f"{self.lake.url}/{UP_BLOB}")
+        if blob is None or self.triggers is not None:
+            return
+        pipeline = _pickler().loads(blob)["pipeline"]
+        self.triggers = Triggers(self, pipeline)
+        await self.triggers.start()
+
+    def trigger_status(self) -> dict[str, Any] | None:
+        return self.triggers.status() if self.triggers is not None else None
+
     # -- tables and plans ------------------------------------------------------------------------
     async def table(self, pipeline: Pipeline, name: str) -> TableState:
         """The table of asset `name`, opened once and brought up to date on every call."""
         state = self.tables.get(name)
         column = pipeline[name].partitions.column
         if state is None:
-            state = await asyncio.to_thread(
-                TableState.load, self.lake, self.lake.table_url(name), column=column
-            )
+            url = pipeline[name].table_url(self.lake)
+            state = await asyncio.to_thread(TableState.load, self.lake, url, column=column)
             if not state.exists:
                 state.column = column
             self.tables[name] = state
@@ -195,6 +261,9 @@ class Controller:
             needed.update(dict.fromkeys(e.up for e in pipeline.upstream(name)))
         snapshots = {}
         for name in needed:
+            parts = pipeline[name].partitions
+            if isinstance(parts, FilePartitions):  # the files its sensor has seen so far
+                parts.load(await asyncio.to_thread(load_registry, self.lake, name))
             state = await self.table(pipeline, name)
             with state.lock:
                 snapshots[name] = snapshot(
@@ -209,13 +278,22 @@ class Controller:
 
     # -- runs ----------------------------------------------------------------------------------
     async def submit(
-        self, pipeline: Pipeline, request: Request, origin: str = "api"
+        self,
+        pipeline: Pipeline,
+        request: Request,
+        origin: str = "api",
+        *,
+        trigger: dict[str, Any] | None = None,
+        skip_empty: bool = False,
     ) -> dict[str, Any]:
         """Plan and start a run; returns its summary. Planning errors raise here, before anything
-        is recorded."""
+        is recorded. `trigger` says what started it (kept with the run_requested event); with
+        `skip_empty` a plan with nothing to do makes no run (run_id None)."""
         await self.start()
         await asyncio.to_thread(self.lake.check_reachable)
         plan = await self.plan(pipeline, request)
+        if skip_empty and plan.size == 0:
+            return {"run_id": None, "units": 0, "done": True}
         run_id = new_run_id()
         blob = dump_request(pipeline, request, origin)
         await asyncio.to_thread(
@@ -224,7 +302,7 @@ class Controller:
         self.events.emit(Event(run_id, "run_requested", message=origin, detail={
             "kind": request.kind, "select": list(request.select), "partitions": request.partitions,
             "force": request.force, "only": request.only, "order": request.order, "units": plan.size,
-            "fresh": int(sum(len(v) for v in plan.fresh.values())),
+            "fresh": int(sum(len(v) for v in plan.fresh.values())), "trigger": trigger,
         }))  # fmt: skip
         await asyncio.to_thread(self.events.flush)
         return self._begin(run_id, pipeline, request, origin, plan).progress()
@@ -378,9 +456,11 @@ def actor_class() -> Any:
             start = self.controller.start(resume=True if restarted else None)
             self._ready = asyncio.get_running_loop().create_task(start)
 
-        async def submit(self, pipeline: Pipeline, request: Request, origin: str) -> dict[str, Any]:
+        async def submit(
+            self, pipeline: Pipeline, request: Request, origin: str, trigger: Any = None
+        ) -> dict[str, Any]:
             await self._ready
-            return await self.controller.submit(pipeline, request, origin)
+            return await self.controller.submit(pipeline, request, origin, trigger=trigger)
 
         async def resume(self, run_id: str) -> dict[str, Any]:
             await self._ready
@@ -402,12 +482,25 @@ def actor_class() -> Any:
             await self._ready
             return self.controller.cancel(run_id)
 
+        async def up(self, pipeline: Pipeline, options: Any = None) -> dict[str, Any]:
+            await self._ready
+            return await self.controller.up(pipeline, options)
+
+        async def down(self) -> bool:
+            await self._ready
+            return await self.controller.down()
+
+        async def trigger_status(self) -> dict[str, Any] | None:
+            await self._ready
+            return self.controller.trigger_status()
+
         async def ping(self) -> dict[str, Any]:
             import os
 
             await self._ready
             return {
                 "pid": os.getpid(),
+                "cpu_seconds": time.process_time(),
                 "runs": list(self.controller.runs),
                 "lake": self.controller.lake.url,
             }

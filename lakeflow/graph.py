@@ -51,8 +51,10 @@ class Pipeline:
         lake: str | Path = "./lake",
         storage_options: Mapping[str, str] | None = None,
         name: str = "pipeline",
+        triggers: Iterable[Any] = (),
     ) -> None:
         self.name = name
+        self.triggers = tuple(triggers)  # schedules and publish callbacks, run by `lakeflow up`
         self.lake = str(lake)
         self.storage_options = dict(storage_options or {})
         defined: dict[str, AssetDef] = {}
@@ -68,6 +70,13 @@ class Pipeline:
         self.assets: dict[str, AssetDef] = {n: defined[n] for n in self._toposort(defined)}
         self._up = {n: tuple(e for e in self._edges if e.down == n) for n in self.assets}
         self._down = {n: tuple(e for e in self._edges if e.up == n) for n in self.assets}
+        for trigger in self.triggers:
+            check = getattr(trigger, "validate", None)
+            if check is None:
+                raise DefinitionError(
+                    f"{trigger!r} is not a trigger; use lf.schedule(...) or lf.on_publish(...)"
+                )
+            check(self)
 
     # -- validation ----------------------------------------------------------------------------
     @staticmethod
@@ -147,7 +156,7 @@ class Pipeline:
         >>> pipeline.select("flights+,weather")
         """
         if selection is None:
-            return list(self.assets)
+            return [n for n, a in self.assets.items() if not a.source]
         terms = selection.split(",") if isinstance(selection, str) else list(selection)
         chosen: set[str] = set()
         for raw in terms:
@@ -160,15 +169,20 @@ class Pipeline:
                 raise SelectionError(
                     f"empty selection term {raw!r}", hint="write names like orders+ or +orders"
                 )
-            self[name]  # raises for unknown names
+            if self[name].source:  # raises for unknown names
+                raise SelectionError(
+                    f"{name} is a source: its producer writes it, lakeflow only watches it",
+                    hint=f"select the assets that read it ({name}+)",
+                )
             chosen.add(name)
             if term.startswith("+"):
                 chosen |= self._closure(name, self._up, "up")
             if term.endswith("+"):
                 chosen |= self._closure(name, self._down, "down")
-        if not chosen:
-            raise SelectionError(f"selection {selection!r} matches no asset")
-        return [n for n in self.assets if n in chosen]
+        picked = [n for n in self.assets if n in chosen and not self.assets[n].source]
+        if not picked:
+            raise SelectionError(f"selection {selection!r} matches no asset lakeflow builds")
+        return picked
 
     def describe(self) -> str:
         """The graph as text: one line per asset, with its partitions and inputs."""
@@ -183,6 +197,10 @@ class Pipeline:
                 )
                 for e in self._up[name]
             )
+            if item.source:
+                ups = "(source: written outside lakeflow)"
+            elif item.automation is not None:
+                ups = f"{ups}  [{item.automation.describe()}]"
             lines.append(f"{name:<24} {item.partitions.describe():<40} <- {ups or '(no inputs)'}")
         return "\n".join(lines)
 

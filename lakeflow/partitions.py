@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from .errors import DefinitionError, PartitionError
 
 __all__ = [
     "DailyPartitions",
+    "FilePartitions",
     "HourlyPartitions",
     "MonthlyPartitions",
     "Partition",
@@ -58,6 +59,7 @@ class Partition:
     key: str
     start: datetime | None = None
     end: datetime | None = None
+    url: str | None = None  # the file a `FilePartitions` key stands for
 
     def __str__(self) -> str:
         return self.key or "(unpartitioned)"
@@ -398,3 +400,90 @@ class MonthlyPartitions(TimeWindowPartitions):
 
     unit: ClassVar[str] = "M"
     column: str | None = "month"
+
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class FilePartitions(Partitions):
+    """One partition per file that arrives under an fsspec URL glob (local or `s3://`).
+
+    `lakeflow up` senses new files and materializes each once; the key is the file's path below
+    the glob's fixed prefix ('/' written '__'), `ctx.partition.url` its full URL. Keys only ever
+    grow (the list lives in the lake), so a key's number never changes.
+
+    >>> @lf.asset(partitions=lf.FilePartitions("s3://landing/orders/*.csv"))
+    ... def raw_orders(ctx): return pl.read_csv(ctx.partition.url, storage_options=...)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        column: str = "file",
+        storage_options: dict[str, str] | None = None,
+        poll: float = 1.0,
+    ) -> None:
+        if not _GLOB_CHARS.search(url):
+            raise DefinitionError(f"FilePartitions needs a glob such as {url.rstrip('/')}/*.csv")
+        self.url = url
+        self.column = validate_key(column, what="partition column")
+        self.storage_options = dict(storage_options or {})
+        self.poll = poll
+        self._keys: list[str] = []
+        self._urls: list[str] = []
+        self._positions: dict[str, int] = {}
+
+    @property
+    def base(self) -> str:
+        """The fixed part of the glob, up to its last '/' before the first wildcard."""
+        head = _GLOB_CHARS.split(self.url, maxsplit=1)[0]
+        return head[: head.rfind("/") + 1]
+
+    def key_for(self, url: str) -> str:
+        relative = url[len(self.base) :] if url.startswith(self.base) else url.rsplit("/", 1)[-1]
+        key = _UNSAFE.sub("_", relative.replace("/", "__")).lstrip(".")
+        return key.replace("..", "_.") or "_"
+
+    def load(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Set the known (key, url) pairs, in arrival order (the registry in the lake)."""
+        for key, url in entries:
+            if key not in self._positions:
+                self._positions[key] = len(self._keys)
+                self._keys.append(key)
+                self._urls.append(url)
+
+    def entries(self) -> list[tuple[str, str]]:
+        return list(zip(self._keys, self._urls, strict=True))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def keys(self, indices: np.ndarray | None = None) -> list[str]:
+        return list(self._keys) if indices is None else [self._keys[i] for i in indices]
+
+    def index(self, key: str) -> int:
+        validate_key(key)
+        position = self._positions.get(key)
+        if position is None:
+            raise PartitionError(f"no file with key {key!r} has arrived under {self.url}")
+        return position
+
+    def select(self, spec: str | Sequence[str] | None) -> np.ndarray:
+        if _all(spec):
+            return np.arange(len(self), dtype=np.int64)
+        assert spec is not None
+        return np.unique(np.array([self.index(k) for k in _split_spec(spec)], dtype=np.int64))
+
+    def partition(self, index: int) -> Partition:
+        return Partition(self._keys[index], url=self._urls[index])
+
+    def describe(self) -> str:
+        return f"files {self.url} ({len(self)} so far)"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)

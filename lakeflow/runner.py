@@ -400,6 +400,8 @@ class Run:
                     verify
                 ):  # still under the table's lock: nothing commits between publish and audit
                     await self._audit_table(asset, table, commit, published)
+                else:
+                    host.released(asset, commit.version, True)
         except LakeflowError as error:
             self._commit_failed(
                 units, ErrorInfo.from_exception(error), retryable=isinstance(error, LakeError)
@@ -433,7 +435,9 @@ class Run:
         self._check_events(None, results, asset=asset, version=commit.version)
         if not any(r.blocking for r in results):
             self.state.verified(units)
+            host.released(asset, commit.version, True)
             return
+        host.released(asset, commit.version, False)
         note = f" (published at version {commit.version}; consumers held)"
         if self.pipeline[asset].on_fail == "rollback":
             try:

@@ -35,6 +35,7 @@ def as_pipeline(
             lake=lake or target.lake,
             storage_options=storage_options or target.storage_options,
             name=target.name,
+            triggers=target.triggers,
         )
     assets = list(target)
     if not assets:

@@ -77,7 +77,9 @@ def test_a_worker_that_dies_mid_task_is_retried_and_published_once(ray_session, 
 
 
 @pytest.mark.parametrize("kind", ["materialize", "backfill"])
-def test_a_killed_controller_restarts_and_finishes_the_run_exactly_once(ray_session, lake, control, kind):
+def test_a_killed_controller_restarts_and_finishes_the_run_exactly_once(
+    ray_session, lake, control, kind
+):
     (control / "sleep-events").write_text("0.15")
     (control / "sleep-spend_3d").write_text("0.15")
     outcome: dict = {}

@@ -1,0 +1,375 @@
+"""Data-aware triggers with real Delta tables and the session's local Ray: an outside producer's
+commits run exactly the consumer partitions they touched, across bursts and controller restarts;
+schedules fire and catch up; files arrive once; a held upstream triggers nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+import lakeflow as lf
+from lakeflow.lake import Lake
+from lakeflow.triggers import STATE_URL, consumer_partitions
+from tests.trigger_pipelines import (
+    files_pipeline,
+    held_pipeline,
+    ticking_pipeline,
+    trips_pipeline,
+    write_csv,
+    write_trips,
+)
+
+
+def eventually(predicate, timeout: float = 60.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true within {timeout}s: {predicate.__doc__ or predicate}")
+
+
+def partitions_of(url: str, column: str = "day", storage_options=None) -> dict[str, int]:
+    """partition -> rows, of a table's current version (empty if it does not exist)."""
+    if not DeltaTable.is_deltatable(url, storage_options=storage_options):
+        return {}
+    frame = pl.read_delta(url, storage_options=storage_options)
+    if frame.is_empty():
+        return {}
+    return dict(frame.group_by(column).len().iter_rows())
+
+
+def consumer(lake: str) -> dict[str, tuple[int, float]]:
+    """trips_daily: day -> (trips, fares)."""
+    url = f"{lake}/trips_daily"
+    if not DeltaTable.is_deltatable(url):
+        return {}
+    frame = pl.read_delta(url)
+    return {d: (t, f) for d, t, f in frame.select("day", "trips", "fares").iter_rows()}
+
+
+def published(lake: str, asset: str) -> pl.DataFrame:
+    return lf.read_events(Lake(lake), kinds=["unit_published"], asset=asset)
+
+
+def expected_from_source(lake: str) -> dict[str, tuple[int, float]]:
+    frame = pl.read_delta(f"{lake}/trips")
+    rows = frame.group_by("day").agg(pl.len().alias("trips"), pl.col("fare").sum().alias("fares"))
+    return {d: (t, f) for d, t, f in rows.iter_rows()}
+
+
+@pytest.fixture
+def service_stopper():
+    started: list[str] = []
+    yield started
+    for lake in started:
+        try:
+            lf.down(lake=lake, timeout=10)
+        except lf.LakeflowError:
+            pass
+
+
+def test_an_outside_commit_runs_exactly_the_partitions_it_touched(
+    ray_session, lake, service_stopper
+):
+    pipeline = trips_pipeline(lake)
+    source = f"{lake}/trips"
+    write_trips(source, "2024-01-01", [1, 2, 3])  # history from before `up`: not news
+    service = lf.up(pipeline)
+    service_stopper.append(lake)
+
+    write_trips(source, "2024-01-05", [10, 11])
+    write_trips(source, "2024-01-07", [20])
+    eventually(lambda: set(consumer(lake)) == {"2024-01-05", "2024-01-07"})
+    assert consumer(lake) == {
+        "2024-01-05": (2, 10 % 7 + 11 % 7 + 5.0),
+        "2024-01-07": (1, 20 % 7 + 2.5),
+    }
+    time.sleep(0.5)  # and nothing else comes
+    assert set(consumer(lake)) == {"2024-01-05", "2024-01-07"}
+
+    requested = lf.read_events(Lake(lake), kinds=["run_requested"])
+    origins = requested["message"].to_list()
+    assert origins and all(o.startswith("commit:trips@") for o in origins)
+    trigger = json.loads(requested["detail"][0])["trigger"]
+    assert trigger["kind"] == "commit" and "trips" in trigger["tables"]
+    assert service.status()["cursors"]["trips"] == DeltaTable(source).version()
+
+
+def test_a_burst_of_50_commits_loses_none_and_doubles_none(ray_session, lake, service_stopper):
+    pipeline = trips_pipeline(lake, debounce=1.5)
+    source = f"{lake}/trips"
+    write_trips(source, "2024-02-01", [0])
+    lf.up(pipeline, poll=0.05)
+    service_stopper.append(lake)
+
+    days = [f"2024-02-{d:02d}" for d in range(2, 27)]  # 25 days, each touched by two commits
+    for i in range(50):
+        write_trips(source, days[i % 25], [1000 + i])
+    version = DeltaTable(source).version()
+    state_url = f"{lake}/{STATE_URL}"
+
+    def caught_up():
+        state = json.loads(Path(state_url).read_text())
+        return state["cursors"]["trips"] == version and not any(state["pending"].values())
+
+    eventually(caught_up)
+    eventually(lambda: set(consumer(lake)) == set(days))
+    expected = expected_from_source(lake)
+    assert consumer(lake) == {d: expected[d] for d in days}
+    publishes = published(lake, "trips_daily").group_by("partition").len()
+    assert publishes["len"].to_list() == [1] * 25  # the debounced burst built each day once
+
+
+def test_a_killed_controller_resumes_from_its_cursors(ray_session, lake, service_stopper):
+    from lakeflow.client import NAMESPACE, controller_name
+
+    pipeline = trips_pipeline(lake)
+    source = f"{lake}/trips"
+    write_trips(source, "2024-03-01", [1])
+    lf.up(pipeline)
+    service_stopper.append(lake)
+    write_trips(source, "2024-03-02", [2])
+    eventually(lambda: "2024-03-02" in consumer(lake))
+
+    actor = ray_session.get_actor(controller_name(Lake(lake)), namespace=NAMESPACE)
+    ray_session.kill(actor, no_restart=False)  # a crash: Ray restarts it
+    for day, ids in (("2024-03-03", [3]), ("2024-03-04", [4, 5]), ("2024-03-05", [6])):
+        write_trips(source, day, ids)  # while it is down
+
+    want = {"2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"}
+    eventually(lambda: set(consumer(lake)) == want, timeout=90)
+    assert consumer(lake)["2024-03-04"] == (2, 4 % 7 + 2.5 + 5 % 7 + 2.5)
+    counts = dict(published(lake, "trips_daily").group_by("partition").len().iter_rows())
+    assert counts == dict.fromkeys(want, 1)  # nothing missed, nothing repeated
+
+
+def test_a_failed_table_check_holds_the_consumers(ray_session, lake, service_stopper):
+    pipeline = held_pipeline(lake)
+    source = f"{lake}/trips"
+    write_trips(source, "2024-01-01", [1])
+    lf.up(pipeline)
+    service_stopper.append(lake)
+
+    write_trips(source, "2024-01-02", [2, 3])
+    eventually(lambda: "2024-01-02" in partitions_of(f"{lake}/trips_report"))
+
+    write_trips(source, "2024-01-03", [2])  # id 2 again: trips_checked's table check fails
+    eventually(lambda: "2024-01-03" in partitions_of(f"{lake}/trips_checked"))
+    held = lambda: len(lf.read_events(Lake(lake), kinds=["trigger_held"], asset="trips_checked"))  # noqa: E731
+    eventually(held)
+    time.sleep(1.0)
+    assert "2024-01-03" not in partitions_of(f"{lake}/trips_report")
+    assert lf.read_events(Lake(lake), kinds=["unit_published"], asset="trips_report").height == 1
+
+
+def test_schedules_fire_and_catch_up_after_downtime(ray_session, lake, service_stopper):
+    pipeline = ticking_pipeline(lake)
+    missed_from = time.time() - 8
+    Path(f"{lake}/{STATE_URL}").parent.mkdir(parents=True)
+    Path(f"{lake}/{STATE_URL}").write_text(json.dumps({"ticks": {"every-second": missed_from}}))
+    started = time.time()
+    lf.up(pipeline)
+    service_stopper.append(lake)
+
+    def seconds_built() -> set[str]:
+        return set(partitions_of(f"{lake}/ticks", column="second"))
+
+    missed = {time.strftime("%H%M%S", time.gmtime(missed_from + k)) for k in range(1, 8)}
+    eventually(lambda: missed <= seconds_built(), timeout=60)
+    later = time.strftime("%H%M%S", time.gmtime(started + 3))
+    eventually(lambda: later in seconds_built(), timeout=60)  # and it goes on ticking
+    lf.down(lake=lake)
+    origins = lf.read_events(Lake(lake), kinds=["run_requested"])["message"].to_list()
+    assert all(o.startswith("schedule:every-second@") for o in origins)
+    ticks = [o.split("@", 1)[1] for o in origins]
+    assert len(ticks) == len(set(ticks))  # each tick fired once
+
+
+def test_catch_up_latest_fires_only_the_newest_missed_tick(ray_session, lake, service_stopper):
+    pipeline = ticking_pipeline(lake, catch_up="latest")
+    missed_from = time.time() - 30
+    Path(f"{lake}/{STATE_URL}").parent.mkdir(parents=True)
+    Path(f"{lake}/{STATE_URL}").write_text(json.dumps({"ticks": {"every-second": missed_from}}))
+    lf.up(pipeline)
+    service_stopper.append(lake)
+    eventually(lambda: partitions_of(f"{lake}/ticks", column="second"))
+    lf.down(lake=lake)
+    built = sorted(partitions_of(f"{lake}/ticks", column="second"))
+    oldest_missed = time.strftime("%H%M%S", time.gmtime(missed_from + 1))
+    assert oldest_missed not in built and len(built) < 10
+
+
+def test_files_arriving_in_a_local_directory_are_ingested_once(
+    ray_session, lake, tmp_path, service_stopper
+):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    write_csv(incoming, "orders-1.csv", 3)
+    pipeline = files_pipeline(lake, str(incoming))
+    lf.up(pipeline)
+    service_stopper.append(lake)
+    url = f"{lake}/raw_orders"
+    eventually(lambda: partitions_of(url, column="file") == {"orders-1.csv": 3})
+    write_csv(incoming, "orders-2.csv", 5)
+    write_csv(incoming, "orders-3.csv", 1)
+    eventually(lambda: len(partitions_of(url, column="file")) == 3)
+
+    lf.down(lake=lake)  # a restart: the files it has seen are not news
+    lf.up(pipeline)
+    write_csv(incoming, "orders-4.csv", 2)
+    eventually(lambda: len(partitions_of(url, column="file")) == 4)
+    time.sleep(1.0)
+    assert partitions_of(url, column="file") == {
+        "orders-1.csv": 3, "orders-2.csv": 5, "orders-3.csv": 1, "orders-4.csv": 2
+    }  # fmt: skip
+    counts = published(lake, "raw_orders").group_by("partition").len()
+    assert counts["len"].to_list() == [1, 1, 1, 1]
+    row = pl.read_delta(url).filter(pl.col("file") == "orders-2.csv").row(0, named=True)
+    assert row["source_file"] == str(incoming / "orders-2.csv")
+
+
+def test_files_arriving_in_s3_are_ingested_once(ray_session, s3_lake, moto_server, service_stopper):
+    url, options = s3_lake
+    bucket = url.split("/")[2]
+    client = moto_server.client()
+    client.put_object(Bucket=bucket, Key="incoming/a.csv", Body=b"order,amount\n1,2.5\n2,3.5\n")
+    pipeline = files_pipeline(url, f"s3://{bucket}/incoming", storage_options=options)
+    lf.up(pipeline)
+    try:
+        table = f"{url}/raw_orders"
+        eventually(lambda: partitions_of(table, "file", options) == {"a.csv": 2})
+        client.put_object(Bucket=bucket, Key="incoming/b.csv", Body=b"order,amount\n3,1.0\n")
+        eventually(lambda: partitions_of(table, "file", options) == {"a.csv": 2, "b.csv": 1})
+        lf.down(pipeline)
+        lf.up(pipeline)  # restarted: a and b are not read again
+        client.put_object(Bucket=bucket, Key="incoming/c.csv", Body=b"order,amount\n4,1.0\n")
+        eventually(lambda: len(partitions_of(table, "file", options)) == 3)
+        events = lf.read_events(Lake(url, options), kinds=["unit_published"], asset="raw_orders")
+        assert sorted(events["partition"].to_list()) == ["a.csv", "b.csv", "c.csv"]
+    finally:
+        lf.down(pipeline)
+
+
+def test_subscribers_receive_every_publish_in_order(ray_session, lake, service_stopper):
+    seen: list[lf.Publish] = []
+    source = f"{lake}/trips"
+    write_trips(source, "2024-01-01", [1])
+    subscription = lf.subscribe("trips", seen.append, lake=lake, poll=0.05)
+    try:
+        for day in ("2024-01-02", "2024-01-03", "2024-01-02"):
+            write_trips(source, day, [7])
+        eventually(lambda: len(seen) == 3)
+    finally:
+        subscription.stop()
+    assert [p.version for p in seen] == [1, 2, 3]
+    assert [p.partitions for p in seen] == [("2024-01-02",), ("2024-01-03",), ("2024-01-02",)]
+    assert not any(p.by_lakeflow for p in seen)
+
+
+def test_on_publish_callbacks_run_in_the_controller(ray_session, lake, tmp_path, service_stopper):
+    log = tmp_path / "publishes.jsonl"
+
+    def record(publish: lf.Publish) -> None:
+        with open(log, "a") as handle:
+            handle.write(
+                json.dumps([publish.table, publish.version, list(publish.partitions)]) + "\n"
+            )
+
+    pipeline = trips_pipeline(lake, triggers=[lf.on_publish("trips_daily", record)])
+    write_trips(f"{lake}/trips", "2024-01-01", [1])
+    lf.up(pipeline)
+    service_stopper.append(lake)
+    write_trips(f"{lake}/trips", "2024-01-09", [1, 2])
+    eventually(lambda: log.exists() and log.read_text().strip())
+    table, version, partitions = json.loads(log.read_text().splitlines()[0])
+    assert (table, version, partitions) == ("trips_daily", 0, ["2024-01-09"])
+
+
+def test_the_http_endpoint_needs_the_token(ray_session, lake, service_stopper):
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from lakeflow.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_trips(f"{lake}/trips", "2024-01-01", [1, 2])
+    outcome: dict = {}
+    argv = [
+        "up",
+        "tests.trigger_pipelines:TRIPS",
+        "--lake",
+        lake,
+        "--http",
+        f"127.0.0.1:{port}",
+        "--token",
+        "s3cret",
+    ]
+    cli = threading.Thread(target=lambda: outcome.setdefault("code", main(argv)))
+    service_stopper.append(lake)
+    cli.start()
+
+    def post(token: str | None, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/runs", data=json.dumps(body).encode(), method="POST"
+        )
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def serving() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    eventually(serving, timeout=60)
+    run = {"select": "trips_daily", "partitions": "2024-01-01"}
+    assert post(None, run)[0] == 401
+    assert post("wrong", run)[0] == 401
+    assert not DeltaTable.is_deltatable(f"{lake}/trips_daily")
+    code, reply = post("s3cret", {"select": "nope"})
+    assert code == 400 and "unknown asset" in reply["error"]
+    code, reply = post("s3cret", run)
+    assert code == 202 and reply["run_id"]
+    eventually(lambda: consumer(lake) == {"2024-01-01": (2, 1 % 7 + 2.5 + 2 % 7 + 2.5)})
+    requested = lf.read_events(Lake(lake), run_id=reply["run_id"], kinds=["run_requested"])
+    assert requested["message"].to_list() == ["http"]
+
+    assert lf.down(lake=lake)
+    cli.join(30)
+    assert outcome == {"code": 0}
+
+
+def test_consumer_partitions_follow_the_mapping():
+    days = lf.DailyPartitions(start="2024-01-01", end="2024-02-01")
+    months = lf.MonthlyPartitions(start="2024-01", end="2024-02")
+    assert consumer_partitions(months, days, lf.rollup(), ["2024-01-05"]) == ["2024-01"]
+    week = consumer_partitions(days, days, lf.lookback(3), ["2024-01-05"])
+    assert week == ["2024-01-05", "2024-01-06", "2024-01-07"]
+    assert consumer_partitions(days, days, lf.identity(), ["1999-01-01"]) == []
+
+
+def test_a_source_cannot_be_selected_or_built():
+    pipeline = trips_pipeline("./nowhere")
+    with pytest.raises(lf.SelectionError, match="trips is a source"):
+        pipeline.select("trips")
+    assert pipeline.select("*") == ["trips_daily"]
+    assert pipeline.select("+trips_daily") == ["trips_daily"]
+    with pytest.raises(lf.DefinitionError, match="cron"):
+        lf.schedule("every day")

@@ -1,0 +1,119 @@
+"""Pipelines for the trigger tests: an outside `trips` table with consumers, a schedule, a file
+sensor. Built by functions so each test gets its own lake and knobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+from deltalake import write_deltalake
+
+import lakeflow as lf
+
+DAYS = lf.DailyPartitions(start="2024-01-01", end="2024-04-01", column="day")
+
+
+def trips_pipeline(
+    lake: str, *, debounce: float = 0.0, storage_options=None, **extra
+) -> lf.Pipeline:
+    """trips (a source someone else writes) -> trips_daily (on upstream commit)."""
+    trips = lf.source("trips", partitions=DAYS)
+
+    @lf.asset(partitions=DAYS, automation=lf.on_upstream_commit(debounce=debounce))
+    def trips_daily(trips: pl.LazyFrame) -> pl.LazyFrame:
+        return trips.select(pl.len().alias("trips"), pl.col("fare").sum().alias("fares"))
+
+    return lf.Pipeline(
+        [trips, trips_daily], lake=lake, storage_options=storage_options, name="trips", **extra
+    )
+
+
+TRIPS = trips_pipeline("./lake")  # for the CLI, which takes --lake
+
+
+def held_pipeline(lake: str) -> lf.Pipeline:
+    """trips -> trips_checked (a table check: ids unique across the table) -> trips_report.
+    Both consumers run on upstream commits; a failed table check must hold the report."""
+    trips = lf.source("trips", partitions=DAYS)
+
+    @lf.asset(
+        partitions=DAYS,
+        automation=lf.on_upstream_commit(),
+        checks=[lf.unique("id", scope="table")],
+    )
+    def trips_checked(trips: pl.LazyFrame) -> pl.LazyFrame:
+        return trips.select("id", "fare")
+
+    @lf.asset(partitions=DAYS, automation=lf.on_upstream_commit())
+    def trips_report(trips_checked: pl.LazyFrame) -> pl.LazyFrame:
+        return trips_checked.select(pl.len().alias("trips"))
+
+    return lf.Pipeline([trips, trips_checked, trips_report], lake=lake, name="held")
+
+
+def write_trips(url: str, day: str, ids: list[int], *, storage_options=None, mode="append") -> None:
+    """What an outside producer does: a plain deltalake write, partitioned by day."""
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "fare": pa.array([float(i % 7) + 2.5 for i in ids]),
+            "day": pa.array([day] * len(ids)),
+        }
+    )
+    write_deltalake(url, table, mode=mode, partition_by=["day"], storage_options=storage_options)
+
+
+SECONDS = lf.StaticPartitions(
+    [f"{h:02d}{m:02d}{s:02d}" for h in range(24) for m in range(60) for s in range(60)],
+    column="second",
+)
+
+
+def _second(tick: datetime) -> str:
+    return tick.strftime("%H%M%S")
+
+
+def ticking_pipeline(lake: str, *, catch_up: str = "all") -> lf.Pipeline:
+    """An asset with one partition per second of the day, built by a schedule that ticks every
+    second and names the tick's own second."""
+
+    @lf.asset(partitions=SECONDS)
+    def ticks(ctx: lf.Context) -> pl.DataFrame:
+        return pl.DataFrame({"second": [ctx.partition.key]}).rename({"second": "tick"})
+
+    every_second = lf.schedule(
+        "* * * * * *", select="ticks", partitions=_second, catch_up=catch_up, name="every-second"
+    )
+    return lf.Pipeline([ticks], lake=lake, name="ticking", triggers=[every_second])
+
+
+def files_pipeline(lake: str, incoming: str, *, storage_options=None) -> lf.Pipeline:
+    """Each CSV arriving under `incoming` becomes one partition of raw_orders."""
+    options = dict(storage_options or {})
+    fs_options = (
+        {
+            "endpoint_url": options["AWS_ENDPOINT_URL"],
+            "key": options["AWS_ACCESS_KEY_ID"],
+            "secret": options["AWS_SECRET_ACCESS_KEY"],
+        }
+        if options
+        else {}
+    )
+
+    @lf.asset(partitions=lf.FilePartitions(f"{incoming}/*.csv", poll=0.2))
+    def raw_orders(ctx: lf.Context) -> pl.DataFrame:
+        import fsspec
+
+        with fsspec.open(ctx.partition.url, "rb", **fs_options) as handle:
+            frame = pl.read_csv(handle.read())
+        return frame.with_columns(pl.lit(ctx.partition.url).alias("source_file"))
+
+    return lf.Pipeline([raw_orders], lake=lake, storage_options=storage_options, name="files")
+
+
+def write_csv(directory: Path, name: str, rows: int) -> None:
+    scratch = directory / f".{name}.part"
+    pl.DataFrame({"order": list(range(rows)), "amount": [1.5] * rows}).write_csv(scratch)
+    scratch.rename(directory / name)  # arrives whole, as producers should deliver files
