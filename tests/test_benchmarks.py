@@ -18,6 +18,7 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
         ("bench_control_plane.py", [], "| 1,000 |"),
         ("bench_tpch.py", [], "| lakeflow backfill: lineitem |"),
         ("bench_planning.py", [], "| empty lake: plan | 100,000 |"),
+        ("bench_triggers.py", [], "| outside commit -> consumer starts | 4 |"),
     ],
 )
 def test_benchmark_script_runs_quick(script, args, expected, tmp_path):

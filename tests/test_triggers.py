@@ -5,6 +5,7 @@ schedules fire and catch up; files arrive once; a held upstream triggers nothing
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -373,3 +374,43 @@ def test_a_source_cannot_be_selected_or_built():
     assert pipeline.select("+trips_daily") == ["trips_daily"]
     with pytest.raises(lf.DefinitionError, match="cron"):
         lf.schedule("every day")
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\nState:\tZ" not in status.read_text()
+    except OSError:
+        return False
+
+
+def test_lakeflow_up_detached_and_down_from_a_shell(tmp_path):
+    """The commands as a user types them: `up --detach` returns and leaves a background process
+    (its own embedded Ray) running the triggers; `down` from another shell stops it."""
+    import re
+
+    from tests.conftest import ROOT
+    from tests.test_cli import _cli
+
+    lake = str(tmp_path / "lake")
+    env = {"PYTHONPATH": str(ROOT)}
+    write_trips(f"{lake}/trips", "2024-01-01", [1])
+    args = ("tests.trigger_pipelines:TRIPS", "--lake", lake)
+    done = _cli("up", *args, "--detach", cwd=tmp_path, env_extra=env)
+    assert done.returncode == 0, done.stderr
+    pid = int(re.search(r"pid (\d+)", done.stdout).group(1))
+    try:
+        eventually(lambda: Path(f"{lake}/_lakeflow/triggers/pipeline.pkl").exists(), timeout=180)
+        write_trips(f"{lake}/trips", "2024-01-02", [5, 6])
+        eventually(lambda: consumer(lake) == {"2024-01-02": (2, 5 % 7 + 6 % 7 + 5.0)}, timeout=60)
+
+        done = _cli("down", *args, cwd=tmp_path, env_extra=env)
+        assert done.returncode == 0, done.stderr
+        assert "the triggers stopped" in done.stdout
+        eventually(lambda: not _alive(pid), timeout=60)
+        log = (tmp_path / "lakeflow-up-trips.log").read_text()
+        assert "watching 1 tables" in log and "stopped by `lakeflow down`" in log
+        assert _cli("down", *args, cwd=tmp_path, env_extra=env).returncode == 1  # nothing is up
+    finally:
+        if _alive(pid):
+            os.kill(pid, 9)
