@@ -87,7 +87,9 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--commits", type=int, default=40)
     parser.add_argument("--gap", type=float, default=0.75, help="seconds between commits")
     parser.add_argument("--poll", type=float, default=0.1, help="the watcher's poll interval")
@@ -116,9 +118,20 @@ def main() -> None:
             time.sleep(args.gap)
         service.down()
         rows = []
-        for label, values in (("outside commit -> consumer starts", outside), ("our publish -> consumer starts", own)):
+        for label, values in (
+            ("outside commit -> consumer starts", outside),
+            ("our publish -> consumer starts", own),
+        ):
             ms = np.array(values) * 1e3
-            rows.append([label, len(ms), float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(ms.max())])
+            rows.append(
+                [
+                    label,
+                    len(ms),
+                    float(np.percentile(ms, 50)),
+                    float(np.percentile(ms, 95)),
+                    float(ms.max()),
+                ]
+            )
         body = table(["latency", "commits", "p50 ms", "p95 ms", "max ms"], rows)
         body += (
             f"\n\nA source table appended to by a plain `write_deltalake` every ~{args.gap:g} s; `a` runs on its "

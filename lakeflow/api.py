@@ -101,7 +101,7 @@ def _run(
     )  # a bad selection fails here, before any controller starts
     lake = Lake(pipeline.lake, pipeline.storage_options)
     client = controller_client(lake, executor, options, address)
-    summary = client.call("submit", pipeline, request, origin)
+    summary = client.call("submit", pipeline, request, origin, _manual())
     handle = RunHandle(client, summary["run_id"], lake)
     if not wait:
         return handle
@@ -109,6 +109,17 @@ def _run(
     if raise_on_failure:
         result.raise_on_failure()
     return result
+
+
+def _manual() -> dict[str, Any]:
+    """What a person's run records about who asked."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = None
+    return {"kind": "manual", "user": user}
 
 
 def materialize(

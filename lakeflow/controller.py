@@ -93,8 +93,10 @@ class Controller:
         self.triggers: Triggers | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
-    async def start(self, *, resume: bool | None = None) -> None:
-        """Begin the background work; resume unfinished runs if `resume` (default: the option)."""
+    async def start(self, *, resume: bool | None = None, restarted: bool = False) -> None:
+        """Begin the background work; resume unfinished runs if `resume` (default: the option).
+        A `restarted` controller (Ray brought it back after a crash) also brings back the
+        triggers that were up."""
         if self._started:
             return
         self._started = True
@@ -106,6 +108,7 @@ class Controller:
                     await self.resume(run_id)
             except LakeflowError as error:  # the lake is away: serve new requests, which report it
                 self.events.emit(Event("", "controller_recovery_failed", message=str(error)))
+        if restarted:
             try:
                 await self._bring_triggers_back()
             except Exception as error:
@@ -128,9 +131,10 @@ class Controller:
             try:
                 began = time.monotonic()
                 await asyncio.to_thread(self.events.flush)
-                # an append costs more as the log grows: keep its share of the controller ~5%
+                # an append costs more as the log grows: keep its share of the controller
+                # ~10%, and the log at most 2 s behind
                 spent = time.monotonic() - began
-                delay = max(self.options.flush_interval, min(10.0, 20 * spent))
+                delay = max(self.options.flush_interval, min(2.0, 10 * spent))
             except Exception:  # the lake is away: keep the events, try again less often
                 delay = min(30.0, delay * 2)
 
@@ -282,8 +286,8 @@ class Controller:
         pipeline: Pipeline,
         request: Request,
         origin: str = "api",
-        *,
         trigger: dict[str, Any] | None = None,
+        *,
         skip_empty: bool = False,
     ) -> dict[str, Any]:
         """Plan and start a run; returns its summary. Planning errors raise here, before anything
@@ -453,7 +457,7 @@ def actor_class() -> Any:
             lake = Lake(lake_url, storage_options)
             self.controller = Controller(lake, RayExecutor(options.max_in_flight), options)
             restarted = ray.get_runtime_context().was_current_actor_reconstructed
-            start = self.controller.start(resume=True if restarted else None)
+            start = self.controller.start(resume=True if restarted else None, restarted=restarted)
             self._ready = asyncio.get_running_loop().create_task(start)
 
         async def submit(

@@ -18,7 +18,7 @@ from typing import Any
 from .assets import AssetDef
 from .client import controller_client
 from .controller import UP_BLOB, ControllerOptions
-from .errors import LakeflowError, SelectionError
+from .errors import SelectionError
 from .lake import Lake
 from .status import as_pipeline
 from .triggers import DOWN_MARKER, Publish, TableFollower, TriggerOptions, as_publish
@@ -81,7 +81,8 @@ def down(
     timeout: float = 30.0,
 ) -> bool:
     """Stop the triggers running on a lake, from any process (no Ray connection needed): a
-    marker in the lake tells the controller. True once they stopped, False if none were up."""
+    marker in the lake tells the controller. True once they stopped; False if none were up (or
+    the process running them died without stopping them: its marks are cleared)."""
     where = _lake(target, lake, storage_options)
     if not where.exists(f"{where.url}/{UP_BLOB}"):
         return False
@@ -91,10 +92,11 @@ def down(
         if not where.exists(f"{where.url}/{UP_BLOB}"):
             return True
         time.sleep(0.1)
-    raise LakeflowError(
-        f"the triggers on {where.url} did not stop within {timeout:g}s",
-        hint="is its controller running? `lakeflow up` removes the marker when it starts",
-    )
+    # nobody answered: the process that ran them died without stopping them; clear its marks
+    for stale in (UP_BLOB, DOWN_MARKER):
+        if where.exists(f"{where.url}/{stale}"):
+            where.filesystem().delete_file(where.path(f"{where.url}/{stale}"))
+    return False
 
 
 def _lake(target: Any, lake: str | None, storage_options: Mapping[str, str] | None) -> Lake:

@@ -295,8 +295,8 @@ class TriggerState:
             {k: float(v) for k, v in data.get("ticks", {}).items()},
         )
 
-    def save(self, lake: Lake) -> None:
-        blob = json.dumps(
+    def dumps(self) -> bytes:
+        return json.dumps(
             {
                 "cursors": self.cursors,
                 "pending": self.pending,
@@ -305,7 +305,6 @@ class TriggerState:
             },
             sort_keys=True,
         ).encode()
-        write_atomic(lake, f"{lake.url}/{STATE_URL}", blob)
 
 
 def write_atomic(lake: Lake, url: str, data: bytes) -> None:
@@ -367,6 +366,7 @@ class Triggers:
         self.fired: dict[str, int] = {}  # what has been requested, by kind (for status)
         self.recent: list[tuple[str, str]] = []  # (run id, origin) of the latest triggered runs
         self.wake = asyncio.Event()
+        self._save_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         for name, item in pipeline.assets.items():
             policy = item.automation
@@ -395,7 +395,7 @@ class Triggers:
         for item in self.schedules:
             if item.name not in self.state.ticks or item.catch_up == "none":
                 self.state.ticks[item.name] = now
-        await asyncio.to_thread(self.state.save, self.lake)
+        await self._save()
         self._emit("triggers_started", detail={
             "tables": sorted(self.followers), "schedules": [s.name for s in self.schedules],
             "sensors": sorted(self.sensors),
@@ -431,6 +431,12 @@ class Triggers:
             self.audits[(asset, version)] = passed
         self.wake.set()
 
+    async def _save(self) -> None:
+        """Write the state as it is now; writes never overtake each other."""
+        async with self._save_lock:
+            blob = self.state.dumps()  # on the loop's thread: nothing changes it meanwhile
+            await asyncio.to_thread(write_atomic, self.lake, f"{self.lake.url}/{STATE_URL}", blob)
+
     def _emit(self, kind: str, **fields: Any) -> None:
         self.controller.events.emit(Event("", kind, **fields))
 
@@ -444,9 +450,9 @@ class Triggers:
                     self.controller.spawn(self.controller.down())
                     return
             try:
-                changed = await asyncio.to_thread(self._poll_all)
+                changed = await self._handle_new_commits()
                 if changed:
-                    await asyncio.to_thread(self.state.save, self.lake)
+                    await self._save()
                     await self._deliver(changed)
             except LakeflowError as error:  # the lake is away: the cursors wait with it
                 self._emit("trigger_error", message=str(error))
@@ -457,13 +463,19 @@ class Triggers:
                 pass
             self.wake.clear()
 
-    def _poll_all(self) -> list[tuple[str, Commit, bool]]:
-        """Read every watched table's new commits; move the cursors and the pending consumer
-        partitions in memory (the caller saves them in one write). Returns (table, commit, held)."""
+    def _fetch(self) -> dict[str, list[Commit]]:
+        """Every watched table's commits after its cursor (I/O only, on a worker thread)."""
+        return {table: follower.poll() for table, follower in self.followers.items()}
+
+    async def _handle_new_commits(self) -> list[tuple[str, Commit, bool]]:
+        """Move the cursors over the new commits and add the consumer partitions they touched to
+        the pending ones, in memory (the caller saves both in one write). Returns
+        (table, commit, held) for each commit handled."""
         out: list[tuple[str, Commit, bool]] = []
-        for table, follower in self.followers.items():
-            for commit in follower.poll():
-                held = self._held(table, commit)
+        for table, commits in (await asyncio.to_thread(self._fetch)).items():
+            follower = self.followers[table]
+            for commit in commits:
+                held = await self._held(table, commit)
                 if held is None:  # our commit whose table checks are still running
                     break
                 follower.cursor = commit.version
@@ -476,7 +488,7 @@ class Triggers:
                 self._changed(table, commit)
         return out
 
-    def _held(self, table: str, commit: Commit) -> bool | None:
+    async def _held(self, table: str, commit: Commit) -> bool | None:
         """Whether consumers must not see this commit; None: not known yet."""
         meta = commit.metadata
         item = self.pipeline[table]
@@ -488,7 +500,9 @@ class Triggers:
         run = self.controller.runs.get(meta.get("run", ""))
         if run is not None and not run.finished.is_set():
             return None  # its run is auditing it now and will tell us
-        failed = read_events(self.lake, kinds=["unit_check_failed"], asset=table)
+        failed = await asyncio.to_thread(
+            read_events, self.lake, kinds=["unit_check_failed"], asset=table
+        )
         return bool(len(failed.filter(failed["version"] == commit.version)))
 
     def _changed(self, table: str, commit: Commit) -> None:
@@ -566,7 +580,7 @@ class Triggers:
                 pending.pop(key, None)
             if not pending:
                 self.state.causes.pop(consumer, None)
-            await asyncio.to_thread(self.state.save, self.lake)
+            await self._save()
 
     async def _request(
         self, select: str, partitions: Any, origin: str, trigger: Mapping[str, Any], kind: str
@@ -604,7 +618,7 @@ class Triggers:
                                                     "tick": _iso(tick)}, "schedule",
                     )  # fmt: skip
                     self.state.ticks[item.name] = tick
-                    await asyncio.to_thread(self.state.save, self.lake)
+                    await self._save()
             await asyncio.sleep(min(0.5, self.options.poll * 5))
 
     # -- files -----------------------------------------------------------------------------------

@@ -414,3 +414,103 @@ def test_lakeflow_up_detached_and_down_from_a_shell(tmp_path):
     finally:
         if _alive(pid):
             os.kill(pid, 9)
+
+
+def test_require_all_waits_for_every_upstream(ray_session, lake, service_stopper):
+    from tests.trigger_pipelines import both_pipeline
+
+    write_trips(f"{lake}/trips", "2024-01-01", [1])
+    write_trips(f"{lake}/fares", "2024-01-01", [1])
+    lf.up(both_pipeline(lake))
+    service_stopper.append(lake)
+    write_trips(f"{lake}/trips", "2024-01-02", [1, 2])
+    state = Path(f"{lake}/{STATE_URL}")
+    eventually(lambda: json.loads(state.read_text())["pending"].get("matched"))
+    time.sleep(0.5)
+    assert not DeltaTable.is_deltatable(f"{lake}/matched")  # fares has not changed that day yet
+    write_trips(f"{lake}/fares", "2024-01-02", [2])
+    eventually(lambda: partitions_of(f"{lake}/matched") == {"2024-01-02": 1})
+    assert not json.loads(state.read_text())["pending"].get("matched")
+
+
+def test_manual_runs_record_who_asked(ray_session, lake):
+    import getpass
+
+    write_trips(f"{lake}/trips", "2024-01-01", [1])
+    lf.materialize(trips_pipeline(lake), partitions="2024-01-01")
+    detail = json.loads(lf.read_events(Lake(lake), kinds=["run_requested"])["detail"][0])
+    assert detail["trigger"] == {"kind": "manual", "user": getpass.getuser()}
+
+
+def test_lakeflow_subscribe_prints_and_posts_each_publish(tmp_path):
+    """`lakeflow subscribe` as a user types it, with a webhook receiving the same JSON."""
+    import http.server
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    lake = str(tmp_path / "lake")
+    write_trips(f"{lake}/trips", "2024-01-01", [1])
+    lakeflow = Path(sys.executable).parent / "lakeflow"
+    follower = subprocess.Popen(
+        [str(lakeflow), "subscribe", "tests.trigger_pipelines:TRIPS", "trips", "--lake", lake,
+         "--webhook", f"http://127.0.0.1:{hook.server_address[1]}/publish", "--from-version", "1"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        write_trips(f"{lake}/trips", "2024-01-04", [2])
+        write_trips(f"{lake}/trips", "2024-01-05", [3])
+        eventually(lambda: len(received) == 2, timeout=60)
+        lines = [json.loads(follower.stdout.readline()) for _ in range(2)]
+    finally:
+        follower.send_signal(2)
+        follower.wait(30)
+        hook.shutdown()
+    assert lines == received
+    assert [(p["table"], p["version"], p["partitions"]) for p in lines] == [
+        ("trips", 1, ["2024-01-04"]), ("trips", 2, ["2024-01-05"])
+    ]  # fmt: skip
+    assert follower.returncode == 0
+
+
+def test_lakeflow_up_in_the_foreground_stops_on_ctrl_c(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    lake = str(tmp_path / "lake")
+    write_trips(f"{lake}/trips", "2024-01-01", [1])
+    lakeflow = Path(sys.executable).parent / "lakeflow"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    foreground = subprocess.Popen(
+        [str(lakeflow), "up", "tests.trigger_pipelines:TRIPS", "--lake", lake],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "watching 1 tables" in foreground.stdout.readline()
+        write_trips(f"{lake}/trips", "2024-01-03", [4])
+        assert "run " in foreground.stdout.readline()  # it says what it started, and why
+        eventually(lambda: "2024-01-03" in consumer(lake), timeout=60)
+        foreground.send_signal(signal.SIGINT)
+        assert foreground.wait(60) == 0
+        assert "stopped" in foreground.stdout.read()
+        assert not Path(f"{lake}/_lakeflow/triggers/pipeline.pkl").exists()  # nothing left up
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()

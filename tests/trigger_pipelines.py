@@ -117,3 +117,15 @@ def write_csv(directory: Path, name: str, rows: int) -> None:
     scratch = directory / f".{name}.part"
     pl.DataFrame({"order": list(range(rows)), "amount": [1.5] * rows}).write_csv(scratch)
     scratch.rename(directory / name)  # arrives whole, as producers should deliver files
+
+
+def both_pipeline(lake: str) -> lf.Pipeline:
+    """fares and trips (two sources) -> matched, which runs only once both changed a day."""
+    trips = lf.source("trips", partitions=DAYS)
+    fares = lf.source("fares", partitions=DAYS)
+
+    @lf.asset(partitions=DAYS, automation=lf.on_upstream_commit(require="all"))
+    def matched(trips: pl.LazyFrame, fares: pl.LazyFrame) -> pl.LazyFrame:
+        return trips.select("id").join(fares.select("id", "fare"), on="id")
+
+    return lf.Pipeline([trips, fares, matched], lake=lake, name="both")
