@@ -514,3 +514,32 @@ def test_lakeflow_up_in_the_foreground_stops_on_ctrl_c(tmp_path):
     finally:
         if foreground.poll() is None:
             foreground.kill()
+
+
+def test_a_schedule_names_the_window_that_just_closed_in_its_timezone():
+    from datetime import UTC, datetime
+
+    days = lf.DailyPartitions(start="2024-01-01", end="2025-01-01")
+    hours = lf.HourlyPartitions(start="2024-01-01T00", end="2025-01-01T00")
+
+    @lf.asset(partitions=days)
+    def daily(ctx: lf.Context) -> pl.DataFrame:
+        return pl.DataFrame({"x": [1]})
+
+    @lf.asset(partitions=hours)
+    def hourly(ctx: lf.Context) -> pl.DataFrame:
+        return pl.DataFrame({"x": [1]})
+
+    pipeline = lf.Pipeline([daily, hourly], lake="./nowhere")
+    midnight = datetime(2024, 3, 2, tzinfo=UTC).timestamp()
+    assert lf.schedule("0 0 * * *", select="daily").spec(pipeline, midnight) == "2024-03-01"
+    assert lf.schedule("0 * * * *", select="hourly").spec(pipeline, midnight) == "2024-03-01T23"
+    paris = lf.schedule("0 0 * * *", select="daily", tz="Europe/Paris")
+    ticks = paris.ticks(midnight - 86400 * 2, midnight)
+    assert [datetime.fromtimestamp(t, UTC).hour for t in ticks] == [23, 23]  # midnight in Paris
+    every_minute = lf.schedule("* * * * *", select="daily")
+    assert len(every_minute.ticks(midnight - 600, midnight)) == 10
+    with pytest.raises(lf.DefinitionError, match="timezone"):
+        lf.schedule("0 0 * * *", tz="Mars/Olympus")
+    with pytest.raises(lf.SelectionError):
+        lf.Pipeline([daily], lake="./nowhere", triggers=[lf.schedule("0 0 * * *", select="nope")])
