@@ -9,6 +9,8 @@
     lakeflow up pipelines/flights.py [--http 127.0.0.1:8080] [--detach]
     lakeflow down pipelines/flights.py
     lakeflow subscribe pipelines/flights.py daily_revenue [--webhook URL]
+    lakeflow submit --address http://127.0.0.1:8265 -- backfill pipelines/flights.py ...
+    lakeflow jobs list | logs ID [--follow] | stop ID
 
 Exit codes: 0 every requested unit was published or already fresh; 1 some were not (a failure,
 a failed check, a unit held behind one); 2 the request itself was wrong (bad selection,
@@ -27,7 +29,7 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from .errors import LakeflowError
+from .errors import LakeflowError, RequestError
 
 __all__ = ["main"]
 
@@ -158,6 +160,37 @@ def _parser() -> argparse.ArgumentParser:
     follow.add_argument(
         "--from-version", type=int, help="first version to deliver (default: new ones)"
     )
+
+    job = commands.add_parser(
+        "submit",
+        help="run a lakeflow command on a Ray cluster as a Ray Job",
+        description="lakeflow submit [options] -- materialize|backfill|up PIPELINE ...",
+    )
+    job.add_argument(
+        "--address", help="Ray Jobs URL (default: $LAKEFLOW_JOBS_ADDRESS or http://127.0.0.1:8265)"
+    )
+    job.add_argument("--working-dir", default=".", help="the project to upload (default: here)")
+    job.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="for the job (LAKEFLOW_*, AWS_* pass by themselves)",
+    )
+    job.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    job.add_argument("--id", dest="submission_id", help="the job id to use")
+    job.add_argument("job", nargs=argparse.REMAINDER, help="-- then the lakeflow command")
+
+    jobs = commands.add_parser("jobs", help="list the cluster's jobs, print one's logs, stop one")
+    jobs.add_argument("action", choices=["list", "logs", "stop", "status"])
+    jobs.add_argument("job_id", nargs="?")
+    jobs.add_argument(
+        "--address", help="Ray Jobs URL (default: $LAKEFLOW_JOBS_ADDRESS or http://127.0.0.1:8265)"
+    )
+    jobs.add_argument(
+        "--follow", "-f", action="store_true", help="logs: keep printing until it ends"
+    )
+    jobs.add_argument("--json", action="store_true", help="list: print as JSON")
     return parser
 
 
@@ -459,6 +492,73 @@ def _as_dict(publish: Any) -> dict[str, Any]:
     return asdict(publish)
 
 
+def _submit(args: argparse.Namespace, console: Console) -> int:
+    from .jobs import follow_job, job_client, parse_env, submit_job
+
+    command = args.job[1:] if args.job[:1] == ["--"] else args.job
+    job_id = submit_job(
+        command, address=args.address, working_dir=args.working_dir, env=parse_env(args.env),
+        submission_id=args.submission_id,
+    )  # fmt: skip
+    print(job_id, flush=True)
+    if args.no_wait:
+        return EXIT_OK
+    try:
+        status, code = follow_job(job_client(args.address), job_id)
+    except KeyboardInterrupt:
+        print(f"lakeflow submit: stopped following; job {job_id} goes on "
+              f"(lakeflow jobs logs {job_id} -f, lakeflow jobs stop {job_id})", file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
+    print(f"lakeflow submit: job {job_id} {status.lower()}", file=sys.stderr)
+    return code
+
+
+def _jobs(args: argparse.Namespace, console: Console) -> int:
+    from .jobs import follow_job, job_client
+
+    client = job_client(args.address)
+    if args.action == "list":
+        rows = [
+            {
+                "job_id": j.submission_id, "status": str(j.status).rsplit(".", 1)[-1],
+                "start": j.start_time, "end": j.end_time, "entrypoint": j.entrypoint,
+            }
+            for j in sorted(client.list_jobs(), key=lambda j: j.start_time or 0)
+            if j.submission_id
+        ]  # fmt: skip
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            frame = pl.DataFrame(
+                rows,
+                schema={
+                    "job_id": pl.String,
+                    "status": pl.String,
+                    "start": pl.Int64,
+                    "end": pl.Int64,
+                    "entrypoint": pl.String,
+                },
+            )
+            frame = frame.with_columns(pl.from_epoch("start", "ms"), pl.from_epoch("end", "ms"))
+            print(_table(frame))
+        return EXIT_OK
+    if not args.job_id:
+        raise RequestError(f"lakeflow jobs {args.action} needs a job id")
+    try:
+        if args.action == "status":
+            print(str(client.get_job_status(args.job_id)).rsplit(".", 1)[-1])
+        elif args.action == "stop":
+            stopped = client.stop_job(args.job_id)
+            print(f"job {args.job_id}: {'stopping' if stopped else 'was not running'}")
+        elif args.follow:
+            return follow_job(client, args.job_id)[1]
+        else:
+            print(client.get_job_logs(args.job_id), end="")
+    except RuntimeError as error:  # the SDK's answer to an unknown id
+        raise RequestError(f"no job {args.job_id}: {str(error).splitlines()[0]}") from error
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=False, soft_wrap=True)
@@ -477,6 +577,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _down(args, console)
         if args.command == "subscribe":
             return _subscribe(args)
+        if args.command == "submit":
+            return _submit(args, console)
+        if args.command == "jobs":
+            return _jobs(args, console)
         pipeline = _pipeline(args)
         if args.command == "assets":
             print(pipeline.describe())

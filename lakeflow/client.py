@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,12 @@ def connect(
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if (
+        address is None
+        and os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+        and os.environ.get("RAY_ADDRESS")
+    ):
+        address = "auto"  # a Ray Job's driver (`lakeflow submit`): use the job's cluster
     if address in (None, "local"):
         # Each task here has one CPU: one polars thread per worker process, instead of a pool per
         # process as large as the machine, all fighting over the same cores.
@@ -52,7 +59,18 @@ def connect(
             runtime_env={"env_vars": env},
         )
     else:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
+        attempts = 3 if address.startswith("ray://") else 1
+        for attempt in range(attempts):
+            try:
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
+                return
+            except ConnectionError as error:  # a busy head's client proxy can fail to start a
+                if attempt + 1 == attempts:  # server for us: try again before giving up
+                    raise LakeflowError(
+                        f"cannot attach to the Ray cluster at {address}: {str(error).splitlines()[0]}",
+                        hint="is it up (cluster/local.sh status)? does RAY_AUTH_MODE match it?",
+                    ) from error
+                time.sleep(2.0 * (attempt + 1))
 
 
 def controller_name(lake: Lake) -> str:
@@ -66,6 +84,12 @@ class _RayClient:
         import ray
 
         self._ray = ray
+        # Nodes that offer the `controller` resource (cluster/local.sh gives it to the head; give
+        # it to on-demand nodes, not spot ones) host the controller; after a node loss Ray
+        # restarts it on another node that offers it.
+        pinned = options.resources or (
+            {"controller": 0.01} if ray.cluster_resources().get("controller") else {}
+        )
         self.actor = (
             actor_class()
             .options(
@@ -73,6 +97,7 @@ class _RayClient:
                 namespace=NAMESPACE,
                 lifetime="detached",
                 get_if_exists=True,
+                resources=pinned,
             )
             .remote(lake.url, dict(lake.storage_options), options)
         )

@@ -66,6 +66,7 @@ class ControllerOptions:
     flush_interval: float = 0.5
     cancel_poll: float = 0.5
     resume_unfinished: bool = False
+    resources: dict[str, float] | None = None  # custom resources that place the controller actor
 
 
 def new_run_id() -> str:
@@ -504,6 +505,7 @@ def actor_class() -> Any:
             await self._ready
             return {
                 "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id(),
                 "cpu_seconds": time.process_time(),
                 "runs": list(self.controller.runs),
                 "lake": self.controller.lake.url,
