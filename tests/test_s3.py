@@ -81,3 +81,127 @@ def test_a_missing_bucket_is_a_clear_error(moto_server, control):
     finally:
         lf.stop(url, storage_options=moto_server.options)
     assert not moto_server.bucket_exists("no-such-bucket")
+
+
+class Relay:
+    """A TCP relay in front of the moto server. `cut()` makes S3 unreachable (connections
+    refused, open ones reset) while moto keeps its data; `restore()` brings it back."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target = target_port
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}"}
+
+    def restore(self) -> None:
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            for conn in self._open:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for conn in (source, sink):
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+
+
+DAY = lf.DailyPartitions(start="2024-01-01", end="2024-01-13")
+
+
+@lf.asset(partitions=DAY, retry=lf.RetryPolicy(attempts=10, backoff=0.5, max_backoff=2.0))
+def readings_s3(ctx: lf.Context) -> pl.DataFrame:
+    time.sleep(0.4)
+    return pl.DataFrame({"day": [ctx.partition.key] * 3, "value": [1, 2, 3]})
+
+
+@lf.asset(partitions=DAY, retry=lf.RetryPolicy(attempts=10, backoff=0.5, max_backoff=2.0))
+def readings_total(readings_s3: pl.LazyFrame) -> pl.LazyFrame:
+    return readings_s3.select(pl.col("value").sum())
+
+
+def test_an_s3_outage_mid_run_is_retried_and_nothing_is_half_published(ray_session, s3_lake):
+    import threading
+
+    url, options = s3_lake
+    relay = Relay(int(options["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]))
+    through = {**options, **relay.options}
+    pipeline = lf.Pipeline([readings_s3, readings_total], lake=url, storage_options=through)
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault("result", lf.materialize(pipeline)))
+    runner.start()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            events = lf.read_events(lf.Lake(url, options), kinds=["unit_published"])
+            if events.height >= 2:
+                break
+            time.sleep(0.2)
+        relay.cut()  # S3 is gone for a while, mid-run
+        time.sleep(4)
+        relay.restore()
+        runner.join(240)
+    finally:
+        relay.cut()
+    result = outcome["result"]
+    assert result.ok, result.summary()
+    events = lf.read_events(lf.Lake(url, options), run_id=result.run_id)
+    published = events.filter(pl.col("kind") == "unit_published")
+    assert published.group_by("asset", "partition").len()["len"].to_list() == [1] * 24
+    assert events.filter(pl.col("kind") == "unit_retry").height >= 1  # the outage was felt
+    table = pl.read_delta(f"{url}/readings_total", storage_options=options)
+    assert sorted(table["date"].to_list()) == [f"2024-01-{d:02d}" for d in range(1, 13)]
+    assert table["value"].to_list() == [6] * 12
