@@ -19,6 +19,7 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
         ("bench_tpch.py", [], "| lakeflow backfill: lineitem |"),
         ("bench_planning.py", [], "| empty lake: plan | 100,000 |"),
         ("bench_triggers.py", [], "| outside commit -> consumer starts | 4 |"),
+        ("bench_nodes.py", [], "| 1 | 15 |"),
     ],
 )
 def test_benchmark_script_runs_quick(script, args, expected, tmp_path):
