@@ -57,6 +57,11 @@ up)
         --ray-client-server-port="$CLIENT_PORT" --disable-usage-stats >/dev/null
     echo "head: 127.0.0.1:$PORT, dashboard and jobs http://127.0.0.1:$DASHBOARD_PORT, clients ray://127.0.0.1:$CLIENT_PORT"
     for _ in $(seq 1 "$workers"); do start_worker; done
+    # Ray Jobs answer once the head's agent is up: wait for it, so `lakeflow submit` can follow
+    for _ in $(seq 1 100); do
+        if "$RAY" job list --address="http://127.0.0.1:$DASHBOARD_PORT" >/dev/null 2>&1; then break; fi
+        sleep 0.3
+    done
     echo "RAY_AUTH_MODE=$RAY_AUTH_MODE; connect with --address 127.0.0.1:$PORT or ray://127.0.0.1:$CLIENT_PORT"
     ;;
 add)

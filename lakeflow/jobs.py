@@ -67,13 +67,20 @@ def submit_job(
     entrypoint = "python -m lakeflow.cli " + shlex.join(command)
     runtime_env = {"working_dir": os.path.abspath(working_dir), "env_vars": variables}
     client = job_client(address)
-    try:
-        return client.submit_job(
-            entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id
-        )
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LakeflowError(f"the job was not accepted: {first}") from error
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id
+            )
+        except Exception as error:
+            text = str(error).strip()
+            # a head that has just started has no job agent yet: it asks to try again later
+            if "try again later" in text and time.monotonic() < deadline:
+                time.sleep(2.0)
+                continue
+            first = text.splitlines()[0] if text else type(error).__name__
+            raise LakeflowError(f"the job was not accepted: {first}") from error
 
 
 def follow_job(client: Any, job_id: str, *, out: Any = None, poll: float = 0.5) -> tuple[str, int]:

@@ -191,7 +191,10 @@ def test_runs_go_on_when_their_driver_dies(cluster, tmp_path, control):
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         return done.stdout.strip()
 
-    eventually(lambda: job_status() == "SUCCEEDED", 240)
+    final = eventually(lambda: (s := job_status()) in ("SUCCEEDED", "FAILED", "STOPPED") and s, 300)
+    logs = subprocess.run([LAKEFLOW, "jobs", "logs", job_id, "--address", JOBS], env=ENV,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert final == "SUCCEEDED", logs.stdout[-3000:] + logs.stderr[-1000:]
     status = subprocess.run([LAKEFLOW, "status", PIPELINE, "--lake", lake, "--json"], env=ENV,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     rows = {r["asset"]: r for r in json.loads(status.stdout)}
