@@ -22,6 +22,9 @@ DASHBOARD_PORT="${LAKEFLOW_DASHBOARD_PORT:-8265}"
 CLIENT_PORT="${LAKEFLOW_CLIENT_PORT:-10001}"  # outside the worker ports, 10002-19999
 NODE_CPUS="${LAKEFLOW_NODE_CPUS:-1}"
 OBJECT_STORE="${LAKEFLOW_OBJECT_STORE_BYTES:-268435456}"  # per node; Ray would take 30% of RAM each
+# Each node's dashboard agent (Ray Jobs runs through the head's) needs its own HTTP port: the
+# default, 52365, is taken by whichever Ray on this machine started first.
+AGENT_BASE=$((25000 + (PORT % 1000) * 20))
 STATE="${LAKEFLOW_CLUSTER_DIR:-${TMPDIR:-/tmp}/lakeflow-cluster-$PORT}"
 
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
@@ -35,11 +38,14 @@ TEMP="$STATE/ray"  # every process of this cluster names it: how `down` finds th
 raylets() { pgrep -f -- "raylet.*$TEMP" || true; }
 
 start_worker() {
-    local before after index=1
+    local before after index=1 started
     while [[ -e "$STATE/worker-$index.pid" ]]; do index=$((index + 1)); done
+    started=$(( $(cat "$STATE/started" 2>/dev/null || echo 0) + 1 ))  # never reuse an agent port
+    echo "$started" >"$STATE/started"
     before="$(raylets)"
     "$RAY" start --address="127.0.0.1:$PORT" --node-ip-address=127.0.0.1 --temp-dir="$TEMP" \
         --num-cpus="$NODE_CPUS" --object-store-memory="$OBJECT_STORE" \
+        --dashboard-agent-listen-port=$((AGENT_BASE + started)) \
         --resources="${LAKEFLOW_NODE_RESOURCES:-{\}}" --disable-usage-stats >/dev/null
     after="$(raylets)"
     comm -13 <(echo "$before" | sort) <(echo "$after" | sort) | head -1 >"$STATE/worker-$index.pid"
@@ -53,6 +59,7 @@ up)
     rm -rf "$STATE" && mkdir -p "$STATE"
     "$RAY" start --head --node-ip-address=127.0.0.1 --port="$PORT" --temp-dir="$TEMP" \
         --num-cpus=0 --resources='{"controller": 1}' --object-store-memory="$OBJECT_STORE" \
+        --dashboard-agent-listen-port="$AGENT_BASE" \
         --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
         --ray-client-server-port="$CLIENT_PORT" --disable-usage-stats >/dev/null
     echo "head: 127.0.0.1:$PORT, dashboard and jobs http://127.0.0.1:$DASHBOARD_PORT, clients ray://127.0.0.1:$CLIENT_PORT"

@@ -100,6 +100,8 @@ def driver(lake: str, address: str, *extra: str) -> tuple[subprocess.Popen, str]
         text=True,
     )
     line = process.stdout.readline()
+    while line and not line.startswith("{"):  # Ray prints cluster news (a dead node) here too
+        line = process.stdout.readline()
     assert line, (
         "the driver died before starting its run: " + (Path(lake).parent / "driver.log").read_text()
     )

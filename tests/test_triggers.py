@@ -253,8 +253,15 @@ def test_files_arriving_in_s3_are_ingested_once(ray_session, s3_lake, moto_serve
         lf.up(pipeline)  # restarted: a and b are not read again
         client.put_object(Bucket=bucket, Key="incoming/c.csv", Body=b"order,amount\n4,1.0\n")
         eventually(lambda: len(partitions_of(table, "file", options)) == 3)
-        events = lf.read_events(Lake(url, options), kinds=["unit_published"], asset="raw_orders")
-        assert sorted(events["partition"].to_list()) == ["a.csv", "b.csv", "c.csv"]
+
+        def published_files() -> list[str]:
+            events = lf.read_events(
+                Lake(url, options), kinds=["unit_published"], asset="raw_orders"
+            )
+            return sorted(events["partition"].to_list())
+
+        eventually(lambda: len(published_files()) >= 3)  # the log is written in batches
+        assert published_files() == ["a.csv", "b.csv", "c.csv"]
     finally:
         lf.down(pipeline)
 
