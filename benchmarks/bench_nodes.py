@@ -54,7 +54,9 @@ def child(days: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--quick", action="store_true")
