@@ -41,9 +41,8 @@ def cluster(*args: str) -> None:
 
 def child(days: int) -> None:
     """In a fresh process attached to the cluster: one warm lakeflow run; prints its seconds."""
-    from benchmarks.bench_pipeline import run_lakeflow
-
     import lakeflow as lf
+    from benchmarks.bench_pipeline import run_lakeflow
 
     address = f"127.0.0.1:{PORT}"
     lf.connect(address, log_to_driver=False)
