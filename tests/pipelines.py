@@ -1,8 +1,8 @@
 """Small pipelines the tests run, in an importable module so Ray workers can load them too.
 
 Their behaviour is steered through files in a directory named by `LAKEFLOW_TEST_CONTROL`
-(set by a test), e.g. `fail-<asset>-<key>` makes that unit raise and `crash-<asset>-<key>` kills
-its worker process once.
+(set by a test), e.g. `fail-<asset>-<key>` makes that unit raise, `crash-<asset>-<key>` kills
+its worker process once and `hold-<asset>` keeps that asset's units waiting until it is removed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ def steer(asset: str, key: str) -> None:
         raise ValueError(f"{asset} {key}: bad data")
     if (path := control(f"sleep-{asset}")) is not None:
         time.sleep(float(path.read_text() or "0.2"))
+    deadline = time.monotonic() + 300
+    while control(f"hold-{asset}") is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=3, backoff=0.01))

@@ -225,8 +225,7 @@ def parent_of(pid: int) -> int:
 
 
 def test_the_controllers_node_removed(cluster, tmp_path, control):
-    (control / "sleep-events").write_text("0.3")
-    (control / "sleep-spend_3d").write_text("0.3")
+    (control / "hold-spend_3d").touch()  # the run cannot end before its controller's node dies
     added = [local_sh("add", env={"LAKEFLOW_NODE_RESOURCES": '{"ctl": 1}'}) for _ in range(2)]
     lake = str(tmp_path / "lake")
     process, run_id = driver(lake, GCS, "--wait", "--resources", '{"ctl": 0.01}')
@@ -235,9 +234,12 @@ def test_the_controllers_node_removed(cluster, tmp_path, control):
         raylet = parent_of(process.controller_pid)
         assert f"lakeflow-cluster-{PORT}".encode() in Path(f"/proc/{raylet}/cmdline").read_bytes()
         assert b"controller" not in Path(f"/proc/{raylet}/cmdline").read_bytes()  # not the head
-        os.kill(
-            raylet, signal.SIGKILL
-        )  # the controller's node is gone; Ray restarts it on the other
+        os.kill(raylet, signal.SIGKILL)  # the controller's node is gone; Ray restarts it elsewhere
+        eventually(
+            lambda: "run_resumed" in lf.read_events(Lake(lake), run_id=run_id)["kind"].to_list(),
+            180,
+        )
+        (control / "hold-spend_3d").unlink()
         out, _ = process.communicate(timeout=240)
     finally:
         for line in added:
@@ -246,5 +248,4 @@ def test_the_controllers_node_removed(cluster, tmp_path, control):
                            capture_output=True, timeout=60)  # fmt: skip
     result = last_json(out, tmp_path)
     assert result["ok"], result
-    assert "run_resumed" in lf.read_events(Lake(lake), run_id=run_id)["kind"].to_list()
     assert_published_once(lake, run_id)
