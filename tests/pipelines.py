@@ -2,7 +2,8 @@
 
 Their behaviour is steered through files in a directory named by `LAKEFLOW_TEST_CONTROL`
 (set by a test), e.g. `fail-<asset>-<key>` makes that unit raise, `crash-<asset>-<key>` kills
-its worker process once and `hold-<asset>` keeps that asset's units waiting until it is removed.
+its worker process once and `hold-<asset>` keeps that asset's units waiting until it is removed (each
+waiting unit leaves a `held-<asset>-<key>-<pid>` file).
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ def steer(asset: str, key: str) -> None:
         raise ValueError(f"{asset} {key}: bad data")
     if (path := control(f"sleep-{asset}")) is not None:
         time.sleep(float(path.read_text() or "0.2"))
-    deadline = time.monotonic() + 300
-    while control(f"hold-{asset}") is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    if (hold := control(f"hold-{asset}")) is not None:  # say so, then wait for the release
+        (hold.parent / f"held-{asset}-{key}-{os.getpid()}").touch()
+        deadline = time.monotonic() + 300
+        while hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 @lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=3, backoff=0.01))

@@ -204,15 +204,25 @@ def test_runs_go_on_when_their_driver_dies(cluster, tmp_path, control):
 
 
 def test_a_worker_node_removed_mid_backfill(cluster, tmp_path, control):
-    (control / "sleep-events").write_text("0.3")
-    (control / "sleep-spend_3d").write_text("0.3")
+    (control / "hold-spend_3d").touch()
     lake = str(tmp_path / "lake")
     process, run_id = driver(lake, GCS, "--wait")
     try:
-        wait_published(lake, run_id, 3)
+        # two held units fill both 1-CPU worker nodes: one of them runs on the node removed
+        eventually(lambda: len(list(control.glob("held-spend_3d-*"))) >= 2)
         local_sh("remove", "1")  # its raylet killed: the node and its running tasks are gone
+
+        def retry_events() -> pl.DataFrame:
+            return lf.read_events(Lake(lake), run_id=run_id, kinds=["unit_retry"])
+
+        eventually(lambda: retry_events().height > 0)
+        retries = retry_events()
+        assert set(retries["asset"]) == {"spend_3d"}, retries
+        assert all("WorkerLost" in message for message in retries["message"]), retries["message"]
+        (control / "hold-spend_3d").unlink()
         out, _ = process.communicate(timeout=240)
     finally:
+        process.kill()
         local_sh("add")
     result = last_json(out, tmp_path)
     assert result["ok"], result
@@ -242,6 +252,7 @@ def test_the_controllers_node_removed(cluster, tmp_path, control):
         (control / "hold-spend_3d").unlink()
         out, _ = process.communicate(timeout=240)
     finally:
+        process.kill()
         for line in added:
             index = line.split("worker node ")[1].split(":")[0]
             subprocess.run([str(ROOT / "cluster" / "local.sh"), "remove", index], env=ENV,
