@@ -80,8 +80,7 @@ def test_a_worker_that_dies_mid_task_is_retried_and_published_once(ray_session, 
 def test_a_killed_controller_restarts_and_finishes_the_run_exactly_once(
     ray_session, lake, control, kind
 ):
-    (control / "sleep-events").write_text("0.15")
-    (control / "sleep-spend_3d").write_text("0.15")
+    (control / "hold-spend_3d").touch()  # the run cannot end before its controller is killed
     outcome: dict = {}
 
     def materialize() -> None:
@@ -102,6 +101,12 @@ def test_a_killed_controller_restarts_and_finishes_the_run_exactly_once(
     actor = ray_session.get_actor(name, namespace=NAMESPACE)
     pid = ray_session.get(actor.ping.remote())["pid"]
     os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the restarted controller takes the run over
+        if "run_resumed" in lf.read_events(lf.Lake(lake))["kind"].to_list():
+            break
+        time.sleep(0.1)
+    (control / "hold-spend_3d").unlink()
     caller.join(timeout=180)
     result = outcome["result"]
     assert result.ok, result
