@@ -97,6 +97,28 @@ def test_one_commit_replaces_exactly_the_units_partitions(table):
     assert state.published["2024-01-03"].inputs == {"up": 3}
 
 
+def test_a_commit_replaces_what_landed_after_its_state_was_read(table):
+    """New and existing partitions in one commit; one of them written by an outside writer after
+    our state was read: the commit still replaces exactly its partitions."""
+    lake, url = table
+    _, state = commit(lake, url, [stage(lake, url, "2024-01-01", day_frame("2024-01-01"))])
+    outside = pa.table({"id": [7], "label": ["outside"], "date": ["2024-01-02"]})
+    write_deltalake(url, outside, mode="append")
+    untouched = pa.table({"id": [8], "label": ["outside"], "date": ["2024-01-09"]})
+    write_deltalake(url, untouched, mode="append")
+    units = [
+        stage(lake, url, "2024-01-01", day_frame("2024-01-01", n=1, offset=50)),
+        stage(lake, url, "2024-01-02", day_frame("2024-01-02", n=2)),
+        stage(lake, url, "2024-01-03", day_frame("2024-01-03", n=2)),
+    ]
+    landed, state = commit(lake, url, units, run_id="run-2", state=state)
+    assert landed.version == 3
+    counts = dict(pl.read_delta(url).group_by("date").len().sort("date").iter_rows())
+    assert counts == {"2024-01-01": 1, "2024-01-02": 2, "2024-01-03": 2, "2024-01-09": 1}
+    assert "outside" not in pl.read_delta(url).filter(pl.col("date") == "2024-01-02")["label"]
+    assert state.version == 3 and len(state.files["2024-01-02"]) == 1
+
+
 def test_statistics_let_readers_skip_files_and_are_exact(table):
     lake, url = table
     frame = pl.DataFrame({

@@ -133,10 +133,10 @@ def publish(
         properties = CommitProperties(
             custom_metadata=metadata, app_transactions=[Transaction(APP_ID, sequence)]
         )
-        handle = state.current_handle(lake)
+        handle, replaced = _replaced(lake, state, keys)
         assert state.schema is not None
         try:
-            _commit_once(handle, actions, state.schema, column, keys, properties, hooks)
+            _commit_once(handle, actions, state.schema, column, replaced, properties, hooks)
         except CommitFailedError:
             landed = _landed(lake, state, marker)
             if landed is not None:
@@ -164,14 +164,39 @@ def publish(
     )
 
 
-def _commit_once(handle: DeltaTable, actions, schema, column, keys, properties, hooks) -> None:
-    """One commit attempt: replace exactly `keys` (or the whole unpartitioned table)."""
+def _replaced(lake: Lake, state: TableState, keys: list[str]) -> tuple[DeltaTable, list[str]]:
+    """The table's handle and which of `keys` hold files now, both at the newest version.
+
+    Only those partitions go into the commit's overwrite filter: deltalake tests every file of
+    the table against every key of an `in` filter, so naming all 5,000 keys of a group commit
+    cost seconds a commit on a 100k-file table, while a backfill's new partitions hold nothing
+    to replace. Should the handle and `state` not meet at one version (another writer keeps
+    committing), every key is named, as before."""
+    for _ in range(3):
+        try:
+            state.refresh(lake)
+        except OSError as error:
+            raise lake.unreachable(error) from error
+        handle = state.current_handle(lake)
+        if handle.version() == state.version:
+            with state.lock:
+                return handle, [k for k in keys if state.files.get(k)]
+    return handle, keys
+
+
+def _commit_once(handle: DeltaTable, actions, schema, column, replaced, properties, hooks) -> None:
+    """One commit attempt: add `actions`, replacing the partitions `replaced` (or the whole
+    unpartitioned table)."""
+    if column and not replaced:
+        mode, filters = "append", None
+    else:
+        mode, filters = "overwrite", [(column, "in", replaced)] if column else None
     handle.create_write_transaction(
         actions,
-        mode="overwrite",
+        mode=mode,
         schema=schema,
         partition_by=[column] if column else None,
-        partition_filters=[(column, "in", keys)] if column else None,
+        partition_filters=filters,
         commit_properties=properties,
         post_commithook_properties=hooks,
     )
