@@ -9,6 +9,7 @@ events from them after a crash, so the log only has to be good, not transactiona
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
+from deltalake.transaction import PostCommitHookProperties
 
 from .lake import Lake
 
@@ -26,6 +28,11 @@ __all__ = ["EVENTS_TABLE", "Event", "EventLog", "read_events"]
 
 EVENTS_TABLE = "_lakeflow/events"
 SCHEMA_VERSION = 1
+COMPACT_AFTER = 200  # flushes (one small file each) between two compactions of the log
+COMPACT_TARGET = 64 * 2**20
+KEEP_MERGED_HOURS = 24  # merged-away files stay this long for readers of older versions
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = pa.schema(
     [
@@ -86,13 +93,15 @@ def _table(events: Iterable[Event]) -> pa.Table:
 class EventLog:
     """Buffers events and appends them to the lake in batches (one Delta commit a flush)."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, *, compact_after: int = COMPACT_AFTER) -> None:
         self.lake = lake
         self.url = lake.table_url(EVENTS_TABLE)
+        self.compact_after = compact_after
         self._buffer: list[Event] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._handle: DeltaTable | None = None
+        self._appended = 0  # files added since the last compaction (all of them, at first)
 
     def emit(self, event: Event) -> None:
         with self._lock:
@@ -125,6 +134,7 @@ class EventLog:
             self.url, storage_options=self.lake.delta_options()
         ):
             self._handle = DeltaTable(self.url, storage_options=self.lake.delta_options())
+            self._appended = len(self._handle.file_uris())
         if self._handle is None:
             write_deltalake(
                 self.url,
@@ -134,9 +144,33 @@ class EventLog:
                 configuration={"delta.checkpointInterval": "50"},
             )
             self._handle = DeltaTable(self.url, storage_options=self.lake.delta_options())
+            self._appended = 1
             return
         self._handle.update_incremental()
         write_deltalake(self._handle, table, mode="append")
+        self._appended += 1
+        if self._appended >= self.compact_after:
+            self._appended = 0
+            self.compact()
+
+    def compact(self) -> None:
+        """Merge the log's small files (a flush writes one) and delete the files merged away
+        more than a day ago, so that reading the log stays fast under a controller that runs
+        for months. Appends by other writers meanwhile are safe; a failure only waits for the
+        next turn."""
+        if self._handle is None:
+            return
+        try:
+            self._handle.update_incremental()
+            self._handle.optimize.compact(
+                target_size=COMPACT_TARGET,
+                post_commithook_properties=PostCommitHookProperties(create_checkpoint=True),
+            )
+            self._handle.vacuum(
+                retention_hours=KEEP_MERGED_HOURS, dry_run=False, enforce_retention_duration=False
+            )
+        except Exception as error:  # the log stays correct, only less compact
+            logger.warning("compacting the event log %s failed: %s", self.url, error)
 
 
 def read_events(
