@@ -54,6 +54,7 @@ from .graph import Pipeline
 from .gx import gx_suite
 from .lake import Lake
 from .loading import load_pipeline
+from .maintenance import vacuum
 from .mappings import PartitionMapping, all_partitions, identity, lookback, previous, rollup
 from .partitions import (
     DailyPartitions,
@@ -150,4 +151,5 @@ __all__ = [
     "subscribe",
     "unique",
     "up",
+    "vacuum",
 ]

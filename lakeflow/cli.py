@@ -127,6 +127,19 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--history", action="store_true", help="every result, not only the latest")
     audit.add_argument("--json", action="store_true", help="print as JSON")
 
+    tidy = commands.add_parser(
+        "vacuum",
+        help="delete replaced files and never-committed staged files older than the retention",
+    )
+    _pipeline_args(tidy)
+    tidy.add_argument("--select", "-s", help="assets (default: every asset lakeflow builds)")
+    tidy.add_argument(
+        "--retain-hours", type=int, default=168,
+        help="keep what versions of the last N hours need (default 168; at least 1)",
+    )  # fmt: skip
+    tidy.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    tidy.add_argument("--json", action="store_true", help="print as JSON")
+
     serve = commands.add_parser(
         "up", help="run the pipeline's triggers (commits, schedules, files, HTTP) until stopped"
     )
@@ -589,6 +602,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .api import status
 
             frame = status(pipeline)
+        elif args.command == "vacuum":
+            from .maintenance import vacuum
+
+            frame = vacuum(
+                pipeline, select=args.select, retain_hours=args.retain_hours, dry_run=args.dry_run
+            )
         else:
             from .api import check_results
 

@@ -43,6 +43,10 @@ def test_local_executor_on_s3_records_events(s3_lake, control):
     assert result.ok
     kinds = lf.read_events(lf.Lake(url, options), run_id=result.run_id)["kind"].to_list()
     assert kinds.count("unit_published") == 2
+    # vacuum lists the table on S3; every file is in the current version or an hour young
+    tidy = lf.vacuum(PIPELINE, lake=url, storage_options=options, retain_hours=1)
+    assert tidy.to_dicts() == [{"asset": "events", "files": 0, "bytes": 0, "dry_run": False}]
+    assert pl.read_delta(f"{url}/events", storage_options=options).height > 0
 
 
 def _closed_port() -> int:
