@@ -10,10 +10,11 @@ commits run in threads, so progress queries are answered while runs go on.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,9 @@ class ControllerOptions:
     - task_seconds: how long a task of several small units should take
     - resume_unfinished: on a first start, resume the runs the lake says are unfinished (after a
       restart of the controller actor they are always resumed)
+    - autoscaling: the cluster adds nodes on demand (the Ray autoscaler, KubeRay): units that ask
+      for resources no node has yet wait for such a node (a `run_waiting` event says so) instead
+      of failing at once; default from $LAKEFLOW_AUTOSCALING=1
     """
 
     max_in_flight: int | None = None
@@ -67,6 +71,9 @@ class ControllerOptions:
     cancel_poll: float = 0.5
     resume_unfinished: bool = False
     resources: dict[str, float] | None = None  # custom resources that place the controller actor
+    autoscaling: bool = field(
+        default_factory=lambda: os.environ.get("LAKEFLOW_AUTOSCALING", "0") not in ("", "0")
+    )
 
 
 def new_run_id() -> str:

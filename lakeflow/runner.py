@@ -132,10 +132,15 @@ class Run:
         plan, state = self.plan, self.state
         for j, asset in enumerate(plan.assets):
             reason = self.host.executor.infeasible(self.pipeline[asset].resources.ray_options())
-            if reason is not None:
-                error = ErrorInfo("lakeflow", "ResourcesUnavailable", f"asset {asset} {reason}")
-                for unit in range(int(plan.offsets[j]), int(plan.offsets[j + 1])):
-                    self._fail(unit, error)
+            if reason is None:
+                continue
+            if self.host.options.autoscaling:  # Ray queues the tasks until such a node joins
+                message = f"asset {asset} {reason} yet: waiting for the autoscaler to add one"
+                self.host.events.emit(Event(self.id, "run_waiting", asset=asset, message=message))
+                continue
+            error = ErrorInfo("lakeflow", "ResourcesUnavailable", f"asset {asset} {reason}")
+            for unit in range(int(plan.offsets[j]), int(plan.offsets[j + 1])):
+                self._fail(unit, error)
         for missing in plan.missing:
             found = plan.unit(missing.asset, missing.index)
             if found is None or state.status[found] in FINAL:

@@ -202,3 +202,11 @@ def running_total(
 
 
 BACKFILL = lf.Pipeline([readings, daily_sum, running_total], name="backfill")
+
+
+@lf.asset(partitions=DAYS, resources=lf.Resources(custom={"io": 1}))
+def io_heavy(ctx: lf.Context) -> pl.DataFrame:
+    return pl.DataFrame({"day": [ctx.partition.key]})
+
+
+IO = lf.Pipeline([io_heavy], name="io")  # its units need a node with an `io` resource

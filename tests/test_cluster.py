@@ -229,6 +229,28 @@ def test_a_worker_node_removed_mid_backfill(cluster, tmp_path, control):
     assert_published_once(lake, run_id)
 
 
+def test_units_wait_for_a_node_with_their_resources_on_an_autoscaling_cluster(cluster, tmp_path):
+    lake = str(tmp_path / "lake")
+    process, run_id = driver(lake, GCS, "--wait", "--pipeline", "IO", "--autoscaling")
+    added = ""
+    try:
+        eventually(
+            lambda: "run_waiting" in lf.read_events(Lake(lake), run_id=run_id)["kind"].to_list()
+        )
+        time.sleep(3)
+        assert process.poll() is None and published_events(lake, run_id).height == 0
+        added = local_sh("add", env={"LAKEFLOW_NODE_RESOURCES": '{"io": 1}'})  # the new node
+        out, _ = process.communicate(timeout=240)
+    finally:
+        process.kill()
+        if added:
+            index = added.split("worker node ")[1].split(":")[0]
+            local_sh("remove", index)
+    result = last_json(out, tmp_path)
+    assert result["ok"] and result["counts"]["published"] == 10, result
+    assert len(task_nodes("lakeflow:io_heavy")) == 1  # every unit ran on the node with `io`
+
+
 def parent_of(pid: int) -> int:
     """The raylet (node) that started a Ray worker process."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -76,6 +76,8 @@ def test_the_launcher_config_installs_and_starts_lakeflow():
     for flag in ("--head", "--num-cpus=0", "controller", "--dashboard-host=127.0.0.1"):
         assert flag in head_start, f"head start lacks {flag}"
     assert "RAY_task_events_max_num_task_in_gcs=5000" in head_start
+    if any(n.get("max_workers", 0) > n.get("min_workers", 0) for n in types.values()):
+        assert "LAKEFLOW_AUTOSCALING=1" in head_start, "units would fail instead of waiting"
 
 
 def check_ray_cluster_spec(spec: dict, where: str) -> None:
@@ -110,6 +112,8 @@ def test_the_raycluster_manifest():
     if cluster["spec"].get("enableInTreeAutoscaling"):
         autoscaler = cluster["spec"].get("autoscalerOptions", {}).get("env", [])
         check_token_env(autoscaler, "raycluster.yaml autoscaler")
+        head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        assert {"name": "LAKEFLOW_AUTOSCALING", "value": "1"} in head["env"], "units would fail"
 
 
 def test_the_rayjob_runs_a_backfill_of_a_pipeline_the_image_holds():
