@@ -394,7 +394,7 @@ def _up(args: argparse.Namespace, console: Console) -> int:
 
     from .client import controller_client
     from .lake import Lake
-    from .triggers import TriggerOptions
+    from .trigger_engine import TriggerOptions
 
     pipeline = _pipeline(args)
     if args.detach and not args.address:  # a local Ray lives as long as its process: start one

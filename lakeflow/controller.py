@@ -38,7 +38,8 @@ from .runs import (
     plan_result,
     unfinished_runs,
 )
-from .triggers import DOWN_MARKER, TriggerOptions, Triggers, load_registry
+from .trigger_engine import TriggerOptions, Triggers
+from .triggers import DOWN_MARKER, load_registry
 
 UP_BLOB = "_lakeflow/triggers/pipeline.pkl"  # the pipeline whose triggers are up
 

@@ -21,7 +21,8 @@ from .controller import UP_BLOB, ControllerOptions
 from .errors import SelectionError
 from .lake import Lake
 from .status import as_pipeline
-from .triggers import DOWN_MARKER, Publish, TableFollower, TriggerOptions, as_publish
+from .trigger_engine import TriggerOptions
+from .triggers import DOWN_MARKER, Publish, TableFollower, as_publish
 
 __all__ = ["Service", "Subscription", "down", "subscribe", "up"]
 
