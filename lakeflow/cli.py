@@ -29,7 +29,7 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from .errors import LakeflowError, RequestError
+from .errors import LakeflowError
 
 __all__ = ["main"]
 
@@ -386,192 +386,6 @@ def _look_after(argv: Sequence[str], console: Console) -> int:
     return _report(result, args, console)
 
 
-def _up(args: argparse.Namespace, console: Console) -> int:
-    """`lakeflow up`: start the triggers, then watch them until Ctrl-C or `lakeflow down`."""
-    import secrets
-    import subprocess
-    import time
-
-    from .client import controller_client
-    from .lake import Lake
-    from .trigger_engine import TriggerOptions
-
-    pipeline = _pipeline(args)
-    if args.detach and not args.address:  # a local Ray lives as long as its process: start one
-        argv = [sys.executable, "-m", "lakeflow.cli", *[a for a in args.argv if a != "--detach"]]
-        path = os.path.join(os.getcwd(), f"lakeflow-up-{pipeline.name}.log")
-        with open(path, "ab") as log:
-            child = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        console.print(
-            f"lakeflow up: running in the background (pid {child.pid}, log {path}); "
-            "stop it with `lakeflow down`",
-            highlight=False,
-        )
-        return EXIT_OK
-    lake = Lake(pipeline.lake, pipeline.storage_options)
-    token = args.token or os.environ.get("LAKEFLOW_HTTP_TOKEN") or secrets.token_urlsafe(24)
-
-    def serve() -> int:
-        from .web import TriggerServer
-
-        client = controller_client(lake, args.executor, None, args.address)
-        status = client.call("up", pipeline, TriggerOptions(poll=args.poll))
-        console.print(
-            f"lakeflow up: {pipeline.name} on {lake.url}: watching {len(status['cursors'])} tables, "
-            f"{len(status['schedules'])} schedules, {len(status['sensors'])} file sensors",
-            highlight=False,
-        )
-        server = None
-        if args.http:
-            host, _, port = args.http.rpartition(":")
-            server = TriggerServer(host or "127.0.0.1", int(port), token, client, pipeline)
-            shown = (
-                token if not (args.token or os.environ.get("LAKEFLOW_HTTP_TOKEN")) else "(given)"
-            )
-            console.print(f"lakeflow up: POST {server.address}/runs with Authorization: Bearer {shown}",
-                          highlight=False)  # fmt: skip
-        if args.detach:
-            return EXIT_OK
-        seen: set[str] = set()
-        try:
-            while True:
-                time.sleep(1.0)
-                status = client.call("trigger_status")
-                if status is None:
-                    console.print("lakeflow up: stopped by `lakeflow down`", highlight=False)
-                    return EXIT_OK
-                for run_id, origin in status.get("recent", []):
-                    if run_id not in seen:
-                        seen.add(run_id)
-                        console.print(f"  run {run_id} <- {origin}", highlight=False)
-        except KeyboardInterrupt:
-            client.call("down")
-            console.print(
-                "lakeflow up: stopped; runs in flight were left to finish", highlight=False
-            )
-            return EXIT_OK
-        finally:
-            if server is not None:
-                server.close()
-
-    return _on_ray(args, serve)
-
-
-def _down(args: argparse.Namespace, console: Console) -> int:
-    from .service import down
-
-    if down(_pipeline(args)):
-        console.print("lakeflow down: the triggers stopped", highlight=False)
-        return EXIT_OK
-    console.print("lakeflow down: no triggers were up on this lake", highlight=False)
-    return EXIT_FAILED
-
-
-def _subscribe(args: argparse.Namespace) -> int:
-    import time
-    import urllib.request
-
-    from .service import subscribe
-
-    def deliver(publish: Any) -> None:
-        line = json.dumps(_as_dict(publish))
-        if args.webhook:
-            request = urllib.request.Request(
-                args.webhook, data=line.encode(), headers={"Content-Type": "application/json"}
-            )
-            urllib.request.urlopen(request, timeout=10).close()
-        print(line, flush=True)
-
-    subscription = subscribe(
-        args.asset, deliver, pipeline=_pipeline(args), from_version=args.from_version
-    )
-    try:
-        while True:
-            time.sleep(1.0)
-            for error in subscription.errors[-1:]:
-                print(f"lakeflow subscribe: {error}", file=sys.stderr)
-            subscription.errors.clear()
-    except KeyboardInterrupt:
-        return EXIT_OK
-    finally:
-        subscription.stop()
-
-
-def _as_dict(publish: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(publish)
-
-
-def _submit(args: argparse.Namespace, console: Console) -> int:
-    from .jobs import follow_job, job_client, parse_env, submit_job
-
-    command = args.job[1:] if args.job[:1] == ["--"] else args.job
-    job_id = submit_job(
-        command, address=args.address, working_dir=args.working_dir, env=parse_env(args.env),
-        submission_id=args.submission_id,
-    )  # fmt: skip
-    print(job_id, flush=True)
-    if args.no_wait:
-        return EXIT_OK
-    try:
-        status, code = follow_job(job_client(args.address), job_id)
-    except KeyboardInterrupt:
-        print(f"lakeflow submit: stopped following; job {job_id} goes on "
-              f"(lakeflow jobs logs {job_id} -f, lakeflow jobs stop {job_id})", file=sys.stderr)  # fmt: skip
-        return EXIT_INTERRUPTED
-    print(f"lakeflow submit: job {job_id} {status.lower()}", file=sys.stderr)
-    return code
-
-
-def _jobs(args: argparse.Namespace, console: Console) -> int:
-    from .jobs import follow_job, job_client
-
-    client = job_client(args.address)
-    if args.action == "list":
-        rows = [
-            {
-                "job_id": j.submission_id, "status": str(j.status).rsplit(".", 1)[-1],
-                "start": j.start_time, "end": j.end_time, "entrypoint": j.entrypoint,
-            }
-            for j in sorted(client.list_jobs(), key=lambda j: j.start_time or 0)
-            if j.submission_id
-        ]  # fmt: skip
-        if args.json:
-            print(json.dumps(rows))
-        else:
-            frame = pl.DataFrame(
-                rows,
-                schema={
-                    "job_id": pl.String,
-                    "status": pl.String,
-                    "start": pl.Int64,
-                    "end": pl.Int64,
-                    "entrypoint": pl.String,
-                },
-            )
-            frame = frame.with_columns(pl.from_epoch("start", "ms"), pl.from_epoch("end", "ms"))
-            print(_table(frame))
-        return EXIT_OK
-    if not args.job_id:
-        raise RequestError(f"lakeflow jobs {args.action} needs a job id")
-    try:
-        if args.action == "status":
-            print(str(client.get_job_status(args.job_id)).rsplit(".", 1)[-1])
-        elif args.action == "stop":
-            stopped = client.stop_job(args.job_id)
-            print(f"job {args.job_id}: {'stopping' if stopped else 'was not running'}")
-        elif args.follow:
-            return follow_job(client, args.job_id)[1]
-        else:
-            print(client.get_job_logs(args.job_id), end="")
-    except RuntimeError as error:  # the SDK's answer to an unknown id
-        raise RequestError(f"no job {args.job_id}: {str(error).splitlines()[0]}") from error
-    return EXIT_OK
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=False, soft_wrap=True)
@@ -583,17 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _materialize(args, console)
         if args.command == "backfill":
             return _backfill(args, console)
-        if args.command == "up":
+        if args.command in ("up", "down", "subscribe", "submit", "jobs"):
+            from . import cli_service
+
             args.argv = argv
-            return _up(args, console)
-        if args.command == "down":
-            return _down(args, console)
-        if args.command == "subscribe":
-            return _subscribe(args)
-        if args.command == "submit":
-            return _submit(args, console)
-        if args.command == "jobs":
-            return _jobs(args, console)
+            command = getattr(cli_service, args.command)
+            return command(args) if args.command == "subscribe" else command(args, console)
         pipeline = _pipeline(args)
         if args.command == "assets":
             print(pipeline.describe())
