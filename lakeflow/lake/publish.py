@@ -171,7 +171,10 @@ def _replaced(lake: Lake, state: TableState, keys: list[str]) -> tuple[DeltaTabl
     the table against every key of an `in` filter, so naming all 5,000 keys of a group commit
     cost seconds a commit on a 100k-file table, while a backfill's new partitions hold nothing
     to replace. Should the handle and `state` not meet at one version (another writer keeps
-    committing), every key is named, as before."""
+    committing), every key is named. The price: a commit that only adds is an append, and an
+    append does not conflict with another writer adding to the same new partition in the
+    milliseconds before it lands. Asset tables have one writer, their lake's controller; outside
+    producers write sources."""
     for _ in range(3):
         try:
             state.refresh(lake)
