@@ -288,6 +288,19 @@ def test_a_table_that_appears_later_is_followed_from_its_first_version(table):
     commits = state.refresh(lake)
     assert [c.version for c in commits] == [0] and state.exists and state.column == "date"
     assert state.schema is not None and state.schema.names == ["id", "date"]
+    # learned from the commit file alone: no second read that an outage could cut in between,
+    # leaving a table that exists without a schema (a CI run once failed every unit that way)
+    assert state.handle is None
+
+
+def test_a_schema_changed_by_another_writer_is_followed(table):
+    lake, url = table
+    _, state = commit(lake, url, [stage(lake, url, "2024-01-01", day_frame("2024-01-01"))])
+    wider = pa.table({"id": [9], "label": ["x"], "note": ["new"], "date": ["2024-01-02"]})
+    write_deltalake(url, wider, mode="append", schema_mode="merge")
+    assert [c.version for c in state.refresh(lake)] == [1]
+    assert state.schema == pa.schema(DeltaTable(url).schema().to_arrow())
+    assert "note" in state.schema.names
 
 
 def test_another_writers_commit_with_our_transaction_number_is_not_taken_for_ours(

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
 
 from ..errors import LakeError
@@ -59,6 +60,7 @@ class Commit:
     partition_columns: tuple[str, ...] | None = (
         None  # set when the commit changes the table's metadata
     )
+    schema_json: str | None = None  # the table's schema, when the commit changes its metadata
 
     @property
     def schema_changed(self) -> bool:
@@ -99,10 +101,12 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
     `column` (the table's partition column) for the commit's own actions."""
     actions = [json.loads(line) for line in raw.splitlines() if line.strip()]
     partition_columns: tuple[str, ...] | None = None
+    schema_json: str | None = None
     for action in actions:
         if "metaData" in action:
             partition_columns = tuple(action["metaData"].get("partitionColumns") or ())
             column = partition_columns[0] if partition_columns else None
+            schema_json = action["metaData"].get("schemaString")
     timestamp, operation, metadata = 0, "", None
     txn: dict[str, int] = {}
     added: dict[str, list[tuple[str, int]]] = {}
@@ -135,6 +139,7 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
         {k: tuple(v) for k, v in added.items()},
         {k: tuple(v) for k, v in removed.items()},
         partition_columns,
+        schema_json,
     )
 
 
@@ -267,13 +272,13 @@ class TableState:
             commit = parse_commit(raw, self.version + 1, self.column)
             if commit.partition_columns is not None:
                 self.column = commit.partition_columns[0] if commit.partition_columns else None
-            self.apply(commit)
+            with self.lock:
+                self._apply(commit)
+                if commit.schema_json is not None:
+                    # from the commit itself: a second read here could fail on its own and
+                    # leave a table that exists without a schema
+                    self.schema = pa.schema(DeltaSchema.from_json(commit.schema_json).to_arrow())
             commits.append(commit)
-        if any(c.schema_changed for c in commits):
-            if self.handle is None:
-                self.handle = DeltaTable(self.url, storage_options=lake.delta_options())
-            self.handle.update_incremental()
-            self.schema = pa.schema(self.handle.schema().to_arrow())
         return commits
 
     def current_handle(self, lake: Lake) -> DeltaTable:

@@ -247,10 +247,7 @@ def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | No
             raise LakeError(
                 f"creating table {state.url} failed: {str(error).splitlines()[0]}"
             ) from error
-    landed = _landed(lake, state, actions[0].path)
-    if landed is None and state.exists and state.handle is None:
-        state.handle = DeltaTable(state.url, storage_options=lake.delta_options())
-    return landed
+    return _landed(lake, state, actions[0].path)
 
 
 def rollback(lake: Lake, state: TableState, commit: Commit, *, run_id: str) -> Commit:
