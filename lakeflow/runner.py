@@ -411,11 +411,25 @@ class Run:
             self._commit_failed(
                 units, ErrorInfo.from_exception(error), retryable=isinstance(error, LakeError)
             )
-        except Exception as error:
+        except Exception as error:  # not the lake's answer but our own doing: trust the lake
+            await self._reload_table(asset, error)
             self._commit_failed(units, ErrorInfo.from_exception(error), retryable=True)
         finally:
             self.committing.discard(asset)
             self.wake.set()
+
+    async def _reload_table(self, asset: str, cause: BaseException) -> None:
+        host = self.host
+        try:
+            async with host.table_lock(asset):
+                table = host.tables[asset]
+                await asyncio.to_thread(table.reload, host.lake)
+        except Exception:  # the lake is out of reach too: the retry's commit meets it again
+            return
+        message = f"after {type(cause).__name__}: {cause}"[:500]
+        host.events.emit(
+            Event(self.id, "table_reloaded", asset=asset, version=table.version, message=message)
+        )
 
     def _commit_failed(self, units: list[int], info: ErrorInfo, *, retryable: bool) -> None:
         for unit in units:

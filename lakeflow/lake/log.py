@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -280,6 +280,15 @@ class TableState:
                     self.schema = pa.schema(DeltaSchema.from_json(commit.schema_json).to_arrow())
             commits.append(commit)
         return commits
+
+    def reload(self, lake: Lake) -> None:
+        """Forget what was followed and read the table afresh: after an unexpected error this
+        state may no longer be the table's, and the lake is the truth."""
+        fresh = TableState.load(lake, self.url, column=self.column)
+        with self.lock:
+            for f in fields(self):
+                if f.name != "lock":
+                    setattr(self, f.name, getattr(fresh, f.name))
 
     def current_handle(self, lake: Lake) -> DeltaTable:
         """A DeltaTable handle brought up to `version` (opened on first use)."""
