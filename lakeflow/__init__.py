@@ -23,21 +23,7 @@ from .api import (
     stop,
 )
 from .assets import AssetDef, Context, Resources, RetryPolicy, asset, source
-from .checks import (
-    Check,
-    CheckEnv,
-    CheckResult,
-    between,
-    check,
-    freshness,
-    in_set,
-    matches,
-    not_null,
-    references,
-    row_count,
-    schema,
-    unique,
-)
+from .checks import Check, CheckEnv, CheckResult
 from .controller import ControllerOptions
 from .errors import (
     DefinitionError,
@@ -56,6 +42,18 @@ from .lake import Lake
 from .loading import load_pipeline
 from .maintenance import vacuum
 from .mappings import PartitionMapping, all_partitions, identity, lookback, previous, rollup
+from .native_checks import (
+    between,
+    check,
+    freshness,
+    in_set,
+    matches,
+    not_null,
+    references,
+    row_count,
+    schema,
+    unique,
+)
 from .partitions import (
     DailyPartitions,
     FilePartitions,
