@@ -1,5 +1,6 @@
-"""One run as it executes: its dispatch loop over the run state, the tasks it has in flight, the
-staged units waiting for their group commit, retries, checks and the events that tell the story.
+"""One run as it executes: its dispatch loop over the run state, the tasks it has in flight,
+retries, check outcomes and the events that tell the story; its staged units are published by
+its `GroupCommits`.
 
 A `Run` shares with its controller the lake, the executor, the event log, the open tables (and
 one commit lock per table) and the pool of task slots; it keeps to its own limit within that pool
@@ -18,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .checks import CheckResult
-from .errors import ErrorInfo, LakeError, LakeflowError
+from .errors import ErrorInfo
 from .events import Event
 from .executors import TaskLost
 from .graph import Pipeline
-from .lake.log import Commit, TableState
-from .lake.publish import UnitOutput, publish, rollback, split_by_schema
+from .group_commit import GroupCommits
 from .planner import Plan, Request
-from .scheduler import FINAL, RunState, UnitStatus
+from .scheduler import FINAL, RunState
 from .worker import InputSpec, UnitRecord, UnitSpec
 
 if TYPE_CHECKING:
@@ -70,11 +70,8 @@ class Run:
         self.prior = prior or {}  # asset -> {partition index: version} published before a restart
         self.inputs: dict[int, dict[str, int]] = {}  # unit -> input versions it read
         self._keys: dict[int, str] = {}  # unit -> partition key, while under way
-        self.staged: dict[str, list[tuple[int, UnitRecord]]] = {}
-        self.staged_since: dict[str, float] = {}
         self.running: dict[str, int] = {}  # asset -> units in flight
         self.tasks = 0  # tasks in flight
-        self.committing: set[str] = set()
         self.completed: deque[tuple[str, list[int], list[UnitRecord] | None, str | None]] = deque()
         self.solo: set[int] = set()
         self.unit_seconds: dict[str, float] = {}  # asset -> recent seconds a unit
@@ -82,9 +79,10 @@ class Run:
         self.wake = asyncio.Event()
         self.finished = asyncio.Event()
         options = host.options
-        self.linger = (
+        linger = (
             options.backfill_commit_linger if request.kind == "backfill" else options.commit_linger
         )
+        self.commits = GroupCommits(self, linger=linger, max_units=options.max_commit_units)
 
     # -- limits ----------------------------------------------------------------------------------
     def limit(self) -> int:
@@ -117,14 +115,14 @@ class Run:
                             Event(self.id, "run_cancelling", detail={"cancelled_units": len(gone)})
                         )
                 self._dispatch()
-                self._publish_ready()
+                self.commits.publish_ready()
                 if state.done:
                     break
                 await self._sleep()
         except Exception as error:  # a bug of ours: fail what is left rather than hang the run
             info = ErrorInfo.from_exception(error)
             for unit in np.flatnonzero(~np.isin(state.status, list(FINAL))).tolist():
-                self._fail(unit, info)
+                self.fail(unit, info)
         await self._finish()
 
     def _fail_unrunnable(self) -> None:
@@ -140,22 +138,22 @@ class Run:
                 continue
             error = ErrorInfo("lakeflow", "ResourcesUnavailable", f"asset {asset} {reason}")
             for unit in range(int(plan.offsets[j]), int(plan.offsets[j + 1])):
-                self._fail(unit, error)
+                self.fail(unit, error)
         for missing in plan.missing:
             found = plan.unit(missing.asset, missing.index)
             if found is None or state.status[found] in FINAL:
                 continue
             key = self.pipeline[missing.upstream].partitions.key(missing.upstream_index)
             message = f"input {missing.upstream} partition {key} is not materialized (select +{missing.asset} to build it)"
-            self._fail(found, ErrorInfo("lakeflow", "MissingInput", message))
+            self.fail(found, ErrorInfo("lakeflow", "MissingInput", message))
 
     async def _sleep(self) -> None:
         timeout = 5.0
         backoff = self.state.next_backoff()
         if backoff is not None:
             timeout = min(timeout, max(0.0, backoff - time.time()))
-        if any(self.staged.values()):
-            timeout = min(timeout, self.linger)
+        if self.commits.waiting():
+            timeout = min(timeout, self.commits.linger)
         try:
             await asyncio.wait_for(self.wake.wait(), timeout)
         except TimeoutError:
@@ -190,7 +188,7 @@ class Run:
                 specs = [self._spec(unit) for unit in group]
                 for unit, spec in zip(group, specs, strict=True):
                     self.inputs[unit] = {i.name: i.version for i in spec.inputs}
-                    self._event(unit, "unit_started", attempt=spec.attempt)
+                    self.event(unit, "unit_started", attempt=spec.attempt)
                 self.running[asset] = self.running.get(asset, 0) + len(group)
                 self.tasks += 1
                 host.in_flight += 1
@@ -244,32 +242,31 @@ class Run:
                     for unit in units:
                         self.solo.add(unit)
                         state.requeue(unit)
-                        self._event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
+                        self.event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
                                     detail={"error": "WorkerLost", "charged": False, "reason": "its task's worker died; rerun alone"})  # fmt: skip
                     continue
-                self._failure(
+                self.failure(
                     units[0],
                     ErrorInfo("crash", "WorkerLost", lost or "the task died"),
                     retryable=True,
                 )
                 continue
             for unit, record in zip(units, records, strict=True):
-                self._check_events(unit, record.checks)
+                self.check_events(unit, record.checks)
                 if not record.ok:
                     assert record.error is not None
-                    self._failure(unit, record.error, retryable=record.retryable)
+                    self.failure(unit, record.error, retryable=record.retryable)
                     continue
                 state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)
                 if record.quarantine:
-                    self._check_failed(unit, record.checks, quarantine=record.quarantine)
+                    self.check_failed(unit, record.checks, quarantine=record.quarantine)
                     continue
-                self.staged.setdefault(asset, []).append((unit, record))
-                self.staged_since.setdefault(asset, time.monotonic())
+                self.commits.stage(asset, unit, record)
                 seconds = max(record.seconds, 1e-5)
                 known = self.unit_seconds.get(asset)
                 self.unit_seconds[asset] = seconds if known is None else 0.8 * known + 0.2 * seconds
 
-    def _failure(self, unit: int, error: ErrorInfo, *, retryable: bool) -> None:
+    def failure(self, unit: int, error: ErrorInfo, *, retryable: bool) -> None:
         asset, _ = self.plan.locate(unit)
         policy = self.pipeline[asset].retry
         attempt = int(self.state.attempts[unit])
@@ -277,7 +274,7 @@ class Run:
         if retryable and attempt < policy.attempts and not self.cancelled:
             delay = policy.delay(attempt)
             self.state.retry(unit, delay)
-            self._event(
+            self.event(
                 unit,
                 "unit_retry",
                 attempt=attempt,
@@ -285,25 +282,23 @@ class Run:
                 detail={"delay": delay, "error": error.type},
             )
             return
-        self._fail(unit, error)
+        self.fail(unit, error)
 
     def _where(self, unit: int) -> str:
         asset, index = self.plan.locate(unit)
         return f"{asset} {self.pipeline[asset].partitions.key(index)}".rstrip()
 
-    def _fail(self, unit: int, error: ErrorInfo) -> None:
+    def fail(self, unit: int, error: ErrorInfo) -> None:
         if self.state.status[unit] in FINAL:
             return
         held = self.state.failed(unit, error)
-        self._event(unit, "unit_failed", attempt=int(self.state.attempts[unit]), message=error.first_line(),
+        self.event(unit, "unit_failed", attempt=int(self.state.attempts[unit]), message=error.first_line(),
                     detail={"kind": error.kind, "type": error.type, "message": error.message, "traceback": error.traceback})  # fmt: skip
         cause = f"upstream {self._where(unit)} failed"
         for down in held:
-            self._event(down, "unit_upstream_failed", message=cause)
+            self.event(down, "unit_upstream_failed", message=cause)
 
-    def _check_events(
-        self, unit: int | None, results: Iterable[CheckResult], **fields: Any
-    ) -> None:
+    def check_events(self, unit: int | None, results: Iterable[CheckResult], **fields: Any) -> None:
         """One `check_result` event per check result (of a unit, or of a table when unit is None)."""
         for result in results:
             values = dict(
@@ -316,9 +311,9 @@ class Run:
             if unit is None:
                 self.host.events.emit(Event(self.id, "check_result", **values))
             else:
-                self._event(unit, "check_result", **values)
+                self.event(unit, "check_result", **values)
 
-    def _check_failed(
+    def check_failed(
         self,
         unit: int,
         results: Iterable[CheckResult],
@@ -330,15 +325,18 @@ class Run:
         error = ErrorInfo("check", "CheckFailed", "; ".join(r.summary() for r in blocking) + note)
         held = self.state.check_failed(unit, error)
         self.inputs.pop(unit, None)
-        self._event(
+        self.event(
             unit,
-            "unit_check_failed",
+            "unitcheck_failed",
             message=error.message,
             detail={"checks": [r.check for r in blocking], "quarantine": quarantine},
         )
         cause = f"blocked by a failed check on {self._where(unit)}"
         for down in held:
-            self._event(down, "unit_blocked", message=cause)
+            self.event(down, "unit_blocked", message=cause)
+
+    def forget_key(self, unit: int) -> None:
+        self._keys.pop(unit, None)
 
     def key(self, unit: int) -> str:
         """The partition key of a unit, computed once while the unit is under way."""
@@ -348,133 +346,9 @@ class Run:
             key = self._keys[unit] = self.pipeline[asset].partitions.key(index)
         return key
 
-    def _event(self, unit: int, kind: str, **fields: Any) -> None:
+    def event(self, unit: int, kind: str, **fields: Any) -> None:
         asset = self.plan.assets[self.plan.asset_of(unit)]
         self.host.events.emit(Event(self.id, kind, asset=asset, partition=self.key(unit), **fields))
-
-    # -- publishing ------------------------------------------------------------------------------
-    def _publish_ready(self) -> None:
-        now = time.monotonic()
-        limit = self.host.options.max_commit_units
-        for asset, items in self.staged.items():
-            if not items or asset in self.committing:
-                continue
-            lingering = now - self.staged_since.get(asset, now) < self.linger
-            if self.running.get(asset, 0) and lingering and len(items) < limit:
-                continue  # more units of this table are on their way: let them join the commit
-            batch = items[:limit]
-            del items[: len(batch)]
-            self.staged_since.pop(asset, None)
-            if items:
-                self.staged_since[asset] = now
-            self.committing.add(asset)
-            self.host.spawn(self._commit(asset, batch))
-
-    async def _commit(self, asset: str, batch: list[tuple[int, UnitRecord]]) -> None:
-        host, state = self.host, self.state
-        definition = self.pipeline[asset]
-        units = [u for u, _ in batch]
-        try:
-            async with host.table_lock(asset):
-                table = host.tables[asset]
-                outputs = [
-                    UnitOutput(r.key, r.files, self.inputs.get(u, {}), r.schema_id, r.schema)
-                    for u, r in batch
-                ]
-                fits, misfits = split_by_schema(table, outputs)
-                by_key = {r.key: u for u, r in batch}
-                for output, error in misfits:
-                    self._fail(by_key[output.key], ErrorInfo.from_exception(error))
-                if not fits:
-                    return
-                commit = await asyncio.to_thread(
-                    publish, host.lake, table, asset=asset, column=definition.partitions.column,
-                    run_id=self.id, code_version=definition.code_version, units=fits,
-                )  # fmt: skip
-                published = [by_key[o.key] for o in fits]
-                verify = bool(definition.table_checks)
-                state.published(published, commit.version, verify=verify)
-                for unit in published:
-                    self.inputs.pop(unit, None)
-                    self._event(unit, "unit_published", version=commit.version, attempt=int(state.attempts[unit]),
-                                rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
-                    if not verify:
-                        self._keys.pop(unit, None)
-                host.committed(asset, commit)
-                if (
-                    verify
-                ):  # still under the table's lock: nothing commits between publish and audit
-                    await self._audit_table(asset, table, commit, published)
-                else:
-                    host.released(asset, commit.version, True)
-        except LakeflowError as error:
-            self._commit_failed(
-                units, ErrorInfo.from_exception(error), retryable=isinstance(error, LakeError)
-            )
-        except Exception as error:  # not the lake's answer but our own doing: trust the lake
-            await self._reload_table(asset, error)
-            self._commit_failed(units, ErrorInfo.from_exception(error), retryable=True)
-        finally:
-            self.committing.discard(asset)
-            self.wake.set()
-
-    async def _reload_table(self, asset: str, cause: BaseException) -> None:
-        host = self.host
-        try:
-            async with host.table_lock(asset):
-                table = host.tables[asset]
-                await asyncio.to_thread(table.reload, host.lake)
-        except Exception:  # the lake is out of reach too: the retry's commit meets it again
-            return
-        message = f"after {type(cause).__name__}: {cause}"[:500]
-        host.events.emit(
-            Event(self.id, "table_reloaded", asset=asset, version=table.version, message=message)
-        )
-
-    def _commit_failed(self, units: list[int], info: ErrorInfo, *, retryable: bool) -> None:
-        for unit in units:
-            if self.state.status[unit] == UnitStatus.STAGED:
-                self._failure(unit, info, retryable=retryable)
-
-    async def _audit_table(
-        self, asset: str, table: TableState, commit: Commit, units: list[int]
-    ) -> None:
-        """Table checks on the version just published; a blocking failure holds the consumers of
-        every unit of the commit, and with on_fail="rollback" restores the previous version."""
-        host = self.host
-        try:
-            results = await host.executor.audit_table(
-                host.lake, self.handle, self.pipeline, asset, commit.version
-            )
-        except Exception as error:
-            message = f"table checks could not run: {type(error).__name__}: {error}"
-            results = [
-                CheckResult("table checks", "error", "error", message=message, scope="table")
-            ]
-        self._check_events(None, results, asset=asset, version=commit.version)
-        if not any(r.blocking for r in results):
-            self.state.verified(units)
-            host.released(asset, commit.version, True)
-            return
-        host.released(asset, commit.version, False)
-        note = f" (published at version {commit.version}; consumers held)"
-        if self.pipeline[asset].on_fail == "rollback":
-            try:
-                undo = await asyncio.to_thread(rollback, host.lake, table, commit, run_id=self.id)
-                note = f" (version {commit.version} rolled back by version {undo.version})"
-                host.events.emit(
-                    Event(
-                        self.id,
-                        "table_rolled_back",
-                        asset=asset,
-                        version=undo.version,
-                        message=f"undid version {commit.version}",
-                    )
-                )
-            except LakeflowError as error:
-                note = f" (rollback failed: {error.message}; consumers held)"
-        for unit in units:
-            self._check_failed(unit, results, note=note)
 
     async def _finish(self) -> None:
         host = self.host

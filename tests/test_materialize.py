@@ -315,7 +315,7 @@ def test_a_commit_that_fails_on_our_own_state_reloads_it_from_the_lake(lake, mon
     """An error of ours (not the lake's) in a commit may mean the controller's view of the table
     went wrong; the retry must not meet the same wrong view (a CI run once failed every unit on a
     table state left without its schema)."""
-    import lakeflow.runner as runner_module
+    import lakeflow.group_commit as commits_module
 
     @lf.asset(
         partitions=lf.StaticPartitions(["eu", "us", "jp"]),
@@ -325,7 +325,7 @@ def test_a_commit_that_fails_on_our_own_state_reloads_it_from_the_lake(lake, mon
         return pl.DataFrame({"sku": [ctx.partition.key], "price": [1.5]})
 
     assert lf.materialize([prices], partitions="eu", lake=lake, executor="local").ok
-    real, broken = runner_module.publish, []
+    real, broken = commits_module.publish, []
 
     def publish_with_a_lost_schema(where, state, **kwargs):
         if not broken:
@@ -333,7 +333,7 @@ def test_a_commit_that_fails_on_our_own_state_reloads_it_from_the_lake(lake, mon
             state.schema = None  # the view goes wrong; the commit trips over it
         return real(where, state, **kwargs)
 
-    monkeypatch.setattr(runner_module, "publish", publish_with_a_lost_schema)
+    monkeypatch.setattr(commits_module, "publish", publish_with_a_lost_schema)
     result = lf.materialize([prices], partitions="us,jp", lake=lake, executor="local")
     assert broken == [0] and result.ok, result.units
     events = lf.read_events(lf.Lake(lake), run_id=result.run_id)
