@@ -12,7 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .controller import Controller, ControllerOptions, actor_class
+from .actor import actor_class
+from .controller import Controller, ControllerOptions
 from .errors import LakeflowError
 from .executors import LocalExecutor
 from .lake import Lake
