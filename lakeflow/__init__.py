@@ -54,17 +54,9 @@ from .native_checks import (
     schema,
     unique,
 )
-from .partitions import (
-    DailyPartitions,
-    FilePartitions,
-    HourlyPartitions,
-    MonthlyPartitions,
-    Partition,
-    Partitions,
-    StaticPartitions,
-    Unpartitioned,
-)
+from .partitions import FilePartitions, Partition, Partitions, StaticPartitions, Unpartitioned
 from .service import Service, Subscription, down, subscribe, up
+from .time_windows import DailyPartitions, HourlyPartitions, MonthlyPartitions
 from .triggers import (
     OnPublish,
     OnUpstreamCommit,

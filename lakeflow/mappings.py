@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DefinitionError
-from .partitions import Partitions, StaticPartitions, TimeWindowPartitions, Unpartitioned
+from .partitions import Partitions, StaticPartitions, Unpartitioned
+from .time_windows import TimeWindowPartitions
 
 __all__ = [
     "AllPartitions",

@@ -24,7 +24,8 @@ import numpy as np
 from .errors import DefinitionError
 from .lake import Lake
 from .lake.log import Commit, commit_path, parse_commit
-from .partitions import FilePartitions, Partitions, TimeWindowPartitions
+from .partitions import FilePartitions, Partitions
+from .time_windows import TimeWindowPartitions
 
 if TYPE_CHECKING:
     from .graph import Pipeline
