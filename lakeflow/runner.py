@@ -327,7 +327,7 @@ class Run:
         self.inputs.pop(unit, None)
         self.event(
             unit,
-            "unitcheck_failed",
+            "unit_check_failed",
             message=error.message,
             detail={"checks": [r.check for r in blocking], "quarantine": quarantine},
         )
