@@ -140,70 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     tidy.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     tidy.add_argument("--json", action="store_true", help="print as JSON")
 
-    serve = commands.add_parser(
-        "up", help="run the pipeline's triggers (commits, schedules, files, HTTP) until stopped"
-    )
-    _pipeline_args(serve)
-    serve.add_argument("--executor", choices=["ray", "local"], default="ray")
-    serve.add_argument(
-        "--address", help="Ray cluster address (default: a local Ray for this command)"
-    )
-    serve.add_argument("--http", metavar="HOST:PORT", help="serve POST /runs here (token required)")
-    serve.add_argument(
-        "--token", help="the HTTP token (default: $LAKEFLOW_HTTP_TOKEN, else a new one)"
-    )
-    serve.add_argument(
-        "--poll", type=float, default=0.1, help="seconds between looks for outside commits"
-    )
-    serve.add_argument(
-        "--detach", action="store_true",
-        help="return at once: the triggers keep running (in the cluster's controller with --address, "
-        "else in a background process) until `lakeflow down`",
-    )  # fmt: skip
+    from .cli_service import add_commands  # up, down, subscribe, submit, jobs
 
-    halt = commands.add_parser("down", help="stop the triggers `lakeflow up` started")
-    _pipeline_args(halt)
-
-    follow = commands.add_parser(
-        "subscribe", help="print (or POST) every publish of an asset or source"
-    )
-    _pipeline_args(follow)
-    follow.add_argument("asset")
-    follow.add_argument("--webhook", help="POST each publish as JSON to this URL")
-    follow.add_argument(
-        "--from-version", type=int, help="first version to deliver (default: new ones)"
-    )
-
-    job = commands.add_parser(
-        "submit",
-        help="run a lakeflow command on a Ray cluster as a Ray Job",
-        description="lakeflow submit [options] -- materialize|backfill|up PIPELINE ...",
-    )
-    job.add_argument(
-        "--address", help="Ray Jobs URL (default: $LAKEFLOW_JOBS_ADDRESS or http://127.0.0.1:8265)"
-    )
-    job.add_argument("--working-dir", default=".", help="the project to upload (default: here)")
-    job.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="for the job (LAKEFLOW_*, AWS_* pass by themselves)",
-    )
-    job.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    job.add_argument("--id", dest="submission_id", help="the job id to use")
-    job.add_argument("job", nargs=argparse.REMAINDER, help="-- then the lakeflow command")
-
-    jobs = commands.add_parser("jobs", help="list the cluster's jobs, print one's logs, stop one")
-    jobs.add_argument("action", choices=["list", "logs", "stop", "status"])
-    jobs.add_argument("job_id", nargs="?")
-    jobs.add_argument(
-        "--address", help="Ray Jobs URL (default: $LAKEFLOW_JOBS_ADDRESS or http://127.0.0.1:8265)"
-    )
-    jobs.add_argument(
-        "--follow", "-f", action="store_true", help="logs: keep printing until it ends"
-    )
-    jobs.add_argument("--json", action="store_true", help="list: print as JSON")
+    add_commands(commands)
     return parser
 
 

@@ -1,5 +1,5 @@
 """The `lakeflow` commands that keep something running or talk to a cluster: `up`, `down`,
-`subscribe`, `submit` and `jobs` (the parser and the rest are in `cli.py`)."""
+`subscribe`, `submit` and `jobs`, their arguments and what they do (the rest is in `cli.py`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,78 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _on_ray, _pipeline, _table
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _on_ray, _pipeline, _pipeline_args, _table
 from .errors import RequestError
 
-__all__ = ["down", "jobs", "submit", "subscribe", "up"]
+__all__ = ["add_commands", "down", "jobs", "submit", "subscribe", "up"]
+
+
+def add_commands(commands: Any) -> None:
+    """Add these commands' parsers to the `lakeflow` parser's subcommands."""
+    serve = commands.add_parser(
+        "up", help="run the pipeline's triggers (commits, schedules, files, HTTP) until stopped"
+    )
+    _pipeline_args(serve)
+    serve.add_argument("--executor", choices=["ray", "local"], default="ray")
+    serve.add_argument(
+        "--address", help="Ray cluster address (default: a local Ray for this command)"
+    )
+    serve.add_argument("--http", metavar="HOST:PORT", help="serve POST /runs here (token required)")
+    serve.add_argument(
+        "--token", help="the HTTP token (default: $LAKEFLOW_HTTP_TOKEN, else a new one)"
+    )
+    serve.add_argument(
+        "--poll", type=float, default=0.1, help="seconds between looks for outside commits"
+    )
+    serve.add_argument(
+        "--detach", action="store_true",
+        help="return at once: the triggers keep running (in the cluster's controller with --address, "
+        "else in a background process) until `lakeflow down`",
+    )  # fmt: skip
+
+    halt = commands.add_parser("down", help="stop the triggers `lakeflow up` started")
+    _pipeline_args(halt)
+
+    follow = commands.add_parser(
+        "subscribe", help="print (or POST) every publish of an asset or source"
+    )
+    _pipeline_args(follow)
+    follow.add_argument("asset")
+    follow.add_argument("--webhook", help="POST each publish as JSON to this URL")
+    follow.add_argument(
+        "--from-version", type=int, help="first version to deliver (default: new ones)"
+    )
+
+    job = commands.add_parser(
+        "submit",
+        help="run a lakeflow command on a Ray cluster as a Ray Job",
+        description="lakeflow submit [options] -- materialize|backfill|up PIPELINE ...",
+    )
+    job.add_argument(
+        "--address", help="Ray Jobs URL (default: $LAKEFLOW_JOBS_ADDRESS or http://127.0.0.1:8265)"
+    )
+    job.add_argument("--working-dir", default=".", help="the project to upload (default: here)")
+    job.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="for the job (LAKEFLOW_*, AWS_* pass by themselves)",
+    )
+    job.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    job.add_argument("--id", dest="submission_id", help="the job id to use")
+    job.add_argument("job", nargs=argparse.REMAINDER, help="-- then the lakeflow command")
+
+    jobs = commands.add_parser("jobs", help="list the cluster's jobs, print one's logs, stop one")
+    jobs.add_argument("action", choices=["list", "logs", "stop", "status"])
+    jobs.add_argument("job_id", nargs="?")
+    jobs.add_argument(
+        "--address", help="Ray Jobs URL (default: $LAKEFLOW_JOBS_ADDRESS or http://127.0.0.1:8265)"
+    )
+    jobs.add_argument(
+        "--follow", "-f", action="store_true", help="logs: keep printing until it ends"
+    )
+    jobs.add_argument("--json", action="store_true", help="list: print as JSON")
 
 
 def up(args: argparse.Namespace, console: Console) -> int:
