@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LakeError, LakeflowError, SchemaError
-from .events import Event, EventLog, read_events
+from .events import Event, EventLog
 from .executors import Executor
 from .graph import Pipeline
 from .lake import Lake
@@ -36,6 +36,7 @@ from .runs import (
     failed_partitions,
     load_request,
     plan_result,
+    published_by,
     unfinished_runs,
 )
 from .trigger_engine import TriggerOptions, Triggers
@@ -379,38 +380,13 @@ class Controller:
     async def _published_by(
         self, pipeline: Pipeline, request: Request, run_id: str
     ) -> dict[str, dict[int, int]]:
-        """Partitions (with their versions) the run already published, read from the tables'
-        commit metadata; logs the `unit_published` events a dead controller did not flush."""
-        logged = await asyncio.to_thread(
-            read_events, self.lake, run_id=run_id, kinds=["unit_published"]
-        )
-        seen = set(zip(logged["asset"].to_list(), logged["partition"].to_list(), strict=True))
-        done: dict[str, dict[int, int]] = {}
-        for name in pipeline.select(list(request.select)):
-            table = await self.table(pipeline, name)
-            parts = pipeline[name].partitions
-            with table.lock:
-                mine = [
-                    (k, info.version)
-                    for k, info in table.published.items()
-                    if info.run_id == run_id
-                ]
-            for key, version in mine:
-                index = parts.indices([key])[0] if parts.is_partitioned else 0
-                if index < 0:
-                    continue
-                done.setdefault(name, {})[int(index)] = version
-                if (name, key) not in seen:
-                    self.events.emit(
-                        Event(
-                            run_id,
-                            "unit_published",
-                            asset=name,
-                            partition=key,
-                            version=version,
-                            detail={"repaired": True},
-                        )
-                    )
+        """Partitions (with their versions) the run already published, read from the tables' commit
+        metadata; logs the `unit_published` events a dead controller did not flush."""
+        tables = {n: await self.table(pipeline, n) for n in pipeline.select(list(request.select))}
+        done, unlogged = await asyncio.to_thread(published_by, self.lake, pipeline, tables, run_id)
+        for name, key, version in unlogged:
+            self.events.emit(Event(run_id, "unit_published", asset=name, partition=key,
+                                   version=version, detail={"repaired": True}))  # fmt: skip
         return done
 
     async def wait(self, run_id: str, timeout: float | None = None) -> bool:

@@ -20,6 +20,7 @@ from .scheduler import UnitStatus
 
 if TYPE_CHECKING:
     from .graph import Pipeline
+    from .lake.log import TableState
     from .planner import Request
     from .runner import Run
 
@@ -31,6 +32,7 @@ __all__ = [
     "failed_partitions",
     "load_request",
     "plan_result",
+    "published_by",
     "unfinished_runs",
 ]
 
@@ -106,6 +108,33 @@ def failed_partitions(
 
 
 _OUTCOMES = np.array([s.name.lower() for s in sorted(UnitStatus, key=int)], dtype=object)
+
+
+def published_by(
+    lake: Lake, pipeline: Pipeline, tables: dict[str, TableState], run_id: str
+) -> tuple[dict[str, dict[int, int]], list[tuple[str, str, int]]]:
+    """What run `run_id` already published, from the tables' commit metadata (the truth): per
+    asset, partition index -> version; and the (asset, key, version) of those publishes whose
+    `unit_published` event never reached the event log (its controller died first)."""
+    logged = read_events(lake, run_id=run_id, kinds=["unit_published"])
+    seen = set(zip(logged["asset"].to_list(), logged["partition"].to_list(), strict=True))
+    done: dict[str, dict[int, int]] = {}
+    unlogged: list[tuple[str, str, int]] = []
+    for name, table in tables.items():
+        parts = pipeline[name].partitions
+        with table.lock:
+            mine = [
+                (k, info.version) for k, info in table.published.items() if info.run_id == run_id
+            ]
+        keys = [k for k, _ in mine]
+        indices = parts.indices(keys) if parts.is_partitioned else np.zeros(len(keys), np.int64)
+        for (key, version), index in zip(mine, indices.tolist(), strict=True):
+            if index < 0:
+                continue  # a partition the definition no longer has
+            done.setdefault(name, {})[index] = version
+            if (name, key) not in seen:
+                unlogged.append((name, key, version))
+    return done, unlogged
 
 
 def plan_result(run: Run) -> dict[str, Any]:

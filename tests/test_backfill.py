@@ -3,6 +3,7 @@ ordering, limits, cancel and resume, and chains of partitions built on their pre
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,6 +267,27 @@ def test_cancel_stops_cleanly_and_resume_finishes_the_rest(ray_session, lake, co
     assert commits_per_partition(lake, "readings") == dict.fromkeys(YEAR.keys()[:100], 1)
     assert commits_per_partition(lake, "daily_sum") == dict.fromkeys(YEAR.keys()[:100], 1)
     assert lf.backfill_status(handle.id, lake=lake)["status"] == "succeeded"
+
+
+def test_resume_logs_the_publishes_a_dead_controller_never_wrote_down(lake, control):
+    """The tables, not the event log, say what a run published: a controller that died after its
+    commits but before its events reached the log leaves them to the one that resumes the run."""
+    days = "2023-01-01..2023-01-10"
+    first = lf.backfill(BACKFILL, select="readings,daily_sum", partitions=days, lake=lake,
+                        executor="local")  # fmt: skip
+    assert first.ok
+    lf.stop(lake)  # its controller is gone ...
+    shutil.rmtree(Path(lake, "_lakeflow", "events"))  # ... and so is every event of the run
+
+    resumed = lf.resume(first.run_id, lake=lake, executor="local")
+    assert resumed.ok and resumed.counts() == {"published": 20}  # all of them before the resume
+    events = lf.read_events(lf.Lake(lake), run_id=first.run_id)
+    repaired = events.filter(pl.col("kind") == "unit_published")
+    assert sorted(set(repaired["asset"].to_list())) == ["daily_sum", "readings"]
+    assert repaired.height == 20 and all(json.loads(d)["repaired"] for d in repaired["detail"])
+    assert lf.backfill_status(first.run_id, lake=lake)["published"] == 20
+    for asset in ("readings", "daily_sum"):
+        assert commits_per_partition(lake, asset) == dict.fromkeys(YEAR.keys()[:10], 1)
 
 
 def _raylets() -> set[int]:
