@@ -126,6 +126,7 @@ class EventLog:
             except Exception:
                 with self._lock:  # keep them for the next flush
                     self._buffer = batch + self._buffer
+                self._handle = None  # which opens the table afresh (it may be gone or replaced)
                 raise
             return len(batch)
 

@@ -1,7 +1,11 @@
 """The event log on a real Delta table: batched appends, and compaction that keeps it fast to
 read under a controller that runs for months."""
 
+import shutil
+
+import pytest
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from lakeflow.events import Event, EventLog, read_events
 from lakeflow.lake import Lake
@@ -32,3 +36,18 @@ def test_a_new_controllers_log_compacts_what_an_earlier_one_left(tmp_path):
     flush_events(log, 1, start=8)  # the 9 files it finds count: it compacts at once
     assert len(DeltaTable(log.url).file_uris()) == 1
     assert read_events(lake, kinds=["unit_published"]).height == 9
+
+
+def test_a_log_that_fails_to_append_reopens_its_table_and_keeps_its_events(tmp_path):
+    """A failed flush keeps the batch, and the next flush opens the table afresh: a log whose
+    table was deleted (or replaced) under it starts a new one instead of failing forever."""
+    lake = Lake(str(tmp_path / "lake"))
+    log = EventLog(lake)
+    flush_events(log, 2)
+    shutil.rmtree(tmp_path / "lake" / "_lakeflow" / "events")
+    log.emit(Event("run-2", "run_requested"))
+    with pytest.raises(DeltaError):
+        log.flush()  # the open handle points at a table that is gone
+    assert log.pending() == 1
+    assert log.flush() == 1
+    assert read_events(lake)["run_id"].to_list() == ["run-2"]
