@@ -105,7 +105,7 @@ def test_an_outside_commit_runs_exactly_the_partitions_it_touched(
 
 
 def test_a_burst_of_50_commits_loses_none_and_doubles_none(ray_session, lake, service_stopper):
-    pipeline = trips_pipeline(lake, debounce=1.5)
+    pipeline = trips_pipeline(lake, debounce=3.0)  # a quiet period longer than any gap in the burst
     source = f"{lake}/trips"
     write_trips(source, "2024-02-01", [0])
     lf.up(pipeline, poll=0.05)
