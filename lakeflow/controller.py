@@ -2,9 +2,9 @@
 `runner.Run`), answers progress queries, cancels and resumes runs, and after a restart resumes
 what its predecessor left unfinished.
 
-`Controller` is plain asyncio over an `Executor`; the Ray actor (named, detached, restarted forever)
-that hosts one per lake is `actor.actor_class()`. Nothing blocks the event loop: table I/O, planning and
-commits run in threads, so progress queries are answered while runs go on.
+`Controller` is plain asyncio over an `Executor`; the Ray actor (named, detached, restarted
+forever) that hosts one per lake is `actor.actor_class()`. Nothing blocks the event loop: table
+I/O, planning and commits run in threads, so progress queries are answered while runs go on.
 """
 
 from __future__ import annotations

@@ -96,9 +96,8 @@ class GroupCommits:
                     if not verify:
                         run.forget_key(unit)
                 host.committed(asset, commit)
-                if (
-                    verify
-                ):  # still under the table's lock: nothing commits between publish and audit
+                if verify:
+                    # still under the table's lock: nothing commits between publish and audit
                     await self._audit_table(asset, table, commit, published)
                 else:
                     host.released(asset, commit.version, True)
@@ -161,16 +160,8 @@ class GroupCommits:
             try:
                 undo = await asyncio.to_thread(rollback, host.lake, table, commit, run_id=run.id)
                 note = f" (version {commit.version} rolled back by version {undo.version})"
-                message = f"undid version {commit.version}"
-                host.events.emit(
-                    Event(
-                        run.id,
-                        "table_rolled_back",
-                        asset=asset,
-                        version=undo.version,
-                        message=message,
-                    )
-                )
+                host.events.emit(Event(run.id, "table_rolled_back", asset=asset, version=undo.version,
+                                       message=f"undid version {commit.version}"))  # fmt: skip
             except LakeflowError as error:
                 note = f" (rollback failed: {error.message}; consumers held)"
         for unit in units:
