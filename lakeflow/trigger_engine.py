@@ -70,6 +70,10 @@ class Triggers:
         }
         self.audits: dict[tuple[str, int], bool] = {}  # (asset, version) -> table checks passed
         self.quiet_since: dict[str, float] = {}  # consumer -> when its last change arrived
+        # consumer -> key -> how many commits touched it: a request clears only the keys that
+        # no commit touched while it was being planned (the await in `_fire_ready`)
+        self.touches: dict[str, dict[str, int]] = {}
+        self.retry_at: dict[str, float] = {}  # consumer -> when to ask again after a refusal
         self.fired: dict[str, int] = {}  # what has been requested, by kind (for status)
         self.recent: list[tuple[str, str]] = []  # (run id, origin) of the latest triggered runs
         self.wake = asyncio.Event()
@@ -222,10 +226,12 @@ class Triggers:
             if not keys:
                 continue
             pending = self.state.pending.setdefault(edge.down, {})
+            touches = self.touches.setdefault(edge.down, {})
             for key in keys:
                 ups = pending.setdefault(key, [])
                 if table not in ups:
                     ups.append(table)
+                touches[key] = touches.get(key, 0) + 1
             span = self.state.causes.setdefault(edge.down, {}).setdefault(
                 table, [commit.version, commit.version]
             )
@@ -261,9 +267,13 @@ class Triggers:
         )
 
     async def _fire_ready(self) -> None:
+        """Request the pending keys of each consumer whose upstreams are quiet and that no run is
+        building. The keys stay pending (and saved) while the request is planned; afterwards
+        only those that no commit touched meanwhile are cleared, and a refused request clears
+        none, so no change recorded during the await is lost."""
         now = time.monotonic()
         for consumer, pending in list(self.state.pending.items()):
-            if not pending:
+            if not pending or now < self.retry_at.get(consumer, 0.0):
                 continue
             policy = self.pipeline[consumer].automation
             if now - self.quiet_since.get(consumer, 0.0) < policy.debounce or self._busy(consumer):
@@ -277,21 +287,31 @@ class Triggers:
             )
             if not keys:
                 continue
-            causes = self.state.causes.get(consumer, {})
-            trigger = {"kind": "commit", "tables": {t: list(v) for t, v in causes.items()}}
+            touches = self.touches.setdefault(consumer, {})
+            seen = {k: touches.get(k, 0) for k in keys}
+            causes = {t: list(v) for t, v in self.state.causes.get(consumer, {}).items()}
+            trigger = {"kind": "commit", "tables": causes}
             origin = "commit:" + ",".join(
                 f"{t}@{lo}..{hi}" for t, (lo, hi) in sorted(causes.items())
             )
-            await self._request(consumer, tuple(keys), origin, trigger, "commit")
+            requested = await self._request(consumer, tuple(keys), origin, trigger, "commit")
+            if not requested:
+                self.retry_at[consumer] = time.monotonic() + min(5.0, self.options.poll * 20)
+                continue
+            self.retry_at.pop(consumer, None)
             for key in keys:
-                pending.pop(key, None)
+                if touches.get(key, 0) == seen[key]:  # untouched since it was requested
+                    pending.pop(key, None)
+                    touches.pop(key, None)
             if not pending:
                 self.state.causes.pop(consumer, None)
             await self._save()
 
     async def _request(
         self, select: str, partitions: Any, origin: str, trigger: Mapping[str, Any], kind: str
-    ) -> str | None:
+    ) -> bool:
+        """Ask the controller for a run; False if it refused (the keys must be asked for again).
+        A plan with nothing to do is an answer too: no run, True."""
         from .planner import Request
 
         request = Request(select=(select,), partitions=partitions)
@@ -301,11 +321,11 @@ class Triggers:
             )
         except LakeflowError as error:
             self._emit("trigger_failed", asset=select, message=str(error), detail=dict(trigger))
-            return None
+            return False
         self.fired[kind] = self.fired.get(kind, 0) + 1
         if summary.get("run_id"):
             self.recent = [*self.recent[-49:], (summary["run_id"], origin)]
-        return summary.get("run_id")
+        return True
 
     # -- schedules -------------------------------------------------------------------------------
     async def _schedule_loop(self) -> None:
@@ -320,10 +340,13 @@ class Triggers:
                         await asyncio.sleep(self.options.poll)  # then its partitions are fresh
                     spec = item.spec(self.pipeline, tick)
                     origin = f"schedule:{item.name}@{_iso(tick)}"
-                    await self._request(
+                    asked = await self._request(
                         item.select, spec, origin, {"kind": "schedule", "schedule": item.name,
                                                     "tick": _iso(tick)}, "schedule",
                     )  # fmt: skip
+                    if not asked:  # refused (the lake is away): this tick is fired again later
+                        await asyncio.sleep(min(5.0, self.options.poll * 20))
+                        break
                     self.state.ticks[item.name] = tick
                     await self._save()
             await asyncio.sleep(min(0.5, self.options.poll * 5))
@@ -332,20 +355,25 @@ class Triggers:
     async def _sensor_loop(self, asset: str) -> None:
         parts = self.sensors[asset]
         recovered = False
+        unasked: list[tuple[str, str]] = []  # registered files whose request was refused
         while True:
             try:
                 if not recovered:  # files registered before a crash but never published
                     parts.load(await asyncio.to_thread(load_registry, self.lake, asset))
                     if len(parts):
-                        await self._request(asset, "*", "file:recovery", {"kind": "file"}, "file")
-                    recovered = True
-                new = await asyncio.to_thread(self._sense, asset, parts)
+                        recovered = await self._request(
+                            asset, "*", "file:recovery", {"kind": "file"}, "file"
+                        )
+                    else:
+                        recovered = True
+                new = unasked + await asyncio.to_thread(self._sense, asset, parts)
                 if new:
                     where = new[0][1] if len(new) == 1 else f"{len(new)} files"
                     detail = {"kind": "file", "files": [u for _, u in new][:100]}
-                    await self._request(
+                    asked = await self._request(
                         asset, tuple(k for k, _ in new), f"file:{where}", detail, "file"
                     )
+                    unasked = [] if asked else new
             except LakeflowError as error:
                 self._emit("trigger_error", asset=asset, message=str(error))
             except OSError as error:
