@@ -226,6 +226,66 @@ def test_a_commit_whose_reply_was_lost_is_not_applied_twice(table, monkeypatch):
     assert [h.get("lakeflow", {}).get("run") for h in table_now.history()] == ["run-2", "run-1"]
 
 
+@pytest.mark.parametrize("fault", ["none", "lost_reply", "conflict"])
+def test_a_commit_another_refresh_consumed_is_still_recognized_as_ours(table, monkeypatch, fault):
+    """The controller refreshes a table's state from more than one thread (planning, publish):
+    a refresh that applies our commit before `publish` looks for it must not make the commit
+    look lost, or its units retry and publish the same partition twice. The transaction id says
+    whether the commit landed; the log says which version it is."""
+    lake, url = table
+    _, state = commit(lake, url, [stage(lake, url, "2024-01-01", day_frame("2024-01-01"))])
+    real = publish_module._commit_once
+
+    def commit_then_someone_refreshes(*args, **kwargs):
+        real(*args, **kwargs)
+        state.refresh(lake)  # what a concurrent plan does: it moves the shared state on
+        if fault == "lost_reply":
+            raise OSError("connection reset after the commit was written")
+        if fault == "conflict":  # deltalake's answer to a race it lost... after it won
+            from deltalake.exceptions import CommitFailedError
+
+            raise CommitFailedError("version already exists")
+
+    monkeypatch.setattr(publish_module, "_commit_once", commit_then_someone_refreshes)
+    landed, _ = commit(
+        lake,
+        url,
+        [stage(lake, url, "2024-01-02", day_frame("2024-01-02"))],
+        run_id="run-2",
+        state=state,
+    )
+    table_now = DeltaTable(url)
+    assert table_now.version() == landed.version == 1
+    assert [h.get("lakeflow", {}).get("run") for h in table_now.history()] == ["run-2", "run-1"]
+    assert state.version == 1 and state.txn_version == table_now.transaction_version(APP_ID)
+
+
+def test_concurrent_refreshes_of_one_state_apply_each_commit_once(table):
+    lake, url = table
+    _, state = commit(lake, url, [stage(lake, url, "2024-01-01", day_frame("2024-01-01"))])
+    other = TableState.load(lake, url, column="date")
+    for i in range(30):
+        key = f"2024-02-{i + 1:02d}"
+        commit(lake, url, [stage(lake, url, key, day_frame(key, n=1))], state=other)
+    errors: list[BaseException] = []
+
+    def refresh():
+        try:
+            state.refresh(lake)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=refresh) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    fresh = TableState.load(lake, url, column="date")
+    assert state.version == fresh.version == 30
+    assert state.files == fresh.files and state.touched == fresh.touched
+
+
 def test_commits_survive_concurrent_outside_writers(table):
     lake, url = table
     _, state = commit(lake, url, [stage(lake, url, "2024-01-01", day_frame("2024-01-01"))])

@@ -261,18 +261,21 @@ class TableState:
         self.version = commit.version
 
     def refresh(self, lake: Lake) -> list[Commit]:
-        """Read and apply the commits made since `version`; returns them, oldest first.
-
-        A table that did not exist is followed from its version 0 on."""
+        """Read and apply the commits made since `version`; returns those this call applied,
+        oldest first (threads may refresh one state at once: each commit is applied once, by
+        one of them). A table that did not exist is followed from its version 0 on."""
         commits: list[Commit] = []
         while True:
-            raw = lake.read_bytes(commit_path(self.url, self.version + 1))
+            version = self.version + 1
+            raw = lake.read_bytes(commit_path(self.url, version))
             if raw is None:
                 break
-            commit = parse_commit(raw, self.version + 1, self.column)
-            if commit.partition_columns is not None:
-                self.column = commit.partition_columns[0] if commit.partition_columns else None
             with self.lock:
+                if self.version + 1 != version:  # another thread's refresh applied it
+                    continue
+                commit = parse_commit(raw, version, self.column)
+                if commit.partition_columns is not None:
+                    self.column = commit.partition_columns[0] if commit.partition_columns else None
                 self._apply(commit)
                 if commit.schema_json is not None:
                     # from the commit itself: a second read here could fail on its own and

@@ -2,9 +2,10 @@
 
 The commit replaces exactly the units' partitions (overwrite with a partition filter), carries
 lakeflow's metadata (run, code version, each unit's input versions) and an application
-transaction `(lakeflow, n)`. If the commit fails or its outcome is unknown, the table is reloaded
-and `transaction_version` tells whether it landed, so a retry never applies a commit twice. The
-table's schema is never changed by a publish: outputs that do not match it are refused.
+transaction `(lakeflow, n)`. If the commit fails or its outcome is unknown, the table's state is
+brought up to date and the transaction number tells whether it landed (then the log says which
+version holds it), so a retry never applies a commit twice. The table's schema is never changed
+by a publish: outputs that do not match it are refused.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from ..errors import LakeError, SchemaError
 from . import Lake
-from .log import APP_ID, METADATA_KEY, METADATA_VERSION, Commit, TableState
+from .log import (
+    APP_ID,
+    METADATA_KEY,
+    METADATA_VERSION,
+    Commit,
+    TableState,
+    commit_path,
+    parse_commit,
+)
 from .staging import StagedFile, partition_values, schema_id
 
 __all__ = ["UnitOutput", "publish", "rollback"]
@@ -127,33 +136,35 @@ def publish(
         if created is not None:
             return created
     keys = sorted({u.key for u in units})
-    marker = actions[0].path
+    with state.lock:
+        ours = _Attempt(state.version, state.txn_version + 1, actions[0].path)
     for attempt in range(_COMMIT_RETRIES):
-        sequence = state.txn_version + 1
-        properties = CommitProperties(
-            custom_metadata=metadata, app_transactions=[Transaction(APP_ID, sequence)]
-        )
         handle, replaced = _replaced(lake, state, keys)
+        if state.txn_version >= ours.sequence:  # another writer of ours took the number
+            ours = _Attempt(ours.base, state.txn_version + 1, ours.marker)
+        properties = CommitProperties(
+            custom_metadata=metadata, app_transactions=[Transaction(APP_ID, ours.sequence)]
+        )
         assert state.schema is not None
         try:
             _commit_once(handle, actions, state.schema, column, replaced, properties, hooks)
         except CommitFailedError:
-            landed = _landed(lake, state, marker)
+            landed = _landed(lake, state, ours)
             if landed is not None:
                 return landed
             time.sleep(min(0.05 * 2**attempt, 1.0))
             continue
         except OSError as error:
-            landed = _landed(lake, state, marker)
+            landed = _landed(lake, state, ours)
             if landed is not None:
                 return landed
             raise lake.unreachable(error) from error
         except Exception as error:
-            landed = _landed(lake, state, marker)
+            landed = _landed(lake, state, ours)
             if landed is not None:
                 return landed
             raise LakeError(f"commit to {asset} failed: {str(error).splitlines()[0]}") from error
-        landed = _landed(lake, state, marker)
+        landed = _landed(lake, state, ours)
         if landed is None:
             raise LakeError(
                 f"commit to {asset} reported success but its transaction is not in the log"
@@ -205,17 +216,39 @@ def _commit_once(handle: DeltaTable, actions, schema, column, replaced, properti
     )
 
 
-def _landed(lake: Lake, state: TableState, marker: str) -> Commit | None:
-    """Move `state` to the table's newest version; the commit that added `marker` (the path of
-    one of our staged files, unique to this attempt), if it is there. Recognizing our commit by
-    its content, not by the transaction number, keeps another writer's commit that happens to
-    carry the same number from being taken for ours."""
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """How a publish recognizes its own commit: the table version it started from, the
+    application transaction number its commit carries and one staged file it adds."""
+
+    base: int
+    sequence: int
+    marker: str
+
+
+def _landed(lake: Lake, state: TableState, ours: _Attempt) -> Commit | None:
+    """Move `state` to the table's newest version; our commit, if it landed.
+
+    The transaction number answers "did it land" (a table's `txn` for lakeflow only grows);
+    the commit itself is then found in the log after `base`, by its number and one of its
+    files. It is read from the log rather than taken from what this refresh applied: a
+    concurrent refresh of the same state (a plan, another publish) may have applied it."""
     try:
-        commits = state.refresh(lake)
+        state.refresh(lake)
     except OSError as error:
         raise lake.unreachable(error) from error
-    for commit in commits:
-        if any(path == marker for files in commit.added.values() for path, _ in files):
+    with state.lock:
+        newest, txn = state.version, state.txn_version
+    if txn < ours.sequence:
+        return None
+    for version in range(ours.base + 1, newest + 1):
+        raw = lake.read_bytes(commit_path(state.url, version))
+        if raw is None:  # cleaned up already: only very old commits are
+            continue
+        commit = parse_commit(raw, version, state.column)
+        if commit.txn.get(APP_ID) != ours.sequence:
+            continue
+        if any(path == ours.marker for files in commit.added.values() for path, _ in files):
             return commit
     return None
 
@@ -247,7 +280,7 @@ def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | No
             raise LakeError(
                 f"creating table {state.url} failed: {str(error).splitlines()[0]}"
             ) from error
-    return _landed(lake, state, actions[0].path)
+    return _landed(lake, state, _Attempt(-1, 1, actions[0].path))
 
 
 def rollback(lake: Lake, state: TableState, commit: Commit, *, run_id: str) -> Commit:
