@@ -31,6 +31,7 @@ from .runner import Run
 from .runs import (
     RUNS_DIR,
     _pickler,
+    attempts_used,
     cancel_marker,
     dump_request,
     failed_partitions,
@@ -99,6 +100,7 @@ class Controller:
         self._table_locks: dict[str, asyncio.Lock] = {}
         self._slots: tuple[float, int] = (float("-inf"), 1)
         self._background: set[asyncio.Task] = set()
+        self._flushing: asyncio.Task | None = None
         self._started = False
         self.triggers: Triggers | None = None
 
@@ -185,6 +187,19 @@ class Controller:
             slots = self.options.max_in_flight or self.executor.slots()
             self._slots = (time.monotonic(), slots)
         return slots
+
+    def flush_soon(self) -> None:
+        """Write the buffered events now (once at a time); the runs wake when it is done."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = self.spawn(self._flush_now())
+
+    async def _flush_now(self) -> None:
+        try:
+            await asyncio.to_thread(self.events.flush)
+        except Exception:  # the lake is away: what waits on the flush waits a little longer
+            await asyncio.sleep(1.0)
+        finally:
+            self.wake_all()
 
     def wake_all(self) -> None:
         for run in self.runs.values():
@@ -329,8 +344,9 @@ class Controller:
         origin: str,
         plan: Plan,
         prior: dict[str, dict[int, int]] | None = None,
+        attempts: dict[tuple[str, str], int] | None = None,
     ) -> Run:
-        run = Run(self, run_id, pipeline, request, origin, plan, prior=prior)
+        run = Run(self, run_id, pipeline, request, origin, plan, prior=prior, attempts=attempts)
         self.runs[run_id] = run
         self.spawn(run.drive())
         return run
@@ -345,6 +361,7 @@ class Controller:
         try:
             pipeline, request, origin = await asyncio.to_thread(load_request, self.lake, run_id)
             done = await self._published_by(pipeline, request, run_id)
+            used = await asyncio.to_thread(attempts_used, self.lake, run_id)
             plan = await self.plan(
                 pipeline, request, done={a: np.array(sorted(v), np.int64) for a, v in done.items()}
             )
@@ -370,7 +387,9 @@ class Controller:
                 },
             )
         )
-        return self._begin(run_id, pipeline, request, origin, plan, prior=done).progress()
+        return self._begin(
+            run_id, pipeline, request, origin, plan, prior=done, attempts=used
+        ).progress()
 
     def _clear_cancel(self, run_id: str) -> None:
         marker = cancel_marker(self.lake, run_id)

@@ -102,14 +102,21 @@ class EventLog:
         self._flush_lock = threading.Lock()
         self._handle: DeltaTable | None = None
         self._appended = 0  # files added since the last compaction (all of them, at first)
+        self._emitted = 0  # events emitted so far ...
+        self.written = 0  # ... and how many of the first of them are in the lake
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event) -> int:
+        """Buffer `event`; returns its number (it is in the lake once `written` reaches it)."""
         with self._lock:
             self._buffer.append(event)
+            self._emitted += 1
+            return self._emitted
 
     def extend(self, events: Iterable[Event]) -> None:
         with self._lock:
-            self._buffer.extend(events)
+            batch = list(events)
+            self._buffer.extend(batch)
+            self._emitted += len(batch)
 
     def pending(self) -> int:
         return len(self._buffer)
@@ -119,6 +126,7 @@ class EventLog:
         with self._flush_lock:
             with self._lock:
                 batch, self._buffer = self._buffer, []
+                upto = self._emitted - len(self._buffer)
             if not batch:
                 return 0
             try:
@@ -128,6 +136,7 @@ class EventLog:
                     self._buffer = batch + self._buffer
                 self._handle = None  # which opens the table afresh (it may be gone or replaced)
                 raise
+            self.written = max(self.written, upto)
             return len(batch)
 
     def _write(self, table: pa.Table) -> None:

@@ -58,6 +58,7 @@ class Run:
         plan: Plan,
         *,
         prior: dict[str, dict[int, int]] | None = None,
+        attempts: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self.host = host
         self.id = run_id
@@ -83,6 +84,19 @@ class Run:
             options.backfill_commit_linger if request.kind == "backfill" else options.commit_linger
         )
         self.commits = GroupCommits(self, linger=linger, max_units=options.max_commit_units)
+        self.retry_logged = 0  # the newest unit_retry event: retries wait until it is written
+        self._seed_attempts(attempts or {})
+
+    def _seed_attempts(self, used: dict[tuple[str, str], int]) -> None:
+        """A resumed run carries on counting each unit's attempts where its events left off."""
+        for (asset, key), count in used.items():
+            if asset not in self.plan.assets:
+                continue
+            parts = self.pipeline[asset].partitions
+            index = int(parts.indices([key])[0]) if parts.is_partitioned else 0
+            unit = self.plan.unit(asset, index) if index >= 0 else None
+            if unit is not None:
+                self.state.attempts[unit] = count
 
     # -- limits ----------------------------------------------------------------------------------
     def limit(self) -> int:
@@ -106,7 +120,10 @@ class Run:
         try:
             while not state.done:
                 self.wake.clear()
-                state.release_backoffs()
+                if self.host.events.written >= self.retry_logged:
+                    state.release_backoffs()
+                elif state.next_backoff() is not None:  # a retry is due once its event is written
+                    self.host.flush_soon()
                 self._drain()
                 if self.cancelled:
                     gone = state.cancel()
@@ -139,6 +156,13 @@ class Run:
             error = ErrorInfo("lakeflow", "ResourcesUnavailable", f"asset {asset} {reason}")
             for unit in range(int(plan.offsets[j]), int(plan.offsets[j + 1])):
                 self.fail(unit, error)
+        for j, asset in enumerate(plan.assets):  # a resumed run's units out of attempts
+            lo, hi = int(plan.offsets[j]), int(plan.offsets[j + 1])
+            policy = self.pipeline[asset].retry
+            for unit in (lo + np.flatnonzero(state.attempts[lo:hi] >= policy.attempts)).tolist():
+                used = int(state.attempts[unit])
+                message = f"{used} attempts were spent before the controller restarted (the policy allows {policy.attempts})"
+                self.fail(unit, ErrorInfo("lakeflow", "AttemptsExhausted", message))
         for missing in plan.missing:
             found = plan.unit(missing.asset, missing.index)
             if found is None or state.status[found] in FINAL:
@@ -150,7 +174,7 @@ class Run:
     async def _sleep(self) -> None:
         timeout = 5.0
         backoff = self.state.next_backoff()
-        if backoff is not None:
+        if backoff is not None and self.host.events.written >= self.retry_logged:
             timeout = min(timeout, max(0.0, backoff - time.time()))
         if self.commits.waiting():
             timeout = min(timeout, self.commits.linger)
@@ -274,7 +298,7 @@ class Run:
         if retryable and attempt < policy.attempts and not self.cancelled:
             delay = policy.delay(attempt)
             self.state.retry(unit, delay)
-            self.event(
+            self.retry_logged = self.event(
                 unit,
                 "unit_retry",
                 attempt=attempt,
@@ -346,9 +370,11 @@ class Run:
             key = self._keys[unit] = self.pipeline[asset].partitions.key(index)
         return key
 
-    def event(self, unit: int, kind: str, **fields: Any) -> None:
+    def event(self, unit: int, kind: str, **fields: Any) -> int:
         asset = self.plan.assets[self.plan.asset_of(unit)]
-        self.host.events.emit(Event(self.id, kind, asset=asset, partition=self.key(unit), **fields))
+        return self.host.events.emit(
+            Event(self.id, kind, asset=asset, partition=self.key(unit), **fields)
+        )
 
     async def _finish(self) -> None:
         host = self.host

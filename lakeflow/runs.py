@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RESULT_SCHEMA",
     "RUNS_DIR",
+    "attempts_used",
     "cancel_marker",
     "dump_request",
     "failed_partitions",
@@ -135,6 +136,22 @@ def published_by(
             if (name, key) not in seen:
                 unlogged.append((name, key, version))
     return done, unlogged
+
+
+def attempts_used(lake: Lake, run_id: str) -> dict[tuple[str, str], int]:
+    """(asset, partition) -> the attempts run `run_id` spent on it before now, from its
+    `unit_retry` and `unit_failed` events (a retry for a lost task is not charged). A resumed
+    run starts each unit's count there, so a retry policy caps attempts across restarts."""
+    events = read_events(lake, run_id=run_id, kinds=["unit_retry", "unit_failed"])
+    out: dict[tuple[str, str], int] = {}
+    for asset, partition, attempt, detail in events.select(
+        "asset", "partition", "attempt", "detail"
+    ).iter_rows():
+        if attempt is None or (detail and '"charged": false' in detail):
+            continue
+        key = (asset, partition or "")
+        out[key] = max(out.get(key, 0), int(attempt))
+    return out
 
 
 def plan_result(run: Run) -> dict[str, Any]:

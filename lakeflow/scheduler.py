@@ -135,9 +135,11 @@ class RunState:
             due.append(heapq.heappop(self._backoff)[1])
         if due:
             units = np.array(due, np.int64)
-            self._make_ready(units[self.status[units] == UnitStatus.RETRYING])
+            self._make_ready(units[self.status[units] == UnitStatus.RETRYING], front=True)
 
-    def _make_ready(self, units: np.ndarray) -> None:
+    def _make_ready(self, units: np.ndarray, *, front: bool = False) -> None:
+        """Queue `units` in their asset's order; `front`: before the backlog (a retry is due
+        now, not after every unit queued while it failed)."""
         if len(units) == 0:
             return
         units = np.sort(units)
@@ -145,7 +147,11 @@ class RunState:
         owners = np.searchsorted(self.plan.offsets, units, side="right") - 1
         for j in np.unique(owners).tolist():
             mine = units[owners == j]
-            self._ready[j].extend((mine[::-1] if self._newest else mine).tolist())
+            ordered = (mine[::-1] if self._newest else mine).tolist()
+            if front:
+                self._ready[j].extendleft(reversed(ordered))
+            else:
+                self._ready[j].extend(ordered)
 
     def next_asset(self) -> int | None:
         """The position (in the plan) of the asset `take` serves next: the deepest with ready units."""
@@ -214,7 +220,7 @@ class RunState:
     def requeue(self, unit: int) -> None:
         """Put a unit back without counting the attempt (its task was lost, not failed)."""
         self.attempts[unit] = max(0, self.attempts[unit] - 1)
-        self._make_ready(np.array([unit], np.int64))
+        self._make_ready(np.array([unit], np.int64), front=True)
 
     def failed(self, unit: int, error: ErrorInfo) -> list[int]:
         """Mark `unit` failed and everything downstream of it upstream_failed (returned)."""
