@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from .controller import Controller, ControllerOptions
+from .errors import Superseded
 from .graph import Pipeline
 from .lake import Lake
 from .planner import Request
@@ -42,15 +43,28 @@ def actor_class() -> Any:
             start = self.controller.start(resume=True if restarted else None, restarted=restarted)
             self._ready = asyncio.get_running_loop().create_task(start)
 
+        async def _take_over(self, method: str, *args: Any, **kwargs: Any) -> Any:
+            """Call a method that runs something; a controller that another has superseded is
+            replaced by a fresh one first, which claims the lake back (the last one asked
+            runs the lake)."""
+            await self._ready
+            for _ in range(2):
+                if self.controller.is_superseded:
+                    old = self.controller
+                    self.controller = Controller(old.lake, old.executor, old.options)
+                try:
+                    return await getattr(self.controller, method)(*args, **kwargs)
+                except Superseded:
+                    continue
+            raise Superseded("another controller keeps claiming this lake")
+
         async def submit(
             self, pipeline: Pipeline, request: Request, origin: str, trigger: Any = None
         ) -> dict[str, Any]:
-            await self._ready
-            return await self.controller.submit(pipeline, request, origin, trigger=trigger)
+            return await self._take_over("submit", pipeline, request, origin, trigger=trigger)
 
         async def resume(self, run_id: str) -> dict[str, Any]:
-            await self._ready
-            return await self.controller.resume(run_id)
+            return await self._take_over("resume", run_id)
 
         async def progress(self, run_id: str) -> dict[str, Any]:
             await self._ready
@@ -69,8 +83,7 @@ def actor_class() -> Any:
             return self.controller.cancel(run_id)
 
         async def up(self, pipeline: Pipeline, options: Any = None) -> dict[str, Any]:
-            await self._ready
-            return await self.controller.up(pipeline, options)
+            return await self._take_over("up", pipeline, options)
 
         async def down(self) -> bool:
             await self._ready

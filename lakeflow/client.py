@@ -14,7 +14,7 @@ from typing import Any
 
 from .actor import actor_class
 from .controller import Controller, ControllerOptions
-from .errors import LakeflowError
+from .errors import LakeflowError, Superseded
 from .executors import LocalExecutor
 from .lake import Lake
 
@@ -112,6 +112,11 @@ class _RayClient:
             raise
 
 
+# Asked of a controller that another has superseded, these start a fresh one that takes the lake
+# over (one controller per lake: the one last asked to run something).
+TAKE_OVER = ("submit", "resume", "up")
+
+
 class _LocalClient:
     """A controller in this process, on its own event loop thread: no Ray needed."""
 
@@ -134,10 +139,19 @@ class _LocalClient:
 
     def call(self, method: str, *args: Any) -> Any:
         async def invoke() -> Any:
+            if self.controller.is_superseded and method in TAKE_OVER:
+                self.controller = Controller(
+                    self.controller.lake, self.controller.executor, self.controller.options
+                )
             result = getattr(self.controller, method)(*args)
             return await result if asyncio.iscoroutine(result) else result
 
-        return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result()
+        except Superseded:
+            if method not in TAKE_OVER:
+                raise
+            return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result()
 
     @classmethod
     def close(cls, lake: Lake) -> bool:

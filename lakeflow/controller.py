@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LakeError, LakeflowError, SchemaError
+from .errors import LakeError, LakeflowError, SchemaError, Superseded
 from .events import Event, EventLog
 from .executors import Executor
 from .graph import Pipeline
 from .lake import Lake
+from .lake.fence import Fence
 from .lake.log import Commit, TableState
 from .partitions import FilePartitions
 from .planner import Plan, Request, build_plan, snapshot
@@ -93,6 +94,8 @@ class Controller:
         self.executor = executor
         self.options = options or ControllerOptions()
         self.events = EventLog(lake)
+        self.fence = Fence(lake)
+        self.is_superseded = False
         self.tables: dict[str, TableState] = {}
         self.runs: dict[str, Run] = {}
         self.in_flight = 0  # tasks in flight, all runs together
@@ -112,6 +115,11 @@ class Controller:
         if self._started:
             return
         self._started = True
+        try:
+            await asyncio.to_thread(self.fence.claim)
+        except LakeflowError as error:  # the lake is away: the first commit claims it
+            self.events.emit(Event("", "controller_recovery_failed", message=str(error)))
+        self.events.emit(Event("", "controller_started", detail={"epoch": self.fence.epoch}))
         self.spawn(self._flush_loop())
         self.spawn(self._cancel_loop())
         if resume if resume is not None else self.options.resume_unfinished:
@@ -127,6 +135,35 @@ class Controller:
                 self.events.emit(
                     Event("", "controller_recovery_failed", message=f"triggers: {error}")
                 )
+
+    async def assert_current(self) -> None:
+        """Raise `Superseded` (and stop) if another controller has claimed the lake since."""
+        if self.is_superseded:
+            raise Superseded("this controller was superseded by another")
+        try:
+            await asyncio.to_thread(self.fence.check)
+        except Superseded as error:
+            self.superseded(error)
+            raise
+
+    def superseded(self, error: Superseded) -> None:
+        """Another controller took the lake over: stop every run and the triggers at once,
+        publishing nothing more; the unfinished runs are the new controller's to resume."""
+        if self.is_superseded:
+            return
+        self.is_superseded = True
+        self.events.emit(Event("", "controller_superseded", message=error.message,
+                               detail={"epoch": self.fence.epoch}))  # fmt: skip
+        current = asyncio.current_task()
+        for task in list(self._background):
+            if task is not current:
+                task.cancel()
+        if self.triggers is not None:
+            self.triggers.halt()
+            self.triggers = None
+        for run in self.runs.values():
+            run.finished.set()  # waiters learn of it through progress: status "superseded"
+        self.spawn(asyncio.to_thread(self.events.flush))
 
     def spawn(self, coroutine: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -224,6 +261,7 @@ class Controller:
         The pipeline is kept in the lake, so a restarted controller brings them back."""
         await self.start()
         await asyncio.to_thread(self.lake.check_reachable)
+        await self.assert_current()
         await asyncio.to_thread(self._remove, DOWN_MARKER)  # a stale `down` from before
         if self.triggers is not None:
             await self.triggers.stop()
@@ -320,6 +358,7 @@ class Controller:
         `skip_empty` a plan with nothing to do makes no run (run_id None)."""
         await self.start()
         await asyncio.to_thread(self.lake.check_reachable)
+        await self.assert_current()
         plan = await self.plan(pipeline, request)
         if skip_empty and plan.size == 0:
             return {"run_id": None, "units": 0, "done": True}
@@ -355,6 +394,7 @@ class Controller:
         """Carry on with a run that no controller is running: its stored request is planned again,
         leaving out what it already published. A run this controller is running is left as is."""
         await self.start()
+        await self.assert_current()
         run = self.runs.get(run_id)
         if run is not None and not run.finished.is_set():
             return run.progress()

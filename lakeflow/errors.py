@@ -24,6 +24,7 @@ __all__ = [
     "RunError",
     "SchemaError",
     "SelectionError",
+    "Superseded",
     "UserCodeError",
     "user_code_boundary",
 ]
@@ -70,6 +71,10 @@ class SchemaError(LakeflowError):
 
 class LakeError(LakeflowError):
     """The lake cannot be reached or read, or a commit to it failed."""
+
+
+class Superseded(LakeError):
+    """Another controller has taken over this lake: this one commits nothing more."""
 
 
 class RequestError(LakeflowError):

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .checks import CheckResult
-from .errors import ErrorInfo, LakeError, LakeflowError
+from .errors import ErrorInfo, LakeError, LakeflowError, Superseded
 from .events import Event
 from .lake.log import Commit, TableState
 from .lake.publish import UnitOutput, publish, rollback, split_by_schema
@@ -82,10 +82,17 @@ class GroupCommits:
                     run.fail(by_key[output.key], ErrorInfo.from_exception(error))
                 if not fits:
                     return
-                commit = await asyncio.to_thread(
-                    publish, host.lake, table, asset=asset, column=definition.partitions.column,
-                    run_id=run.id, code_version=definition.code_version, units=fits,
-                )  # fmt: skip
+                fence = host.fence
+
+                def fenced_publish() -> Commit:
+                    fence.check()  # on this thread, right before the commit
+                    return publish(
+                        host.lake, table, asset=asset, column=definition.partitions.column,
+                        run_id=run.id, code_version=definition.code_version, units=fits,
+                        epoch=fence.epoch,
+                    )  # fmt: skip
+
+                commit = await asyncio.to_thread(fenced_publish)
                 published = [by_key[o.key] for o in fits]
                 verify = bool(definition.table_checks)
                 state.published(published, commit.version, verify=verify)
@@ -101,6 +108,8 @@ class GroupCommits:
                     await self._audit_table(asset, table, commit, published)
                 else:
                     host.released(asset, commit.version, True)
+        except Superseded as error:  # another controller runs the lake: this one stops
+            host.superseded(error)
         except LakeflowError as error:
             self._commit_failed(
                 units, ErrorInfo.from_exception(error), retryable=isinstance(error, LakeError)

@@ -426,6 +426,8 @@ class Run:
         }
 
     def outcome(self) -> str:
+        if self.host.is_superseded and not self.state.done:
+            return "superseded"  # another controller took the lake over and resumes it
         if self.cancelled:
             return "cancelled"
         if not self.state.done:

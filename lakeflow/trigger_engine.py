@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import LakeflowError
+from .errors import LakeflowError, Superseded
 from .events import Event, read_events
 from .lake import Lake
 from .lake.log import Commit
@@ -142,11 +142,29 @@ class Triggers:
             self.audits[(asset, version)] = passed
         self.wake.set()
 
+    def halt(self) -> None:
+        """Stop at once, saving nothing more (this controller was superseded)."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+
     async def _save(self) -> None:
-        """Write the state as it is now; writes never overtake each other."""
+        """Write the state as it is now; writes never overtake each other. A superseded
+        controller writes nothing: the new one's cursors are the truth."""
         async with self._save_lock:
             blob = self.state.dumps()  # on the loop's thread: nothing changes it meanwhile
-            await asyncio.to_thread(write_atomic, self.lake, f"{self.lake.url}/{STATE_URL}", blob)
+            fence = self.controller.fence
+            url = f"{self.lake.url}/{STATE_URL}"
+
+            def fenced_write() -> None:
+                fence.check()
+                write_atomic(self.lake, url, blob)
+
+            try:
+                await asyncio.to_thread(fenced_write)
+            except Superseded as error:
+                self.controller.superseded(error)
+                raise
 
     def _emit(self, kind: str, **fields: Any) -> None:
         self.controller.events.emit(Event("", kind, **fields))

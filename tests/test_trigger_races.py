@@ -12,6 +12,7 @@ import pytest
 from deltalake import DeltaTable
 
 from lakeflow.lake import Lake
+from lakeflow.lake.fence import Fence
 from lakeflow.trigger_engine import TriggerOptions, Triggers
 from lakeflow.triggers import TriggerState
 from tests.trigger_pipelines import trips_pipeline, write_trips
@@ -30,6 +31,7 @@ class HeldController:
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
+        self.fence = Fence(lake)
         self.events = _Events()
         self.runs: dict[str, Any] = {}
         self.requests: list[tuple[str, ...]] = []
@@ -49,6 +51,9 @@ class HeldController:
 
     async def down(self) -> None:
         pass
+
+    def superseded(self, error) -> None:
+        raise AssertionError(f"nothing supersedes this controller: {error}")
 
 
 async def _until(predicate, timeout: float = 30.0) -> None:

@@ -53,19 +53,22 @@ def table_schema(output: pa.Schema, column: str | None) -> pa.Schema:
     return schema.append(pa.field(column, pa.string())) if column else schema
 
 
-def _metadata(run_id: str, asset: str, code_version: str, units: Sequence[UnitOutput]) -> dict:
+def _metadata(
+    run_id: str, asset: str, code_version: str, units: Sequence[UnitOutput], epoch: int | None
+) -> dict:
     groups: dict[tuple, list[str]] = {}
     for unit in units:
         groups.setdefault(tuple(sorted(unit.inputs.items())), []).append(unit.key)
-    return {
-        METADATA_KEY: {
-            "v": METADATA_VERSION,
-            "run": run_id,
-            "asset": asset,
-            "code": code_version,
-            "groups": [{"in": dict(inputs), "keys": keys} for inputs, keys in groups.items()],
-        }
+    meta = {
+        "v": METADATA_VERSION,
+        "run": run_id,
+        "asset": asset,
+        "code": code_version,
+        "groups": [{"in": dict(inputs), "keys": keys} for inputs, keys in groups.items()],
     }
+    if epoch is not None:
+        meta["epoch"] = epoch  # the controller that wrote it (lake.fence)
+    return {METADATA_KEY: meta}
 
 
 def _verify_files(lake: Lake, url: str, units: Sequence[UnitOutput]) -> None:
@@ -120,16 +123,18 @@ def publish(
     run_id: str,
     code_version: str,
     units: Sequence[UnitOutput],
+    epoch: int | None = None,
 ) -> Commit:
     """Commit `units` to the table in one version; returns that commit. `state` moves forward.
 
-    Units must all fit the table's schema (see `split_by_schema`).
+    Units must all fit the table's schema (see `split_by_schema`). `epoch`: the committing
+    controller's (recorded in the commit's metadata).
     """
     if not units:
         raise ValueError("nothing to publish")
     _verify_files(lake, state.url, units)
     actions = _actions(column, units)
-    metadata = _metadata(run_id, asset, code_version, units)
+    metadata = _metadata(run_id, asset, code_version, units, epoch)
     hooks = PostCommitHookProperties(create_checkpoint=True)
     if not state.exists:
         created = _create(lake, state, column, units, actions, metadata, hooks)
