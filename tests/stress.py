@@ -34,6 +34,7 @@ import lakeflow as lf
 from lakeflow.lake import Lake
 
 __all__ = [
+    "FULL_ENV",
     "SEED_ENV",
     "Op",
     "Outcome",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 SEED_ENV = "LAKEFLOW_STRESS_SEED"
+FULL_ENV = "LAKEFLOW_STRESS_FULL"  # =1: the soak's full-size schedules, not the quick ones
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("src_a", "src_b", "src_c")
 RETRY = lf.RetryPolicy(attempts=3, backoff=0.3)  # first-level consumers: ~1 s of retries
@@ -189,6 +191,13 @@ class Schedule:
     days: int
     pre_up: bool  # the sources' first fill lands before `up` (it must still be built)
     ops: list[Op]
+    quick: bool = False  # made by make_schedule(seed, quick=True): the same seed differs
+
+    @property
+    def replay(self) -> str:
+        """The command that runs this schedule again."""
+        full = "" if self.quick else f" {FULL_ENV}=1"
+        return f"{SEED_ENV}={self.seed}{full} pytest tests/test_stress.py"
 
     @property
     def keys(self) -> list[str]:
@@ -273,7 +282,7 @@ def make_schedule(seed: int, *, quick: bool = False) -> Schedule:
             ops.append(Op(round(heal, 2), "heal", asset, day))
             append(heal + 0.5, source, day)  # and a later commit builds it again
     ops.sort(key=lambda op: op.at)  # stable: a burst keeps its order
-    return Schedule(seed, sources, keys[0], days, pre_up, _merged_in_order(ops))
+    return Schedule(seed, sources, keys[0], days, pre_up, _merged_in_order(ops), quick)
 
 
 def _merged_in_order(ops: list[Op]) -> list[Op]:
@@ -320,10 +329,7 @@ class Outcome:
         for kind, items in self.violations.items():
             lines.append(f"  {kind}: {len(items)}")
             lines += [f"    - {item}" for item in items[:examples]]
-        lines.append(
-            f"replay: {SEED_ENV}={self.seed} pytest tests/test_stress.py "
-            f"(or --stress-seed {self.seed}); the schedule:"
-        )
+        lines.append(f"replay: {self.schedule.replay}; the schedule:")
         lines.append(self.schedule.describe())
         return "\n".join(lines)
 
@@ -603,7 +609,11 @@ def check(outcome: Outcome, pipeline: lf.Pipeline, lake: str, schedule: Schedule
                 r[0]: tuple(r[1:]) for r in frame.select(column, *_columns(asset)).iter_rows()
             }
         for key, want in definite.items():
-            if key not in actual and asset.startswith("totals_") and key in untouched[asset]:
+            if (
+                key not in actual
+                and asset.startswith("totals_")
+                and key in untouched.get(asset, ())
+            ):
                 outcome.add(
                     "missing, written before up only",
                     f"{asset} {key}: no row, the model has {want}",
