@@ -172,3 +172,12 @@ def lake_fingerprint(path: str | Path) -> dict[str, object]:
         dt = DeltaTable(str(table))
         out[str(table.relative_to(root))] = (dt.version(), sorted(dt.file_uris()))
     return out
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--stress-seed",
+        action="append",
+        default=[],
+        help="replay tests/test_stress.py with this seed (repeatable; or $LAKEFLOW_STRESS_SEED=N,M)",
+    )
