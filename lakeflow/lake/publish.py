@@ -2,7 +2,8 @@
 
 The commit replaces exactly the units' partitions (overwrite with a partition filter), carries
 lakeflow's metadata (run, code version, each unit's input versions) and an application
-transaction `(lakeflow, n)`. If the commit fails or its outcome is unknown, the table is reloaded
+transaction `(lakeflow, n)`. A delete unit (its inputs were deleted upstream) adds no files: the
+overwrite removes its partition's files, and the metadata lists it under `deleted`. If the commit fails or its outcome is unknown, the table is reloaded
 and `transaction_version` tells whether it landed, so a retry never applies a commit twice. The
 table's schema is never changed by a publish: outputs that do not match it are refused.
 """
@@ -10,6 +11,7 @@ table's schema is never changed by a publish: outputs that do not match it are r
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +39,7 @@ class UnitOutput:
     inputs: Mapping[str, int]
     schema_id: str  # fingerprint of the output's schema (staging.schema_id)
     schema: pa.Schema | None = None  # the schema itself, needed to create the table
+    delete: bool = False  # remove the partition's data, add none (no files, any schema)
 
 
 def table_schema(output: pa.Schema, column: str | None) -> pa.Schema:
@@ -48,15 +51,19 @@ def _metadata(run_id: str, asset: str, code_version: str, units: Sequence[UnitOu
     groups: dict[tuple, list[str]] = {}
     for unit in units:
         groups.setdefault(tuple(sorted(unit.inputs.items())), []).append(unit.key)
-    return {
-        METADATA_KEY: {
-            "v": METADATA_VERSION,
-            "run": run_id,
-            "asset": asset,
-            "code": code_version,
-            "groups": [{"in": dict(inputs), "keys": keys} for inputs, keys in groups.items()],
-        }
+    meta = {
+        "v": METADATA_VERSION,
+        "run": run_id,
+        "asset": asset,
+        "code": code_version,
+        "groups": [{"in": dict(inputs), "keys": keys} for inputs, keys in groups.items()],
     }
+    deleted = sorted(u.key for u in units if u.delete)
+    if deleted:  # recorded in `groups` too: the input versions they were deleted against
+        meta["deleted"] = deleted
+    if not any(u.files for u in units):  # nothing added to know the commit by: a unique id
+        meta["commit"] = uuid.uuid4().hex
+    return {METADATA_KEY: meta}
 
 
 def _verify_files(lake: Lake, url: str, units: Sequence[UnitOutput]) -> None:
@@ -91,6 +98,9 @@ def split_by_schema(
     expected = schema_id(state.schema, state.column) if state.schema is not None else None
     fits, misfits = [], []
     for unit in units:
+        if unit.delete:  # writes no data: fits any table
+            fits.append(unit)
+            continue
         if expected is None:
             expected = unit.schema_id
         if unit.schema_id == expected:
@@ -127,7 +137,7 @@ def publish(
         if created is not None:
             return created
     keys = sorted({u.key for u in units})
-    marker = actions[0].path
+    marker = actions[0].path if actions else metadata[METADATA_KEY]["commit"]
     for attempt in range(_COMMIT_RETRIES):
         sequence = state.txn_version + 1
         properties = CommitProperties(
@@ -207,15 +217,18 @@ def _commit_once(handle: DeltaTable, actions, schema, column, replaced, properti
 
 def _landed(lake: Lake, state: TableState, marker: str) -> Commit | None:
     """Move `state` to the table's newest version; the commit that added `marker` (the path of
-    one of our staged files, unique to this attempt), if it is there. Recognizing our commit by
-    its content, not by the transaction number, keeps another writer's commit that happens to
-    carry the same number from being taken for ours."""
+    one of our staged files, unique to this attempt) or, for a commit that adds nothing, whose
+    metadata carries `marker` as its id, if it is there. Recognizing our commit by its content,
+    not by the transaction number, keeps another writer's commit that happens to carry the same
+    number from being taken for ours."""
     try:
         commits = state.refresh(lake)
     except OSError as error:
         raise lake.unreachable(error) from error
     for commit in commits:
         if any(path == marker for files in commit.added.values() for path, _ in files):
+            return commit
+        if commit.metadata and commit.metadata.get("commit") == marker:
             return commit
     return None
 
