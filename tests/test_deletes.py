@@ -139,3 +139,62 @@ def test_an_outside_delete_cascades_through_the_triggers(ray_session, lake):
         lf.down(lake=lake, timeout=10)
     assert holdings(lake) == model(lake)
     assert_nothing_left_to_do(pipeline, "ray")
+
+
+def _snapshots(pipeline: lf.Pipeline, *, source_present: bool) -> dict:
+    """Every asset built and fresh; the source's partitions all touched at version 5, holding data
+    or (source_present=False) emptied by that commit."""
+    import numpy as np
+
+    from lakeflow.planner import AssetSnapshot
+
+    out = {}
+    for name, item in pipeline.assets.items():
+        n = len(item.partitions)
+        ups = [e.up for e in pipeline.upstream(name)]
+        present = np.full(n, source_present if item.source else True)
+        touched = np.full(n, 5 if item.source else 1, np.int64)
+        code = np.full(n, item.code_version, object)
+        inputs = {u: np.full(n, 5 if pipeline[u].source else 1, np.int64) for u in ups}
+        out[name] = AssetSnapshot(6, present, touched, code, np.full(n, "r", object), inputs)
+    if not source_present:  # the whole month emptied after everything was built from it
+        for name in ("daily", "daily_copy", "monthly", "last3"):
+            snap = out[name]
+            for up in snap.inputs:
+                if pipeline[up].source:
+                    snap.inputs[up][:] = 4
+    return out
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_window_deleted_whole_deletes_its_roll_up_and_lookbacks(lake, force):
+    from lakeflow.planner import DELETED, Request, build_plan, partition_status
+
+    pipeline = deletes_pipeline(lake)
+    snapshots = _snapshots(pipeline, source_present=False)
+    plan = build_plan(pipeline, Request(select=("*",), force=force), snapshots)
+    assert plan.counts() == {"daily": 29, "daily_copy": 29, "monthly": 1, "last3": 29}
+    assert plan.deletes is not None and plan.deletes.all() and not plan.missing
+    # once deleted, nothing is left to do, whatever the mode
+    for name in ("daily", "daily_copy", "monthly", "last3"):
+        snap = snapshots[name]
+        snap.present[:] = False
+        snap.touched[:] = 7
+    again = build_plan(pipeline, Request(select=("*",), force=force), snapshots)
+    assert again.size == 0 and not again.missing
+    assert {n: set(c.tolist()) for n, c in partition_status(pipeline, snapshots).items()} == {
+        n: {DELETED} for n in pipeline.assets
+    }
+
+
+def test_a_source_partition_never_written_is_reported_as_such(lake):
+    pipeline = deletes_pipeline(lake)
+    from tests.trigger_pipelines import write_trips
+
+    write_trips(f"{lake}/trips", "2024-02-01", [1])
+    result = lf.materialize(pipeline, select="daily", partitions="2024-02-02", executor="local")
+    (error,) = result.units["error"].to_list()
+    assert error.endswith(
+        "input trips partition 2024-02-02 has no data (a source: its producer writes it)"
+    )
+    assert "select +" not in error
