@@ -444,7 +444,8 @@ class Controller:
         tables = {n: await self.table(pipeline, n) for n in pipeline.select(list(request.select))}
         done, unlogged = await asyncio.to_thread(published_by, self.lake, pipeline, tables, run_id)
         for name, key, version in unlogged:
-            self.events.emit(Event(run_id, "unit_published", asset=name, partition=key,
+            kind = "unit_published" if tables[name].files.get(key) else "unit_deleted"
+            self.events.emit(Event(run_id, kind, asset=name, partition=key,
                                    version=version, detail={"repaired": True}))  # fmt: skip
         return done
 

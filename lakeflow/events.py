@@ -55,7 +55,12 @@ SCHEMA = pa.schema(
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One thing that happened. `detail` is free-form JSON (tracebacks, requests, counts)."""
+    """One thing that happened. `detail` is free-form JSON (tracebacks, requests, counts).
+
+    A unit ends in one of: `unit_published` (`version`: the commit), `unit_deleted` (its inputs
+    were deleted upstream, so the commit at `version` removed the partition's data),
+    `unit_failed`, `unit_upstream_failed`, `unit_check_failed`, `unit_blocked`, `unit_cancelled`.
+    """
 
     run_id: str
     kind: str

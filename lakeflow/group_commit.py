@@ -73,7 +73,14 @@ class GroupCommits:
             async with host.table_lock(asset):
                 table = host.tables[asset]
                 outputs = [
-                    UnitOutput(r.key, r.files, run.inputs.get(u, {}), r.schema_id, r.schema)
+                    UnitOutput(
+                        r.key,
+                        r.files,
+                        run.inputs.get(u, {}),
+                        r.schema_id,
+                        r.schema,
+                        delete=run.plan.is_delete(u),
+                    )
                     for u, r in batch
                 ]
                 fits, misfits = split_by_schema(table, outputs)
@@ -98,8 +105,12 @@ class GroupCommits:
                 state.published(published, commit.version, verify=verify)
                 for unit in published:
                     run.inputs.pop(unit, None)
-                    run.event(unit, "unit_published", version=commit.version, attempt=int(state.attempts[unit]),
-                              rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
+                    if run.plan.is_delete(unit):
+                        run.event(unit, "unit_deleted", version=commit.version, attempt=int(state.attempts[unit]),
+                                  message="deleted upstream")  # fmt: skip
+                    else:
+                        run.event(unit, "unit_published", version=commit.version, attempt=int(state.attempts[unit]),
+                                  rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
                     if not verify:
                         run.forget_key(unit)
                 host.committed(asset, commit)

@@ -7,6 +7,12 @@ for, and the reverse edges in CSR form. A million units is tens of megabytes and
 Fresh means: published by lakeflow, with the asset's current code version, and no mapped
 upstream partition touched since the versions recorded at that publish. A unit also runs when an
 upstream unit it reads runs in the same plan.
+
+Deleted upstream: an upstream partition that a commit emptied (touched, holding no files) is
+known to be empty, unlike one never written, which is missing. A partition whose inputs are all
+such (see `_vanished`) has nothing to be built from: if it holds data it becomes a delete unit
+(`Plan.deletes`), else there is nothing to do. A partition whose inputs still hold some data
+(a roll-up or lookback window with a day gone) runs on what remains.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 from .errors import PartitionError, RequestError
 from .graph import Pipeline
 from .lake.log import TableState
-from .mappings import AllPartitions, expand_ranges
+from .mappings import AllPartitions, PartitionMapping, expand_ranges
 from .partitions import Partitions
 
 __all__ = [
@@ -150,6 +156,10 @@ class Plan:
     missing: tuple[MissingInput, ...] = ()
     order: str = "oldest"
     selected: tuple[str, ...] = field(default=())
+    deletes: np.ndarray | None = None  # bool per unit: remove the partition's data, build nothing
+
+    def is_delete(self, unit: int) -> bool:
+        return self.deletes is not None and bool(self.deletes[unit])
 
     @property
     def size(self) -> int:
@@ -266,24 +276,77 @@ def _cascade_self(pipeline: Pipeline, name: str, candidates: np.ndarray, flags: 
             flags[i] = True
 
 
-FRESH, STALE, MISSING = 0, 1, 2
+def _derives(mapping: PartitionMapping, up_partitioned: bool) -> bool:
+    """Does a partition come from this input (not just look things up in all of it)?"""
+    return up_partitioned and not isinstance(mapping, AllPartitions)
+
+
+def _vanished(
+    pipeline: Pipeline,
+    name: str,
+    candidates: np.ndarray,
+    snapshots: Mapping[str, AssetSnapshot],
+    planned: Mapping[str, np.ndarray],
+    deleting: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """For each candidate partition: everything it is derived from was deleted upstream.
+
+    Through every input it is derived from (a partitioned input under a key or time mapping;
+    `all_partitions` lookups and its own earlier partitions do not count), no partition it reads
+    holds data or is being built in this plan, and at least one of them was emptied by a commit
+    or is being deleted in this plan (never-written partitions make a missing input instead)."""
+    parts = pipeline[name].partitions
+    edges = [
+        e
+        for e in pipeline.upstream(name)
+        if e.up != name and _derives(e.mapping, pipeline[e.up].partitions.is_partitioned)
+    ]
+    if not parts.is_partitioned or not edges:
+        return np.zeros(len(candidates), bool)
+    out = np.ones(len(candidates), bool)
+    for edge in edges:
+        snap = snapshots[edge.up]
+        none = np.zeros(len(snap.present), bool)
+        dropping = deleting.get(edge.up, none)
+        building = planned.get(edge.up, none) & ~dropping
+        live = (snap.present & ~dropping) | building
+        gone = ((snap.touched >= 0) & ~snap.present & ~building) | dropping
+        lo, hi = edge.mapping.ranges(parts, pipeline[edge.up].partitions, candidates)
+        out &= (_range_count(live, lo, hi) == 0) & (_range_count(gone, lo, hi) > 0)
+    return out
+
+
+def _deleted(pipeline: Pipeline, name: str, snapshots: Mapping[str, AssetSnapshot]) -> np.ndarray:
+    """Partitions that hold nothing and that no plan would build: a source's partitions a commit
+    emptied, an asset's partitions whose inputs were all deleted upstream."""
+    snap = snapshots[name]
+    if pipeline[name].source:
+        return ~snap.present & (snap.touched >= 0)
+    everything = np.arange(len(snap.present))
+    return ~snap.present & _vanished(pipeline, name, everything, snapshots, {}, {})
+
+
+FRESH, STALE, MISSING, DELETED = 0, 1, 2, 3
 
 
 def partition_status(
     pipeline: Pipeline, snapshots: Mapping[str, AssetSnapshot]
 ) -> dict[str, np.ndarray]:
     """Per asset, per partition: FRESH, STALE (published, but its code or an input changed, here
-    or upstream) or MISSING (no data)."""
+    or upstream), MISSING (no data) or DELETED (no data, and nothing to build it from: deleted
+    upstream, see `_vanished`; for a source, emptied by a commit)."""
     out: dict[str, np.ndarray] = {}
     stale_flags: dict[str, np.ndarray] = {}
     for name in pipeline.assets:
         snap = snapshots[name]
         everything = np.arange(len(snap.present))
         stale = np.zeros(len(everything), bool)
-        stale[:] = _stale(pipeline, name, everything, snapshots, stale_flags) & snap.present
+        if not pipeline[name].source:  # a source's data is what its producer wrote: current
+            stale[:] = _stale(pipeline, name, everything, snapshots, stale_flags) & snap.present
         _cascade_self(pipeline, name, everything[snap.present], stale)
         stale_flags[name] = stale
-        out[name] = np.where(snap.present, np.where(stale, STALE, FRESH), MISSING).astype(np.int8)
+        absent = np.where(_deleted(pipeline, name, snapshots), DELETED, MISSING)
+        out[name] = np.where(snap.present, np.where(stale, STALE, FRESH), absent).astype(np.int8)
     return out
 
 
@@ -300,6 +363,10 @@ def build_plan(
     `done` lists, per asset, partitions to leave out whatever their freshness (a resumed run's
     units that it already published); `failed`, the partitions whose last outcome was a failure
     (for `only="failed"`). Whatever the mode, a unit also runs when a unit it reads runs.
+
+    A partition whose inputs were all deleted upstream (`_vanished`) is never built: when the
+    mode asks for it and it holds data, it is a delete unit (`Plan.deletes`); when it holds
+    none, it counts as fresh, whatever the mode (also with `force`).
     """
     selected = pipeline.select(list(request.select))
     if request.partitions is not None and not any(
@@ -309,6 +376,7 @@ def build_plan(
     planned: dict[str, np.ndarray] = {}  # asset -> bool mask over its partitions
     fresh: dict[str, np.ndarray] = {}
     ranges: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    deleting: dict[str, np.ndarray] = {}  # asset -> bool mask: delete units
     for name in selected:
         definition = pipeline[name]
         parts = definition.partitions
@@ -320,10 +388,14 @@ def build_plan(
         run[candidates] = _wanted(request, name, candidates, snapshots, pipeline, failed or {})
         run[candidates] |= _stale(pipeline, name, candidates, {}, planned, only_flags=True)
         _cascade_self(pipeline, name, candidates, run)
+        gone = np.zeros(len(parts), bool)
+        gone[candidates] = _vanished(pipeline, name, candidates, snapshots, planned, deleting)
+        run &= ~(gone & ~snapshots[name].present)  # nothing there, nothing to build it from
         skipped = candidates[~run[candidates]]
         if done and name in done:
             run[done[name]] = False
             skipped = np.setdiff1d(candidates[~run[candidates]], done[name])  # published, not fresh
+        deleting[name] = run & gone
         planned[name] = run
         fresh[name] = skipped
     assets = tuple(a for a in selected if planned[a].any())
@@ -340,8 +412,10 @@ def build_plan(
             ranges[(name, edge.up)] = (lo, hi)
             up_planned = planned.get(edge.up, np.zeros(len(up), bool))
             strict = not (isinstance(edge.mapping, AllPartitions) and up.is_partitioned)
-            if strict:
-                available = snapshots[edge.up].present | up_planned
+            if strict:  # a partition emptied by a commit is there: it reads as empty
+                available = (
+                    snapshots[edge.up].present | up_planned | (snapshots[edge.up].touched >= 0)
+                )
                 short = np.flatnonzero(_range_count(available, lo, hi) < hi - lo)
                 for pos in short[:1000].tolist():
                     gap = lo[pos] + int(np.flatnonzero(~available[lo[pos] : hi[pos]])[0])
@@ -374,4 +448,7 @@ def build_plan(
         missing=tuple(missing),
         order=request.order,
         selected=tuple(selected),
+        deletes=np.concatenate(
+            [np.zeros(0, bool)] + [deleting[a][i] for a, i in zip(assets, indices, strict=True)]
+        ),
     )

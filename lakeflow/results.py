@@ -16,6 +16,8 @@ from .status import check_frame
 
 __all__ = ["RunResult", "events_result"]
 
+DONE = ["published", "deleted", "fresh"]  # outcomes of a unit that did what it should
+
 
 class RunResult:
     """The outcome of a run: one row per unit, with rows, bytes, seconds, Delta version, error."""
@@ -31,17 +33,15 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """Every requested unit was published or was already fresh."""
-        return (
-            self.status == "succeeded"
-            and self.units.filter(~pl.col("outcome").is_in(["published", "fresh"])).is_empty()
-        )
+        """Every requested unit was published (or deleted, its inputs deleted upstream) or was
+        already fresh."""
+        return self.status == "succeeded" and self.failures().is_empty()
 
     def counts(self) -> dict[str, int]:
         return dict(self.units.group_by("outcome").len().sort("outcome").iter_rows())
 
     def failures(self) -> pl.DataFrame:
-        return self.units.filter(~pl.col("outcome").is_in(["published", "fresh"]))
+        return self.units.filter(~pl.col("outcome").is_in(DONE))
 
     def checks(self, *, failed: bool = False) -> pl.DataFrame:
         """This run's check results, one row per check per unit (read from the event log)."""
@@ -81,7 +81,13 @@ def events_result(lake: Lake, run_id: str) -> RunResult:
     units = (
         events.filter(
             pl.col("kind").is_in(
-                ["unit_published", "unit_failed", "unit_upstream_failed", "unit_cancelled"]
+                [
+                    "unit_published",
+                    "unit_deleted",
+                    "unit_failed",
+                    "unit_upstream_failed",
+                    "unit_cancelled",
+                ]
             )
         )
         .group_by("asset", "partition", maintain_order=True)

@@ -167,8 +167,12 @@ class Run:
             found = plan.unit(missing.asset, missing.index)
             if found is None or state.status[found] in FINAL:
                 continue
-            key = self.pipeline[missing.upstream].partitions.key(missing.upstream_index)
-            message = f"input {missing.upstream} partition {key} is not materialized (select +{missing.asset} to build it)"
+            up = self.pipeline[missing.upstream]
+            key = up.partitions.key(missing.upstream_index)
+            if up.source:  # lakeflow cannot build it: its producer has not written it
+                message = f"input {missing.upstream} partition {key} has no data (a source: its producer writes it)"
+            else:
+                message = f"input {missing.upstream} partition {key} is not materialized (select +{missing.asset} to build it)"
             self.fail(found, ErrorInfo("lakeflow", "MissingInput", message))
 
     async def _sleep(self) -> None:
@@ -205,6 +209,9 @@ class Run:
             batch = state.take(self._batch_size(free))
             if not batch:
                 break
+            batch = self._stage_deletes(batch)
+            if not batch:
+                continue
             solo = [u for u in batch if u in self.solo]
             rest = [u for u in batch if u not in self.solo]
             for group in [[u] for u in solo] + ([rest] if rest else []):
@@ -217,6 +224,23 @@ class Run:
                 self.tasks += 1
                 host.in_flight += 1
                 host.spawn(self._task(asset, group, specs))
+
+    def _stage_deletes(self, batch: list[int]) -> list[int]:
+        """Stage the delete units of `batch` for their table's next commit (they need no task:
+        their inputs were deleted upstream, see `planner._vanished`); returns the other units."""
+        rest = []
+        for unit in batch:
+            if not self.plan.is_delete(unit):
+                rest.append(unit)
+                continue
+            asset, index = self.plan.locate(unit)
+            self.inputs[unit] = {
+                e.up: self.host.tables[e.up].version for e in self.pipeline.upstream(asset)
+            }
+            self.state.staged(unit, rows=0, size=0, seconds=0.0)
+            record = UnitRecord(asset, index, self.key(unit), int(self.state.attempts[unit]))
+            self.commits.stage(asset, unit, record)
+        return rest
 
     def _spec(self, unit: int) -> UnitSpec:
         plan, pipeline, tables = self.plan, self.pipeline, self.host.tables

@@ -21,8 +21,9 @@ from .scheduler import UnitStatus
 if TYPE_CHECKING:
     from .graph import Pipeline
     from .lake.log import TableState
-    from .planner import Request
+    from .planner import Plan, Request
     from .runner import Run
+    from .scheduler import RunState
 
 __all__ = [
     "RESULT_SCHEMA",
@@ -93,7 +94,7 @@ def failed_partitions(
     lake: Lake, pipeline: Pipeline, assets: Iterable[str]
 ) -> dict[str, np.ndarray]:
     """Per asset, the partition indices whose latest unit outcome was a failure of any kind."""
-    events = read_events(lake, kinds=["unit_published", *FAILED_KINDS])
+    events = read_events(lake, kinds=["unit_published", "unit_deleted", *FAILED_KINDS])
     out: dict[str, np.ndarray] = {}
     if events.is_empty():
         return out
@@ -117,7 +118,7 @@ def published_by(
     """What run `run_id` already published, from the tables' commit metadata (the truth): per
     asset, partition index -> version; and the (asset, key, version) of those publishes whose
     `unit_published` event never reached the event log (its controller died first)."""
-    logged = read_events(lake, run_id=run_id, kinds=["unit_published"])
+    logged = read_events(lake, run_id=run_id, kinds=["unit_published", "unit_deleted"])
     seen = set(zip(logged["asset"].to_list(), logged["partition"].to_list(), strict=True))
     done: dict[str, dict[int, int]] = {}
     unlogged: list[tuple[str, str, int]] = []
@@ -179,7 +180,7 @@ def plan_result(run: Run) -> dict[str, Any]:
         tables.append(pa.table({
             "asset": pa.array([asset] * (hi - lo), pa.string()),
             "partition": pa.array(pipeline[asset].partitions.keys(plan.indices[j]), pa.string()),
-            "outcome": pa.array(_OUTCOMES[state.status[lo:hi]], pa.string()),
+            "outcome": pa.array(_outcomes(plan, state, lo, hi), pa.string()),
             "rows": pa.array(state.rows[lo:hi]),
             "bytes": pa.array(state.bytes[lo:hi]),
             "seconds": pa.array(state.seconds[lo:hi].astype(np.float64)),
@@ -209,6 +210,15 @@ def plan_result(run: Run) -> dict[str, Any]:
         "units": units,
         "errors": errors_text,
     }
+
+
+def _outcomes(plan: Plan, state: RunState, lo: int, hi: int) -> np.ndarray:
+    """Each unit's outcome; a published delete unit's is "deleted"."""
+    out = _OUTCOMES[state.status[lo:hi]]
+    if plan.deletes is not None:
+        out = out.copy()
+        out[plan.deletes[lo:hi] & (state.status[lo:hi] == UnitStatus.PUBLISHED)] = "deleted"
+    return out
 
 
 def _simple(
@@ -243,7 +253,7 @@ def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
     )
     last = units.group_by("asset", "partition", maintain_order=True).last()
     outcome = {k: int(v) for k, v in last.group_by("kind").len().iter_rows()}
-    published = outcome.get("unit_published", 0)
+    published = outcome.get("unit_published", 0) + outcome.get("unit_deleted", 0)
     failed = sum(outcome.get(k, 0) for k in FAILED_KINDS)
     total = max(int(detail.get("units", 0)), len(last))
     stamps = (units if len(units) else events)["ts"]

@@ -14,7 +14,7 @@ from .events import read_events
 from .graph import Pipeline
 from .lake import Lake
 from .lake.log import TableState
-from .planner import FRESH, STALE, partition_status, snapshot
+from .planner import DELETED, FRESH, MISSING, STALE, partition_status, snapshot
 
 __all__ = ["as_pipeline", "check_frame", "check_results", "status"]
 
@@ -43,6 +43,9 @@ def as_pipeline(
     return Pipeline(assets, lake=lake or "./lake", storage_options=storage_options)
 
 
+_NAMES = np.empty(4, dtype=object)  # partition_status code -> category
+_NAMES[[FRESH, STALE, MISSING, DELETED]] = ["published", "stale", "missing", "deleted"]
+_COUNTS = ("published", "stale", "failed", "check_failed", "blocked", "missing", "deleted")
 _HELD = {"unit_failed": "failed", "unit_check_failed": "check_failed", "unit_blocked": "blocked"}
 
 
@@ -53,8 +56,9 @@ def status(
     storage_options: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """Per asset, each partition counted once: published (fresh), stale, failed, check_failed
-    (a blocking check failed), blocked (held behind a failed check), missing; with the table
-    version and the last publish time. Reads the tables and the event log only."""
+    (a blocking check failed), blocked (held behind a failed check), missing, deleted (no data
+    and nothing to build it from: deleted upstream, or emptied by its producer for a source);
+    with the table version and the last publish time. Reads the tables and the event log only."""
     pipeline = as_pipeline(target, lake, storage_options)
     where = Lake(pipeline.lake, pipeline.storage_options)
     states = {
@@ -70,30 +74,22 @@ def status(
     rows = []
     for name, codes in flags.items():
         parts = pipeline[name].partitions
-        category = np.where(
-            codes == FRESH, "published", np.where(codes == STALE, "stale", "missing")
-        ).astype(object)
+        category = _NAMES[codes]
         for kind, keys in held.get(name, {}).items():
             index = parts.indices(keys) if parts.is_partitioned else np.zeros(len(keys), np.int64)
             index = index[index >= 0]
             if kind == "check_failed":
                 category[index] = kind  # held even if its data was published (a table check)
-            else:
-                category[index[codes[index] != FRESH]] = kind
+            else:  # a failure since healed by a delete upstream is no longer held
+                category[index[(codes[index] != FRESH) & (codes[index] != DELETED)]] = kind
         published = [info.timestamp_ms for info in states[name].published.values()]
-        counts = {
-            k: int((category == k).sum())
-            for k in ("published", "stale", "failed", "check_failed", "blocked", "missing")
-        }
+        counts = {k: int((category == k).sum()) for k in _COUNTS}
         rows.append({
             "asset": name, "partitions": len(codes), **counts,
             "version": states[name].version if states[name].exists else None,
             "last_publish": datetime.fromtimestamp(max(published) / 1000, UTC) if published else None,
         })  # fmt: skip
-    counts_schema = dict.fromkeys(
-        ("partitions", "published", "stale", "failed", "check_failed", "blocked", "missing"),
-        pl.Int64,
-    )
+    counts_schema = dict.fromkeys(("partitions", *_COUNTS), pl.Int64)
     return pl.DataFrame(
         rows,
         schema={
@@ -107,13 +103,13 @@ def status(
 
 def _held_partitions(lake: Lake) -> dict[str, dict[str, list[str]]]:
     """asset -> {failed|check_failed|blocked: partitions} whose latest unit outcome is that."""
-    events = read_events(lake, kinds=["unit_published", *_HELD])
+    events = read_events(lake, kinds=["unit_published", "unit_deleted", *_HELD])
     if events.is_empty():
         return {}
     last = (
         events.group_by("asset", "partition", maintain_order=True)
         .last()
-        .filter(pl.col("kind") != "unit_published")
+        .filter(pl.col("kind").is_in(list(_HELD)))
     )
     out: dict[str, dict[str, list[str]]] = {}
     for asset, partition, kind in last.select("asset", "partition", "kind").iter_rows():

@@ -129,3 +129,51 @@ def both_pipeline(lake: str) -> lf.Pipeline:
         return trips.select("id").join(fares.select("id", "fare"), on="id")
 
     return lf.Pipeline([trips, fares, matched], lake=lake, name="both")
+
+
+FEBRUARY = lf.DailyPartitions(start="2024-02-01", end="2024-03-01", column="day")
+MONTHS = lf.MonthlyPartitions(start="2024-02", end="2024-03", column="month")
+
+
+def deletes_pipeline(lake: str) -> lf.Pipeline:
+    """trips (a source) -> daily (identity) -> daily_copy (identity); daily -> monthly (a roll-up)
+    and daily -> last3 (a 3-day lookback). Every consumer runs on upstream commits."""
+    trips = lf.source("trips", partitions=FEBRUARY)
+    auto = lf.on_upstream_commit()
+
+    @lf.asset(partitions=FEBRUARY, automation=auto)
+    def daily(trips: pl.LazyFrame) -> pl.LazyFrame:
+        return trips.select(pl.len().alias("trips"), pl.col("fare").sum().alias("fares"))
+
+    @lf.asset(partitions=FEBRUARY, automation=auto)
+    def daily_copy(daily: pl.LazyFrame) -> pl.LazyFrame:
+        return daily.select("trips", "fares")
+
+    @lf.asset(partitions=MONTHS, inputs={"daily": lf.rollup()}, automation=auto)
+    def monthly(daily: pl.LazyFrame) -> pl.LazyFrame:
+        return daily.select(
+            pl.len().alias("days"), pl.col("trips").sum().alias("trips"), pl.col("fares").sum()
+        )
+
+    @lf.asset(partitions=FEBRUARY, inputs={"daily": lf.lookback(3)}, automation=auto)
+    def last3(daily: pl.LazyFrame) -> pl.LazyFrame:
+        return daily.select(pl.len().alias("days"), pl.col("trips").sum().alias("trips"))
+
+    return lf.Pipeline([trips, daily, daily_copy, monthly, last3], lake=lake, name="deletes")
+
+
+def february_trips(url: str) -> None:
+    """Every day of February 2024, day i with i % 3 + 1 trips, in one outside commit."""
+    ids, days = [], []
+    for i in range(1, 30):
+        for k in range(i % 3 + 1):
+            ids.append(i * 10 + k)
+            days.append(f"2024-02-{i:02d}")
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "fare": pa.array([float(i % 7) + 2.5 for i in ids]),
+            "day": pa.array(days),
+        }
+    )
+    write_deltalake(url, table, mode="append", partition_by=["day"])

@@ -2,15 +2,18 @@
 
 The commit replaces exactly the units' partitions (overwrite with a partition filter), carries
 lakeflow's metadata (run, code version, each unit's input versions) and an application
-transaction `(lakeflow, n)`. If the commit fails or its outcome is unknown, the table's state is
-brought up to date and the transaction number tells whether it landed (then the log says which
-version holds it), so a retry never applies a commit twice. The table's schema is never changed
-by a publish: outputs that do not match it are refused.
+transaction `(lakeflow, n)`. A delete unit (its inputs were deleted upstream) adds no files: the
+overwrite removes its partition's files, and the metadata lists it under `deleted`. If the commit
+fails or its outcome is unknown, the table's state is brought up to date and the transaction
+number tells whether it landed (then the log says which version holds it), so a retry never
+applies a commit twice. The table's schema is never changed by a publish: outputs that do not
+match it are refused.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +49,7 @@ class UnitOutput:
     inputs: Mapping[str, int]
     schema_id: str  # fingerprint of the output's schema (staging.schema_id)
     schema: pa.Schema | None = None  # the schema itself, needed to create the table
+    delete: bool = False  # remove the partition's data, add none (no files, any schema)
 
 
 def table_schema(output: pa.Schema, column: str | None) -> pa.Schema:
@@ -66,6 +70,11 @@ def _metadata(
         "code": code_version,
         "groups": [{"in": dict(inputs), "keys": keys} for inputs, keys in groups.items()],
     }
+    deleted = sorted(u.key for u in units if u.delete)
+    if deleted:  # recorded in `groups` too: the input versions they were deleted against
+        meta["deleted"] = deleted
+    if not any(u.files for u in units):  # nothing added to know the commit by: a unique id
+        meta["commit"] = uuid.uuid4().hex
     if epoch is not None:
         meta["epoch"] = epoch  # the controller that wrote it (lake.fence)
     return {METADATA_KEY: meta}
@@ -103,6 +112,9 @@ def split_by_schema(
     expected = schema_id(state.schema, state.column) if state.schema is not None else None
     fits, misfits = [], []
     for unit in units:
+        if unit.delete:  # writes no data: fits any table
+            fits.append(unit)
+            continue
         if expected is None:
             expected = unit.schema_id
         if unit.schema_id == expected:
@@ -142,7 +154,8 @@ def publish(
             return created
     keys = sorted({u.key for u in units})
     with state.lock:
-        ours = _Attempt(state.version, state.txn_version + 1, actions[0].path)
+        marker = actions[0].path if actions else metadata[METADATA_KEY]["commit"]
+        ours = _Attempt(state.version, state.txn_version + 1, marker)
     for attempt in range(_COMMIT_RETRIES):
         handle, replaced = _replaced(lake, state, keys)
         if state.txn_version >= ours.sequence:  # another writer of ours took the number
@@ -224,7 +237,8 @@ def _commit_once(handle: DeltaTable, actions, schema, column, replaced, properti
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     """How a publish recognizes its own commit: the table version it started from, the
-    application transaction number its commit carries and one staged file it adds."""
+    application transaction number its commit carries and one staged file it adds (or, for a
+    commit that adds nothing, the unique id in its metadata)."""
 
     base: int
     sequence: int
@@ -254,6 +268,8 @@ def _landed(lake: Lake, state: TableState, ours: _Attempt) -> Commit | None:
         if commit.txn.get(APP_ID) != ours.sequence:
             continue
         if any(path == ours.marker for files in commit.added.values() for path, _ in files):
+            return commit
+        if commit.metadata and commit.metadata.get("commit") == ours.marker:  # adds nothing
             return commit
     return None
 
