@@ -134,9 +134,17 @@ def read_input(lake: Lake, spec: InputSpec) -> pl.LazyFrame:
     by_key: dict[str, list[str]] = {}
     for key, path in spec.files:
         by_key.setdefault(key, []).append(lake.uri(spec.table_url, path))
+    # Files written before a schema-merging commit lack its new columns: read every file with
+    # the table's schema at the pinned version, the missing columns as nulls.
+    schema = pl.from_arrow(spec.schema.empty_table()).schema if spec.schema is not None else None
     frames = []
     for key, uris in by_key.items():
-        frame = pl.scan_parquet(uris, storage_options=options)
+        frame = pl.scan_parquet(
+            uris,
+            storage_options=options,
+            schema=schema,
+            missing_columns="insert" if schema is not None else "raise",
+        )
         if spec.column:
             frame = frame.with_columns(pl.lit(key, dtype=pl.String).alias(spec.column))
         frames.append(frame)

@@ -342,3 +342,29 @@ def test_a_commit_that_fails_on_our_own_state_reloads_it_from_the_lake(lake, mon
     )
     assert events.filter(pl.col("kind") == "unit_published").height == 2
     assert sorted(pl.read_delta(f"{lake}/prices")["sku"].to_list()) == ["eu", "jp", "us"]
+
+
+@pytest.mark.parametrize("order", ["old_first", "new_first"])
+def test_an_input_whose_schema_grew_is_read_with_the_new_columns(lake, order):
+    """A producer's schema-merging append adds a column: the files written before it lack the
+    column, and a unit reading both kinds sees it, null where it was not written."""
+    days = lf.DailyPartitions(start="2024-01-01", end="2024-01-03", column="day")
+    trips = lf.source("trips", partitions=days)
+
+    @lf.asset(partitions=days)
+    def tipped(trips: pl.LazyFrame) -> pl.LazyFrame:
+        return trips.select(
+            pl.len().alias("trips"), pl.col("tip").sum().alias("tips"), pl.col("tip").null_count()
+        )
+
+    old = pa.table({"fare": [1.0, 2.0], "day": ["2024-01-01"] * 2})
+    new = pa.table({"fare": [3.0], "tip": [0.5], "day": ["2024-01-01"]})
+    source = f"{lake}/trips"
+    first, second = (old, new) if order == "old_first" else (new, old)
+    write_deltalake(source, first, partition_by=["day"])
+    write_deltalake(source, second, mode="append", partition_by=["day"], schema_mode="merge")
+    pipeline = lf.Pipeline([trips, tipped], lake=lake)
+    result = lf.materialize(pipeline, partitions="2024-01-01", executor="local")
+    assert result.ok, result.units["error"].to_list()
+    row = pl.read_delta(f"{lake}/tipped").row(0, named=True)
+    assert (row["trips"], row["tips"], row["tip"]) == (3, 0.5, 2)
