@@ -638,31 +638,41 @@ def check(outcome: Outcome, pipeline: lf.Pipeline, lake: str, schedule: Schedule
 
 
 def _check_publishes(outcome: Outcome, consumers: list[str], lake: str) -> None:
-    """No partition published twice with the same inputs; one unit_published event a publish."""
+    """No partition published twice with the same inputs; one unit_published event a publish
+    (one unit_deleted event for a partition a commit deleted because its inputs were)."""
     published: Counter = Counter()
+    deleted: set[tuple[str, str, int]] = set()
     for asset in consumers:
         first: dict[tuple[str, str], int] = {}
         for version, meta in commits(f"{lake}/{asset}"):
+            gone = set(meta.get("deleted", []))
             for group in meta.get("groups", []):
                 inputs = json.dumps(group.get("in", {}), sort_keys=True)
                 for key in group.get("keys", []):
                     published[(asset, key, version)] += 1
+                    if key in gone:
+                        deleted.add((asset, key, version))
                     seen = first.setdefault((key, inputs), version)
                     if seen != version:
                         outcome.add(
                             "double publish",
                             f"{asset} {key} at versions {seen} and {version}, both with inputs {inputs}",
                         )
-    events = lf.read_events(Lake(lake), kinds=["unit_published"])
+    events = lf.read_events(Lake(lake), kinds=["unit_published", "unit_deleted"])
     logged = Counter(
         (a, p or "", int(v))
         for a, p, v in events.select("asset", "partition", "version").iter_rows()
     )
+    kinds = {
+        (a, p or "", int(v)): k
+        for a, p, v, k in events.select("asset", "partition", "version", "kind").iter_rows()
+    }
     for unit in published:
-        if logged.get(unit, 0) != 1:
+        want = "unit_deleted" if unit in deleted else "unit_published"
+        if logged.get(unit, 0) != 1 or kinds.get(unit) != want:
             outcome.add(
                 "events",
-                f"{unit}: published in the table, {logged.get(unit, 0)} unit_published events",
+                f"{unit}: published in the table, {logged.get(unit, 0)} events ({kinds.get(unit)}), want one {want}",
             )
     for unit, count in logged.items():
         if unit not in published:
