@@ -184,6 +184,34 @@ def assert_status_agrees(pipeline, *, lake=None, storage_options=None) -> None:
         )
 
 
+def status_agrees_after(request, pipeline, tmp_path: Path) -> None:
+    """For a module's autouse fixture, after a test: if it passed and built a local lake (the
+    `lake` fixture), status and a dry run must agree on it (`assert_status_agrees`). A test
+    marked `no_status_check` leaves its lake in a state status refuses (say why there)."""
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.passed or "lake" not in request.fixturenames:
+        return
+    if request.node.get_closest_marker("no_status_check") is not None:
+        return
+    lake = tmp_path / "lake"  # where the `lake` fixture put it
+    if lake.exists():
+        assert_status_agrees(pipeline, lake=str(lake))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.rep_call = report
+    return report
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "no_status_check: the lake this test leaves is not one status can read"
+    )
+
+
 def lake_fingerprint(path: str | Path) -> dict[str, object]:
     """Every table under a local lake: its version and the files its current version holds."""
     from deltalake import DeltaTable
