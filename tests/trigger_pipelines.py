@@ -36,7 +36,7 @@ def trips_pipeline(
     )
 
 
-TRIPS = trips_pipeline("./lake")  # for the CLI, which takes --lake
+TRIPS = trips_pipeline("./lake", on_start="none")  # for the CLI (--lake); commits only
 
 
 def held_pipeline(lake: str) -> lf.Pipeline:
