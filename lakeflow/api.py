@@ -19,11 +19,11 @@ from .client import connect, controller_client, stop
 from .controller import ControllerOptions
 from .graph import Pipeline
 from .lake import Lake
-from .lake.log import TableState
-from .planner import Request, build_plan, snapshot
+from .planner import Request, build_plan
 from .results import RunResult, events_result
 from .runs import cancel_marker, failed_partitions, run_status
 from .scheduler import RunState
+from .snapshots import needed, read_snapshots
 from .status import as_pipeline, check_results, status
 
 __all__ = [
@@ -250,15 +250,7 @@ def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPre
     """Plan `request` against the lake as it is now, in this process (no Ray)."""
     lake = Lake(pipeline.lake, pipeline.storage_options)
     selected = pipeline.select(list(request.select))
-    needed = dict.fromkeys(selected)
-    for name in selected:
-        needed.update(dict.fromkeys(e.up for e in pipeline.upstream(name)))
-    snapshots = {}
-    for name in needed:
-        state = TableState.load(lake, lake.table_url(name), column=pipeline[name].partitions.column)
-        snapshots[name] = snapshot(
-            state, pipeline[name].partitions, [e.up for e in pipeline.upstream(name)]
-        )
+    snapshots = read_snapshots(lake, pipeline, needed(pipeline, selected))
     failed = failed_partitions(lake, pipeline, selected) if request.only == "failed" else None
     plan = build_plan(pipeline, request, snapshots, failed=failed)
     from .runner import depths

@@ -19,15 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LakeError, LakeflowError, SchemaError, Superseded
+from .errors import LakeError, LakeflowError, Superseded
 from .events import Event, EventLog
 from .executors import Executor
 from .graph import Pipeline
 from .lake import Lake
 from .lake.fence import Fence
 from .lake.log import Commit, TableState
-from .partitions import FilePartitions
-from .planner import Plan, Request, build_plan, snapshot
+from .planner import Plan, Request, build_plan
 from .runner import Run
 from .runs import (
     RUNS_DIR,
@@ -41,8 +40,9 @@ from .runs import (
     published_by,
     unfinished_runs,
 )
+from .snapshots import check_column, needed, open_table, read_snapshots
 from .trigger_engine import TriggerOptions, Triggers
-from .triggers import DOWN_MARKER, load_registry
+from .triggers import DOWN_MARKER
 
 UP_BLOB = "_lakeflow/triggers/pipeline.pkl"  # the pipeline whose triggers are up
 
@@ -303,39 +303,22 @@ class Controller:
     async def table(self, pipeline: Pipeline, name: str) -> TableState:
         """The table of asset `name`, opened once and brought up to date on every call."""
         state = self.tables.get(name)
-        column = pipeline[name].partitions.column
         if state is None:
-            url = pipeline[name].table_url(self.lake)
-            state = await asyncio.to_thread(TableState.load, self.lake, url, column=column)
-            if not state.exists:
-                state.column = column
+            state = await asyncio.to_thread(open_table, self.lake, pipeline, name)
             self.tables[name] = state
         else:
             await asyncio.to_thread(state.refresh, self.lake)
-        if state.exists and state.column != column:
-            raise SchemaError(
-                f"table {name} is partitioned by {state.column!r} but the asset by {column!r}",
-                hint="keep the partitioning, or drop the table to rebuild it",
-            )
-        return state
+        return check_column(state, pipeline, name)
 
     async def plan(
         self, pipeline: Pipeline, request: Request, done: dict[str, np.ndarray] | None = None
     ) -> Plan:
         selected = pipeline.select(list(request.select))
-        needed = dict.fromkeys(selected)
-        for name in selected:
-            needed.update(dict.fromkeys(e.up for e in pipeline.upstream(name)))
-        snapshots = {}
-        for name in needed:
-            parts = pipeline[name].partitions
-            if isinstance(parts, FilePartitions):  # the files its sensor has seen so far
-                parts.load(await asyncio.to_thread(load_registry, self.lake, name))
-            state = await self.table(pipeline, name)
-            with state.lock:
-                snapshots[name] = snapshot(
-                    state, pipeline[name].partitions, [e.up for e in pipeline.upstream(name)]
-                )
+        names = needed(pipeline, selected)
+        states = {name: await self.table(pipeline, name) for name in names}
+        snapshots = await asyncio.to_thread(
+            read_snapshots, self.lake, pipeline, names, states=states
+        )
         failed = None
         if request.only == "failed":
             failed = await asyncio.to_thread(failed_partitions, self.lake, pipeline, selected)

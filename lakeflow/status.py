@@ -13,8 +13,8 @@ from .assets import AssetDef
 from .events import read_events
 from .graph import Pipeline
 from .lake import Lake
-from .lake.log import TableState
-from .planner import DELETED, FRESH, MISSING, STALE, partition_status, snapshot
+from .planner import DELETED, FRESH, MISSING, STALE, partition_status
+from .snapshots import open_table, read_snapshots
 
 __all__ = ["as_pipeline", "check_frame", "check_results", "status"]
 
@@ -45,8 +45,16 @@ def as_pipeline(
 
 _NAMES = np.empty(4, dtype=object)  # partition_status code -> category
 _NAMES[[FRESH, STALE, MISSING, DELETED]] = ["published", "stale", "missing", "deleted"]
-_COUNTS = ("published", "stale", "failed", "check_failed", "blocked", "missing", "deleted")
-_HELD = {"unit_failed": "failed", "unit_check_failed": "check_failed", "unit_blocked": "blocked"}
+_HELD = {
+    "unit_failed": "failed",
+    "unit_check_failed": "check_failed",
+    "unit_blocked": "blocked",
+    "unit_upstream_failed": "upstream_failed",
+}
+COUNTS = (
+    "published", "stale", "failed", "check_failed", "blocked", "upstream_failed", "missing",
+    "deleted",
+)  # fmt: skip
 
 
 def status(
@@ -56,19 +64,23 @@ def status(
     storage_options: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """Per asset, each partition counted once: published (fresh), stale, failed, check_failed
-    (a blocking check failed), blocked (held behind a failed check), missing, deleted (no data
-    and nothing to build it from: deleted upstream, or emptied by its producer for a source);
-    with the table version and the last publish time. Reads the tables and the event log only."""
+    (a blocking check failed), blocked (held behind a failed check), upstream_failed (held
+    behind a failed unit), missing, deleted (no data and nothing to build it from: deleted
+    upstream, or emptied by its producer for a source); `to_run`, the partitions a backfill with
+    no `only` would run now (what `backfill --dry-run` counts); the table version and the last
+    publish time.
+
+    A partition whose last attempt failed, was held or blocked is counted as that, even when
+    its older data is still fresh (but not once it was deleted upstream since). A source's
+    partitions are published when they hold data, never stale. Reads the tables and the event
+    log only, as the controller reads them.
+
+    >>> lf.status(pipeline)
+    """
     pipeline = as_pipeline(target, lake, storage_options)
     where = Lake(pipeline.lake, pipeline.storage_options)
-    states = {
-        n: TableState.load(where, where.table_url(n), column=pipeline[n].partitions.column)
-        for n in pipeline.assets
-    }
-    snapshots = {
-        n: snapshot(s, pipeline[n].partitions, [e.up for e in pipeline.upstream(n)])
-        for n, s in states.items()
-    }
+    states = {n: open_table(where, pipeline, n) for n in pipeline.assets}
+    snapshots = read_snapshots(where, pipeline, pipeline.assets, states=states)
     flags = partition_status(pipeline, snapshots)
     held = _held_partitions(where)
     rows = []
@@ -78,18 +90,16 @@ def status(
         for kind, keys in held.get(name, {}).items():
             index = parts.indices(keys) if parts.is_partitioned else np.zeros(len(keys), np.int64)
             index = index[index >= 0]
-            if kind == "check_failed":
-                category[index] = kind  # held even if its data was published (a table check)
-            else:  # a failure since healed by a delete upstream is no longer held
-                category[index[(codes[index] != FRESH) & (codes[index] != DELETED)]] = kind
+            category[index[codes[index] != DELETED]] = kind  # the last attempt's outcome
         published = [info.timestamp_ms for info in states[name].published.values()]
-        counts = {k: int((category == k).sum()) for k in _COUNTS}
+        counts = {k: int((category == k).sum()) for k in COUNTS}
         rows.append({
             "asset": name, "partitions": len(codes), **counts,
+            "to_run": 0 if pipeline[name].source else int(np.isin(codes, [STALE, MISSING]).sum()),
             "version": states[name].version if states[name].exists else None,
             "last_publish": datetime.fromtimestamp(max(published) / 1000, UTC) if published else None,
         })  # fmt: skip
-    counts_schema = dict.fromkeys(("partitions", *_COUNTS), pl.Int64)
+    counts_schema = dict.fromkeys(("partitions", *COUNTS, "to_run"), pl.Int64)
     return pl.DataFrame(
         rows,
         schema={
@@ -102,7 +112,8 @@ def status(
 
 
 def _held_partitions(lake: Lake) -> dict[str, dict[str, list[str]]]:
-    """asset -> {failed|check_failed|blocked: partitions} whose latest unit outcome is that."""
+    """asset -> {failed|check_failed|blocked|upstream_failed: partitions} whose latest unit
+    outcome is that (a later publish or delete of the partition clears it)."""
     events = read_events(lake, kinds=["unit_published", "unit_deleted", *_HELD])
     if events.is_empty():
         return {}

@@ -18,6 +18,7 @@ from .events import Event, read_events
 from .lake import Lake
 from .lake.log import Commit
 from .partitions import FilePartitions
+from .planner import Request
 from .triggers import (
     DOWN_MARKER,
     STATE_URL,
@@ -77,6 +78,7 @@ class Triggers:
         self.fired: dict[str, int] = {}  # what has been requested, by kind (for status)
         self.recent: list[tuple[str, str]] = []  # (run id, origin) of the latest triggered runs
         self.wake = asyncio.Event()
+        self._starting: set[str] = set()  # assets whose start-up request is being made
         self._save_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         for name, item in pipeline.assets.items():
@@ -98,7 +100,7 @@ class Triggers:
             item = self.pipeline[table]
             url = item.table_url(self.lake)
             cursor = self.state.cursors.get(table)
-            if cursor is None:  # first time: history is not news
+            if cursor is None:  # first time: history is not news (on_start builds what it lacks)
                 cursor = await asyncio.to_thread(TableFollower.current_version, self.lake, url)
                 self.state.cursors[table] = cursor
             self.followers[table] = TableFollower(self.lake, url, item.partitions.column, cursor)
@@ -112,7 +114,14 @@ class Triggers:
             "sensors": sorted(self.sensors),
         })  # fmt: skip
         loop = asyncio.get_running_loop()
+        starting = [
+            n for n, a in self.pipeline.assets.items()
+            if a.automation is not None and a.automation.on_start != "none"
+        ]  # fmt: skip
+        self._starting.update(starting)
         self._tasks = [loop.create_task(self._watch_loop()), loop.create_task(self._fire_loop())]
+        if starting:
+            self._tasks.append(loop.create_task(self._on_start(starting)))
         if self.schedules:
             self._tasks.append(loop.create_task(self._schedule_loop()))
         for name in self.sensors:
@@ -279,10 +288,37 @@ class Triggers:
     def _busy(self, asset: str) -> bool:
         """A run in this controller will build `asset`: its triggered partitions wait for it, then
         find what it built fresh."""
-        return any(
+        return asset in self._starting or any(
             not run.finished.is_set() and asset in run.plan.assets
             for run in self.controller.runs.values()
         )
+
+    async def _on_start(self, assets: list[str]) -> None:
+        """Once per start, in topological order: request each automated asset's missing or stale
+        partitions whose inputs are there (the plan leaves fresh ones out, so after a restart
+        this builds nothing twice). Partitions whose inputs are not there yet wait for the
+        commits that bring them."""
+        for name in assets:
+            try:
+                while any(self._busy(e.up) for e in self.pipeline.upstream(name) if e.up != name):
+                    await asyncio.sleep(self.options.poll)  # its inputs are being built
+                plan = await self.controller.plan(self.pipeline, Request(select=(name,)))
+                parts = self.pipeline[name].partitions
+                waiting = {m.index for m in plan.missing if m.asset == name}
+                ready = [
+                    i for i in (plan.indices[0].tolist() if plan.size else []) if i not in waiting
+                ]
+                if ready:
+                    spec = tuple(parts.key(i) for i in ready) if parts.is_partitioned else None
+                    trigger = {"kind": "start", "on_start": "missing_or_stale", "units": len(ready)}
+                    while not await self._request(
+                        name, spec, "start:missing_or_stale", trigger, "start"
+                    ):  # refused (the lake is away): ask again
+                        await asyncio.sleep(min(5.0, self.options.poll * 20))
+            except LakeflowError as error:
+                self._emit("trigger_failed", asset=name, message=f"on start: {error}")
+            finally:
+                self._starting.discard(name)
 
     async def _fire_ready(self) -> None:
         """Request the pending keys of each consumer whose upstreams are quiet and that no run is
@@ -330,8 +366,6 @@ class Triggers:
     ) -> bool:
         """Ask the controller for a run; False if it refused (the keys must be asked for again).
         A plan with nothing to do is an answer too: no run, True."""
-        from .planner import Request
-
         request = Request(select=(select,), partitions=partitions)
         try:
             summary = await self.controller.submit(

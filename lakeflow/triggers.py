@@ -55,9 +55,12 @@ class OnUpstreamCommit:
     debounce: float = 0.0
     require: Literal["any", "all"] = "any"
     inputs: tuple[str, ...] | None = None  # the upstreams that trigger; None: all it reads
+    on_start: Literal["missing_or_stale", "none"] = "missing_or_stale"
 
     def describe(self) -> str:
         bits = ["on upstream commit"]
+        if self.on_start == "none":
+            bits.append("commits only")
         if self.require == "all":
             bits.append("all inputs")
         if self.debounce:
@@ -70,6 +73,7 @@ def on_upstream_commit(
     debounce: float = 0.0,
     require: Literal["any", "all"] = "any",
     inputs: Iterable[str] | None = None,
+    on_start: Literal["missing_or_stale", "none"] = "missing_or_stale",
 ) -> OnUpstreamCommit:
     """Run an asset for exactly the partitions its upstream tables' new commits touched.
 
@@ -81,12 +85,21 @@ def on_upstream_commit(
     - require: "any" runs a partition when any upstream changed it; "all" only once every one of
       `inputs` has changed it since it last ran.
     - inputs: the upstream names that trigger (default: every table the asset reads).
+    - on_start: what `lakeflow up` does first. "missing_or_stale" (the default) requests once
+      the partitions that are missing or stale and whose inputs are there, so what the upstreams
+      held before `up` (or gained while it was down) is built; fresh partitions are left alone,
+      so starting again builds nothing twice. "none": only commits made after the first `up`
+      count, history is not news.
     """
     if require not in ("any", "all"):
         raise DefinitionError(f"require must be 'any' or 'all', not {require!r}")
+    if on_start not in ("missing_or_stale", "none"):
+        raise DefinitionError(f"on_start must be 'missing_or_stale' or 'none', not {on_start!r}")
     if debounce < 0:
         raise DefinitionError("debounce must be >= 0 seconds")
-    return OnUpstreamCommit(float(debounce), require, tuple(inputs) if inputs is not None else None)
+    return OnUpstreamCommit(
+        float(debounce), require, tuple(inputs) if inputs is not None else None, on_start
+    )
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,61 @@ def s3_lake(moto_server):
     _stop_controller(url, moto_server.options)
 
 
+def assert_status_agrees(pipeline, *, lake=None, storage_options=None) -> None:
+    """`lf.status` and `lf.backfill(..., dry_run=True)` tell the same story about the lake: per
+    asset, the partitions status says a backfill would run (`to_run`) are the units the dry run
+    plans, every stale or missing one among them, and at most those plus the ones whose last
+    attempt failed, was held or blocked. Sources are never stale."""
+    import lakeflow as lf
+
+    frame = lf.status(pipeline, lake=lake, storage_options=storage_options)
+    rows = {r["asset"]: r for r in frame.iter_rows(named=True)}
+    built = [n for n, a in pipeline.assets.items() if not a.source]
+    preview = lf.backfill(
+        pipeline, select=built, dry_run=True, lake=lake, storage_options=storage_options
+    )
+    held = ("failed", "check_failed", "blocked", "upstream_failed")
+    for name, row in rows.items():
+        if pipeline[name].source:
+            assert row["stale"] == 0 and row["to_run"] == 0, row
+            continue
+        units = preview.units.get(name, 0)
+        assert row["to_run"] == units, (name, row, preview)
+        assert row["stale"] + row["missing"] <= units, (name, row, preview)
+        assert units <= row["stale"] + row["missing"] + sum(row[k] for k in held), (name, row)
+        assert row["partitions"] == sum(row[k] for k in ("published", "stale", "missing", *held)), (
+            row
+        )
+
+
+def status_agrees_after(request, pipeline, tmp_path: Path) -> None:
+    """For a module's autouse fixture, after a test: if it passed and built a local lake (the
+    `lake` fixture), status and a dry run must agree on it (`assert_status_agrees`). A test
+    marked `no_status_check` leaves its lake in a state status refuses (say why there)."""
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.passed or "lake" not in request.fixturenames:
+        return
+    if request.node.get_closest_marker("no_status_check") is not None:
+        return
+    lake = tmp_path / "lake"  # where the `lake` fixture put it
+    if lake.exists():
+        assert_status_agrees(pipeline, lake=str(lake))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.rep_call = report
+    return report
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "no_status_check: the lake this test leaves is not one status can read"
+    )
+
+
 def lake_fingerprint(path: str | Path) -> dict[str, object]:
     """Every table under a local lake: its version and the files its current version holds."""
     from deltalake import DeltaTable

@@ -16,8 +16,14 @@ from deltalake import DeltaTable
 
 import lakeflow as lf
 from lakeflow.cli import main
-from tests.conftest import ROOT, lake_fingerprint
+from tests.conftest import ROOT, lake_fingerprint, status_agrees_after
 from tests.pipelines import BACKFILL, YEAR
+
+
+@pytest.fixture(autouse=True)
+def _status_agrees_with_the_dry_run(request, tmp_path):
+    yield
+    status_agrees_after(request, BACKFILL, tmp_path)
 
 
 def commits_per_partition(lake: str, asset: str) -> dict[str, int]:

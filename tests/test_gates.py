@@ -10,10 +10,16 @@ from deltalake import DeltaTable
 
 import lakeflow as lf
 from lakeflow.cli import main
-from tests.conftest import lake_fingerprint
+from tests.conftest import lake_fingerprint, status_agrees_after
 from tests.pipelines import GATED
 
 DAYS = "2024-01-01..2024-01-03"
+
+
+@pytest.fixture(autouse=True)
+def _status_agrees_with_the_dry_run(request, tmp_path):
+    yield
+    status_agrees_after(request, GATED, tmp_path)
 
 
 def run(lake, select="*", partitions=DAYS, **options):

@@ -7,8 +7,14 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 import lakeflow as lf
-from tests.conftest import lake_fingerprint
+from tests.conftest import lake_fingerprint, status_agrees_after
 from tests.pipelines import PIPELINE
+
+
+@pytest.fixture(autouse=True)
+def _status_agrees_with_the_dry_run(request, tmp_path):
+    yield
+    status_agrees_after(request, PIPELINE, tmp_path)
 
 
 def run(lake, select=None, partitions=None, **options):

@@ -5,6 +5,7 @@ import pytest
 
 import lakeflow as lf
 from pipelines import flights
+from tests.conftest import assert_status_agrees
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,7 @@ def test_status_after_january(january):
     rows = {r["asset"]: r for r in lf.status(flights.pipeline, lake=lake).iter_rows(named=True)}
     assert rows["raw_flights"]["published"] == 31 and rows["raw_flights"]["missing"] == 334
     assert rows["monthly_delays"]["published"] == 1 and rows["monthly_delays"]["stale"] == 0
+    assert_status_agrees(flights.pipeline, lake=lake)
 
 
 def test_the_gates_pass_on_the_real_data(january):
@@ -106,3 +108,4 @@ def test_a_planted_bad_day_is_held_by_the_gate(january, monkeypatch):
         executor="local",
     )
     assert rerun.ok
+    assert_status_agrees(flights.pipeline, lake=lake)

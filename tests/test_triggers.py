@@ -17,7 +17,9 @@ from deltalake import DeltaTable
 import lakeflow as lf
 from lakeflow.lake import Lake
 from lakeflow.triggers import STATE_URL, consumer_partitions
+from tests.conftest import assert_status_agrees
 from tests.trigger_pipelines import (
+    DAYS,
     files_pipeline,
     held_pipeline,
     ticking_pipeline,
@@ -82,26 +84,51 @@ def test_an_outside_commit_runs_exactly_the_partitions_it_touched(
 ):
     pipeline = trips_pipeline(lake)
     source = f"{lake}/trips"
-    write_trips(source, "2024-01-01", [1, 2, 3])  # history from before `up`: not news
+    write_trips(source, "2024-01-01", [1, 2, 3])  # history from before `up`: built once on start
     service = lf.up(pipeline)
     service_stopper.append(lake)
+    eventually(lambda: set(consumer(lake)) == {"2024-01-01"})
 
     write_trips(source, "2024-01-05", [10, 11])
     write_trips(source, "2024-01-07", [20])
-    eventually(lambda: set(consumer(lake)) == {"2024-01-05", "2024-01-07"})
+    eventually(lambda: set(consumer(lake)) == {"2024-01-01", "2024-01-05", "2024-01-07"})
     assert consumer(lake) == {
+        "2024-01-01": (3, 1 % 7 + 2 % 7 + 3 % 7 + 7.5),
         "2024-01-05": (2, 10 % 7 + 11 % 7 + 5.0),
         "2024-01-07": (1, 20 % 7 + 2.5),
     }
     time.sleep(0.5)  # and nothing else comes
-    assert set(consumer(lake)) == {"2024-01-05", "2024-01-07"}
+    assert set(consumer(lake)) == {"2024-01-01", "2024-01-05", "2024-01-07"}
+    counts = dict(published(lake, "trips_daily").group_by("partition").len().iter_rows())
+    assert counts == {"2024-01-01": 1, "2024-01-05": 1, "2024-01-07": 1}
 
     requested = lf.read_events(Lake(lake), kinds=["run_requested"])
     origins = requested["message"].to_list()
-    assert origins and all(o.startswith("commit:trips@") for o in origins)
-    trigger = json.loads(requested["detail"][0])["trigger"]
+    assert origins[0] == "start:missing_or_stale"
+    assert json.loads(requested["detail"][0])["trigger"]["kind"] == "start"
+    assert origins[1:] and all(o.startswith("commit:trips@") for o in origins[1:])
+    trigger = json.loads(requested["detail"][1])["trigger"]
     assert trigger["kind"] == "commit" and "trips" in trigger["tables"]
     assert service.status()["cursors"]["trips"] == DeltaTable(source).version()
+    assert_status_agrees(pipeline)
+
+
+def test_with_on_start_none_history_before_the_first_up_is_not_news(
+    ray_session, lake, service_stopper
+):
+    pipeline = trips_pipeline(lake, on_start="none")
+    source = f"{lake}/trips"
+    write_trips(source, "2024-01-01", [1, 2, 3])
+    lf.up(pipeline)
+    service_stopper.append(lake)
+    write_trips(source, "2024-01-05", [10, 11])
+    eventually(lambda: set(consumer(lake)) == {"2024-01-05"})
+    time.sleep(0.5)
+    assert set(consumer(lake)) == {"2024-01-05"}
+    origins = lf.read_events(Lake(lake), kinds=["run_requested"])["message"].to_list()
+    assert origins and all(o.startswith("commit:trips@") for o in origins)
+    rows = {r["asset"]: r for r in lf.status(pipeline).iter_rows(named=True)}
+    assert rows["trips_daily"]["missing"] == len(DAYS) - 1  # 2024-01-01 waits for a backfill
 
 
 def test_a_burst_of_50_commits_loses_none_and_doubles_none(ray_session, lake, service_stopper):
@@ -122,11 +149,11 @@ def test_a_burst_of_50_commits_loses_none_and_doubles_none(ray_session, lake, se
         return state["cursors"]["trips"] == version and not any(state["pending"].values())
 
     eventually(caught_up)
-    eventually(lambda: set(consumer(lake)) == set(days))
+    eventually(lambda: set(consumer(lake)) == {"2024-02-01", *days})
     expected = expected_from_source(lake)
-    assert consumer(lake) == {d: expected[d] for d in days}
+    assert consumer(lake) == {d: expected[d] for d in ["2024-02-01", *days]}
     publishes = published(lake, "trips_daily").group_by("partition").len()
-    assert publishes["len"].to_list() == [1] * 25  # the debounced burst built each day once
+    assert publishes["len"].to_list() == [1] * 26  # the debounced burst built each day once
 
 
 def test_a_killed_controller_resumes_from_its_cursors(ray_session, lake, service_stopper):
@@ -145,11 +172,16 @@ def test_a_killed_controller_resumes_from_its_cursors(ray_session, lake, service
     for day, ids in (("2024-03-03", [3]), ("2024-03-04", [4, 5]), ("2024-03-05", [6])):
         write_trips(source, day, ids)  # while it is down
 
-    want = {"2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"}
+    # 2024-03-01 (history before `up`) was built on the first start; the restarted controller's
+    # start-up request finds it fresh and builds it no second time
+    want = {"2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"}
     eventually(lambda: set(consumer(lake)) == want, timeout=90)
     assert consumer(lake)["2024-03-04"] == (2, 4 % 7 + 2.5 + 5 % 7 + 2.5)
+    eventually(lambda: len(lf.read_events(Lake(lake), kinds=["triggers_started"])) >= 2, timeout=60)
+    time.sleep(1.0)
     counts = dict(published(lake, "trips_daily").group_by("partition").len().iter_rows())
     assert counts == dict.fromkeys(want, 1)  # nothing missed, nothing repeated
+    assert_status_agrees(pipeline)
 
 
 def test_a_failed_table_check_holds_the_consumers(ray_session, lake, service_stopper):
@@ -168,7 +200,8 @@ def test_a_failed_table_check_holds_the_consumers(ray_session, lake, service_sto
     eventually(held)
     time.sleep(1.0)
     assert "2024-01-03" not in partitions_of(f"{lake}/trips_report")
-    assert lf.read_events(Lake(lake), kinds=["unit_published"], asset="trips_report").height == 1
+    report = lf.read_events(Lake(lake), kinds=["unit_published"], asset="trips_report")
+    assert sorted(report["partition"].to_list()) == ["2024-01-01", "2024-01-02"]  # 01-01 on start
 
 
 def test_schedules_fire_and_catch_up_after_downtime(ray_session, lake, service_stopper):
@@ -291,7 +324,10 @@ def test_on_publish_callbacks_run_in_the_controller(ray_session, lake, tmp_path,
                 json.dumps([publish.table, publish.version, list(publish.partitions)]) + "\n"
             )
 
-    pipeline = trips_pipeline(lake, triggers=[lf.on_publish("trips_daily", record)])
+    # commits only: 2024-01-01 (history) is not built on start, the first publish is 2024-01-09
+    pipeline = trips_pipeline(
+        lake, on_start="none", triggers=[lf.on_publish("trips_daily", record)]
+    )
     write_trips(f"{lake}/trips", "2024-01-01", [1])
     lf.up(pipeline)
     service_stopper.append(lake)
@@ -430,13 +466,14 @@ def test_require_all_waits_for_every_upstream(ray_session, lake, service_stopper
     write_trips(f"{lake}/fares", "2024-01-01", [1])
     lf.up(both_pipeline(lake))
     service_stopper.append(lake)
+    eventually(lambda: partitions_of(f"{lake}/matched") == {"2024-01-01": 1})  # on start
     write_trips(f"{lake}/trips", "2024-01-02", [1, 2])
     state = Path(f"{lake}/{STATE_URL}")
     eventually(lambda: json.loads(state.read_text())["pending"].get("matched"))
     time.sleep(0.5)
-    assert not DeltaTable.is_deltatable(f"{lake}/matched")  # fares has not changed that day yet
+    assert "2024-01-02" not in partitions_of(f"{lake}/matched")  # fares has not changed it yet
     write_trips(f"{lake}/fares", "2024-01-02", [2])
-    eventually(lambda: partitions_of(f"{lake}/matched") == {"2024-01-02": 1})
+    eventually(lambda: partitions_of(f"{lake}/matched") == {"2024-01-01": 1, "2024-01-02": 1})
     assert not json.loads(state.read_text())["pending"].get("matched")
 
 

@@ -16,12 +16,18 @@ DAYS = lf.DailyPartitions(start="2024-01-01", end="2024-04-01", column="day")
 
 
 def trips_pipeline(
-    lake: str, *, debounce: float = 0.0, storage_options=None, **extra
+    lake: str,
+    *,
+    debounce: float = 0.0,
+    on_start: str = "missing_or_stale",
+    storage_options=None,
+    **extra,
 ) -> lf.Pipeline:
     """trips (a source someone else writes) -> trips_daily (on upstream commit)."""
     trips = lf.source("trips", partitions=DAYS)
+    policy = lf.on_upstream_commit(debounce=debounce, on_start=on_start)
 
-    @lf.asset(partitions=DAYS, automation=lf.on_upstream_commit(debounce=debounce))
+    @lf.asset(partitions=DAYS, automation=policy)
     def trips_daily(trips: pl.LazyFrame) -> pl.LazyFrame:
         return trips.select(pl.len().alias("trips"), pl.col("fare").sum().alias("fares"))
 
@@ -30,7 +36,7 @@ def trips_pipeline(
     )
 
 
-TRIPS = trips_pipeline("./lake")  # for the CLI, which takes --lake
+TRIPS = trips_pipeline("./lake", on_start="none")  # for the CLI (--lake); commits only
 
 
 def held_pipeline(lake: str) -> lf.Pipeline:
