@@ -286,9 +286,12 @@ class Triggers:
             await asyncio.sleep(self.options.poll / 2)
 
     def _busy(self, asset: str) -> bool:
-        """A run in this controller will build `asset`: its triggered partitions wait for it, then
-        find what it built fresh."""
-        return asset in self._starting or any(
+        """A run in this controller will build `asset` (or its start-up request is being made):
+        its triggered partitions wait for it, then find what it built fresh."""
+        return asset in self._starting or self._building(asset)
+
+    def _building(self, asset: str) -> bool:
+        return any(
             not run.finished.is_set() and asset in run.plan.assets
             for run in self.controller.runs.values()
         )
@@ -300,8 +303,11 @@ class Triggers:
         commits that bring them."""
         for name in assets:
             try:
-                while any(self._busy(e.up) for e in self.pipeline.upstream(name) if e.up != name):
-                    await asyncio.sleep(self.options.poll)  # its inputs are being built
+                # a run resumed after a restart may be building it or its inputs: plan after it
+                while self._building(name) or any(
+                    self._busy(e.up) for e in self.pipeline.upstream(name) if e.up != name
+                ):
+                    await asyncio.sleep(self.options.poll)
                 plan = await self.controller.plan(self.pipeline, Request(select=(name,)))
                 parts = self.pipeline[name].partitions
                 waiting = {m.index for m in plan.missing if m.asset == name}
