@@ -180,6 +180,8 @@ class Controller:
             try:
                 began = time.monotonic()
                 await asyncio.to_thread(self.events.flush)
+                if self.events.compact_due():  # here, off the path of any run's start
+                    self.spawn(asyncio.to_thread(self.events.compact))
                 # an append costs more as the log grows: keep its share of the controller
                 # ~10%, and the log at most 2 s behind
                 spent = time.monotonic() - began

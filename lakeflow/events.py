@@ -105,6 +105,7 @@ class EventLog:
         self._buffer: list[Event] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._compact_lock = threading.Lock()
         self._handle: DeltaTable | None = None
         self._appended = 0  # files added since the last compaction (all of them, at first)
         self._emitted = 0  # events emitted so far ...
@@ -164,28 +165,34 @@ class EventLog:
         self._handle.update_incremental()
         write_deltalake(self._handle, table, mode="append")
         self._appended += 1
-        if self._appended >= self.compact_after:
-            self._appended = 0
-            self.compact()
+
+    def compact_due(self) -> bool:
+        """Have enough flushes (one small file each) piled up since the last compaction?"""
+        return self._appended >= self.compact_after
 
     def compact(self) -> None:
-        """Merge the log's small files (a flush writes one) and delete the files merged away
-        more than a day ago, so that reading the log stays fast under a controller that runs
-        for months. Appends by other writers meanwhile are safe; a failure only waits for the
-        next turn."""
-        if self._handle is None:
-            return
-        try:
-            self._handle.update_incremental()
-            self._handle.optimize.compact(
-                target_size=COMPACT_TARGET,
-                post_commithook_properties=PostCommitHookProperties(create_checkpoint=True),
-            )
-            self._handle.vacuum(
-                retention_hours=KEEP_MERGED_HOURS, dry_run=False, enforce_retention_duration=False
-            )
-        except Exception as error:  # the log stays correct, only less compact
-            logger.warning("compacting the event log %s failed: %s", self.url, error)
+        """Merge the log's small files and delete the files merged away more than a day ago, so
+        that reading the log stays fast under a controller that runs for months. Not part of a
+        flush: it takes hundreds of milliseconds, and a flush is on the path of every run's
+        start. It works on its own handle, so flushes go on meanwhile (appends by other writers
+        are safe); a failure only waits for the next turn."""
+        with self._compact_lock:
+            if not DeltaTable.is_deltatable(self.url, storage_options=self.lake.delta_options()):
+                return
+            self._appended = 0
+            try:
+                handle = DeltaTable(self.url, storage_options=self.lake.delta_options())
+                handle.optimize.compact(
+                    target_size=COMPACT_TARGET,
+                    post_commithook_properties=PostCommitHookProperties(create_checkpoint=True),
+                )
+                handle.vacuum(
+                    retention_hours=KEEP_MERGED_HOURS,
+                    dry_run=False,
+                    enforce_retention_duration=False,
+                )
+            except Exception as error:  # the log stays correct, only less compact
+                logger.warning("compacting the event log %s failed: %s", self.url, error)
 
 
 def read_events(

@@ -77,7 +77,8 @@ class Triggers:
         self.retry_at: dict[str, float] = {}  # consumer -> when to ask again after a refusal
         self.fired: dict[str, int] = {}  # what has been requested, by kind (for status)
         self.recent: list[tuple[str, str]] = []  # (run id, origin) of the latest triggered runs
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # our own commit, or a callback delivered: look now
+        self.fire = asyncio.Event()  # new pending keys: the fire loop looks now
         self._starting: set[str] = set()  # assets whose start-up request is being made
         self._save_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -191,6 +192,7 @@ class Triggers:
                 changed = await self._handle_new_commits()
                 if changed:
                     await self._save()
+                    self.fire.set()
                     await self._deliver(changed)
             except LakeflowError as error:  # the lake is away: the cursors wait with it
                 self._emit("trigger_error", message=str(error))
@@ -279,11 +281,15 @@ class Triggers:
 
     async def _fire_loop(self) -> None:
         while True:
+            self.fire.clear()
             try:
                 await self._fire_ready()
             except LakeflowError as error:
                 self._emit("trigger_error", message=str(error))
-            await asyncio.sleep(self.options.poll / 2)
+            try:  # new pending keys wake it at once; debounces and retries need the timeout
+                await asyncio.wait_for(self.fire.wait(), self.options.poll / 2)
+            except TimeoutError:
+                pass
 
     def _busy(self, asset: str) -> bool:
         """A run in this controller will build `asset` (or its start-up request is being made):

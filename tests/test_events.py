@@ -12,9 +12,25 @@ from lakeflow.lake import Lake
 
 
 def flush_events(log: EventLog, count: int, start: int = 0) -> None:
+    """Flush one event at a time and compact when due, as the controller's flush loop does."""
     for i in range(start, start + count):
         log.emit(Event("run-1", "unit_published", asset="a", partition=f"p{i:03d}", version=i))
         assert log.flush() == 1
+        if log.compact_due():
+            log.compact()
+
+
+def test_a_flush_never_compacts(tmp_path):
+    """Compaction takes hundreds of milliseconds and a flush is on the path of every run's
+    start: the flush only appends, and says when a compaction is due."""
+    lake = Lake(str(tmp_path / "lake"))
+    log = EventLog(lake, compact_after=3)
+    for i in range(5):
+        log.emit(Event("run-1", "unit_started", partition=f"p{i}"))
+        log.flush()
+    assert len(DeltaTable(log.url).file_uris()) == 5 and log.compact_due()
+    log.compact()
+    assert len(DeltaTable(log.url).file_uris()) == 1 and not log.compact_due()
 
 
 def test_the_log_is_compacted_without_losing_or_reordering_events(tmp_path):
