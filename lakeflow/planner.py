@@ -153,7 +153,8 @@ class Plan:
         tuple[str, str], tuple[np.ndarray, np.ndarray]
     ]  # (down, up) -> lo, hi per planned unit
     fresh: Mapping[str, np.ndarray]  # asset -> selected partition indices skipped as fresh
-    missing: tuple[MissingInput, ...] = ()
+    missing: tuple[MissingInput, ...] = ()  # the first 1,000, with the input each lacks
+    unready: np.ndarray | None = None  # every unit that lacks an input (unit ids, sorted)
     order: str = "oldest"
     selected: tuple[str, ...] = field(default=())
     deletes: np.ndarray | None = None  # bool per unit: remove the partition's data, build nothing
@@ -406,6 +407,7 @@ def build_plan(
     ups_edges: list[np.ndarray] = []
     downs_edges: list[np.ndarray] = []
     missing: list[MissingInput] = []
+    unready: list[np.ndarray] = []
     for j, name in enumerate(assets):
         parts = pipeline[name].partitions
         for edge in pipeline.upstream(name):
@@ -419,6 +421,7 @@ def build_plan(
                     snapshots[edge.up].present | up_planned | (snapshots[edge.up].touched >= 0)
                 )
                 short = np.flatnonzero(_range_count(available, lo, hi) < hi - lo)
+                unready.append(offsets[j] + short)
                 for pos in short[:1000].tolist():
                     gap = lo[pos] + int(np.flatnonzero(~available[lo[pos] : hi[pos]])[0])
                     missing.append(MissingInput(name, int(indices[j][pos]), edge.up, gap))
@@ -448,6 +451,7 @@ def build_plan(
         ranges=ranges,
         fresh=fresh,
         missing=tuple(missing),
+        unready=np.unique(np.concatenate(unready)) if unready else np.zeros(0, np.int64),
         order=request.order,
         selected=tuple(selected),
         deletes=np.concatenate(

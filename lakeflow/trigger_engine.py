@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .errors import LakeflowError, Superseded
 from .events import Event, read_events
 from .lake import Lake
@@ -316,10 +318,12 @@ class Triggers:
                     await asyncio.sleep(self.options.poll)
                 plan = await self.controller.plan(self.pipeline, Request(select=(name,)))
                 parts = self.pipeline[name].partitions
-                waiting = {m.index for m in plan.missing if m.asset == name}
-                ready = [
-                    i for i in (plan.indices[0].tolist() if plan.size else []) if i not in waiting
-                ]
+                ready: list[int] = []
+                if plan.size:  # the plan holds `name` alone: its units are 0 .. size - 1
+                    keep = np.ones(plan.size, bool)
+                    if plan.unready is not None:
+                        keep[plan.unready] = False
+                    ready = plan.indices[0][keep].tolist()
                 if ready:
                     spec = tuple(parts.key(i) for i in ready) if parts.is_partitioned else None
                     trigger = {"kind": "start", "on_start": "missing_or_stale", "units": len(ready)}

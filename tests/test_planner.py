@@ -188,3 +188,31 @@ def test_a_million_unit_plan_is_arrays_not_objects():
     plan = build_plan(pipeline, Request(select=("*",)), empty)
     assert plan.size == 2 * len(hours) > 500_000
     assert plan.waits.dtype == np.int32 and int(plan.waits.sum()) == len(hours)
+
+
+def test_every_unit_that_lacks_an_input_is_known_beyond_the_first_thousand():
+    """The plan details the first 1,000 missing inputs, but names every unit that lacks one: a
+    start-up request of `lakeflow up` leaves them all out, however many."""
+    years = lf.DailyPartitions(start="2000-01-01", end="2010-01-01", column="day")
+    src = lf.source("src", partitions=years)
+
+    @lf.asset(partitions=years, code_version="d1")
+    def daily(src: pl.LazyFrame) -> pl.LazyFrame:
+        return src
+
+    pipeline = lf.Pipeline([src, daily])
+    have = np.zeros(len(years), bool)
+    have[-10:] = True  # the source holds its last ten days only
+    source = AssetSnapshot(
+        3, have, np.where(have, 3, -1).astype(np.int64), np.full(len(years), "", object),
+        np.full(len(years), "", object), {},
+    )  # fmt: skip
+    plan = build_plan(
+        pipeline,
+        Request(select=("daily",)),
+        {"src": source, "daily": AssetSnapshot.empty(len(years))},
+    )
+    assert plan.size == len(years) and len(plan.missing) == 1000
+    assert plan.unready is not None and len(plan.unready) == len(years) - 10
+    ready = np.setdiff1d(np.arange(plan.size), plan.unready)
+    assert years.keys(plan.indices[0][ready]) == years.keys(np.arange(len(years) - 10, len(years)))
