@@ -37,6 +37,7 @@ __all__ = [
     "Plan",
     "Request",
     "build_plan",
+    "default_plan",
     "partition_status",
     "snapshot",
 ]
@@ -333,24 +334,34 @@ FRESH, STALE, MISSING, DELETED = 0, 1, 2, 3
 def partition_status(
     pipeline: Pipeline, snapshots: Mapping[str, AssetSnapshot]
 ) -> dict[str, np.ndarray]:
-    """Per asset, per partition: FRESH, STALE (published, but a plan with no `only` would rerun
-    it: its code or an input changed, here or upstream), MISSING (no data) or DELETED (no data,
-    and nothing to build it from: deleted upstream, see `_vanished`; for a source, emptied by a
-    commit). Derived from `build_plan` itself, so STALE and MISSING are exactly the units a
-    backfill of every asset runs. A source is never stale: lakeflow does not build it, its
-    partitions holding data are FRESH. `snapshots` holds every asset of the pipeline."""
-    built = [n for n, a in pipeline.assets.items() if not a.source]
-    plan = build_plan(pipeline, Request(select=tuple(built)), snapshots) if built else None
+    """Per asset, per partition: FRESH (built from what its inputs hold now, by the current
+    code), STALE (published, but its code or an input changed, here or upstream), MISSING (no
+    data) or DELETED (no data, and nothing to build it from: deleted upstream, see `_vanished`;
+    for a source, emptied by a commit). A source is never stale: lakeflow does not build it, its
+    partitions holding data are FRESH. `snapshots` holds every asset of the pipeline.
+
+    This is each partition's own state; what a run would do about it is `default_plan`'s (a
+    fresh partition still runs when an input of it is planned, e.g. a missing one)."""
     out: dict[str, np.ndarray] = {}
+    stale_flags: dict[str, np.ndarray] = {}
     for name in pipeline.assets:
-        present = snapshots[name].present
+        snap = snapshots[name]
+        everything = np.arange(len(snap.present))
+        stale = np.zeros(len(everything), bool)
+        if not pipeline[name].source:  # a source's data is what its producer wrote: current
+            stale[:] = _stale(pipeline, name, everything, snapshots, stale_flags) & snap.present
+        _cascade_self(pipeline, name, everything[snap.present], stale)
+        stale_flags[name] = stale
         absent = np.where(_deleted(pipeline, name, snapshots), DELETED, MISSING)
-        codes = np.where(present, FRESH, absent).astype(np.int8)
-        if plan is not None and name in plan.assets:
-            runs = plan.indices[plan.assets.index(name)]
-            codes[runs] = np.where(present[runs], STALE, MISSING)
-        out[name] = codes
+        out[name] = np.where(snap.present, np.where(stale, STALE, FRESH), absent).astype(np.int8)
     return out
+
+
+def default_plan(pipeline: Pipeline, snapshots: Mapping[str, AssetSnapshot]) -> Plan | None:
+    """What a backfill of every asset lakeflow builds, in the default mode, would run now (the
+    units `backfill --dry-run` counts); None for a pipeline of sources only."""
+    built = [n for n, a in pipeline.assets.items() if not a.source]
+    return build_plan(pipeline, Request(select=tuple(built)), snapshots) if built else None
 
 
 def build_plan(

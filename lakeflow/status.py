@@ -13,7 +13,7 @@ from .assets import AssetDef
 from .events import read_events
 from .graph import Pipeline
 from .lake import Lake
-from .planner import DELETED, FRESH, MISSING, STALE, partition_status
+from .planner import DELETED, FRESH, MISSING, STALE, default_plan, partition_status
 from .snapshots import open_table, read_snapshots
 
 __all__ = ["as_pipeline", "check_frame", "check_results", "status"]
@@ -67,8 +67,9 @@ def status(
     (a blocking check failed), blocked (held behind a failed check), upstream_failed (held
     behind a failed unit), missing, deleted (no data and nothing to build it from: deleted
     upstream, or emptied by its producer for a source); `to_run`, the partitions a backfill with
-    no `only` would run now (what `backfill --dry-run` counts); the table version and the last
-    publish time.
+    no `only` would run now (what `backfill --dry-run` counts: the stale and missing ones, and
+    fresh ones that read a partition it would build); the table version and the last publish
+    time.
 
     A partition whose last attempt failed, was held or blocked is counted as that, even when
     its older data is still fresh (but not once it was deleted upstream since). A source's
@@ -82,6 +83,8 @@ def status(
     states = {n: open_table(where, pipeline, n) for n in pipeline.assets}
     snapshots = read_snapshots(where, pipeline, pipeline.assets, states=states)
     flags = partition_status(pipeline, snapshots)
+    plan = default_plan(pipeline, snapshots)
+    to_run = plan.counts() if plan is not None else {}
     held = _held_partitions(where)
     rows = []
     for name, codes in flags.items():
@@ -95,7 +98,7 @@ def status(
         counts = {k: int((category == k).sum()) for k in COUNTS}
         rows.append({
             "asset": name, "partitions": len(codes), **counts,
-            "to_run": 0 if pipeline[name].source else int(np.isin(codes, [STALE, MISSING]).sum()),
+            "to_run": to_run.get(name, 0),
             "version": states[name].version if states[name].exists else None,
             "last_publish": datetime.fromtimestamp(max(published) / 1000, UTC) if published else None,
         })  # fmt: skip
