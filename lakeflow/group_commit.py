@@ -130,7 +130,7 @@ class GroupCommits:
             self._commit_failed(units, ErrorInfo.from_exception(error), retryable=True)
         finally:
             self.committing.discard(asset)
-            run.wake.set()
+            run.host.wake_all()  # runs waiting for these partitions (`Run._claim`) look again
 
     async def _reload_table(self, asset: str, cause: BaseException) -> None:
         host = self.run.host

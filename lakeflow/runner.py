@@ -25,13 +25,15 @@ from .executors import TaskLost
 from .graph import Pipeline
 from .group_commit import GroupCommits
 from .planner import Plan, Request
-from .scheduler import FINAL, RunState
+from .scheduler import FINAL, RunState, UnitStatus
 from .worker import InputSpec, UnitRecord, UnitSpec
 
 if TYPE_CHECKING:
     from .controller import Controller
 
 __all__ = ["Run"]
+
+BUILDING = (UnitStatus.RUNNING, UnitStatus.STAGED, UnitStatus.VERIFYING)  # a partition in the works
 
 WHOLE_TABLE_FILES = 512  # inputs of more files than this are scanned through deltalake
 
@@ -75,6 +77,10 @@ class Run:
         self.tasks = 0  # tasks in flight
         self.completed: deque[tuple[str, list[int], list[UnitRecord] | None, str | None]] = deque()
         self.solo: set[int] = set()
+        # units taken while another run of this controller builds the same partition: they wait
+        # for it, then run or find it fresh (`_claim`); and each table's version at planning
+        self.parked: set[int] = set()
+        self.seen = {a: host.tables[a].version for a in plan.assets if a in host.tables}
         self.unit_seconds: dict[str, float] = {}  # asset -> recent seconds a unit
         self.cancelled = False
         self.wake = asyncio.Event()
@@ -126,7 +132,8 @@ class Run:
                     self.host.flush_soon()
                 self._drain()
                 if self.cancelled:
-                    gone = state.cancel()
+                    gone = state.cancel(also=self.parked)
+                    self.parked.clear()
                     if gone:
                         self.host.events.emit(
                             Event(self.id, "run_cancelling", detail={"cancelled_units": len(gone)})
@@ -182,6 +189,8 @@ class Run:
             timeout = min(timeout, max(0.0, backoff - time.time()))
         if self.commits.waiting():
             timeout = min(timeout, self.commits.linger)
+        if self.parked:  # the other run's outcome wakes every run; this is a safety net
+            timeout = min(timeout, 0.2)
         try:
             await asyncio.wait_for(self.wake.wait(), timeout)
         except TimeoutError:
@@ -202,14 +211,20 @@ class Run:
 
     def _dispatch(self) -> None:
         state, host = self.state, self.host
-        while state.ready_count():
+        unparked = [u for u in sorted(self.parked) if not self._held_elsewhere(u)]
+        while unparked or state.ready_count():
             free = min(host.capacity() - host.in_flight, self.limit() - self.tasks)
             if free <= 0:
                 break
-            batch = state.take(self._batch_size(free))
-            if not batch:
-                break
-            batch = self._stage_deletes(batch)
+            if unparked:
+                size = self._batch_size(free)
+                batch, unparked = unparked[:size], unparked[size:]
+                self.parked.difference_update(batch)
+            else:
+                batch = state.take(self._batch_size(free))
+                if not batch:
+                    break
+            batch = self._claim(self._stage_deletes(batch))
             if not batch:
                 continue
             solo = [u for u in batch if u in self.solo]
@@ -224,6 +239,69 @@ class Run:
                 self.tasks += 1
                 host.in_flight += 1
                 host.spawn(self._task(asset, group, specs))
+
+    # -- one build of a partition at a time ------------------------------------------------------
+    def _claim(self, batch: list[int]) -> list[int]:
+        """The units of `batch` to run now. One whose partition another run of this controller is
+        building waits for it (parked); one that another run published since this run was
+        planned, from the inputs this unit would read and with the same code, is done already:
+        two runs asking for one partition build it once."""
+        out = []
+        for unit in batch:
+            if self._held_elsewhere(unit):
+                self.parked.add(unit)
+            elif self._fresh_now(unit):
+                asset = self.plan.locate(unit)[0]
+                info = self.host.tables[asset].published[self.key(unit)]
+                self.state.published([unit], info.version)
+                self.event(unit, "unit_fresh", version=info.version,
+                           message=f"built meanwhile by run {info.run_id}")  # fmt: skip
+                self.forget_key(unit)
+            else:
+                out.append(unit)
+        return out
+
+    def _held_elsewhere(self, unit: int) -> bool:
+        """Is another unfinished run of this controller running, staging or verifying this
+        unit's partition?"""
+        asset, index = self.plan.locate(unit)
+        for other in self.host.runs.values():
+            if other is self or other.finished.is_set() or asset not in other.plan.assets:
+                continue
+            theirs = other.plan.unit(asset, index)
+            if (
+                theirs is not None
+                and theirs not in other.parked
+                and other.state.status[theirs] in BUILDING
+            ):
+                return True
+        return False
+
+    def _fresh_now(self, unit: int) -> bool:
+        """Did another run publish this unit's partition after this run was planned, by the
+        current code and from the upstream partitions as they are now?"""
+        if self.request.force or self.request.only == "all" or self.plan.is_delete(unit):
+            return False
+        asset = self.plan.locate(unit)[0]
+        table, key = self.host.tables[asset], self.key(unit)
+        with table.lock:
+            if table.touched.get(key, -1) <= self.seen.get(asset, -1):
+                return False  # nothing new since the plan: the plan's verdict stands
+            info = table.published.get(key)
+            if info is None or not table.files.get(key):
+                return False
+        if info.run_id == self.id or info.code_version != self.pipeline[asset].code_version:
+            return False
+        position = unit - int(self.plan.offsets[self.plan.asset_of(unit)])
+        for edge in self.pipeline.upstream(asset):
+            lo, hi = (int(x[position]) for x in self.plan.ranges[(asset, edge.up)])
+            up = self.host.tables[edge.up]
+            keys = self.pipeline[edge.up].partitions.keys(np.arange(lo, hi)) if hi > lo else []
+            with up.lock:
+                newest = max((up.touched.get(k, -1) for k in keys), default=-1)
+            if newest > info.inputs.get(edge.up, -1):
+                return False
+        return True
 
     def _stage_deletes(self, batch: list[int]) -> list[int]:
         """Stage the delete units of `batch` for their table's next commit (they need no task:

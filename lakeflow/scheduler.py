@@ -248,10 +248,13 @@ class RunState:
         self._check_done()
         return held
 
-    def cancel(self) -> list[int]:
-        """Cancel every unit not yet running or staged; returns them."""
+    def cancel(self, also: Iterable[int] = ()) -> list[int]:
+        """Cancel every unit not yet running or staged, and `also` those (taken, never
+        started); returns them."""
         waiting = (UnitStatus.WAITING, UnitStatus.READY, UnitStatus.RETRYING)
         gone = np.flatnonzero(np.isin(self.status, waiting))
+        if also:
+            gone = np.union1d(gone, np.fromiter(also, np.int64))
         self._move(gone, UnitStatus.CANCELLED)
         self._check_done()
         return gone.tolist()

@@ -84,3 +84,36 @@ def test_the_in_process_client_takes_the_lake_back_when_asked_again(lake, contro
         for d in lf.read_events(Lake(lake), kinds=["controller_started"])["detail"]
     ]
     assert len(epochs) == 2 and epochs[1] > epochs[0] + 1
+
+
+def test_two_runs_asking_for_one_partition_build_it_once(lake, control):
+    """A run resumed after a restart, a manual run beside `lakeflow up`, a trigger: two runs of
+    one controller may plan the same partitions before either publishes. The second waits for
+    the first and finds them fresh; each partition is published once."""
+    pipeline = as_pipeline(PIPELINE, lake, None)
+    days = "2024-01-01..2024-01-03"
+
+    async def scenario() -> tuple[dict, dict]:
+        controller = Controller(Lake(lake), LocalExecutor(), ControllerOptions())
+        (control / "hold-events").touch()
+        first = await controller.submit(pipeline, Request(select=("events",), partitions=days), "a")
+        await _until(lambda: len(list(control.glob("held-events-*"))) >= 2)
+        second = await controller.submit(
+            pipeline, Request(select=("events", "spend"), partitions=days), "b"
+        )
+        assert second["total"] == 6  # planned before the first published anything
+        (control / "hold-events").unlink()
+        for summary in (first, second):
+            assert await controller.wait(summary["run_id"], timeout=60)
+        out = controller.progress(first["run_id"]), controller.progress(second["run_id"])
+        await controller.close()
+        return out
+
+    first, second = asyncio.run(scenario())
+    assert first["status"] == second["status"] == "succeeded"
+    history = [h["lakeflow"] for h in DeltaTable(f"{lake}/events").history() if "lakeflow" in h]
+    keys = [k for h in history for g in h["groups"] for k in g["keys"]]
+    assert sorted(keys) == ["2024-01-01", "2024-01-02", "2024-01-03"]  # once each
+    fresh = lf.read_events(Lake(lake), run_id=second["run_id"], kinds=["unit_fresh"])
+    assert sorted(fresh["partition"].to_list()) == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assert pl.read_delta(f"{lake}/spend").height == 12  # and its consumer ran on them
