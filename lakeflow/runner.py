@@ -26,14 +26,12 @@ from .graph import Pipeline
 from .group_commit import GroupCommits
 from .planner import Plan, Request
 from .scheduler import FINAL, RunState
-from .worker import InputSpec, UnitRecord, UnitSpec
+from .worker import WHOLE_TABLE_FILES, InputSpec, UnitRecord, UnitSpec
 
 if TYPE_CHECKING:
     from .controller import Controller
 
 __all__ = ["Run"]
-
-WHOLE_TABLE_FILES = 512  # inputs of more files than this are scanned through deltalake
 
 
 def depths(pipeline: Pipeline) -> dict[str, int]:
