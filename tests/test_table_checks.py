@@ -173,3 +173,19 @@ def test_a_warn_table_check_publishes_and_records(lake):
     (row,) = checks.iter_rows(named=True)
     assert (row["status"], row["severity"], row["failing"]) == ("failed", "warn", 1)
     assert row["version"] == DeltaTable(f"{lake}/loose_entries").version()  # what it describes
+
+
+def test_a_table_read_only_through_delta_is_checked_after_its_commit(lake, control):
+    """Deletion vectors (turned on outside lakeflow) make the Parquet files alone the wrong
+    rows: such a table's checks run on the committed version, and on_fail="rollback" undoes it."""
+    assert lf.materialize(GATED, select="+ledger", partitions="2024-01-01..2024-01-03", lake=lake, executor="local").ok  # fmt: skip
+    DeltaTable(f"{lake}/ledger").alter.set_table_properties({"delta.enableDeletionVectors": "true"})
+    version = DeltaTable(f"{lake}/ledger").version()
+    before = pl.read_delta(f"{lake}/ledger").sort("order_id")
+    (control / "dupe-ledger-2024-01-03").touch()
+    result = lf.materialize(GATED, select="ledger+", partitions="2024-01-03", lake=lake, force=True, executor="local")  # fmt: skip
+    assert outcomes(result)[("ledger_daily", "2024-01-03")] == "blocked"
+    error = result.units.filter(pl.col("outcome") == "check_failed")["error"][0]
+    assert f"version {version + 1} rolled back by version {version + 2}" in error
+    assert DeltaTable(f"{lake}/ledger").version() == version + 2
+    assert pl.read_delta(f"{lake}/ledger").sort("order_id").equals(before)
