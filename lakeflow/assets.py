@@ -135,7 +135,7 @@ class AssetDef:
 
     @property
     def table_checks(self) -> tuple[Any, ...]:
-        """Checks run on the published table version after each commit."""
+        """Checks run on the version a commit would make, before it is made."""
         return tuple(c for c in self.checks if getattr(c, "scope", "unit") == "table")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -185,9 +185,11 @@ def asset(
     - retry: a `RetryPolicy`, or an int number of attempts.
     - checks: rules on each unit's output, run before it is published (`lf.not_null(...)`,
       `lf.gx_suite(...)`, ...); an `error` check that fails keeps the unit unpublished and holds
-      its consumers. Checks with scope="table" run on the published table after each commit.
-    - on_fail: what a failing table check does besides holding consumers: "rollback" restores
-      the table to the version before the commit.
+      its consumers. Checks with scope="table" run on the version each commit would make,
+      before it is made; a unit that makes one fail is never committed (lakeflow.table_audit).
+    - on_fail: only for tables whose files cannot be read on their own (column mapping,
+      deletion vectors), whose table checks run after the commit: "hold" keeps the consumers
+      waiting, "rollback" also restores the version before the commit.
     - compression: of the Parquet files; snappy (the Delta convention: fast) by default, zstd for
       smaller files at more CPU.
     - automation: `lf.on_upstream_commit(...)` re-materializes the partitions an upstream commit

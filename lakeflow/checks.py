@@ -1,5 +1,6 @@
 """Checks: data-quality rules run on a unit's staged output before it is published (scope "unit"),
-or on the published table right after its commit (scope "table").
+or on the version of the whole table a commit would make, before it is made (scope "table",
+see `table_audit.py`).
 
 A check has a name, a severity (`error` blocks publication, `warn` only records) and one method,
 `run(frame, env) -> CheckResult`. Results are records with the number of failing rows and a few

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .checks import CheckResult
 from .lake import Lake
+from .table_audit import TableAudit, Verdict, ray_table_audit, run_table_audit
 from .worker import UnitRecord, UnitSpec, execute_units, ray_table_task, ray_task, table_audit
 
 if TYPE_CHECKING:
@@ -47,10 +48,16 @@ class Executor(Protocol):
     ) -> list[UnitRecord]:
         """Run one task; raises `TaskLost` if the task died."""
 
+    async def audit_group(
+        self, lake: Lake, handle: Any, pipeline: Pipeline, spec: TableAudit
+    ) -> Verdict:
+        """Run the asset's table-scope checks on the version a group commit would make."""
+
     async def audit_table(
         self, lake: Lake, handle: Any, pipeline: Pipeline, asset: str, version: int
     ) -> list[CheckResult]:
-        """Run the asset's table-scope checks on its published `version`."""
+        """Run the asset's table-scope checks on its published `version` (tables whose files
+        cannot be read on their own: see `GroupCommits`)."""
 
 
 class LocalExecutor:
@@ -74,6 +81,10 @@ class LocalExecutor:
     async def run(self, lake, run_id, handle, pipeline, asset, units):
         return await asyncio.to_thread(execute_units, lake, run_id, pipeline, units)
 
+    async def audit_group(self, lake, handle, pipeline, spec):
+        checks = pipeline.assets[spec.asset].table_checks
+        return await asyncio.to_thread(run_table_audit, lake, checks, spec)
+
     async def audit_table(self, lake, handle, pipeline, asset, version):
         return await asyncio.to_thread(table_audit, lake, pipeline, asset, version)
 
@@ -87,6 +98,7 @@ class RayExecutor:
         self._ray = ray
         self._remote = ray.remote(ray_task)
         self._table_remote = ray.remote(ray_table_task)
+        self._group_remote = ray.remote(ray_table_audit)
         self._max_in_flight = max_in_flight
 
     def slots(self) -> int:
@@ -131,6 +143,14 @@ class RayExecutor:
                 f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
             ) from error
         return [UnitRecord.from_wire(asset, record) for record in records]
+
+    async def audit_group(self, lake, handle, pipeline, spec):
+        key, box = handle
+        options = pipeline.assets[spec.asset].resources.ray_options()
+        task = self._group_remote.options(
+            name=f"lakeflow:{spec.asset}:table-checks", max_retries=2, **options
+        )
+        return await task.remote(lake, key, box, spec)
 
     async def audit_table(self, lake, handle, pipeline, asset, version):
         key, box = handle

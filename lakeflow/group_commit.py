@@ -1,6 +1,7 @@
 """A run's group commits: units its tasks have staged wait a moment for more units of the same
-table, then one Delta commit publishes them together (`lake.publish`); a table with table-level
-checks is audited on the version just made, before any other commit to it.
+table, then one Delta commit publishes them together (`lake.publish`). A table with table-level checks
+is audited on the version the commit would make, before it is made (`table_audit`): the units the
+checks reject are check_failed and never committed, the others are published.
 
 A commit that fails on the lake's answer (a `LakeflowError`) fails its units per their retry
 policy; one that fails on anything else is an error of ours, so the table's state is reloaded
@@ -16,10 +17,13 @@ from typing import TYPE_CHECKING
 from .checks import CheckResult
 from .errors import ErrorInfo, LakeError, LakeflowError, Superseded
 from .events import Event
+from .lake import Lake
 from .lake.log import Commit, TableState
 from .lake.publish import UnitOutput, publish, rollback, split_by_schema
+from .lake.staging import quarantine_files
 from .scheduler import UnitStatus
-from .worker import UnitRecord
+from .table_audit import Candidate, TableAudit, Verdict
+from .worker import WHOLE_TABLE_FILES, UnitRecord
 
 if TYPE_CHECKING:
     from .runner import Run
@@ -90,6 +94,15 @@ class GroupCommits:
                 if not fits:
                     return
                 fence = host.fence
+                audit: Verdict | None = None
+                after = False  # audit the version once committed (files not readable alone)
+                if definition.table_checks:
+                    after = not await asyncio.to_thread(_files_readable, host.lake, table)
+                    if not after:
+                        audit = await self._audit_group(asset, table, batch, fits)
+                        fits = [o for o in fits if o.key not in audit.rejected]
+                        if not fits:
+                            return
 
                 def fenced_publish() -> Commit:
                     fence.check()  # on this thread, right before the commit
@@ -101,8 +114,7 @@ class GroupCommits:
 
                 commit = await asyncio.to_thread(fenced_publish)
                 published = [by_key[o.key] for o in fits]
-                verify = bool(definition.table_checks)
-                state.published(published, commit.version, verify=verify)
+                state.published(published, commit.version, verify=after)
                 for unit in published:
                     run.inputs.pop(unit, None)
                     if run.plan.is_delete(unit):
@@ -111,10 +123,12 @@ class GroupCommits:
                     else:
                         run.event(unit, "unit_published", version=commit.version, attempt=int(state.attempts[unit]),
                                   rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
-                    if not verify:
+                    if not after:
                         run.forget_key(unit)
                 host.committed(asset, commit)
-                if verify:
+                if audit is not None:
+                    run.check_events(None, audit.results, asset=asset, version=commit.version)
+                if after:
                     # still under the table's lock: nothing commits between publish and audit
                     await self._audit_table(asset, table, commit, published)
                 else:
@@ -153,11 +167,53 @@ class GroupCommits:
             if run.state.status[unit] == UnitStatus.STAGED:
                 run.failure(unit, info, retryable=retryable)
 
+    async def _audit_group(
+        self,
+        asset: str,
+        table: TableState,
+        batch: list[tuple[int, UnitRecord]],
+        fits: list[UnitOutput],
+    ) -> Verdict:
+        """Table checks on the version committing `fits` would make, before the commit (under
+        the table's lock: nothing commits in between). The units the checks reject are
+        check_failed and their staged files quarantined; the verdict says which."""
+        run = self.run
+        host = run.host
+        await asyncio.to_thread(table.refresh, host.lake)
+        with table.lock:
+            keys = table.keys()
+            base = table.file_list(keys)
+            spec = TableAudit(
+                asset, table.url, table.column, table.version, table.schema,
+                tuple(Candidate(o.key, tuple(f.path for f in o.files)) for o in fits),
+                base=() if len(base) > WHOLE_TABLE_FILES else tuple((k, p) for k, p, _ in base),
+                whole_table=len(base) > WHOLE_TABLE_FILES,
+            )  # fmt: skip
+        verdict = await host.executor.audit_group(host.lake, run.handle, run.pipeline, spec)
+        records = {r.key: (u, r) for u, r in batch}
+        for key, results in verdict.rejected.items():
+            unit, record = records[key]
+            folder = None
+            if record.files:
+                paths = [f.path for f in record.files]
+                folder = await asyncio.to_thread(
+                    quarantine_files, host.lake, table.url, paths, asset, key, run.id
+                )
+            note = " (table check on the version this commit would make; nothing committed)"
+            if verdict.reason:
+                note = f" ({verdict.reason}: the {len(fits)} units of its commit failed together)"
+            elif key in verdict.unresolved:
+                note = f" (not told apart from {len(verdict.unresolved) - 1} other units within {verdict.audits} audits; nothing committed)"
+            run.check_events(unit, results)
+            run.check_failed(unit, results, quarantine=folder, note=note)
+        return verdict
+
     async def _audit_table(
         self, asset: str, table: TableState, commit: Commit, units: list[int]
     ) -> None:
-        """Table checks on the version just published; a blocking failure holds the consumers of
-        every unit of the commit, and with on_fail="rollback" restores the previous version."""
+        """Table checks on the version just published, for tables whose files cannot be read
+        on their own (see `_files_readable`); a blocking failure holds the consumers of every
+        unit of the commit, and with on_fail="rollback" restores the previous version."""
         run = self.run
         host = run.host
         try:
@@ -186,3 +242,12 @@ class GroupCommits:
                 note = f" (rollback failed: {error.message}; consumers held)"
         for unit in units:
             run.check_failed(unit, results, note=note)
+
+
+def _files_readable(lake: Lake, table: TableState) -> bool:
+    """Can the table be read from its Parquet files alone? Not once it uses reader features
+    (column mapping, deletion vectors: protocol reader version 2 or more), which only a Delta
+    reader applies; such a table's checks run on the committed version instead."""
+    if not table.exists:
+        return True
+    return table.current_handle(lake).protocol().min_reader_version < 2

@@ -140,7 +140,7 @@ def unique(
     *columns: str, scope: Scope = "unit", severity: str = "error", name: str | None = None
 ) -> FrameCheck:
     """No two rows share the values of `columns`: in the unit's output (scope="unit"), or in the
-    whole published table after each commit (scope="table")."""
+    whole table as each commit would leave it, checked before the commit (scope="table")."""
     if not columns:
         raise DefinitionError("unique needs at least one column")
     cols = list(columns)
@@ -266,8 +266,8 @@ def references(
 ) -> FrameCheck:
     """Every non-null `column` value appears in `other_column` of `asset`'s table. `asset` becomes
     a dependency; with scope="unit" its table is read at the version the run pinned, with
-    scope="table" the whole published table is checked after each commit against its newest
-    version."""
+    scope="table" the whole table as each commit would leave it is checked, before the commit,
+    against `asset`'s newest version."""
     target = other_column or column
 
     def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:

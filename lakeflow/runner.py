@@ -26,7 +26,7 @@ from .graph import Pipeline
 from .group_commit import GroupCommits
 from .planner import Plan, Request
 from .scheduler import FINAL, RunState, UnitStatus
-from .worker import InputSpec, UnitRecord, UnitSpec
+from .worker import WHOLE_TABLE_FILES, InputSpec, UnitRecord, UnitSpec
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 BUILDING = (UnitStatus.RUNNING, UnitStatus.STAGED, UnitStatus.VERIFYING)  # a partition in the works
-
-WHOLE_TABLE_FILES = 512  # inputs of more files than this are scanned through deltalake
 
 
 def depths(pipeline: Pipeline) -> dict[str, int]:

@@ -45,7 +45,9 @@ from .partitions import Partition
 if TYPE_CHECKING:
     from .graph import Pipeline
 
-__all__ = ["InputSpec", "UnitRecord", "UnitSpec", "execute_units"]
+__all__ = ["WHOLE_TABLE_FILES", "InputSpec", "UnitRecord", "UnitSpec", "execute_units"]
+
+WHOLE_TABLE_FILES = 512  # reads of more files than this are scanned through deltalake
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,11 @@ def _entries(ctx: lf.Context, orders: pl.LazyFrame, name: str) -> pl.LazyFrame:
     entries = orders.select("order_id", "amount")
     if control(f"dupe-{name}-{ctx.partition.key}"):  # reuse another day's order id
         entries = entries.with_columns(pl.lit("2024-01-01-0").alias("order_id"))
+    if control(f"steal-{name}-{ctx.partition.key}"):  # one row reuses another day's order id
+        entries = entries.with_columns(
+            pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("2024-01-01-0"))
+            .otherwise(pl.col("order_id")).alias("order_id")
+        )  # fmt: skip
     return entries
 
 

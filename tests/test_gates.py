@@ -148,8 +148,9 @@ def test_a_check_on_a_missing_column_counts_as_failed(lake):
 
 def test_a_failing_table_check_holds_consumers(lake, control):
     assert run(lake, partitions="2024-01-01..2024-01-02").ok
-    version = DeltaTable(f"{lake}/journal").version()
     (control / "dupe-journal-2024-01-03").touch()
+    assert run(lake, select="+orders", partitions="2024-01-03").ok
+    before = lake_fingerprint(lake)
     result = run(lake, partitions="2024-01-03")
     got = outcomes(result)
     assert got[("journal", "2024-01-03")] == "check_failed"
@@ -158,14 +159,16 @@ def test_a_failing_table_check_holds_consumers(lake, control):
     error = result.units.filter(pl.col("outcome") == "check_failed")["error"][0]
     assert (
         "unique(order_id) failed: 3 duplicate rows of order_id" in error
-        and "consumers held" in error
+        and "nothing committed" in error
     )
-    assert DeltaTable(f"{lake}/journal").version() == version + 1  # published, but held
+    assert (
+        lake_fingerprint(lake)["journal"] == before["journal"]
+    )  # checked before its commit: never published
     rows = {r["asset"]: r for r in lf.status(GATED, lake=lake).iter_rows(named=True)}
     assert rows["journal"]["check_failed"] == 1 and rows["journal_daily"]["blocked"] == 1
 
 
-def test_a_failing_table_check_with_rollback_restores_the_previous_version(lake, control):
+def test_rollback_is_not_needed_by_a_table_check_that_runs_before_the_commit(lake, control):
     assert run(lake, partitions="2024-01-01..2024-01-02").ok
     before = pl.read_delta(f"{lake}/ledger").sort("order_id")
     version = DeltaTable(f"{lake}/ledger").version()
@@ -176,15 +179,10 @@ def test_a_failing_table_check_with_rollback_restores_the_previous_version(lake,
         got[("ledger", "2024-01-03")] == "check_failed"
         and got[("ledger_daily", "2024-01-03")] == "blocked"
     )
-    table = DeltaTable(f"{lake}/ledger")
-    assert table.version() == version + 2  # the bad commit, then its undo
+    assert DeltaTable(f"{lake}/ledger").version() == version  # no bad commit, so no undo
     assert pl.read_delta(f"{lake}/ledger").sort("order_id").equals(before)
-    assert (
-        "rolled back by version"
-        in result.units.filter(pl.col("outcome") == "check_failed")["error"][0]
-    )
     kinds = lf.read_events(lf.Lake(lake), run_id=result.run_id)["kind"].to_list()
-    assert "table_rolled_back" in kinds
+    assert "table_rolled_back" not in kinds
     (control / "dupe-ledger-2024-01-03").unlink()
     assert run(lake, partitions="2024-01-03").ok  # fixed: published, consumers run
 
@@ -276,14 +274,15 @@ def late_orders(ctx: lf.Context) -> pl.DataFrame:
     return pl.DataFrame({"customer": ["c1", "zz" if ctx.partition.key == "2024-01-02" else "c2"]})
 
 
-def test_a_table_level_reference_check_runs_after_publish(lake, control):
+def test_a_table_level_reference_check_fails_only_the_unit_with_the_orphan(lake, control):
     from tests.pipelines import customers
 
     result = lf.materialize([customers, late_orders], lake=lake, executor="local")
     got = outcomes(result)
     assert got[("customers", "")] == "published"
     assert got[("late_orders", "2024-01-02")] == "check_failed"
-    # 2024-01-01 is held too when it shared the failing commit, published when it came first
-    assert got[("late_orders", "2024-01-01")] in {"check_failed", "published"}
-    table = result.checks().filter(pl.col("scope") == "table").row(0, named=True)
-    assert table["check"] == "references(customer -> customers.customer)" and table["failing"] == 1
+    assert got[("late_orders", "2024-01-01")] == "published"  # in the same commit or not
+    failed = result.checks(failed=True).row(0, named=True)
+    assert (failed["partition"], failed["scope"], failed["failing"]) == ("2024-01-02", "table", 1)
+    assert failed["check"] == "references(customer -> customers.customer)"
+    assert pl.read_delta(f"{lake}/late_orders")["customer"].to_list() == ["c1", "c2"]

@@ -195,10 +195,10 @@ def test_a_failed_table_check_holds_the_consumers(ray_session, lake, service_sto
     eventually(lambda: "2024-01-02" in partitions_of(f"{lake}/trips_report"))
 
     write_trips(source, "2024-01-03", [2])  # id 2 again: trips_checked's table check fails
-    eventually(lambda: "2024-01-03" in partitions_of(f"{lake}/trips_checked"))
-    held = lambda: len(lf.read_events(Lake(lake), kinds=["trigger_held"], asset="trips_checked"))  # noqa: E731
-    eventually(held)
+    failed = lambda: lf.read_events(Lake(lake), kinds=["unit_check_failed"], asset="trips_checked")  # noqa: E731
+    eventually(lambda: failed()["partition"].to_list() == ["2024-01-03"])
     time.sleep(1.0)
+    assert "2024-01-03" not in partitions_of(f"{lake}/trips_checked")  # checked before commit
     assert "2024-01-03" not in partitions_of(f"{lake}/trips_report")
     report = lf.read_events(Lake(lake), kinds=["unit_published"], asset="trips_report")
     assert sorted(report["partition"].to_list()) == ["2024-01-01", "2024-01-02"]  # 01-01 on start
