@@ -373,3 +373,55 @@ def test_http_needs_the_up_process_to_stay(tmp_path, capsys):
     code = main(["up", PIPELINE, "--lake", str(tmp_path / "lake"), "--http", "127.0.0.1:0",
                  "--detach", "--address", "ray://127.0.0.1:1"])  # fmt: skip
     assert code == 2 and "--detach" in capsys.readouterr().err
+
+
+@pytest.fixture
+def quick_server(tmp_path):
+    """The server object with short deadlines, its /runs on a real in-process controller."""
+    from lakeflow.client import controller_client
+    from lakeflow.web import Bearer, HttpLimits, TriggerServer, bind, build_app
+    from lakeflow.web_runs import run_routes
+    from tests.trigger_pipelines import trips_pipeline
+
+    lake = str(tmp_path / "lake")
+    pipeline = trips_pipeline(lake, on_start="none")
+    where = Lake(lake)
+    limits = HttpLimits(header_timeout=0.5, body_timeout=0.5, keep_alive=1)
+    client = controller_client(where, "local", None, None)
+    routes = run_routes(
+        pipeline=pipeline, client=client, lake=where, bearer=Bearer(TOKEN), limits=limits
+    )
+    server = TriggerServer(app=build_app(routes), sock=bind("127.0.0.1", 0), limits=limits)
+    yield Endpoint(int(server.address.rsplit(":", 1)[1]), lake)
+    server.close()
+    _stop_controller(lake)
+    with pytest.raises(OSError):
+        socket.create_connection(
+            ("127.0.0.1", int(server.address.rsplit(":", 1)[1])), timeout=2
+        ).close()
+
+
+def closed_by_server(sock: socket.socket) -> bytes:
+    """What the server sent before it closed the connection (fails if it keeps it open 10 s)."""
+    sock.settimeout(10)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_a_client_too_slow_with_its_headers_or_body_is_dropped(quick_server):
+    with socket.create_connection(("127.0.0.1", quick_server.port)) as slow:
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finishes its headers
+        assert closed_by_server(slow) == b""
+    with socket.create_connection(("127.0.0.1", quick_server.port)) as slow:
+        slow.sendall(request("POST", "/runs", body=b"x" * 100) + b'{"select": ')  # 11 of 100 bytes
+        status, _, reply = parse_reply(closed_by_server(slow))
+        assert status == 408 and "slowly" in reply["error"]
+    assert http_runs(quick_server.lake) == []
+    # a client that keeps up is served
+    status, _, reply = quick_server.post(RUN)
+    assert status == 202 and http_runs(quick_server.lake) == [reply["run_id"]]
