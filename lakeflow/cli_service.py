@@ -97,9 +97,11 @@ def up(args: argparse.Namespace, console: Console) -> int:
     from .trigger_engine import TriggerOptions
 
     pipeline = _pipeline(args)
-    token = args.token if args.token is not None else os.environ.get("LAKEFLOW_HTTP_TOKEN")
-    generated = not token and args.token is None
-    token = secrets.token_urlsafe(24) if generated else token
+    given: str | None = (
+        args.token if args.token is not None else os.environ.get("LAKEFLOW_HTTP_TOKEN")
+    )
+    generated = not given and args.token is None  # an explicit --token "" is an error, not random
+    token: str = secrets.token_urlsafe(24) if generated or given is None else given
     sock = _http_socket(args, token) if args.http else None  # before Ray: a clear error, exit 2
     if args.detach and not args.address:  # a local Ray lives as long as its process: start one
         if sock is not None:
