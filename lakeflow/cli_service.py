@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
+import socket
 import sys
 from typing import Any
 
@@ -88,16 +90,22 @@ def add_commands(commands: Any) -> None:
 
 def up(args: argparse.Namespace, console: Console) -> int:
     """`lakeflow up`: start the triggers, then watch them until Ctrl-C or `lakeflow down`."""
-    import secrets
     import subprocess
-    import time
 
     from .client import controller_client
     from .lake import Lake
     from .trigger_engine import TriggerOptions
 
     pipeline = _pipeline(args)
+    given: str | None = (
+        args.token if args.token is not None else os.environ.get("LAKEFLOW_HTTP_TOKEN")
+    )
+    generated = not given and args.token is None  # an explicit --token "" is an error, not random
+    token: str = secrets.token_urlsafe(24) if generated or given is None else given
+    sock = _http_socket(args, token) if args.http else None  # before Ray: a clear error, exit 2
     if args.detach and not args.address:  # a local Ray lives as long as its process: start one
+        if sock is not None:
+            sock.close()  # checked here; the background process serves it
         argv = [sys.executable, "-m", "lakeflow.cli", *[a for a in args.argv if a != "--detach"]]
         path = os.path.join(os.getcwd(), f"lakeflow-up-{pipeline.name}.log")
         with open(path, "ab") as log:
@@ -111,52 +119,80 @@ def up(args: argparse.Namespace, console: Console) -> int:
         )
         return EXIT_OK
     lake = Lake(pipeline.lake, pipeline.storage_options)
-    token = args.token or os.environ.get("LAKEFLOW_HTTP_TOKEN") or secrets.token_urlsafe(24)
 
     def serve() -> int:
-        from .web import TriggerServer
-
-        client = controller_client(lake, args.executor, None, args.address)
-        status = client.call("up", pipeline, TriggerOptions(poll=args.poll))
-        console.print(
-            f"lakeflow up: {pipeline.name} on {lake.url}: watching {len(status['cursors'])} tables, "
-            f"{len(status['schedules'])} schedules, {len(status['sensors'])} file sensors",
-            highlight=False,
-        )
         server = None
-        if args.http:
-            host, _, port = args.http.rpartition(":")
-            server = TriggerServer(host or "127.0.0.1", int(port), token, client, pipeline)
-            shown = (
-                token if not (args.token or os.environ.get("LAKEFLOW_HTTP_TOKEN")) else "(given)"
-            )
-            console.print(f"lakeflow up: POST {server.address}/runs with Authorization: Bearer {shown}",
-                          highlight=False)  # fmt: skip
-        if args.detach:
-            return EXIT_OK
-        seen: set[str] = set()
         try:
-            while True:
-                time.sleep(1.0)
-                status = client.call("trigger_status")
-                if status is None:
-                    console.print("lakeflow up: stopped by `lakeflow down`", highlight=False)
-                    return EXIT_OK
-                for run_id, origin in status.get("recent", []):
-                    if run_id not in seen:
-                        seen.add(run_id)
-                        console.print(f"  run {run_id} <- {origin}", highlight=False)
-        except KeyboardInterrupt:
-            client.call("down")
+            client = controller_client(lake, args.executor, None, args.address)
+            status = client.call("up", pipeline, TriggerOptions(poll=args.poll))
             console.print(
-                "lakeflow up: stopped; runs in flight were left to finish", highlight=False
+                f"lakeflow up: {pipeline.name} on {lake.url}: watching {len(status['cursors'])} "
+                f"tables, {len(status['schedules'])} schedules, {len(status['sensors'])} file sensors",
+                highlight=False,
             )
-            return EXIT_OK
-        finally:
+            if sock is not None:
+                server = _http_server(pipeline, client, lake, token, sock)
+                shown = token if generated else "(given)"
+                console.print(f"lakeflow up: POST {server.address}/runs with Authorization: Bearer {shown}",
+                              highlight=False)  # fmt: skip
+            if args.detach:
+                return EXIT_OK
+            return _watch(client, console)
+        finally:  # Ctrl-C, `lakeflow down` or an error: the port is free again when up returns
             if server is not None:
                 server.close()
+            elif sock is not None:
+                sock.close()
 
     return _on_ray(args, serve)
+
+
+def _http_socket(args: argparse.Namespace, token: str) -> socket.socket:
+    """The checked token and the bound --http socket, or a `RequestError` (exit 2) before Ray."""
+    from .web import bind, check_token, parse_address
+
+    if args.detach and args.address:
+        raise RequestError(
+            "--http is served by the `lakeflow up` process itself: not with --detach --address",
+            hint="drop --detach, or run `lakeflow up --http` on a machine that stays up",
+        )
+    check_token(token)
+    host, port = parse_address(args.http)
+    return bind(host, port)
+
+
+def _http_server(pipeline: Any, client: Any, lake: Any, token: str, sock: socket.socket) -> Any:
+    """The HTTP endpoint's app (its /runs routes) served on `sock` from a thread of this process."""
+    from .web import Bearer, HttpLimits, TriggerServer, build_app
+    from .web_runs import run_routes
+
+    limits = HttpLimits()
+    routes = run_routes(
+        pipeline=pipeline, client=client, lake=lake, bearer=Bearer(token), limits=limits
+    )
+    return TriggerServer(app=build_app(routes), sock=sock, limits=limits)
+
+
+def _watch(client: Any, console: Console) -> int:
+    """Print the triggered runs until `lakeflow down` (the triggers stop) or Ctrl-C (stop them)."""
+    import time
+
+    seen: set[str] = set()
+    try:
+        while True:
+            time.sleep(1.0)
+            status = client.call("trigger_status")
+            if status is None:
+                console.print("lakeflow up: stopped by `lakeflow down`", highlight=False)
+                return EXIT_OK
+            for run_id, origin in status.get("recent", []):
+                if run_id not in seen:
+                    seen.add(run_id)
+                    console.print(f"  run {run_id} <- {origin}", highlight=False)
+    except KeyboardInterrupt:
+        client.call("down")
+        console.print("lakeflow up: stopped; runs in flight were left to finish", highlight=False)
+        return EXIT_OK
 
 
 def down(args: argparse.Namespace, console: Console) -> int:

@@ -6,6 +6,7 @@ a run's per-unit result as an Arrow table.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RESULT_SCHEMA",
     "RUNS_DIR",
+    "UnknownRun",
     "attempts_used",
     "cancel_marker",
     "dump_request",
@@ -35,10 +37,13 @@ __all__ = [
     "load_request",
     "plan_result",
     "published_by",
+    "recent_runs",
+    "run_status",
     "unfinished_runs",
 ]
 
 RUNS_DIR = "_lakeflow/runs"
+RUN_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")  # what controller.new_run_id makes
 LIFECYCLE = ["run_requested", "run_resumed", "run_finished"]
 FAILED_KINDS = ["unit_failed", "unit_check_failed", "unit_blocked", "unit_upstream_failed"]
 
@@ -236,12 +241,43 @@ def _simple(
     }, schema=RESULT_SCHEMA)  # fmt: skip
 
 
+class UnknownRun(LakeError):
+    """No run with this id in the lake's event log."""
+
+
+def recent_runs(lake: Lake, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest `limit` runs, newest first, as the event log tells them: id, origin, when it
+    was requested, what it selected, its planned units and its status (running or how it ended)."""
+    events = read_events(lake, kinds=["run_requested", "run_finished"])
+    requested = events.filter(pl.col("kind") == "run_requested").unique("run_id", keep="first")
+    finished = (
+        events.filter(pl.col("kind") == "run_finished")
+        .unique("run_id", keep="last")
+        .select("run_id", pl.col("message").alias("ended"))
+    )
+    latest = (
+        requested.join(finished, on="run_id", how="left")
+        .sort("run_id", descending=True)
+        .head(limit)
+    )
+    runs = []
+    for row in latest.iter_rows(named=True):
+        detail = _json(row["detail"])
+        runs.append({
+            "run_id": row["run_id"], "origin": row["message"],
+            "requested_at": row["ts"].isoformat(), "kind": detail.get("kind", "materialize"),
+            "select": detail.get("select"), "partitions": detail.get("partitions"),
+            "units": detail.get("units"), "status": row["ended"] or "running",
+        })  # fmt: skip
+    return runs
+
+
 def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
     """A run's progress as the event log tells it, readable from any process: counts by latest
     unit outcome, rate, ETA, and the failures by asset with their first error lines."""
-    events = read_events(lake, run_id=run_id)
-    if events.is_empty():
-        raise LakeError(f"no run {run_id} in the event log of {lake.url}")
+    events = read_events(lake, run_id=run_id) if RUN_ID.match(run_id) else None
+    if events is None or events.is_empty():
+        raise UnknownRun(f"no run {run_id} in the event log of {lake.url}")
     lifecycle = events.filter(pl.col("kind").is_in(LIFECYCLE))
     latest = lifecycle["kind"][-1] if len(lifecycle) else "run_requested"
     requested = events.filter(pl.col("kind") == "run_requested")

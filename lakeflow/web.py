@@ -1,144 +1,204 @@
-"""The HTTP trigger endpoint that `lakeflow up --http 127.0.0.1:PORT` serves.
+"""The HTTP server of `lakeflow up --http HOST:PORT`: one starlette app served by uvicorn on a
+thread of the `up` process, its address and token checked before Ray starts, its limits, and the
+JSON shape of every error. The routes live beside it (`web_runs.py` for /runs); a read-only web
+UI adds its own routes to the same app.
 
-    POST /runs        {"select": "delays+", "partitions": "2013-01-01..2013-01-31", "force": false,
-                       "kind": "materialize" | "backfill"}  -> 202 {"run_id": ...}
-    GET  /runs/ID     the run's status: counts, rate, ETA, failures
     GET  /health      200, no token needed
+    POST /runs        start a run (Bearer token)      GET /runs, GET /runs/ID   read them (Bearer token)
 
-Every other call needs `Authorization: Bearer TOKEN`; a missing or wrong token is 401 and runs
-nothing. Bind it to loopback or put it behind your own TLS proxy: the token travels in clear.
+Bind it to loopback or put it behind your own TLS proxy: the token travels in clear.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
-import json
+import ipaddress
+import re
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import LakeflowError
-from .lake import Lake
-from .planner import Request
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["TriggerServer"]
+from .errors import LakeflowError, RequestError
 
-MAX_BODY = 64 * 1024
+__all__ = ["HttpLimits", "TriggerServer", "bind", "check_token", "parse_address"]
+
+
+_HOSTNAME = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one client may take: the body cap is counted on the bytes read, whatever
+    Content-Length says; a client gets `header_timeout` seconds to send its headers and
+    `body_timeout` for its body, and an idle kept-alive connection is closed after `keep_alive`."""
+
+    max_body: int = 64 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    keep_alive: float = 5.0
+    max_connections: int = 1000
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (or [IPv6]:PORT) -> (host, port); a `RequestError` saying what is wrong."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host:
+        raise RequestError(f"--http {text!r} is not HOST:PORT", hint="e.g. --http 127.0.0.1:8080")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise RequestError(f"--http {text!r}: the port must be a number from 0 to 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise RequestError(f"--http {text!r}: {host!r} is not a host name or address") from None
+    return host, int(port)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, so a taken port or unknown host is an error at once."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as error:
+        raise RequestError(
+            f"cannot serve HTTP on {host}:{port}: {error.strerror or error}",
+            hint="is another process using the port?",
+        ) from error
+    sock.setblocking(False)
+    return sock
+
+
+def check_token(token: str) -> str:
+    """A token a client can send in a header: visible ASCII, no spaces, not empty."""
+    if not token or not all(33 <= ord(c) <= 126 for c in token):
+        raise RequestError(
+            "the HTTP token must be non-empty printable ASCII without spaces",
+            hint="--token or $LAKEFLOW_HTTP_TOKEN; leave both unset for a random one",
+        )
+    return token
+
+
+class Bearer:
+    """Checks `Authorization: Bearer TOKEN` on the header's bytes, in constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._digest = hashlib.sha256(check_token(token).encode("ascii")).digest()
+
+    def require(self, request: Request) -> None:
+        # starlette decodes header bytes as latin-1: encoding back gives the bytes as sent
+        given = request.headers.get("authorization", "").encode("latin-1")
+        scheme, _, value = given.partition(b" ")
+        digest = hashlib.sha256(value).digest()
+        if not (hmac.compare_digest(digest, self._digest) and scheme.lower() == b"bearer"):
+            raise HTTPException(401, "missing or wrong token", {"WWW-Authenticate": "Bearer"})
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    message = error.detail
+    if error.status_code == 404 and message == "Not Found":
+        message = f"no such endpoint {request.url.path}"
+    elif error.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(error.status_code, message, dict(error.headers or {}))
+
+
+async def _crash(request: Request, error: Exception) -> Response:
+    return error_response(500, f"internal error: {type(error).__name__}")
+
+
+def build_app(routes: list[BaseRoute]) -> Starlette:
+    """The app: /health and the given routes, every error as {"error": message}."""
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[Route("/health", health, methods=["GET"]), *routes],
+        exception_handlers={HTTPException: _http_error, Exception: _crash},
+    )
+
+
+def _protocol(header_timeout: float) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's headers, which uvicorn
+    lacks: a client that opens a connection and trickles its headers is dropped."""
+
+    class Protocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def _arm(self) -> None:
+            waiting_after = self.cycle  # a new request replaces the cycle once its headers are in
+            self.loop.call_later(header_timeout, self._late, waiting_after)
+
+        def _late(self, waiting_after: Any) -> None:
+            if self.cycle is waiting_after and not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
 
 
 class TriggerServer:
-    """Serves POST /runs for one pipeline on a thread; `close()` stops it."""
+    """Serves `app` on a bound socket from a thread of this process; `close()` stops it."""
 
-    def __init__(self, host: str, port: int, token: str, client: Any, pipeline: Any) -> None:
-        if not token:
-            raise LakeflowError(
-                "the HTTP endpoint needs a token", hint="--token or $LAKEFLOW_HTTP_TOKEN"
-            )
-        self.token, self.client, self.pipeline = token, client, pipeline
-        self.lake = Lake(pipeline.lake, pipeline.storage_options)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(
-                self, format: str, *args: Any
-            ) -> None:  # quiet: the event log records runs
-                return
-
-            def do_GET(self) -> None:
-                if self.path == "/health":
-                    return self._reply(200, {"ok": True})
-                if not self._authorized():
-                    return None
-                if self.path.startswith("/runs/"):
-                    from .runs import run_status
-
-                    try:
-                        return self._reply(200, run_status(server.lake, self.path[len("/runs/") :]))
-                    except LakeflowError as error:
-                        return self._reply(404, {"error": str(error)})
-                return self._reply(404, {"error": f"no such path {self.path}"})
-
-            def do_POST(self) -> None:
-                if not self._authorized():
-                    return None
-                if self.path != "/runs":
-                    return self._reply(404, {"error": f"no such path {self.path}"})
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length > MAX_BODY:
-                        return self._reply(413, {"error": "request body too large"})
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                    if not isinstance(body, dict):
-                        raise ValueError("the body must be a JSON object")
-                    request = _request(body)
-                    server.pipeline.select(list(request.select))
-                except (ValueError, TypeError) as error:
-                    return self._reply(400, {"error": str(error)})
-                except LakeflowError as error:
-                    return self._reply(400, {"error": str(error)})
-                trigger = {"kind": "http", "client": self.client_address[0]}
-                try:
-                    summary = server.client.call(
-                        "submit", server.pipeline, request, "http", trigger
-                    )
-                except LakeflowError as error:
-                    return self._reply(400, {"error": str(error)})
-                return self._reply(
-                    202, {"run_id": summary["run_id"], "units": summary.get("total")}
-                )
-
-            def _authorized(self) -> bool:
-                given = self.headers.get("Authorization", "")
-                scheme, _, value = given.partition(" ")
-                if scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), server.token):
-                    return True
-                self._reply(401, {"error": "missing or wrong token"})
-                return False
-
-            def _reply(self, code: int, payload: Any) -> None:
-                data = json.dumps(payload, default=str).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                if code == 401:
-                    self.send_header("WWW-Authenticate", "Bearer")
-                self.end_headers()
-                self.wfile.write(data)
-
-        try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
-        except OSError as error:
-            raise LakeflowError(f"cannot serve HTTP on {host}:{port}: {error}") from error
-        self.address = f"http://{host}:{self.httpd.server_address[1]}"
+    def __init__(self, *, app: Starlette, sock: socket.socket, limits: HttpLimits) -> None:
+        config = uvicorn.Config(
+            app,
+            http=_protocol(limits.header_timeout),
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=int(max(1, limits.keep_alive)),
+            limit_concurrency=limits.max_connections,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        host, port = sock.getsockname()[:2]
+        self.address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="lakeflow-http", daemon=True
+            target=lambda: asyncio.run(self._server.serve(sockets=[sock])),
+            name="lakeflow-http",
+            daemon=True,
         )
         self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise LakeflowError(f"the HTTP server on {self.address} did not start")
+            time.sleep(0.01)
 
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _request(body: dict[str, Any]) -> Request:
-    unknown = set(body) - {"select", "partitions", "force", "kind", "only", "order"}
-    if unknown:
-        raise ValueError(f"unknown fields {sorted(unknown)}")
-    select = body.get("select", "*")
-    if not isinstance(select, str | list):
-        raise ValueError("select must be a string or a list of strings")
-    terms = tuple(select.split(",")) if isinstance(select, str) else tuple(select)
-    partitions = body.get("partitions")
-    if partitions is not None and not isinstance(partitions, str | list):
-        raise ValueError("partitions must be a string or a list of keys")
-    kind = body.get("kind", "materialize")
-    if kind not in ("materialize", "backfill"):
-        raise ValueError("kind must be materialize or backfill")
-    return Request(
-        select=terms,
-        partitions=tuple(partitions) if isinstance(partitions, list) else partitions,
-        force=bool(body.get("force", False)),
-        kind=kind,
-        only=body.get("only"),
-        order=body.get("order", "oldest"),
-    )
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let requests in progress finish (up to 5 s), close the socket."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
