@@ -25,6 +25,7 @@ from .api import (
 from .assets import AssetDef, Context, Resources, RetryPolicy, asset, source
 from .checks import Check, CheckEnv, CheckResult
 from .controller import ControllerOptions
+from .definition import ResumeError
 from .errors import (
     DefinitionError,
     LakeError,
@@ -55,6 +56,7 @@ from .native_checks import (
     unique,
 )
 from .partitions import FilePartitions, Partition, Partitions, StaticPartitions, Unpartitioned
+from .secrets import EnvVar, SecretError
 from .service import Service, Subscription, down, subscribe, up
 from .time_windows import DailyPartitions, HourlyPartitions, MonthlyPartitions
 from .triggers import (
@@ -78,6 +80,7 @@ __all__ = [
     "ControllerOptions",
     "DailyPartitions",
     "DefinitionError",
+    "EnvVar",
     "FilePartitions",
     "HourlyPartitions",
     "Lake",
@@ -94,12 +97,14 @@ __all__ = [
     "PlanPreview",
     "Publish",
     "Resources",
+    "ResumeError",
     "RetryPolicy",
     "RunError",
     "RunHandle",
     "RunResult",
     "Schedule",
     "SchemaError",
+    "SecretError",
     "SelectionError",
     "Service",
     "StaticPartitions",

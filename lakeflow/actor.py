@@ -63,8 +63,8 @@ def actor_class() -> Any:
         ) -> dict[str, Any]:
             return await self._take_over("submit", pipeline, request, origin, trigger=trigger)
 
-        async def resume(self, run_id: str) -> dict[str, Any]:
-            return await self._take_over("resume", run_id)
+        async def resume(self, run_id: str, accept_changed_code: bool = False) -> dict[str, Any]:
+            return await self._take_over("resume", run_id, accept_changed_code)
 
         async def progress(self, run_id: str) -> dict[str, Any]:
             await self._ready

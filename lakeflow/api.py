@@ -17,6 +17,7 @@ from typing import Any, Literal
 from .assets import AssetDef
 from .client import connect, controller_client, stop
 from .controller import ControllerOptions
+from .definition import reference
 from .graph import Pipeline
 from .lake import Lake
 from .planner import Request, build_plan
@@ -100,6 +101,7 @@ def _run(
         list(request.select)
     )  # a bad selection fails here, before any controller starts
     lake = Lake(pipeline.lake, pipeline.storage_options)
+    reference(pipeline)  # where it is defined, found here where its module is surely loaded
     client = controller_client(lake, executor, options, address)
     summary = client.call("submit", pipeline, request, origin, _manual())
     handle = RunHandle(client, summary["run_id"], lake)
@@ -330,11 +332,17 @@ def resume(
     options: ControllerOptions | None = None,
     progress: Progress = False,
     wait: bool = True,
+    accept_changed_code: bool = False,
 ) -> RunResult | RunHandle:
     """Carry on with a run no controller is running (its process was killed, or it was
-    cancelled): its stored request is planned again, leaving out what it already published."""
+    cancelled): its stored request is planned again, leaving out what it already published.
+
+    The lake stores where the run's pipeline is defined (its module and name), not the pipeline:
+    the controller imports that module again, and refuses (`ResumeError`, nothing changed) if
+    the pipeline's definition hash differs from the stored one, unless `accept_changed_code`.
+    A pipeline defined in a notebook can only be resumed by the controller that ran it."""
     where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
     client = controller_client(where, executor, options, address)
-    client.call("resume", run_id)
+    client.call("resume", run_id, accept_changed_code)
     handle = RunHandle(client, run_id, where)
     return handle.wait(progress) if wait else handle

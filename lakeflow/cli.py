@@ -161,25 +161,23 @@ def _run_parser() -> argparse.ArgumentParser:
         sub.add_argument("--lake", help="lake URL (default: $LAKEFLOW_LAKE or ./lake)")
         if name == "resume":
             _run_args(sub)
+            sub.add_argument(
+                "--accept-changed-code",
+                action="store_true",
+                help="resume even though the pipeline's definition changed since the run began",
+            )
         elif name == "status":
             sub.add_argument("--json", action="store_true", help="print as JSON")
     return parser
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
-    from .graph import Pipeline
     from .loading import load_pipeline
 
     pipeline = load_pipeline(args.pipeline)
     lake = args.lake or os.environ.get("LAKEFLOW_LAKE")
     if lake:
-        pipeline = Pipeline(
-            pipeline.assets.values(),
-            lake=lake,
-            storage_options=pipeline.storage_options,
-            name=pipeline.name,
-            triggers=pipeline.triggers,
-        )
+        pipeline = pipeline.with_lake(lake)
     return pipeline
 
 
@@ -320,6 +318,7 @@ def _look_after(argv: Sequence[str], console: Console) -> int:
             lake=lake,
             executor=args.executor,
             progress=not args.no_progress and not args.json,
+            accept_changed_code=args.accept_changed_code,
         ),
     )
     return _report(result, args, console)

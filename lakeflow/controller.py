@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .definition import NotImportable, ResumeError
 from .errors import LakeError, LakeflowError, Superseded
 from .events import Event, EventLog
 from .executors import Executor
@@ -30,21 +31,25 @@ from .planner import Plan, Request, build_plan
 from .runner import Run
 from .runs import (
     RUNS_DIR,
-    _pickler,
     attempts_used,
     cancel_marker,
     dump_request,
     failed_partitions,
     load_request,
+    load_stored,
     plan_result,
     published_by,
+    stored_pipeline,
     unfinished_runs,
 )
 from .snapshots import check_column, needed, open_table, read_snapshots
 from .trigger_engine import TriggerOptions, Triggers
 from .triggers import DOWN_MARKER
 
-UP_BLOB = "_lakeflow/triggers/pipeline.pkl"  # the pipeline whose triggers are up
+UP_RECORD = (
+    "_lakeflow/triggers/pipeline.json"  # where the pipeline whose triggers are up is defined
+)
+LEGACY_UP_BLOB = "_lakeflow/triggers/pipeline.pkl"  # an older lakeflow's pickle: never loaded
 
 __all__ = ["Controller", "ControllerOptions"]
 
@@ -125,7 +130,15 @@ class Controller:
         if resume if resume is not None else self.options.resume_unfinished:
             try:
                 for run_id in await asyncio.to_thread(unfinished_runs, self.lake):
-                    await self.resume(run_id)
+                    try:
+                        await self.resume(run_id)
+                    except NotImportable as error:  # nobody can ever resume it: it failed
+                        self.events.emit(Event(run_id, "run_finished", message="failed",
+                                               detail={"error": str(error)}))  # fmt: skip
+                    except ResumeError as error:  # left unfinished, for a person to resume
+                        self.events.emit(
+                            Event(run_id, "controller_recovery_failed", message=str(error))
+                        )
             except LakeflowError as error:  # the lake is away: serve new requests, which report it
                 self.events.emit(Event("", "controller_recovery_failed", message=str(error)))
         if restarted:
@@ -269,8 +282,9 @@ class Controller:
             await self.triggers.stop()
         self.triggers = Triggers(self, pipeline, options)
         await self.triggers.start()
-        blob = dump_request(pipeline, None, "up")  # type: ignore[arg-type]
-        await asyncio.to_thread(self.lake.write_bytes, f"{self.lake.url}/{UP_BLOB}", blob)
+        blob = dump_request(pipeline, None, "up")
+        await asyncio.to_thread(self.lake.write_bytes, f"{self.lake.url}/{UP_RECORD}", blob)
+        await asyncio.to_thread(self._remove, LEGACY_UP_BLOB)
         return self.triggers.status()
 
     async def down(self) -> bool:
@@ -280,7 +294,8 @@ class Controller:
             await asyncio.to_thread(self.events.flush)
         was_up = self.triggers is not None
         self.triggers = None
-        await asyncio.to_thread(self._remove, UP_BLOB)
+        await asyncio.to_thread(self._remove, UP_RECORD)
+        await asyncio.to_thread(self._remove, LEGACY_UP_BLOB)
         await asyncio.to_thread(self._remove, DOWN_MARKER)
         return was_up
 
@@ -290,11 +305,20 @@ class Controller:
             self.lake.filesystem().delete_file(self.lake.path(url))
 
     async def _bring_triggers_back(self) -> None:
-        """After a restart: the triggers that were up come back, from their cursors."""
-        blob = await asyncio.to_thread(self.lake.read_bytes, f"{self.lake.url}/{UP_BLOB}")
-        if blob is None or self.triggers is not None:
+        """After a restart: the triggers that were up come back, from their cursors. Their
+        pipeline is imported again from the module the lake names; when it cannot be (defined in
+        a notebook, not importable here, changed since), a `controller_recovery_failed` event says
+        why and the triggers stay down until `lakeflow up` starts them again."""
+        url = f"{self.lake.url}/{UP_RECORD}"
+        if self.triggers is not None:
             return
-        pipeline = _pickler().loads(blob)["pipeline"]
+        exists = await asyncio.to_thread(self.lake.exists, url)
+        legacy = await asyncio.to_thread(self.lake.exists, f"{self.lake.url}/{LEGACY_UP_BLOB}")
+        if not exists and not legacy:
+            return
+        what = "the triggers that were up"
+        data = await asyncio.to_thread(load_stored, self.lake, url, what=what)
+        pipeline = await asyncio.to_thread(stored_pipeline, data, self.lake, what=what)
         self.triggers = Triggers(self, pipeline)
         await self.triggers.start()
 
@@ -350,7 +374,7 @@ class Controller:
         run_id = new_run_id()
         blob = dump_request(pipeline, request, origin)
         await asyncio.to_thread(
-            self.lake.write_bytes, f"{self.lake.url}/{RUNS_DIR}/{run_id}.pkl", blob
+            self.lake.write_bytes, f"{self.lake.url}/{RUNS_DIR}/{run_id}.json", blob
         )
         self.events.emit(Event(run_id, "run_requested", message=origin, detail={
             "kind": request.kind, "select": list(request.select), "partitions": request.partitions,
@@ -375,16 +399,23 @@ class Controller:
         self.spawn(run.drive())
         return run
 
-    async def resume(self, run_id: str) -> dict[str, Any]:
+    async def resume(self, run_id: str, accept_changed_code: bool = False) -> dict[str, Any]:
         """Carry on with a run that no controller is running: its stored request is planned again,
-        leaving out what it already published. A run this controller is running is left as is."""
+        leaving out what it already published. A run this controller is running is left as is.
+        Its pipeline is imported again from its module; `ResumeError` (the run left as it was)
+        if that fails or its definition changed, unless `accept_changed_code`."""
         await self.start()
         await self.assert_current()
         run = self.runs.get(run_id)
         if run is not None and not run.finished.is_set():
             return run.progress()
+        if run is not None:  # ours, finished (cancelled): the pipeline object is at hand
+            pipeline, request, origin = run.pipeline, run.request, run.origin
+        else:  # nothing recorded on failure: it can still be resumed where its pipeline imports
+            pipeline, request, origin = await asyncio.to_thread(
+                load_request, self.lake, run_id, accept_changed_code=accept_changed_code
+            )
         try:
-            pipeline, request, origin = await asyncio.to_thread(load_request, self.lake, run_id)
             done = await self._published_by(pipeline, request, run_id)
             used = await asyncio.to_thread(attempts_used, self.lake, run_id)
             plan = await self.plan(

@@ -7,6 +7,7 @@ everything upstream), `+name+` (both), `*` (every asset).
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .assets import AssetDef
 from .errors import DefinitionError, SelectionError
 from .mappings import PartitionMapping, Previous, default_mapping
+from .secrets import StorageOption
 
 if TYPE_CHECKING:
     from .api import RunResult
@@ -37,6 +39,17 @@ def _suggest(name: str, known: Iterable[str]) -> str | None:
     return f"did you mean {close[0]!r}?" if close else None
 
 
+def _caller_module() -> str | None:
+    """The module whose code is building a pipeline: the first frame outside lakeflow."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name != "lakeflow" and not name.startswith("lakeflow."):
+            return name or None
+        frame = frame.f_back
+    return None
+
+
 class Pipeline:
     """A set of assets living in one lake.
 
@@ -49,14 +62,16 @@ class Pipeline:
         assets: Iterable[AssetDef],
         *,
         lake: str | Path = "./lake",
-        storage_options: Mapping[str, str] | None = None,
+        storage_options: Mapping[str, StorageOption] | None = None,
         name: str = "pipeline",
         triggers: Iterable[Any] = (),
     ) -> None:
         self.name = name
         self.triggers = tuple(triggers)  # schedules and publish callbacks, run by `lakeflow up`
         self.lake = str(lake)
-        self.storage_options = dict(storage_options or {})
+        # literal values or `lf.EnvVar` references, resolved by whoever opens the lake
+        self.storage_options: dict[str, StorageOption] = dict(storage_options or {})
+        self.defined_in = _caller_module()  # the module a stored run re-imports it from
         defined: dict[str, AssetDef] = {}
         for item in assets:
             if not isinstance(item, AssetDef):
@@ -77,6 +92,23 @@ class Pipeline:
                     f"{trigger!r} is not a trigger; use lf.schedule(...) or lf.on_publish(...)"
                 )
             check(self)
+
+    def with_lake(
+        self, lake: str | Path, storage_options: Mapping[str, StorageOption] | None = None
+    ) -> Pipeline:
+        """The same pipeline on another lake (its storage options kept unless given); it keeps
+        the module it was defined in, so its runs stay resumable."""
+        other = Pipeline(
+            self.assets.values(),
+            lake=lake,
+            storage_options=self.storage_options if storage_options is None else storage_options,
+            name=self.name,
+            triggers=self.triggers,
+        )
+        other.defined_in = self.defined_in
+        if "_reference" in self.__dict__:
+            other.__dict__["_reference"] = self.__dict__["_reference"]
+        return other
 
     # -- validation ----------------------------------------------------------------------------
     @staticmethod

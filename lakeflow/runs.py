@@ -1,11 +1,14 @@
-"""Runs as durable things in the lake: the stored request a restarted controller resumes from,
-cancel markers any process can drop, which runs are unfinished, which partitions last failed, and
-a run's per-unit result as an Arrow table.
+"""Runs as durable things in the lake: the stored request a restarted controller resumes from
+(JSON naming the pipeline's module, never a pickle of it), cancel markers any process can drop,
+which runs are unfinished, which partitions last failed, and a run's per-unit result as an
+Arrow table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -14,15 +17,17 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from .definition import NotImportable, PipelineRef, ResumeError, import_pipeline, reference
 from .errors import LakeError
 from .events import read_events
 from .lake import Lake
+from .planner import Request
 from .scheduler import UnitStatus
 
 if TYPE_CHECKING:
     from .graph import Pipeline
     from .lake.log import TableState
-    from .planner import Plan, Request
+    from .planner import Plan
     from .runner import Run
     from .scheduler import RunState
 
@@ -35,10 +40,12 @@ __all__ = [
     "dump_request",
     "failed_partitions",
     "load_request",
+    "load_stored",
     "plan_result",
     "published_by",
     "recent_runs",
     "run_status",
+    "stored_pipeline",
     "unfinished_runs",
 ]
 
@@ -62,22 +69,73 @@ RESULT_SCHEMA = pa.schema(
 )
 
 
-def _pickler() -> Any:
-    import ray.cloudpickle as cloudpickle  # pickles notebook-defined pipelines by value
-
-    return cloudpickle
+STORED_FORMAT = 1
 
 
-def dump_request(pipeline: Pipeline, request: Request, origin: str) -> bytes:
-    return _pickler().dumps({"pipeline": pipeline, "request": request, "origin": origin})
+def dump_request(pipeline: Pipeline, request: Request | None, origin: str) -> bytes:
+    """A run's stored request as JSON: the request, and where its pipeline is defined (module,
+    name, file, definition hash) or why it cannot be re-imported. Never the pipeline object, never
+    its storage options."""
+    ref = reference(pipeline)
+    data: dict[str, Any] = {
+        "format": STORED_FORMAT,
+        "origin": origin,
+        "pipeline_name": pipeline.name,
+        "request": dataclasses.asdict(request) if request is not None else None,
+        "pipeline": ref.to_json() if isinstance(ref, PipelineRef) else None,
+        "not_importable": ref if isinstance(ref, str) else None,
+    }
+    return json.dumps(data, sort_keys=True).encode()
 
 
-def load_request(lake: Lake, run_id: str) -> tuple[Pipeline, Request, str]:
-    blob = lake.read_bytes(f"{lake.url}/{RUNS_DIR}/{run_id}.pkl")
+def load_stored(lake: Lake, url: str, *, what: str) -> dict[str, Any]:
+    """A stored record (run or triggers) as JSON; a legacy pickle is refused, never loaded."""
+    blob = lake.read_bytes(url)
     if blob is None:
-        raise LakeError(f"run {run_id} has no stored request in {lake.url}/{RUNS_DIR}")
-    data = _pickler().loads(blob)
-    return data["pipeline"], data["request"], data["origin"]
+        if lake.exists(url.removesuffix(".json") + ".pkl"):
+            raise ResumeError(
+                f"{what} was stored by an older lakeflow as a pickle, which lakeflow no longer "
+                "loads: unpickling what the lake holds would run whatever code its writer put there",
+                hint="start it again with the same options; what it published is fresh and skipped",
+            )
+        raise LakeError(f"{what} has no stored request in {url.rsplit('/', 1)[0]}")
+    try:
+        data = json.loads(blob)
+    except ValueError as error:
+        raise ResumeError(f"{what}: its stored record {url} is not JSON: {error}") from error
+    if not isinstance(data, dict) or data.get("format") != STORED_FORMAT:
+        raise ResumeError(f"{what}: its stored record {url} has an unknown format")
+    return data
+
+
+def stored_pipeline(
+    data: dict[str, Any], lake: Lake, *, what: str, accept_changed_code: bool = False
+) -> Pipeline:
+    """The pipeline a stored record names, imported here and put on `lake`."""
+    if data.get("pipeline") is None:
+        raise NotImportable(
+            f"{what} cannot be resumed by another process: {data.get('not_importable')}",
+            hint="define the pipeline in a module (a .py file) at module level, or run it again "
+            "from the process that defined it",
+        )
+    ref = PipelineRef.from_json(data["pipeline"])
+    found = import_pipeline(ref, what=what, accept_changed_code=accept_changed_code)
+    return found.with_lake(lake.url)
+
+
+def load_request(
+    lake: Lake, run_id: str, *, accept_changed_code: bool = False
+) -> tuple[Pipeline, Request, str]:
+    """The stored run `run_id`: its pipeline re-imported (refused if its definition changed,
+    unless `accept_changed_code`), its request and origin."""
+    what = f"run {run_id}"
+    data = load_stored(lake, f"{lake.url}/{RUNS_DIR}/{run_id}.json", what=what)
+    pipeline = stored_pipeline(data, lake, what=what, accept_changed_code=accept_changed_code)
+    raw = dict(data["request"])
+    raw["select"] = tuple(raw["select"])
+    if isinstance(raw.get("partitions"), list):
+        raw["partitions"] = tuple(raw["partitions"])
+    return pipeline, Request(**raw), data["origin"]
 
 
 def cancel_marker(lake: Lake, run_id: str) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 
 from .assets import AssetDef
 from .client import controller_client
-from .controller import UP_BLOB, ControllerOptions
+from .controller import LEGACY_UP_BLOB, UP_RECORD, ControllerOptions
+from .definition import reference
 from .errors import SelectionError
 from .lake import Lake
 from .status import as_pipeline
@@ -69,6 +70,7 @@ def up(
     """
     pipeline = as_pipeline(target, lake, storage_options)
     where = Lake(pipeline.lake, pipeline.storage_options)
+    reference(pipeline)  # where it is defined, for a restarted controller to import it again
     client = controller_client(where, executor, options, address)
     client.call("up", pipeline, TriggerOptions(poll=poll))
     return Service(client, where, pipeline)
@@ -85,16 +87,16 @@ def down(
     marker in the lake tells the controller. True once they stopped; False if none were up (or
     the process running them died without stopping them: its marks are cleared)."""
     where = _lake(target, lake, storage_options)
-    if not where.exists(f"{where.url}/{UP_BLOB}"):
+    if not any(where.exists(f"{where.url}/{blob}") for blob in (UP_RECORD, LEGACY_UP_BLOB)):
         return False
     where.write_bytes(f"{where.url}/{DOWN_MARKER}", b"down")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not where.exists(f"{where.url}/{UP_BLOB}"):
+        if not any(where.exists(f"{where.url}/{b}") for b in (UP_RECORD, LEGACY_UP_BLOB)):
             return True
         time.sleep(0.1)
     # nobody answered: the process that ran them died without stopping them; clear its marks
-    for stale in (UP_BLOB, DOWN_MARKER):
+    for stale in (UP_RECORD, LEGACY_UP_BLOB, DOWN_MARKER):
         if where.exists(f"{where.url}/{stale}"):
             where.filesystem().delete_file(where.path(f"{where.url}/{stale}"))
     return False

@@ -30,13 +30,7 @@ def as_pipeline(
     if isinstance(target, Pipeline):
         if lake is None and storage_options is None:
             return target
-        return Pipeline(
-            target.assets.values(),
-            lake=lake or target.lake,
-            storage_options=storage_options or target.storage_options,
-            name=target.name,
-            triggers=target.triggers,
-        )
+        return target.with_lake(lake or target.lake, storage_options or None)
     assets = list(target)
     if not assets:
         raise DefinitionError("no assets given")

@@ -21,6 +21,7 @@ from .lake import Lake
 from .lake.log import Commit
 from .partitions import FilePartitions
 from .planner import Request
+from .secrets import EnvVar
 from .triggers import (
     DOWN_MARKER,
     STATE_URL,
@@ -475,8 +476,11 @@ class Triggers:
 
 def _fsspec_options(parts: FilePartitions, lake: Lake) -> dict[str, Any]:
     """fsspec options for the sensor's URL: its own, else the lake's S3 settings."""
-    if parts.storage_options:
-        return dict(parts.storage_options)
+    if parts.storage_options:  # `lf.EnvVar` values resolved here, where the sensor runs
+        return {
+            k: v.resolve(option=k) if isinstance(v, EnvVar) else v
+            for k, v in parts.storage_options.items()
+        }
     if not parts.url.startswith("s3://"):
         return {}
     opts = lake.storage_options

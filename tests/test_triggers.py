@@ -20,6 +20,7 @@ from lakeflow.triggers import STATE_URL, consumer_partitions
 from tests.conftest import assert_status_agrees
 from tests.trigger_pipelines import (
     DAYS,
+    TRIPS_ON_START,
     files_pipeline,
     held_pipeline,
     ticking_pipeline,
@@ -159,7 +160,7 @@ def test_a_burst_of_50_commits_loses_none_and_doubles_none(ray_session, lake, se
 def test_a_killed_controller_resumes_from_its_cursors(ray_session, lake, service_stopper):
     from lakeflow.client import NAMESPACE, controller_name
 
-    pipeline = trips_pipeline(lake)
+    pipeline = TRIPS_ON_START.with_lake(lake)  # module-level: the restart imports it again
     source = f"{lake}/trips"
     write_trips(source, "2024-03-01", [1])
     lf.up(pipeline)

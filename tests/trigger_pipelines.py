@@ -37,6 +37,8 @@ def trips_pipeline(
 
 
 TRIPS = trips_pipeline("./lake", on_start="none")  # for the CLI (--lake); commits only
+# builds what is there on start; module-level, so a restarted controller can import it again
+TRIPS_ON_START = trips_pipeline("./lake")
 
 
 def held_pipeline(lake: str) -> lf.Pipeline:

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from ..errors import LakeError
+from ..secrets import resolve_options
 
 __all__ = ["Lake"]
 
@@ -48,11 +49,11 @@ class Lake:
                 raise LakeError(f"lake URL {url!r} names no bucket")
             url = f"s3://{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
             env = {k: os.environ[k] for k in _S3_ENV if k in os.environ}
-            options = {**env, **{k.upper(): str(v) for k, v in self.storage_options.items()}}
+            options = {**env, **resolve_options(self.storage_options)}
         elif parsed.scheme in ("", "file"):
             path = parsed.path if parsed.scheme == "file" else url
             url = str(Path(path).expanduser().resolve())
-            options = {k.upper(): str(v) for k, v in self.storage_options.items()}
+            options = resolve_options(self.storage_options)
         else:
             raise LakeError(
                 f"unsupported lake URL {url!r}", hint="use a local path or s3://bucket/prefix"
