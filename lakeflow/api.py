@@ -17,11 +17,13 @@ from typing import Any, Literal
 from .assets import AssetDef
 from .client import connect, controller_client, stop
 from .controller import ControllerOptions
+from .errors import RequestError
 from .graph import Pipeline
 from .lake import Lake
 from .planner import Request, build_plan
+from .progress import not_built
 from .results import RunResult, events_result
-from .runs import cancel_marker, failed_partitions, run_status
+from .runs import RUNS_DIR, cancel_marker, failed_partitions, run_status
 from .scheduler import RunState
 from .snapshots import needed, read_snapshots
 from .status import as_pipeline, check_results, status
@@ -81,7 +83,7 @@ class RunHandle:
 
     def __repr__(self) -> str:
         info = self.progress()
-        return f"<run {self.id}: {info.get('status')} {info.get('published', 0)}/{info.get('total', 0)} published, {info.get('failed', 0)} failed>"
+        return f"<run {self.id}: {info.get('status')} {info.get('published', 0)}/{info.get('total', 0)} published, {not_built(info)}>"
 
 
 def _run(
@@ -334,6 +336,10 @@ def resume(
     """Carry on with a run no controller is running (its process was killed, or it was
     cancelled): its stored request is planned again, leaving out what it already published."""
     where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
+    if not where.exists(f"{where.url}/{RUNS_DIR}/{run_id}.pkl"):  # before Ray starts for nothing
+        raise RequestError(
+            f"no run {run_id} to resume in {where.url}", hint="is --lake the run's lake?"
+        )
     client = controller_client(where, executor, options, address)
     client.call("resume", run_id)
     handle = RunHandle(client, run_id, where)

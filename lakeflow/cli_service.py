@@ -96,6 +96,7 @@ def up(args: argparse.Namespace, console: Console) -> int:
     from .lake import Lake
     from .trigger_engine import TriggerOptions
 
+    http = _http_address(args.http) if args.http else None  # before anything starts
     pipeline = _pipeline(args)
     if args.detach and not args.address:  # a local Ray lives as long as its process: start one
         argv = [sys.executable, "-m", "lakeflow.cli", *[a for a in args.argv if a != "--detach"]]
@@ -124,9 +125,8 @@ def up(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
         server = None
-        if args.http:
-            host, _, port = args.http.rpartition(":")
-            server = TriggerServer(host or "127.0.0.1", int(port), token, client, pipeline)
+        if http is not None:
+            server = TriggerServer(http[0], http[1], token, client, pipeline)
             shown = (
                 token if not (args.token or os.environ.get("LAKEFLOW_HTTP_TOKEN")) else "(given)"
             )
@@ -157,6 +157,17 @@ def up(args: argparse.Namespace, console: Console) -> int:
                 server.close()
 
     return _on_ray(args, serve)
+
+
+def _http_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `:PORT`, `PORT`) for `up --http`, checked before Ray starts."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise RequestError(
+            f"--http {text!r}: the port must be a number from 1 to 65535",
+            hint="e.g. --http 127.0.0.1:8080",
+        )
+    return host or "127.0.0.1", int(port)
 
 
 def down(args: argparse.Namespace, console: Console) -> int:
@@ -229,6 +240,8 @@ def submit(args: argparse.Namespace, console: Console) -> int:
 def jobs(args: argparse.Namespace, console: Console) -> int:
     from .jobs import follow_job, job_client
 
+    if args.action != "list" and not args.job_id:  # before reaching the cluster
+        raise RequestError(f"lakeflow jobs {args.action} needs a job id")
     client = job_client(args.address)
     if args.action == "list":
         rows = [
@@ -255,8 +268,6 @@ def jobs(args: argparse.Namespace, console: Console) -> int:
             frame = frame.with_columns(pl.from_epoch("start", "ms"), pl.from_epoch("end", "ms"))
             print(_table(frame))
         return EXIT_OK
-    if not args.job_id:
-        raise RequestError(f"lakeflow jobs {args.action} needs a job id")
     try:
         if args.action == "status":
             print(str(client.get_job_status(args.job_id)).rsplit(".", 1)[-1])

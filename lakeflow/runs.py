@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .errors import LakeError
+from .errors import RequestError
 from .events import read_events
 from .lake import Lake
-from .scheduler import UnitStatus
+from .scheduler import NOT_BUILT, UnitStatus
 
 if TYPE_CHECKING:
     from .graph import Pipeline
@@ -70,7 +70,10 @@ def dump_request(pipeline: Pipeline, request: Request, origin: str) -> bytes:
 def load_request(lake: Lake, run_id: str) -> tuple[Pipeline, Request, str]:
     blob = lake.read_bytes(f"{lake.url}/{RUNS_DIR}/{run_id}.pkl")
     if blob is None:
-        raise LakeError(f"run {run_id} has no stored request in {lake.url}/{RUNS_DIR}")
+        raise RequestError(
+            f"no run {run_id} in {lake.url}: it has no stored request in {RUNS_DIR}",
+            hint="lakeflow backfill status RUN_ID --lake ... shows the runs a lake knows",
+        )
     data = _pickler().loads(blob)
     return data["pipeline"], data["request"], data["origin"]
 
@@ -241,7 +244,9 @@ def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
     unit outcome, rate, ETA, and the failures by asset with their first error lines."""
     events = read_events(lake, run_id=run_id)
     if events.is_empty():
-        raise LakeError(f"no run {run_id} in the event log of {lake.url}")
+        raise RequestError(
+            f"no run {run_id} in the event log of {lake.url}", hint="is --lake the run's lake?"
+        )
     lifecycle = events.filter(pl.col("kind").is_in(LIFECYCLE))
     latest = lifecycle["kind"][-1] if len(lifecycle) else "run_requested"
     requested = events.filter(pl.col("kind") == "run_requested")
@@ -254,7 +259,8 @@ def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
     last = units.group_by("asset", "partition", maintain_order=True).last()
     outcome = {k: int(v) for k, v in last.group_by("kind").len().iter_rows()}
     published = outcome.get("unit_published", 0) + outcome.get("unit_deleted", 0)
-    failed = sum(outcome.get(k, 0) for k in FAILED_KINDS)
+    unbuilt = {k: outcome.get(f"unit_{k}", 0) for k in NOT_BUILT}  # each its own count
+    failed = sum(unbuilt.values())
     total = max(int(detail.get("units", 0)), len(last))
     stamps = (units if len(units) else events)["ts"]
     started: dt.datetime = stamps.min()  # type: ignore[assignment]
@@ -280,7 +286,7 @@ def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
         "partitions": detail.get("partitions"),
         "total": total,
         "published": published,
-        "failed": failed,
+        **unbuilt,
         "counts": {k.removeprefix("unit_"): v for k, v in sorted(outcome.items())},
         "rate": rate,
         "eta": remaining / rate if rate > 0 else None,

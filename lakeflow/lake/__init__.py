@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from ..errors import LakeError
+from ..errors import LakeError, RequestError
 
 __all__ = ["Lake"]
 
@@ -45,7 +45,7 @@ class Lake:
         parsed = urlparse(url)
         if parsed.scheme in ("s3", "s3a"):
             if not parsed.netloc:
-                raise LakeError(f"lake URL {url!r} names no bucket")
+                raise RequestError(f"lake URL {url!r} names no bucket", hint="s3://bucket/prefix")
             url = f"s3://{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
             env = {k: os.environ[k] for k in _S3_ENV if k in os.environ}
             options = {**env, **{k.upper(): str(v) for k, v in self.storage_options.items()}}
@@ -54,7 +54,7 @@ class Lake:
             url = str(Path(path).expanduser().resolve())
             options = {k.upper(): str(v) for k, v in self.storage_options.items()}
         else:
-            raise LakeError(
+            raise RequestError(
                 f"unsupported lake URL {url!r}", hint="use a local path or s3://bucket/prefix"
             )
         object.__setattr__(self, "url", url)
