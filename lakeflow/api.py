@@ -20,7 +20,7 @@ from .controller import ControllerOptions
 from .errors import RequestError
 from .graph import Pipeline
 from .lake import Lake
-from .planner import Request, build_plan
+from .planner import Request, build_plan, check_request
 from .progress import not_built
 from .results import RunResult, events_result
 from .runs import RUNS_DIR, cancel_marker, failed_partitions, run_status
@@ -33,11 +33,13 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "backfill",
+    "backfill_request",
     "backfill_status",
     "cancel",
     "check_results",
     "connect",
     "materialize",
+    "materialize_request",
     "preview",
     "resume",
     "status",
@@ -57,6 +59,33 @@ def _spec(partitions: str | Sequence[str] | None) -> str | tuple[str, ...] | Non
     if partitions is None or isinstance(partitions, str):
         return partitions
     return tuple(partitions)
+
+
+def materialize_request(
+    select: str | Sequence[str] | None,
+    partitions: str | Sequence[str] | None,
+    *,
+    force: bool = False,
+    order: str = "oldest",
+) -> Request:
+    """The `Request` that `materialize` makes of its arguments (bad options raise here)."""
+    return Request(select=_terms(select), partitions=_spec(partitions), force=force, order=order)
+
+
+def backfill_request(
+    select: str | Sequence[str] | None,
+    partitions: str | Sequence[str] | None,
+    *,
+    only: str | None = None,
+    order: str = "oldest",
+    concurrency: int | None = None,
+    max_share: float | None = None,
+) -> Request:
+    """The `Request` that `backfill` makes of its arguments (bad options raise here)."""
+    return Request(
+        select=_terms(select), partitions=_spec(partitions), order=order, only=only,
+        kind="backfill", concurrency=concurrency, max_share=max_share,
+    )  # fmt: skip
 
 
 class RunHandle:
@@ -98,9 +127,7 @@ def _run(
     raise_on_failure: bool,
     origin: str,
 ) -> RunResult | RunHandle:
-    pipeline.select(
-        list(request.select)
-    )  # a bad selection fails here, before any controller starts
+    check_request(pipeline, request)  # a bad selection or partition fails before any controller
     lake = Lake(pipeline.lake, pipeline.storage_options)
     client = controller_client(lake, executor, options, address)
     summary = client.call("submit", pipeline, request, origin, _manual())
@@ -152,7 +179,7 @@ def materialize(
     - progress: True for a live bar, or a callable receiving progress dicts
     """
     pipeline = as_pipeline(target, lake, storage_options)
-    request = Request(select=_terms(select), partitions=_spec(partitions), force=force, order=order)
+    request = materialize_request(select, partitions, force=force, order=order)
     result = _run(
         pipeline,
         request,
@@ -201,10 +228,9 @@ def backfill(
     - wait=False: return a `RunHandle` at once (progress(), wait(), cancel())
     """
     pipeline = as_pipeline(target, lake, storage_options)
-    request = Request(
-        select=_terms(select), partitions=_spec(partitions), order=order, only=only,
-        kind="backfill", concurrency=concurrency, max_share=max_share,
-    )  # fmt: skip
+    request = backfill_request(
+        select, partitions, only=only, order=order, concurrency=concurrency, max_share=max_share
+    )
     if dry_run:
         return preview(pipeline, request)
     return _run(

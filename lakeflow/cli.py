@@ -12,10 +12,11 @@
     lakeflow submit --address http://127.0.0.1:8265 -- backfill pipelines/flights.py ...
     lakeflow jobs list | logs ID [--follow] | stop ID
 
-Exit codes: 0 every requested unit was published or already fresh; 1 some were not (a failure,
-a failed check, a unit held behind one); 2 the request itself was wrong (bad selection,
-partition key, pipeline) and nothing changed; 3 Ray or the lake's storage failed; 130 cancelled
-with Ctrl-C (see `cli_errors.py`). `--debug` shows the Python traceback behind an error.
+Exit codes: 0 every requested unit was published or already fresh; 1 some were not (a failure
+of their own code, a failed check, a unit held behind one); 2 the request itself was wrong (bad
+selection, partition key, pipeline) and nothing changed, found before Ray starts; 3 Ray or the
+lake's storage failed, including a run whose failed units all failed on storage (a full disk);
+130 cancelled with Ctrl-C (see `cli_errors.py`). `--debug` shows the traceback behind an error.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from .cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, guarded
+from .cli_errors import EXIT_FAILED, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, guarded
 from .errors import short_traceback
 from .progress import not_built
 
@@ -81,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lakeflow",
         description="Keep a lake of Delta tables up to date on Ray.",
-        epilog="Exit codes: 0 done, 1 units failed, 2 bad request or definitions (nothing "
-        "changed), 3 Ray or storage failed. --debug (anywhere) shows Python tracebacks.",
+        epilog="Exit codes: 0 done, 1 units failed (their code or a check), 2 bad request or "
+        "definitions (nothing changed), 3 Ray or the lake's storage failed (also when every "
+        "failed unit failed on storage, e.g. a full disk). --debug (anywhere) shows tracebacks.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -216,6 +218,14 @@ def _on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:
             ray.shutdown()
 
 
+def _exit(result: Any) -> int:
+    """0 all done; 3 when every failed unit failed because Ray or the lake's storage did (the
+    same run may pass later, unchanged); 1 when any unit failed on its own code or a check."""
+    if result.ok:
+        return EXIT_OK
+    return EXIT_INFRA if result.infrastructure_failed else EXIT_FAILED
+
+
 def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
     """The end of a run: a summary line; failures by asset with their first error lines."""
     if args.json:
@@ -223,10 +233,11 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
             "run_id": result.run_id,
             "status": result.status,
             "ok": result.ok,
+            "infrastructure": result.infrastructure_failed,
             "counts": result.counts(),
         }
         print(json.dumps(summary))
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return _exit(result)
     console.print(result.summary(), highlight=False)
     failures = result.failures()
     if not failures.is_empty():
@@ -244,15 +255,33 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
                 file=sys.stderr,
             )
         for where, text in list(result.errors.items())[:1]:
-            shown = text if getattr(args, "debug", False) else short_traceback(text)
+            if getattr(args, "debug", False):
+                shown = text
+            elif where in result.infrastructure:  # lakeflow's frames say nothing to the user
+                shown = "  " + text.rstrip().splitlines()[-1].removeprefix("lakeflow.errors.")
+            else:
+                shown = short_traceback(text)
             print(f"\n{where}:\n{shown}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_FAILED
+    code = _exit(result)
+    if code == EXIT_INFRA:
+        units = len(result.infrastructure)
+        print(
+            f"lakeflow: error: {units} unit{'s' * (units != 1)} failed because the lake's storage "
+            "or Ray failed, not their own code: the same run may succeed once that is fixed",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _materialize(args: argparse.Namespace, console: Console) -> int:
-    from .api import materialize
+    from .api import materialize, materialize_request
+    from .planner import check_request
 
     pipeline = _pipeline(args)
+    # a wrong request is refused here, in a second, not after Ray took tens of seconds to start
+    check_request(pipeline, materialize_request(
+        args.select, args.partitions, force=args.force, order=args.order
+    ))  # fmt: skip
     result = _on_ray(args, lambda: materialize(
         pipeline, select=args.select, partitions=args.partitions, force=args.force, order=args.order,
         executor=args.executor, progress=not args.no_progress and not args.json, origin="cli",
@@ -261,13 +290,15 @@ def _materialize(args: argparse.Namespace, console: Console) -> int:
 
 
 def _backfill(args: argparse.Namespace, console: Console) -> int:
-    from .api import backfill
+    from .api import backfill, backfill_request
+    from .planner import check_request
 
     pipeline = _pipeline(args)
     options: dict[str, Any] = dict(
         select=args.select, partitions=args.partitions, only=args.only, order=args.order,
         concurrency=args.concurrency, max_share=args.max_share,
     )  # fmt: skip
+    check_request(pipeline, backfill_request(**options))  # before Ray starts, as above
     if args.dry_run:
         from .api import PlanPreview
 

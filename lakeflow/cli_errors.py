@@ -2,10 +2,12 @@
 a message, with no Python traceback unless `--debug` asks for it.
 
     0   every requested unit was published or already fresh
-    1   some units were not (a failure, a failed check, a unit held behind one)
+    1   some units were not (a failure of their code, a failed check, a unit held behind one)
     2   the request or the definitions were wrong (pipeline file, selection, partitions, options,
         an unknown run): nothing changed
-    3   infrastructure: Ray could not start or be reached, the lake's storage failed
+    3   infrastructure: Ray could not start or be reached, the lake's storage failed; also a run
+        whose failed units all failed on storage (a full disk). A mix with units failing on their
+        own code is 1: the code needs fixing before a rerun can pass (`cli._exit`)
     70  a bug in lakeflow itself (an exception it did not expect): `--debug` shows where
     130 cancelled with Ctrl-C
 """
@@ -16,7 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from .errors import InfrastructureError, LakeflowError, RunError, UserCodeError
+from .errors import InfrastructureError, LakeflowError, RunError, UserCodeError, storage_failure
 
 __all__ = [
     "EXIT_FAILED",
@@ -32,10 +34,6 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 70, 130
 
-# Failures of the machinery under us that reach the command unwrapped: storage and network errors
-# (OSError, including ConnectionError and TimeoutError) and Ray's own system errors.
-_INFRA_MESSAGES = ("no space left on device", "disk quota exceeded", "read-only file system")
-
 
 def exit_code(error: BaseException) -> int:
     """The exit code for an exception that ended a command."""
@@ -45,9 +43,11 @@ def exit_code(error: BaseException) -> int:
         return EXIT_FAILED
     if isinstance(error, LakeflowError):
         return EXIT_USAGE
+    # failures of the machinery under us that reach the command unwrapped: storage and network
+    # errors (OSError, including ConnectionError and TimeoutError) and Ray's own system errors
     if isinstance(error, OSError) or type(error).__module__.startswith("ray."):
         return EXIT_INFRA
-    if any(text in str(error).lower() for text in _INFRA_MESSAGES):
+    if storage_failure(error):
         return EXIT_INFRA  # e.g. polars' ComputeError for a full disk
     return EXIT_INTERNAL
 

@@ -8,6 +8,7 @@ user's traceback (without lakeflow's frames) as text so that it survives a trip 
 
 from __future__ import annotations
 
+import errno
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ __all__ = [
     "Superseded",
     "UserCodeError",
     "short_traceback",
+    "storage_failure",
     "user_code_boundary",
 ]
 
@@ -108,7 +110,8 @@ class RunError(LakeflowError):
 class ErrorInfo:
     """A failure as plain data: what travels from a worker to the controller and into the event log."""
 
-    kind: str  # "user" (the asset function raised), "lakeflow", "crash" (worker died), "check"
+    kind: str  # "user" (the asset function raised), "lakeflow", "crash" (worker died), "check",
+    # "infrastructure" (Ray or the lake's storage failed: a full disk, an unreachable store)
     type: str
     message: str
     traceback: str = ""
@@ -121,7 +124,10 @@ class ErrorInfo:
             return cls("user", error.error_type, error.message, error.user_traceback)
         if isinstance(error, SchemaError) and site:
             return cls("user", "SchemaError", str(error), f"  {site}\nSchemaError: {error}\n")
-        kind = "lakeflow" if isinstance(error, LakeflowError) else "crash"
+        if isinstance(error, InfrastructureError):
+            kind = "infrastructure"
+        else:
+            kind = "lakeflow" if isinstance(error, LakeflowError) else "crash"
         return cls(
             kind, type(error).__name__, str(error), "".join(traceback.format_exception(error))
         )
@@ -140,6 +146,28 @@ class UserCodeError(LakeflowError):
         self.where = where
         super().__init__(f"{where}: {error_type}: {message}")
         self.message = message
+
+
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """What failed, when `error` (or its cause) says the storage under it failed: "no space left
+    on device", "disk quota exceeded", "read-only file system". Polars and deltalake report these
+    as a ComputeError or OSError whose text carries the OS message, without an errno."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+            return _STORAGE_ERRNOS[error.errno]
+        text = str(error).lower()
+        for what in _STORAGE_ERRNOS.values():
+            if what in text:
+                return what
+        error = error.__cause__
+    return None
 
 
 def short_traceback(text: str) -> str:

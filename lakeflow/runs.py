@@ -205,6 +205,12 @@ def plan_result(run: Run) -> dict[str, Any]:
         errors_text[f"{asset} {pipeline[asset].partitions.key(index)}".strip()] = (
             failure.error.traceback or failure.error.message
         )
+    infrastructure = [
+        f"{asset} {pipeline[asset].partitions.key(index)}".strip()
+        for unit, failure in state.errors.items()
+        if failure.error.kind == "infrastructure"
+        for asset, index in [plan.locate(unit)]
+    ]
     return {
         "run_id": run.id,
         "status": run.outcome(),
@@ -212,6 +218,7 @@ def plan_result(run: Run) -> dict[str, Any]:
         "finished": state.finished,
         "units": units,
         "errors": errors_text,
+        "infrastructure": infrastructure,
     }
 
 

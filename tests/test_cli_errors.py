@@ -236,3 +236,99 @@ def test_progress_counts_check_failed_and_blocked_on_their_own():
     with ProgressBar("r1", console=Console(file=out, force_terminal=False)) as bar:
         bar.update({"published": 0, "failed": 0, "check_failed": 1, "blocked": 3, "total": 4, "done": True})  # fmt: skip
     assert "4/4 units done, 1 check_failed, 3 blocked" in out.getvalue()
+
+
+# -- a bad request on the default (Ray) executor is refused before Ray is started or contacted
+EARLY = [
+    ("unknown asset", ("--select", "nope"), "unknown asset 'nope'"),
+    ("malformed key", ("--partitions", "../etc"), "malformed"),
+    ("key after the end", ("--partitions", "2030-01-01"), "after the last partition"),
+    ("reversed range", ("--partitions", "2024-01-05..2024-01-01"), "2024-01-05..2024-01-01"),
+    ("--concurrency 0", ("--concurrency", "0"), "concurrency must be at least 1"),
+    ("--max-share 1.5", ("--max-share", "1.5"), "max_share must be in (0, 1]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "message"),
+    [("materialize", extra, message) for _, extra, message in EARLY[::3]]
+    + [("backfill", extra, message) for _, extra, message in EARLY],
+    ids=[f"materialize {r[0]}" for r in EARLY[::3]] + [f"backfill {r[0]}" for r in EARLY],
+)
+def test_a_bad_request_is_refused_before_ray_starts(command, extra, message, tmp_path):
+    (tmp_path / "pipe.py").write_text(GOOD)
+    ray_tmp = tmp_path / "ray"  # a Ray started by the command would put its session here
+    argv = [command, str(tmp_path / "pipe.py"), "--lake", str(tmp_path / "lake"), "--no-progress"]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "lakeflow.cli", *argv, *extra],
+        cwd=tmp_path, env={**os.environ, "RAY_TMPDIR": str(ray_tmp)}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    out = done.stdout + done.stderr
+    assert (done.returncode, message in out, "Traceback" in out) == (2, True, False), out
+    assert not ray_tmp.exists(), "Ray was started for a request that was wrong"
+    assert not (tmp_path / "lake").exists()
+    assert elapsed < 15  # no Ray start (tens of seconds on a loaded machine): imports only
+
+
+# -- a full disk under the lake: exit 3 (the lake's storage failed), not 1 (the unit's own fault)
+FULL_DISK = GOOD.replace(
+    "import polars as pl\n", "import numpy as np\nimport polars as pl\n"
+).replace(
+    "@lf.asset(partitions=days)\ndef numbers(ctx):\n",
+    "@lf.asset(partitions=days, retry=lf.RetryPolicy(attempts=2, backoff=0.05, retry_on=(ValueError,)))\n"
+    "def numbers(ctx):\n"
+    '    if ctx.partition.key == "2024-01-02":  # 4 MB of random int64: more than the disk\n'
+    '        return pl.DataFrame({"n": np.random.default_rng(0).integers(0, 2**62, 500_000)})\n',
+)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 2 MB tmpfs mounted for the test (root only). Under CI a missing capability fails."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        reason = done.stderr.strip() if done.returncode else ""
+    except OSError as error:
+        reason = str(error)
+    if reason:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {reason}")
+        pytest.skip(f"cannot mount a tmpfs (needs root): {reason}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True, timeout=30)
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_full_disk_is_an_infrastructure_failure(executor, small_disk, tmp_path):
+    from lakeflow.events import read_events
+    from lakeflow.lake import Lake
+
+    (tmp_path / "pipe.py").write_text(FULL_DISK)
+    sys.modules.pop("pipe", None)
+    lake = small_disk / "lake"
+    built = ["materialize", str(tmp_path / "pipe.py"), "--lake", str(lake), "--no-progress"]
+    assert main([*built, "--executor", "local", "--partitions", "2024-01-01"]) == 0
+    lf.stop(str(lake))
+    before = _state(lake, False)
+    argv = [*built, "--partitions", "2024-01-02"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lakeflow.cli", *argv, *(["--executor", "local"] if executor == "local" else [])],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 3, out
+    assert "no space left on device" in out.lower() and str(lake) in out, out
+    assert "Traceback" not in out, out
+    assert _state(lake, False) == before  # no staged leftover, nothing committed
+    retries = read_events(Lake(str(lake)), kinds=["unit_retry"])
+    assert retries.height == 1  # retried as infrastructure though retry_on names ValueError only

@@ -187,6 +187,13 @@ class Lake:
                 f"the bucket of the lake {self.url} does not exist", hint="create it first"
             )
 
+    def storage_failed(self, what: str, *, writing: str) -> LakeError:
+        """The lake's storage refused a write: `what` is "no space left on device" or the like."""
+        return LakeError(
+            f"the lake's storage at {self.url} failed: {what} (writing {writing})",
+            hint="free space on it or grow it, then run again; nothing was committed",
+        )
+
     def unreachable(self, error: BaseException) -> LakeError:
         endpoint = self.storage_options.get("AWS_ENDPOINT_URL", "")
         where = f"{self.url}" + (f" (endpoint {endpoint})" if endpoint else "")
