@@ -18,11 +18,13 @@ from .assets import AssetDef
 from .client import connect, controller_client, stop
 from .controller import ControllerOptions
 from .definition import reference
+from .errors import RequestError
 from .graph import Pipeline
 from .lake import Lake
-from .planner import Request, build_plan
+from .planner import Request, build_plan, check_request
+from .progress import not_built
 from .results import RunResult, events_result
-from .runs import cancel_marker, failed_partitions, run_status
+from .runs import RUNS_DIR, cancel_marker, failed_partitions, run_status
 from .scheduler import RunState
 from .snapshots import needed, read_snapshots
 from .status import as_pipeline, check_results, status
@@ -32,11 +34,13 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "backfill",
+    "backfill_request",
     "backfill_status",
     "cancel",
     "check_results",
     "connect",
     "materialize",
+    "materialize_request",
     "preview",
     "resume",
     "status",
@@ -56,6 +60,33 @@ def _spec(partitions: str | Sequence[str] | None) -> str | tuple[str, ...] | Non
     if partitions is None or isinstance(partitions, str):
         return partitions
     return tuple(partitions)
+
+
+def materialize_request(
+    select: str | Sequence[str] | None,
+    partitions: str | Sequence[str] | None,
+    *,
+    force: bool = False,
+    order: str = "oldest",
+) -> Request:
+    """The `Request` that `materialize` makes of its arguments (bad options raise here)."""
+    return Request(select=_terms(select), partitions=_spec(partitions), force=force, order=order)
+
+
+def backfill_request(
+    select: str | Sequence[str] | None,
+    partitions: str | Sequence[str] | None,
+    *,
+    only: str | None = None,
+    order: str = "oldest",
+    concurrency: int | None = None,
+    max_share: float | None = None,
+) -> Request:
+    """The `Request` that `backfill` makes of its arguments (bad options raise here)."""
+    return Request(
+        select=_terms(select), partitions=_spec(partitions), order=order, only=only,
+        kind="backfill", concurrency=concurrency, max_share=max_share,
+    )  # fmt: skip
 
 
 class RunHandle:
@@ -82,7 +113,7 @@ class RunHandle:
 
     def __repr__(self) -> str:
         info = self.progress()
-        return f"<run {self.id}: {info.get('status')} {info.get('published', 0)}/{info.get('total', 0)} published, {info.get('failed', 0)} failed>"
+        return f"<run {self.id}: {info.get('status')} {info.get('published', 0)}/{info.get('total', 0)} published, {not_built(info)}>"
 
 
 def _run(
@@ -97,9 +128,7 @@ def _run(
     raise_on_failure: bool,
     origin: str,
 ) -> RunResult | RunHandle:
-    pipeline.select(
-        list(request.select)
-    )  # a bad selection fails here, before any controller starts
+    check_request(pipeline, request)  # a bad selection or partition fails before any controller
     lake = Lake(pipeline.lake, pipeline.storage_options)
     reference(pipeline)  # where it is defined, found here where its module is surely loaded
     client = controller_client(lake, executor, options, address)
@@ -152,7 +181,7 @@ def materialize(
     - progress: True for a live bar, or a callable receiving progress dicts
     """
     pipeline = as_pipeline(target, lake, storage_options)
-    request = Request(select=_terms(select), partitions=_spec(partitions), force=force, order=order)
+    request = materialize_request(select, partitions, force=force, order=order)
     result = _run(
         pipeline,
         request,
@@ -201,10 +230,9 @@ def backfill(
     - wait=False: return a `RunHandle` at once (progress(), wait(), cancel())
     """
     pipeline = as_pipeline(target, lake, storage_options)
-    request = Request(
-        select=_terms(select), partitions=_spec(partitions), order=order, only=only,
-        kind="backfill", concurrency=concurrency, max_share=max_share,
-    )  # fmt: skip
+    request = backfill_request(
+        select, partitions, only=only, order=order, concurrency=concurrency, max_share=max_share
+    )
     if dry_run:
         return preview(pipeline, request)
     return _run(
@@ -342,6 +370,10 @@ def resume(
     the pipeline's definition hash differs from the stored one, unless `accept_changed_code`.
     A pipeline defined in a notebook can only be resumed by the controller that ran it."""
     where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
+    if not where.exists(f"{where.url}/{RUNS_DIR}/{run_id}.json"):  # before Ray starts for nothing
+        raise RequestError(
+            f"no run {run_id} to resume in {where.url}", hint="is --lake the run's lake?"
+        )
     client = controller_client(where, executor, options, address)
     client.call("resume", run_id, accept_changed_code)
     handle = RunHandle(client, run_id, where)

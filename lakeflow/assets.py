@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import keyword
 import logging
-import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +22,12 @@ from .partitions import Partition, Partitions, Unpartitioned
 
 __all__ = ["AssetDef", "Context", "Resources", "RetryPolicy", "asset", "source"]
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+def _is_name(name: str) -> bool:
+    """A Python identifier (Unicode ones too: `données`) that is not a keyword."""
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
 CONTEXT_PARAMS = ("ctx", "context")
 
 
@@ -198,7 +203,7 @@ def asset(
 
     def build(function: Callable[..., Any]) -> AssetDef:
         asset_name = name or function.__name__
-        if not _NAME.match(asset_name):
+        if not _is_name(asset_name):
             raise DefinitionError(f"asset name {asset_name!r} must be a Python identifier")
         signature = inspect.signature(function)
         context_param = None
@@ -293,7 +298,7 @@ def source(
     - partitions: how the producer partitions the table (the partition column and its keys).
     - url: where the table lives; default `<lake>/<name>`. It shares the lake's storage options.
     """
-    if not _NAME.match(name):
+    if not _is_name(name):
         raise DefinitionError(f"source name {name!r} must be a Python identifier")
     return AssetDef(
         name=name,

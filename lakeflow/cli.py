@@ -12,9 +12,11 @@
     lakeflow submit --address http://127.0.0.1:8265 -- backfill pipelines/flights.py ...
     lakeflow jobs list | logs ID [--follow] | stop ID
 
-Exit codes: 0 every requested unit was published or already fresh; 1 some were not (a failure,
-a failed check, a unit held behind one); 2 the request itself was wrong (bad selection,
-partition key, pipeline, unreachable lake) and nothing changed; 130 cancelled with Ctrl-C.
+Exit codes: 0 every requested unit was published or already fresh; 1 some were not (a failure
+of their own code, a failed check, a unit held behind one); 2 the request itself was wrong (bad
+selection, partition key, pipeline) and nothing changed, found before Ray starts; 3 Ray or the
+lake's storage failed, including a run whose failed units all failed on storage (a full disk);
+130 cancelled with Ctrl-C (see `cli_errors.py`). `--debug` shows the traceback behind an error.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from .errors import LakeflowError
+from .cli_errors import EXIT_FAILED, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, guarded
+from .errors import short_traceback
+from .progress import not_built
 
-__all__ = ["main"]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "main"]
 CHECK_COLUMNS = [
     "asset",
     "partition",
@@ -78,7 +80,11 @@ def _selection_args(sub: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lakeflow", description="Keep a lake of Delta tables up to date on Ray."
+        prog="lakeflow",
+        description="Keep a lake of Delta tables up to date on Ray.",
+        epilog="Exit codes: 0 done, 1 units failed (their code or a check), 2 bad request or "
+        "definitions (nothing changed), 3 Ray or the lake's storage failed (also when every "
+        "failed unit failed on storage, e.g. a full disk). --debug (anywhere) shows tracebacks.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -210,6 +216,14 @@ def _on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:
             ray.shutdown()
 
 
+def _exit(result: Any) -> int:
+    """0 all done; 3 when every failed unit failed because Ray or the lake's storage did (the
+    same run may pass later, unchanged); 1 when any unit failed on its own code or a check."""
+    if result.ok:
+        return EXIT_OK
+    return EXIT_INFRA if result.infrastructure_failed else EXIT_FAILED
+
+
 def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
     """The end of a run: a summary line; failures by asset with their first error lines."""
     if args.json:
@@ -217,10 +231,11 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
             "run_id": result.run_id,
             "status": result.status,
             "ok": result.ok,
+            "infrastructure": result.infrastructure_failed,
             "counts": result.counts(),
         }
         print(json.dumps(summary))
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return _exit(result)
     console.print(result.summary(), highlight=False)
     failures = result.failures()
     if not failures.is_empty():
@@ -238,14 +253,33 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
                 file=sys.stderr,
             )
         for where, text in list(result.errors.items())[:1]:
-            print(f"\n{where}:\n{text}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_FAILED
+            if getattr(args, "debug", False):
+                shown = text
+            elif where in result.infrastructure:  # lakeflow's frames say nothing to the user
+                shown = "  " + text.rstrip().splitlines()[-1].removeprefix("lakeflow.errors.")
+            else:
+                shown = short_traceback(text)
+            print(f"\n{where}:\n{shown}", file=sys.stderr)
+    code = _exit(result)
+    if code == EXIT_INFRA:
+        units = len(result.infrastructure)
+        print(
+            f"lakeflow: error: {units} unit{'s' * (units != 1)} failed because the lake's storage "
+            "or Ray failed, not their own code: the same run may succeed once that is fixed",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _materialize(args: argparse.Namespace, console: Console) -> int:
-    from .api import materialize
+    from .api import materialize, materialize_request
+    from .planner import check_request
 
     pipeline = _pipeline(args)
+    # a wrong request is refused here, in a second, not after Ray took tens of seconds to start
+    check_request(pipeline, materialize_request(
+        args.select, args.partitions, force=args.force, order=args.order
+    ))  # fmt: skip
     result = _on_ray(args, lambda: materialize(
         pipeline, select=args.select, partitions=args.partitions, force=args.force, order=args.order,
         executor=args.executor, progress=not args.no_progress and not args.json, origin="cli",
@@ -254,13 +288,15 @@ def _materialize(args: argparse.Namespace, console: Console) -> int:
 
 
 def _backfill(args: argparse.Namespace, console: Console) -> int:
-    from .api import backfill
+    from .api import backfill, backfill_request
+    from .planner import check_request
 
     pipeline = _pipeline(args)
     options: dict[str, Any] = dict(
         select=args.select, partitions=args.partitions, only=args.only, order=args.order,
         concurrency=args.concurrency, max_share=args.max_share,
     )  # fmt: skip
+    check_request(pipeline, backfill_request(**options))  # before Ray starts, as above
     if args.dry_run:
         from .api import PlanPreview
 
@@ -278,12 +314,13 @@ def _backfill(args: argparse.Namespace, console: Console) -> int:
     return _report(result, args, console)
 
 
-def _look_after(argv: Sequence[str], console: Console) -> int:
+def _look_after(argv: Sequence[str], console: Console, debug: bool) -> int:
     """`lakeflow backfill status|cancel|resume RUN_ID`."""
     from .api import backfill_status, cancel, resume
     from .lake import Lake
 
     args = _run_parser().parse_args(argv)
+    args.debug = debug
     lake = Lake(args.lake or os.environ.get("LAKEFLOW_LAKE") or "./lake")
     if args.action == "status":
         info = backfill_status(args.run_id, lake=lake)
@@ -293,7 +330,7 @@ def _look_after(argv: Sequence[str], console: Console) -> int:
         eta = f", ETA {info['eta']:.0f}s" if info.get("eta") else ""
         console.print(
             f"run {info['run_id']} ({info['kind']}) {info['status']}: {info['published']}/{info['total']} published, "
-            f"{info['failed']} failed, {info['rate']:.1f} units/s{eta}",
+            f"{not_built(info)}, {info['rate']:.1f} units/s{eta}",
             highlight=False,
         )
         for asset, entry in info["failures"].items():
@@ -325,56 +362,49 @@ def _look_after(argv: Sequence[str], console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The `lakeflow` command: its exit code (see the module docstring)."""
+    return guarded(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     console = Console(stderr=False, soft_wrap=True)
-    try:
-        if len(argv) > 1 and argv[0] == "backfill" and argv[1] in RUN_COMMANDS:
-            return _look_after(argv[1:], console)
-        args = _parser().parse_args(argv)
-        if args.command == "materialize":
-            return _materialize(args, console)
-        if args.command == "backfill":
-            return _backfill(args, console)
-        if args.command in ("up", "down", "subscribe", "submit", "jobs"):
-            from . import cli_service
+    if len(argv) > 1 and argv[0] == "backfill" and argv[1] in RUN_COMMANDS:
+        return _look_after(argv[1:], console, debug)
+    args = _parser().parse_args(argv)
+    args.debug = debug
+    if args.command == "materialize":
+        return _materialize(args, console)
+    if args.command == "backfill":
+        return _backfill(args, console)
+    if args.command in ("up", "down", "subscribe", "submit", "jobs"):
+        from . import cli_service
 
-            args.argv = argv
-            command = getattr(cli_service, args.command)
-            return command(args) if args.command == "subscribe" else command(args, console)
-        pipeline = _pipeline(args)
-        if args.command == "assets":
-            print(pipeline.describe())
-            return EXIT_OK
-        if args.command == "status":
-            from .api import status
-
-            frame = status(pipeline)
-        elif args.command == "vacuum":
-            from .maintenance import vacuum
-
-            frame = vacuum(
-                pipeline, select=args.select, retain_hours=args.retain_hours, dry_run=args.dry_run
-            )
-        else:
-            from .api import check_results
-
-            frame = check_results(
-                pipeline, asset=args.asset, failed=args.failed, history=args.history
-            )
-            frame = frame.select(
-                [*CHECK_COLUMNS, "ts", "run_id", "version", "scope"] if args.json else CHECK_COLUMNS
-            )
-        print(frame.write_json() if args.json else _table(frame))
+        args.argv = argv
+        command = getattr(cli_service, args.command)
+        return command(args) if args.command == "subscribe" else command(args, console)
+    pipeline = _pipeline(args)
+    if args.command == "assets":
+        print(pipeline.describe())
         return EXIT_OK
-    except LakeflowError as error:
-        print(f"lakeflow: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(
-            "lakeflow: cancelled; units in flight finished, nothing was half published",
-            file=sys.stderr,
+    if args.command == "status":
+        from .api import status
+
+        frame = status(pipeline)
+    elif args.command == "vacuum":
+        from .maintenance import vacuum
+
+        frame = vacuum(
+            pipeline, select=args.select, retain_hours=args.retain_hours, dry_run=args.dry_run
         )
-        return EXIT_INTERRUPTED
+    else:
+        from .api import check_results
+
+        frame = check_results(pipeline, asset=args.asset, failed=args.failed, history=args.history)
+        frame = frame.select(
+            [*CHECK_COLUMNS, "ts", "run_id", "version", "scope"] if args.json else CHECK_COLUMNS
+        )
+    print(frame.write_json() if args.json else _table(frame))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -265,6 +265,8 @@ def submit(args: argparse.Namespace, console: Console) -> int:
 def jobs(args: argparse.Namespace, console: Console) -> int:
     from .jobs import follow_job, job_client
 
+    if args.action != "list" and not args.job_id:  # before reaching the cluster
+        raise RequestError(f"lakeflow jobs {args.action} needs a job id")
     client = job_client(args.address)
     if args.action == "list":
         rows = [
@@ -291,8 +293,6 @@ def jobs(args: argparse.Namespace, console: Console) -> int:
             frame = frame.with_columns(pl.from_epoch("start", "ms"), pl.from_epoch("end", "ms"))
             print(_table(frame))
         return EXIT_OK
-    if not args.job_id:
-        raise RequestError(f"lakeflow jobs {args.action} needs a job id")
     try:
         if args.action == "status":
             print(str(client.get_job_status(args.job_id)).rsplit(".", 1)[-1])

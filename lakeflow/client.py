@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -14,13 +15,14 @@ from typing import Any
 
 from .actor import actor_class
 from .controller import Controller, ControllerOptions
-from .errors import LakeflowError, Superseded
+from .errors import LakeflowError, RayUnavailable, RequestError, Superseded
 from .executors import LocalExecutor
 from .lake import Lake
 
 __all__ = ["NAMESPACE", "Client", "connect", "controller_client", "controller_name", "stop"]
 
 NAMESPACE = "lakeflow"
+DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds to reach a cluster at --address
 
 
 # -- Ray -------------------------------------------------------------------------------------
@@ -30,10 +32,14 @@ def connect(
     num_cpus: int | None = None,
     object_store_memory: int | None = None,
     log_to_driver: bool = True,
+    connect_timeout: float | None = None,
 ) -> None:
     """Attach this process to Ray: one already initialized, a cluster at `address`
     (`"auto"`, `"ray://host:10001"`, `"host:6379"`), or — by default — a local Ray started for
     this process. A plain local start never joins another cluster on the machine by accident.
+
+    Raises `RayUnavailable` when Ray cannot start (after one retry) or the cluster cannot be
+    reached within `connect_timeout` seconds (default $LAKEFLOW_CONNECT_TIMEOUT, else 15).
     """
     import ray
 
@@ -47,31 +53,100 @@ def connect(
     ):
         address = "auto"  # a Ray Job's driver (`lakeflow submit`): use the job's cluster
     if address in (None, "local"):
-        # Each task here has one CPU: one polars thread per worker process, instead of a pool per
-        # process as large as the machine, all fighting over the same cores.
-        env = {"POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "1")}
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            object_store_memory=object_store_memory or 256 * 2**20,
-            log_to_driver=log_to_driver,
-            namespace=NAMESPACE,
-            runtime_env={"env_vars": env},
+        _start_local(num_cpus, object_store_memory, log_to_driver)
+        return
+    _attach(address, log_to_driver, _connect_timeout(connect_timeout))
+
+
+def _connect_timeout(given: float | None) -> float:
+    if given is not None:
+        return given
+    try:
+        return float(os.environ.get("LAKEFLOW_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT))
+    except ValueError:
+        raise RequestError(
+            f"LAKEFLOW_CONNECT_TIMEOUT={os.environ['LAKEFLOW_CONNECT_TIMEOUT']!r} is not a number"
+        ) from None
+
+
+def _start_local(
+    num_cpus: int | None, object_store_memory: int | None, log_to_driver: bool
+) -> None:
+    """A Ray for this process; a start that fails (on a loaded machine the node can time out
+    during startup) is tried once more before `RayUnavailable`."""
+    import ray
+
+    # Each task here has one CPU: one polars thread per worker process, instead of a pool per
+    # process as large as the machine, all fighting over the same cores.
+    env = {"POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "1")}
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                object_store_memory=object_store_memory or 256 * 2**20,
+                log_to_driver=log_to_driver,
+                namespace=NAMESPACE,
+                runtime_env={"env_vars": env},
+            )
+            return
+        except Exception as error:  # Ray raises plain Exception, RuntimeError, OSError here
+            ray.shutdown()  # what the failed start left behind (its processes, its session)
+            if attempt == 2:
+                raise RayUnavailable(
+                    f"could not start a local Ray (2 attempts): {_first_line(error)}",
+                    hint="a loaded machine can time the start out: try again, or attach to a "
+                    "running cluster with --address",
+                ) from error
+
+
+def _attach(address: str, log_to_driver: bool, timeout: float) -> None:
+    """Join the cluster at `address`, giving up with `RayUnavailable` after `timeout` seconds
+    (Ray itself keeps retrying an address where nothing listens for minutes)."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    host_port = address.removeprefix("ray://")
+    if address != "auto" and ":" in host_port:
+        _wait_for_port(address, host_port, deadline)
+    attempts = 3 if address.startswith("ray://") else 1
+    for attempt in range(attempts):
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
+            return
+        except Exception as error:  # a busy head's client proxy can fail to start a server
+            ray.shutdown()  # for us: try again before giving up
+            if attempt + 1 == attempts or time.monotonic() > deadline:
+                raise RayUnavailable(
+                    f"cannot attach to the Ray cluster at {address}: {_first_line(error)}",
+                    hint="is it up (cluster/local.sh status)? does RAY_AUTH_MODE match it?",
+                ) from error
+            time.sleep(2.0 * (attempt + 1))
+
+
+def _wait_for_port(address: str, host_port: str, deadline: float) -> None:
+    host, _, port = host_port.rpartition(":")
+    if not port.isdigit():
+        raise RequestError(
+            f"Ray address {address!r} has no port", hint="HOST:PORT, e.g. 10.0.0.5:6379"
         )
-    else:
-        attempts = 3 if address.startswith("ray://") else 1
-        for attempt in range(attempts):
-            try:
-                ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
-                return
-            except ConnectionError as error:  # a busy head's client proxy can fail to start a
-                if attempt + 1 == attempts:  # server for us: try again before giving up
-                    raise LakeflowError(
-                        f"cannot attach to the Ray cluster at {address}: {str(error).splitlines()[0]}",
-                        hint="is it up (cluster/local.sh status)? does RAY_AUTH_MODE match it?",
-                    ) from error
-                time.sleep(2.0 * (attempt + 1))
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=2.0).close()
+            return
+        except OSError as error:
+            if time.monotonic() + 0.5 > deadline:
+                raise RayUnavailable(
+                    f"cannot reach the Ray cluster at {address}: {error.strerror or error}",
+                    hint="is the head up? LAKEFLOW_CONNECT_TIMEOUT (seconds) waits longer",
+                ) from error
+            time.sleep(0.5)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def controller_name(lake: Lake) -> str:

@@ -8,6 +8,7 @@ user's traceback (without lakeflow's frames) as text so that it survives a trip 
 
 from __future__ import annotations
 
+import errno
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,15 +18,19 @@ from pathlib import Path
 __all__ = [
     "DefinitionError",
     "ErrorInfo",
+    "InfrastructureError",
     "LakeError",
     "LakeflowError",
     "PartitionError",
+    "RayUnavailable",
     "RequestError",
     "RunError",
     "SchemaError",
     "SelectionError",
     "Superseded",
     "UserCodeError",
+    "short_traceback",
+    "storage_failure",
     "user_code_boundary",
 ]
 
@@ -69,8 +74,24 @@ class SchemaError(LakeflowError):
     """A unit's output does not fit its table: wrong type, or columns that conflict with the table."""
 
 
-class LakeError(LakeflowError):
-    """The lake cannot be reached or read, or a commit to it failed."""
+class InfrastructureError(LakeflowError):
+    """Not the request's fault: Ray or the lake's storage failed. The same request may work later.
+
+    Catch it in a notebook to tell "try again" apart from "fix the pipeline or the request":
+
+    >>> try:
+    ...     pipeline.materialize()
+    ... except lf.InfrastructureError as error:
+    ...     print("cluster or storage trouble:", error)
+    """
+
+
+class RayUnavailable(InfrastructureError):
+    """Ray could not be started here, or the cluster at the given address could not be reached."""
+
+
+class LakeError(InfrastructureError):
+    """The lake cannot be reached or read (a corrupt log, a full disk), or a commit to it failed."""
 
 
 class Superseded(LakeError):
@@ -89,16 +110,24 @@ class RunError(LakeflowError):
 class ErrorInfo:
     """A failure as plain data: what travels from a worker to the controller and into the event log."""
 
-    kind: str  # "user" (the asset function raised), "lakeflow", "crash" (worker died), "check"
+    kind: str  # "user" (the asset function raised), "lakeflow", "crash" (worker died), "check",
+    # "infrastructure" (Ray or the lake's storage failed: a full disk, an unreachable store)
     type: str
     message: str
     traceback: str = ""
 
     @classmethod
-    def from_exception(cls, error: BaseException) -> ErrorInfo:
+    def from_exception(cls, error: BaseException, *, site: str = "") -> ErrorInfo:
+        """`site`: where the user's function is defined (`File "x.py", line 3, in f`), shown
+        instead of lakeflow's frames when the function's output was wrong (a `SchemaError`)."""
         if isinstance(error, UserCodeError):
             return cls("user", error.error_type, error.message, error.user_traceback)
-        kind = "lakeflow" if isinstance(error, LakeflowError) else "crash"
+        if isinstance(error, SchemaError) and site:
+            return cls("user", "SchemaError", str(error), f"  {site}\nSchemaError: {error}\n")
+        if isinstance(error, InfrastructureError):
+            kind = "infrastructure"
+        else:
+            kind = "lakeflow" if isinstance(error, LakeflowError) else "crash"
         return cls(
             kind, type(error).__name__, str(error), "".join(traceback.format_exception(error))
         )
@@ -117,6 +146,40 @@ class UserCodeError(LakeflowError):
         self.where = where
         super().__init__(f"{where}: {error_type}: {message}")
         self.message = message
+
+
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """What failed, when `error` (or its cause) says the storage under it failed: "no space left
+    on device", "disk quota exceeded", "read-only file system". Polars and deltalake report these
+    as a ComputeError or OSError whose text carries the OS message, without an errno."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+            return _STORAGE_ERRNOS[error.errno]
+        text = str(error).lower()
+        for what in _STORAGE_ERRNOS.values():
+            if what in text:
+                return what
+        error = error.__cause__
+    return None
+
+
+def short_traceback(text: str) -> str:
+    """The innermost frame and the cause of a formatted traceback, without its header: what a
+    command line shows by default (`--debug` shows all of it)."""
+    lines = [line for line in text.rstrip().splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("Traceback"):
+        return text.rstrip()
+    frames = [i for i, line in enumerate(lines) if line.lstrip().startswith("File ")]
+    if not frames:
+        return "\n".join(lines[1:])
+    return "\n".join(lines[frames[-1] :])
 
 
 def _user_frames(error: BaseException) -> str:

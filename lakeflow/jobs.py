@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import LakeflowError, RequestError
+from .errors import LakeflowError, RayUnavailable, RequestError
 
 __all__ = ["DEFAULT_ADDRESS", "follow_job", "job_client", "submit_job"]
 
@@ -43,7 +43,7 @@ def job_client(address: str | None) -> Any:
         return JobSubmissionClient(where)
     except Exception as error:  # the SDK raises ConnectionError / RuntimeError with a long text
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LakeflowError(
+        raise RayUnavailable(
             f"cannot reach Ray Jobs at {where}: {first}",
             hint="is the cluster up (cluster/local.sh status)? does RAY_AUTH_MODE match the cluster's?",
         ) from error

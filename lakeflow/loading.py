@@ -1,14 +1,18 @@
 """Finding a pipeline from what a user types: `pipelines/flights.py`, `pipelines.flights`, or
-either with `:name` to pick one of several pipelines in the module."""
+either with `:name` to pick one of several pipelines in the module. Whatever stops the module from
+importing (a syntax error, a NameError, a bad asset definition) comes out as a `DefinitionError`
+naming the user's file and line."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+import traceback
 from pathlib import Path
+from types import ModuleType
 
-from .errors import DefinitionError
+from .errors import DefinitionError, LakeflowError
 from .graph import Pipeline
 
 __all__ = ["load_pipeline"]
@@ -20,10 +24,7 @@ def load_pipeline(target: str) -> Pipeline:
     if location.endswith(".py") or "/" in location or Path(location).exists():
         module = _load_file(Path(location))
     else:
-        try:
-            module = importlib.import_module(location)
-        except ImportError as error:
-            raise DefinitionError(f"cannot import pipeline module {location!r}: {error}") from error
+        module = _import(location, f"pipeline module {location!r}")
     if attribute:
         found = getattr(module, attribute, None)
         if not isinstance(found, Pipeline):
@@ -56,7 +57,38 @@ def _load_file(path: Path) -> object:
     if str(root) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *paths])
     name = ".".join(parts)
+    return _import(name, f"pipeline {path} (as {name})")
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_IMPORTLIB_DIR = str(Path(importlib.__file__).resolve().parent)
+
+
+def _import(name: str, what: str) -> ModuleType:
+    """Import a pipeline module; its failures name the user's file and line, not ours."""
     try:
         return importlib.import_module(name)
-    except ImportError as error:
-        raise DefinitionError(f"cannot import pipeline {path} as {name}: {error}") from error
+    except SyntaxError as error:  # IndentationError too
+        where = f"{error.filename}:{error.lineno}" if error.lineno else str(error.filename)
+        raise DefinitionError(
+            f"cannot import {what}: {where}: {type(error).__name__}: {error.msg}",
+            hint=(error.text or "").strip() or None,
+        ) from error
+    except LakeflowError as error:  # an asset or pipeline definition refused while importing
+        raise DefinitionError(
+            f"cannot import {what}: {_user_line(error)}{error.message}", hint=error.hint
+        ) from error
+    except Exception as error:
+        raise DefinitionError(
+            f"cannot import {what}: {_user_line(error)}{type(error).__name__}: {error}"
+        ) from error
+
+
+def _user_line(error: BaseException) -> str:
+    """`file.py:12: ` for the innermost frame outside lakeflow and importlib, or nothing."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith((_PACKAGE_DIR, _IMPORTLIB_DIR, "<frozen"))
+    ]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""

@@ -29,7 +29,7 @@ from .errors import PartitionError, RequestError
 from .graph import Pipeline
 from .lake.log import TableState
 from .mappings import AllPartitions, PartitionMapping, expand_ranges
-from .partitions import Partitions
+from .partitions import FilePartitions, Partitions
 
 __all__ = [
     "AssetSnapshot",
@@ -37,6 +37,7 @@ __all__ = [
     "Plan",
     "Request",
     "build_plan",
+    "check_request",
     "default_plan",
     "partition_status",
     "snapshot",
@@ -364,6 +365,33 @@ def default_plan(pipeline: Pipeline, snapshots: Mapping[str, AssetSnapshot]) -> 
     return build_plan(pipeline, Request(select=tuple(built)), snapshots) if built else None
 
 
+def _selected(pipeline: Pipeline, request: Request) -> list[str]:
+    selected = pipeline.select(list(request.select))
+    if request.partitions is not None and not any(
+        pipeline[a].partitions.is_partitioned for a in selected
+    ):
+        raise PartitionError("partitions were given but no selected asset is partitioned")
+    return selected
+
+
+def _candidates(name: str, parts: Partitions, request: Request) -> np.ndarray:
+    try:
+        return parts.select(request.partitions)
+    except PartitionError as error:
+        raise PartitionError(f"asset {name}: {error.message}", hint=error.hint) from None
+
+
+def check_request(pipeline: Pipeline, request: Request) -> None:
+    """Refuse a request that no lake state can make right (an unknown asset, a malformed or
+    reversed partition spec, a key outside an asset's partitions) without reading the lake, so
+    that a caller can do it before it starts or reaches Ray. File partitions are left to the
+    planner: their keys live in the lake."""
+    for name in _selected(pipeline, request):
+        parts = pipeline[name].partitions
+        if not isinstance(parts, FilePartitions):
+            _candidates(name, parts, request)
+
+
 def build_plan(
     pipeline: Pipeline,
     request: Request,
@@ -382,11 +410,7 @@ def build_plan(
     mode asks for it and it holds data, it is a delete unit (`Plan.deletes`); when it holds
     none, it counts as fresh, whatever the mode (also with `force`).
     """
-    selected = pipeline.select(list(request.select))
-    if request.partitions is not None and not any(
-        pipeline[a].partitions.is_partitioned for a in selected
-    ):
-        raise PartitionError("partitions were given but no selected asset is partitioned")
+    selected = _selected(pipeline, request)
     planned: dict[str, np.ndarray] = {}  # asset -> bool mask over its partitions
     fresh: dict[str, np.ndarray] = {}
     ranges: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -394,10 +418,7 @@ def build_plan(
     for name in selected:
         definition = pipeline[name]
         parts = definition.partitions
-        try:
-            candidates = parts.select(request.partitions)
-        except PartitionError as error:
-            raise PartitionError(f"asset {name}: {error.message}", hint=error.hint) from None
+        candidates = _candidates(name, parts, request)
         run = np.zeros(len(parts), bool)
         run[candidates] = _wanted(request, name, candidates, snapshots, pipeline, failed or {})
         run[candidates] |= _stale(pipeline, name, candidates, {}, planned, only_flags=True)

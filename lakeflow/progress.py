@@ -10,7 +10,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-__all__ = ["ProgressBar"]
+from .scheduler import NOT_BUILT
+
+__all__ = ["ProgressBar", "not_built"]
+
+
+def not_built(info: Mapping[str, Any]) -> str:
+    """`1 check_failed, 3 blocked`: each cause of an unbuilt unit on its own (none: `0 failed`)."""
+    parts = [f"{int(info[k])} {k}" for k in NOT_BUILT if info.get(k)]
+    return ", ".join(parts) or "0 failed"
 
 
 def _duration(seconds: float | None) -> str:
@@ -29,13 +37,15 @@ class ProgressBar:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[failed]} failed"),
+            TextColumn("[red]{task.fields[failed]}"),
             TextColumn("{task.fields[rate]}"),
             TextColumn("{task.fields[eta]}"),
             console=self.console,
             disable=self._plain,
         )
-        self._task = self._progress.add_task(f"run {run_id}", total=None, failed=0, rate="", eta="")
+        self._task = self._progress.add_task(
+            f"run {run_id}", total=None, failed="0 failed", rate="", eta=""
+        )
         self._run_id = run_id
         self._last_line = 0.0
 
@@ -49,14 +59,14 @@ class ProgressBar:
     def update(self, info: Mapping[str, Any]) -> None:
         if not info.get("known", True):
             return
-        done = int(info["published"]) + int(info["failed"])
+        done = int(info["published"]) + sum(int(info.get(k) or 0) for k in NOT_BUILT)
         rate = float(info.get("rate") or 0.0)
         eta = _duration(info.get("eta")) if not info.get("done") else ""
         self._progress.update(
             self._task,
             completed=done,
             total=info["total"],
-            failed=info["failed"],
+            failed=not_built(info),
             rate=f"{rate:,.0f} units/s" if rate else "",
             eta=f"ETA {eta}" if eta else "",
         )
@@ -64,7 +74,7 @@ class ProgressBar:
         if self._plain and (now - self._last_line > 5 or info.get("done")):
             self._last_line = now
             self.console.print(
-                f"run {self._run_id}: {done}/{info['total']} units done, {info['failed']} failed"
+                f"run {self._run_id}: {done}/{info['total']} units done, {not_built(info)}"
                 + (f", {rate:,.0f} units/s" if rate else "")
                 + (f", ETA {eta}" if eta else "")
             )

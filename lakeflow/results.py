@@ -30,12 +30,30 @@ class RunResult:
         self.finished: float | None = data.get("finished")
         self.units: pl.DataFrame = pl.from_arrow(data["units"])  # type: ignore[assignment]
         self.errors: dict[str, str] = dict(data.get("errors") or {})
+        # "asset partition" of the units that failed because Ray or the lake's storage did
+        self.infrastructure: list[str] = list(data.get("infrastructure") or [])
 
     @property
     def ok(self) -> bool:
         """Every requested unit was published (or deleted, its inputs deleted upstream) or was
         already fresh."""
         return self.status == "succeeded" and self.failures().is_empty()
+
+    @property
+    def infrastructure_failed(self) -> bool:
+        """Every unit that failed did so because Ray or the lake's storage failed (a full disk, a
+        store out of reach), not its own code or a check: the same run may succeed later as it is.
+        Units held behind such a failure (upstream_failed) do not count against this."""
+        outcomes = set(self.failures()["outcome"].to_list())
+        failed = self.units.filter(pl.col("outcome") == "failed")
+        wheres = [
+            f"{a} {p or ''}".strip() for a, p in failed.select("asset", "partition").iter_rows()
+        ]
+        return (
+            bool(wheres)
+            and outcomes <= {"failed", "upstream_failed"}
+            and set(wheres) <= set(self.infrastructure)
+        )
 
     def counts(self) -> dict[str, int]:
         return dict(self.units.group_by("outcome").len().sort("outcome").iter_rows())
@@ -106,5 +124,19 @@ def events_result(lake: Lake, run_id: str) -> RunResult:
     )
     finished = events.filter(pl.col("kind") == "run_finished")
     status_ = finished["message"][-1] if len(finished) else "running"
-    data = {"run_id": run_id, "status": status_, "units": units.to_arrow().cast(RESULT_SCHEMA)}
+    failed = (  # each unit's last failure (a resumed run may have failed it again otherwise)
+        events.filter(pl.col("kind") == "unit_failed")
+        .group_by("asset", "partition", maintain_order=True)
+        .last()
+        .filter(pl.col("detail").str.contains('"kind": "infrastructure"', literal=True))
+    )
+    infrastructure = [
+        f"{a} {p or ''}".strip() for a, p in failed.select("asset", "partition").iter_rows()
+    ]
+    data = {
+        "run_id": run_id,
+        "status": status_,
+        "units": units.to_arrow().cast(RESULT_SCHEMA),
+        "infrastructure": infrastructure,
+    }
     return RunResult(data, lake)

@@ -25,7 +25,7 @@ from .executors import TaskLost
 from .graph import Pipeline
 from .group_commit import GroupCommits
 from .planner import Plan, Request
-from .scheduler import FINAL, RunState, UnitStatus
+from .scheduler import FINAL, NOT_BUILT, RunState, UnitStatus
 from .worker import WHOLE_TABLE_FILES, InputSpec, UnitRecord, UnitSpec
 
 if TYPE_CHECKING:
@@ -501,11 +501,11 @@ class Run:
     def progress(self) -> dict[str, Any]:
         counts = self.state.counts()
         done = counts["published"] + self.prior_count
-        failed = sum(counts[k] for k in ("failed", "upstream_failed", "check_failed", "blocked"))
+        unbuilt = {k: counts[k] for k in NOT_BUILT}  # each its own count: the causes differ
         total = self.plan.size + self.prior_count
         elapsed = max(1e-6, (self.state.finished or time.time()) - self.state.started)
-        rate = (counts["published"] + failed) / elapsed
-        remaining = total - done - failed - counts["cancelled"]
+        rate = (counts["published"] + sum(unbuilt.values())) / elapsed
+        remaining = total - done - sum(unbuilt.values()) - counts["cancelled"]
         return {
             "run_id": self.id,
             "known": True,
@@ -516,7 +516,7 @@ class Run:
             else self.outcome(),
             "total": total,
             "published": done,
-            "failed": failed,
+            **unbuilt,
             "cancelled": counts["cancelled"],
             "running": counts["running"] + counts["staged"] + counts["verifying"],
             "counts": counts,

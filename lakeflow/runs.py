@@ -18,11 +18,11 @@ import polars as pl
 import pyarrow as pa
 
 from .definition import NotImportable, PipelineRef, ResumeError, import_pipeline, reference
-from .errors import LakeError
+from .errors import RequestError
 from .events import read_events
 from .lake import Lake
 from .planner import Request
-from .scheduler import UnitStatus
+from .scheduler import NOT_BUILT, UnitStatus
 
 if TYPE_CHECKING:
     from .graph import Pipeline
@@ -98,7 +98,10 @@ def load_stored(lake: Lake, url: str, *, what: str) -> dict[str, Any]:
                 "loads: unpickling what the lake holds would run whatever code its writer put there",
                 hint="start it again with the same options; what it published is fresh and skipped",
             )
-        raise LakeError(f"{what} has no stored request in {url.rsplit('/', 1)[0]}")
+        raise RequestError(
+            f"no {what} in {lake.url}: it has no stored request in {RUNS_DIR}",
+            hint="lakeflow backfill status RUN_ID --lake ... shows the runs a lake knows",
+        )
     try:
         data = json.loads(blob)
     except ValueError as error:
@@ -265,6 +268,12 @@ def plan_result(run: Run) -> dict[str, Any]:
         errors_text[f"{asset} {pipeline[asset].partitions.key(index)}".strip()] = (
             failure.error.traceback or failure.error.message
         )
+    infrastructure = [
+        f"{asset} {pipeline[asset].partitions.key(index)}".strip()
+        for unit, failure in state.errors.items()
+        if failure.error.kind == "infrastructure"
+        for asset, index in [plan.locate(unit)]
+    ]
     return {
         "run_id": run.id,
         "status": run.outcome(),
@@ -272,6 +281,7 @@ def plan_result(run: Run) -> dict[str, Any]:
         "finished": state.finished,
         "units": units,
         "errors": errors_text,
+        "infrastructure": infrastructure,
     }
 
 
@@ -299,7 +309,7 @@ def _simple(
     }, schema=RESULT_SCHEMA)  # fmt: skip
 
 
-class UnknownRun(LakeError):
+class UnknownRun(RequestError):
     """No run with this id in the lake's event log."""
 
 
@@ -335,7 +345,9 @@ def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
     unit outcome, rate, ETA, and the failures by asset with their first error lines."""
     events = read_events(lake, run_id=run_id) if RUN_ID.match(run_id) else None
     if events is None or events.is_empty():
-        raise UnknownRun(f"no run {run_id} in the event log of {lake.url}")
+        raise UnknownRun(
+            f"no run {run_id} in the event log of {lake.url}", hint="is --lake the run's lake?"
+        )
     lifecycle = events.filter(pl.col("kind").is_in(LIFECYCLE))
     latest = lifecycle["kind"][-1] if len(lifecycle) else "run_requested"
     requested = events.filter(pl.col("kind") == "run_requested")
@@ -348,7 +360,8 @@ def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
     last = units.group_by("asset", "partition", maintain_order=True).last()
     outcome = {k: int(v) for k, v in last.group_by("kind").len().iter_rows()}
     published = outcome.get("unit_published", 0) + outcome.get("unit_deleted", 0)
-    failed = sum(outcome.get(k, 0) for k in FAILED_KINDS)
+    unbuilt = {k: outcome.get(f"unit_{k}", 0) for k in NOT_BUILT}  # each its own count
+    failed = sum(unbuilt.values())
     total = max(int(detail.get("units", 0)), len(last))
     stamps = (units if len(units) else events)["ts"]
     started: dt.datetime = stamps.min()  # type: ignore[assignment]
@@ -374,7 +387,7 @@ def run_status(lake: Lake, run_id: str) -> dict[str, Any]:
         "partitions": detail.get("partitions"),
         "total": total,
         "published": published,
-        "failed": failed,
+        **unbuilt,
         "counts": {k.removeprefix("unit_"): v for k, v in sorted(outcome.items())},
         "rate": rate,
         "eta": remaining / rate if rate > 0 else None,

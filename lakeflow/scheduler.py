@@ -24,7 +24,7 @@ from .errors import ErrorInfo
 from .mappings import expand_ranges
 from .planner import Plan
 
-__all__ = ["RunState", "UnitStatus"]
+__all__ = ["NOT_BUILT", "RunState", "UnitStatus"]
 
 
 class UnitStatus(IntEnum):
@@ -50,6 +50,8 @@ FINAL = (
     UnitStatus.CHECK_FAILED,
     UnitStatus.BLOCKED,
 )
+# Final outcomes of a unit that was not built, each counted on its own in progress and status.
+NOT_BUILT = ("failed", "upstream_failed", "check_failed", "blocked")
 _IS_FINAL = np.zeros(len(UnitStatus), bool)
 _IS_FINAL[list(FINAL)] = True
 

@@ -10,6 +10,7 @@ Data never goes back through Ray.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import OrderedDict
@@ -161,6 +162,14 @@ def _retryable(error: BaseException, pipeline: Pipeline, asset: str) -> bool:
     return not isinstance(error, SchemaError)
 
 
+def _defined_at(function: Any) -> str:
+    """Where a user's function is defined, as a traceback frame line (for errors in its output)."""
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    if code is None:
+        return ""
+    return f'File "{code.co_filename}", line {code.co_firstlineno}, in {code.co_name}'
+
+
 def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
     """Compute, stage and audit one unit; never raises for the unit's own failures."""
     started = time.time()
@@ -210,7 +219,8 @@ def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: s
         return UnitRecord(
             unit.asset, unit.index, unit.key, unit.attempt,
             started=started, seconds=time.perf_counter() - clock,
-            error=ErrorInfo.from_exception(wrapped), retryable=_retryable(wrapped, pipeline, unit.asset),
+            error=ErrorInfo.from_exception(wrapped, site=_defined_at(definition.fn)),
+            retryable=_retryable(wrapped, pipeline, unit.asset),
         )  # fmt: skip
     return UnitRecord(
         unit.asset, unit.index, unit.key, unit.attempt,

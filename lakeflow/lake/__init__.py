@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from ..errors import LakeError
+from ..errors import LakeError, RequestError
 from ..secrets import resolve_options
 
 __all__ = ["Lake"]
@@ -46,7 +46,7 @@ class Lake:
         parsed = urlparse(url)
         if parsed.scheme in ("s3", "s3a"):
             if not parsed.netloc:
-                raise LakeError(f"lake URL {url!r} names no bucket")
+                raise RequestError(f"lake URL {url!r} names no bucket", hint="s3://bucket/prefix")
             url = f"s3://{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
             env = {k: os.environ[k] for k in _S3_ENV if k in os.environ}
             options = {**env, **resolve_options(self.storage_options)}
@@ -55,7 +55,7 @@ class Lake:
             url = str(Path(path).expanduser().resolve())
             options = resolve_options(self.storage_options)
         else:
-            raise LakeError(
+            raise RequestError(
                 f"unsupported lake URL {url!r}", hint="use a local path or s3://bucket/prefix"
             )
         object.__setattr__(self, "url", url)
@@ -187,6 +187,13 @@ class Lake:
             raise LakeError(
                 f"the bucket of the lake {self.url} does not exist", hint="create it first"
             )
+
+    def storage_failed(self, what: str, *, writing: str) -> LakeError:
+        """The lake's storage refused a write: `what` is "no space left on device" or the like."""
+        return LakeError(
+            f"the lake's storage at {self.url} failed: {what} (writing {writing})",
+            hint="free space on it or grow it, then run again; nothing was committed",
+        )
 
     def unreachable(self, error: BaseException) -> LakeError:
         endpoint = self.storage_options.get("AWS_ENDPOINT_URL", "")

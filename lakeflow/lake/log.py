@@ -143,6 +143,21 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
     )
 
 
+def _unreadable_commit(lake: Lake, url: str) -> str | None:
+    """The first commit file of a table's log that is not JSON lines, and why; None if all are."""
+    log = f"{url}/_delta_log"
+    for name in sorted(n for n in lake.list_dir(log) if n.endswith(".json")):
+        data = lake.read_bytes(f"{log}/{name}") or b""
+        for number, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except ValueError as error:
+                return f"{log}/{name} line {number} is not JSON ({error})"
+    return None
+
+
 @dataclass
 class TableState:
     """A table as of `version` (-1: the table does not exist yet)."""
@@ -182,6 +197,12 @@ class TableState:
         except Exception as error:  # deltalake wraps I/O failures in its own types
             if "not a delta table" in str(error).lower() or "no files in log" in str(error).lower():
                 return state
+            broken = _unreadable_commit(lake, url)
+            if broken is not None:
+                raise LakeError(
+                    f"the log of table {url} is corrupt: {broken}",
+                    hint="restore that file from a backup, or drop the table to rebuild it",
+                ) from error
             raise lake.unreachable(error) from error
         state.handle = handle
         partition_columns = handle.metadata().partition_columns

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import Schema as DeltaSchema
 
-from ..errors import SchemaError
+from ..errors import SchemaError, storage_failure
 from . import Lake
 
 __all__ = ["StagedFile", "check_schema", "delta_type_map", "normalize_output", "stage_output"]
@@ -261,10 +261,22 @@ def stage_output(
     options = lake.delta_options() if lake.is_s3 else None
     if not lake.is_s3:
         os.makedirs(os.path.dirname(uri), exist_ok=True)
-    if isinstance(frame, pl.DataFrame):  # already in memory: write it, no streaming engine
-        frame.write_parquet(uri, storage_options=options, compression=compression, statistics=True)
-    else:  # lazy: stream it, whatever its size
-        frame.sink_parquet(uri, storage_options=options, compression=compression, statistics=True)
+    try:
+        if isinstance(frame, pl.DataFrame):  # already in memory: write it, no streaming engine
+            frame.write_parquet(
+                uri, storage_options=options, compression=compression, statistics=True
+            )
+        else:  # lazy: stream it, whatever its size
+            frame.sink_parquet(
+                uri, storage_options=options, compression=compression, statistics=True
+            )
+    except Exception as error:
+        _discard(lake, uri)  # a partial file holds the space the event log and retries need
+        what = storage_failure(error)
+        if what is None:
+            raise  # the user's lazy query failed: theirs to see
+        table = table_url.removeprefix(f"{lake.url}/")
+        raise lake.storage_failed(what, writing=f"{table}/{relative}") from error
     fs = lake.filesystem()
     path = lake.path(uri)
     with fs.open_input_file(path) as handle:
@@ -273,6 +285,14 @@ def stage_output(
     return StagedFile(
         relative, size, metadata.num_rows, delta_stats(metadata), int(time.time() * 1000)
     )
+
+
+def _discard(lake: Lake, uri: str) -> None:
+    """Remove what a failed write left, if anything; a failure to do so is not the news."""
+    try:
+        lake.filesystem().delete_file(lake.path(uri))
+    except Exception:
+        pass
 
 
 def quarantine_files(
