@@ -18,13 +18,12 @@ from .assets import AssetDef
 from .client import connect, controller_client, stop
 from .controller import ControllerOptions
 from .definition import reference
-from .errors import RequestError
 from .graph import Pipeline
 from .lake import Lake
 from .planner import Request, build_plan, check_request
 from .progress import not_built
 from .results import RunResult, events_result
-from .runs import RUNS_DIR, cancel_marker, failed_partitions, run_status
+from .runs import RUNS_DIR, cancel_marker, failed_partitions, load_stored, run_status
 from .scheduler import RunState
 from .snapshots import needed, read_snapshots
 from .status import as_pipeline, check_results, status
@@ -370,10 +369,8 @@ def resume(
     the pipeline's definition hash differs from the stored one, unless `accept_changed_code`.
     A pipeline defined in a notebook can only be resumed by the controller that ran it."""
     where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
-    if not where.exists(f"{where.url}/{RUNS_DIR}/{run_id}.json"):  # before Ray starts for nothing
-        raise RequestError(
-            f"no run {run_id} to resume in {where.url}", hint="is --lake the run's lake?"
-        )
+    # an unknown run, or one stored as a pickle, is refused before Ray starts for nothing
+    load_stored(where, f"{where.url}/{RUNS_DIR}/{run_id}.json", what=f"run {run_id}")
     client = controller_client(where, executor, options, address)
     client.call("resume", run_id, accept_changed_code)
     handle = RunHandle(client, run_id, where)
