@@ -20,7 +20,7 @@ from .errors import DefinitionError
 from .mappings import AllPartitions, PartitionMapping
 from .partitions import Partition, Partitions, Unpartitioned
 
-__all__ = ["AssetDef", "Context", "Resources", "RetryPolicy", "asset", "source"]
+__all__ = ["DEFAULT_RETRY", "AssetDef", "Context", "Resources", "RetryPolicy", "asset", "source"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CONTEXT_PARAMS = ("ctx", "context")
@@ -30,9 +30,13 @@ CONTEXT_PARAMS = ("ctx", "context")
 class RetryPolicy:
     """How often a unit is tried and how long to wait between tries.
 
-    `attempts` counts every try (1 = no retry). A worker crash is always retryable; an exception
-    raised by the asset function is retried only if it is an instance of `retry_on` (every
-    exception when `retry_on` is None).
+    `attempts` counts every try (1 = no retry). Infrastructure failures (a worker or node lost,
+    the object store, the lake's transient errors) are always retryable; an exception raised by
+    the asset function (or its timeout, a `TimeoutError`) is retried only if it is an instance of
+    `retry_on` (every exception when `retry_on` is None, nothing when it is `()`).
+
+    An asset declared without `retry=` gets `DEFAULT_RETRY`: infrastructure failures are tried
+    up to 3 times, its own errors once (a `KeyError` fails the same way on every try).
 
     >>> RetryPolicy(attempts=3, backoff=0.5, retry_on=(TimeoutError,))
     """
@@ -56,6 +60,9 @@ class RetryPolicy:
     def retries(self, error: BaseException) -> bool:
         """Whether this policy retries a unit whose function raised `error`."""
         return self.retry_on is None or isinstance(error, self.retry_on)
+
+
+DEFAULT_RETRY = RetryPolicy(attempts=3, retry_on=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +189,8 @@ def asset(
     - inputs: parameters named after upstream assets; `inputs=` sets their partition mappings.
     - deps: upstream assets that must be fresh first but are not passed to the function.
     - code_version: defaults to a hash of the function's source.
-    - retry: a `RetryPolicy`, or an int number of attempts.
+    - retry: a `RetryPolicy`, or an int number of attempts (for any exception). Without it,
+      only infrastructure failures are retried (up to 3 attempts), never the function's errors.
     - checks: rules on each unit's output, run before it is published (`lf.not_null(...)`,
       `lf.gx_suite(...)`, ...); an `error` check that fails keeps the unit unpublished and holds
       its consumers. Checks with scope="table" run on the published table after each commit.
@@ -236,7 +244,7 @@ def asset(
                     f"asset {asset_name}: inputs[{upstream!r}] is not a partition mapping"
                 )
             mappings[upstream] = mapping
-        policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or RetryPolicy())
+        policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or DEFAULT_RETRY)
         if automation is not None and not hasattr(automation, "require"):
             raise DefinitionError(
                 f"asset {asset_name}: automation must be lf.on_upstream_commit(...), not {automation!r}"
