@@ -7,15 +7,14 @@ of exactly the mapped upstream partitions. A parameter named `ctx` or `context` 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import re
-import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .code_version import code_version as default_code_version
 from .errors import DefinitionError
 from .mappings import AllPartitions, PartitionMapping
 from .partitions import Partition, Partitions, Unpartitioned
@@ -101,15 +100,6 @@ class Context:
     log: logging.Logger
 
 
-def _source_hash(fn: Callable[..., Any]) -> str:
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        code = fn.__code__
-        source = repr((code.co_code, code.co_consts, code.co_names))
-    return hashlib.sha256(source.encode()).hexdigest()[:12]
-
-
 @dataclass(frozen=True)
 class AssetDef:
     """An asset: a named Delta table, the function computing it and its policies.
@@ -188,7 +178,8 @@ def asset(
 
     - inputs: parameters named after upstream assets; `inputs=` sets their partition mappings.
     - deps: upstream assets that must be fresh first but are not passed to the function.
-    - code_version: defaults to a hash of the function's source.
+    - code_version: defaults to a hash of the function's source and of the helpers and constants
+      it reaches in its module (see `lakeflow.code_version`).
     - retry: a `RetryPolicy`, or an int number of attempts (for any exception). Without it,
       only infrastructure failures are retried (up to 3 attempts), never the function's errors.
     - checks: rules on each unit's output, run before it is published (`lf.not_null(...)`,
@@ -265,7 +256,7 @@ def asset(
             inputs=mappings,
             data_inputs=tuple(data_inputs),
             context_param=context_param,
-            code_version=code_version or _source_hash(function),
+            code_version=code_version or default_code_version(function),
             retry=policy,
             resources=resources or Resources(),
             checks=tuple(checks),

@@ -13,7 +13,7 @@ from .assets import AssetDef
 from .events import read_events
 from .graph import Pipeline
 from .lake import Lake
-from .planner import DELETED, FRESH, MISSING, STALE, partition_status
+from .planner import DELETED, FRESH, MISSING, STALE, AssetSnapshot, partition_status
 from .snapshots import open_table, read_snapshots
 
 __all__ = ["as_pipeline", "check_frame", "check_results", "status"]
@@ -95,11 +95,12 @@ def status(
         counts = {k: int((category == k).sum()) for k in COUNTS}
         rows.append({
             "asset": name, "partitions": len(codes), **counts,
+            "code_changed": _code_changed(pipeline[name], snapshots[name]),
             "to_run": 0 if pipeline[name].source else int(np.isin(codes, [STALE, MISSING]).sum()),
             "version": states[name].version if states[name].exists else None,
             "last_publish": datetime.fromtimestamp(max(published) / 1000, UTC) if published else None,
         })  # fmt: skip
-    counts_schema = dict.fromkeys(("partitions", *COUNTS, "to_run"), pl.Int64)
+    counts_schema = dict.fromkeys(("partitions", *COUNTS, "code_changed", "to_run"), pl.Int64)
     return pl.DataFrame(
         rows,
         schema={
@@ -109,6 +110,15 @@ def status(
             "last_publish": pl.Datetime("us", "UTC"),
         },
     )
+
+
+def _code_changed(definition: AssetDef, snap: AssetSnapshot) -> int:
+    """Partitions holding data that lakeflow published with another code version than the
+    asset's current one (they are stale, unless their inputs were deleted upstream)."""
+    if definition.source:
+        return 0
+    published = snap.present & (snap.code != "")
+    return int((published & (snap.code != definition.code_version)).sum())
 
 
 def _held_partitions(lake: Lake) -> dict[str, dict[str, list[str]]]:
