@@ -122,6 +122,7 @@ class AssetDef:
     on_fail: Literal["hold", "rollback"] = "hold"
     compression: str = "snappy"
     automation: Any = None  # an `OnUpstreamCommit` policy: run when upstream tables change
+    timeout: float | None = None  # seconds one unit may run before it is cancelled
     source: bool = False  # a table someone else writes; lakeflow watches it, never writes it
     url: str | None = None  # where the table lives when not at <lake>/<name> (sources)
 
@@ -169,6 +170,7 @@ def asset(
     on_fail: Literal["hold", "rollback"] = "hold",
     compression: Literal["snappy", "zstd", "lz4", "gzip", "uncompressed"] = "snappy",
     automation: Any = None,
+    timeout: float | None = None,
 ) -> Any:
     """Declare an asset. Use bare (`@asset`) or with options (`@asset(partitions=daily)`).
 
@@ -189,6 +191,9 @@ def asset(
       the table to the version before the commit.
     - compression: of the Parquet files; snappy (the Delta convention: fast) by default, zstd for
       smaller files at more CPU.
+    - timeout: seconds one unit may run; past it the unit's task is cancelled (on Ray its worker
+      process is killed) and the attempt fails with a TimeoutError, retried only if the retry
+      policy names it. Default: the pipeline's `timeout=`, else none.
     - automation: `lf.on_upstream_commit(...)` re-materializes the partitions an upstream commit
       changed while `lakeflow up` runs.
     """
@@ -236,6 +241,10 @@ def asset(
                 )
             mappings[upstream] = mapping
         policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or DEFAULT_RETRY)
+        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+            raise DefinitionError(
+                f"asset {asset_name}: timeout must be a positive number of seconds, got {timeout!r}"
+            )
         if automation is not None and not hasattr(automation, "require"):
             raise DefinitionError(
                 f"asset {asset_name}: automation must be lf.on_upstream_commit(...), not {automation!r}"
@@ -265,6 +274,7 @@ def asset(
             on_fail=on_fail,
             compression=compression,
             automation=automation,
+            timeout=float(timeout) if timeout is not None else None,
         )
 
     return build(fn) if fn is not None else build

@@ -179,6 +179,7 @@ def _pipeline(args: argparse.Namespace) -> Any:
             storage_options=pipeline.storage_options,
             name=pipeline.name,
             triggers=pipeline.triggers,
+            timeout=pipeline.timeout,
         )
     return pipeline
 

@@ -52,8 +52,14 @@ class Pipeline:
         storage_options: Mapping[str, str] | None = None,
         name: str = "pipeline",
         triggers: Iterable[Any] = (),
+        timeout: float | None = None,
     ) -> None:
         self.name = name
+        if timeout is not None and not timeout > 0:
+            raise DefinitionError(
+                f"pipeline timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        self.timeout = timeout  # seconds a unit may run, for assets that set no timeout
         self.triggers = tuple(triggers)  # schedules and publish callbacks, run by `lakeflow up`
         self.lake = str(lake)
         self.storage_options = dict(storage_options or {})
@@ -149,6 +155,11 @@ class Pipeline:
                     seen.add(node)
                     stack.append(node)
         return seen
+
+    def timeout_of(self, name: str) -> float | None:
+        """Seconds one unit of `name` may run: its own `timeout=`, else the pipeline's."""
+        own = self[name].timeout
+        return own if own is not None else self.timeout
 
     def select(self, selection: str | Sequence[str] | None = None) -> list[str]:
         """Asset names a selection names, in topological order.

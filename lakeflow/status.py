@@ -36,6 +36,7 @@ def as_pipeline(
             storage_options=storage_options or target.storage_options,
             name=target.name,
             triggers=target.triggers,
+            timeout=target.timeout,
         )
     assets = list(target)
     if not assets:
