@@ -79,10 +79,10 @@ def test_a_pipeline_default_timeout_on_the_local_executor(lake, control):
     assert "TimeoutError" in rows["slow"][2]
     (control / "hold-sometimes").unlink()  # the abandoned threads finish and stage their files
     assert calls.count("slow") == 2
-    slow_files = lambda: [
-        p for p in (Path(lake) / "sometimes").rglob("*.parquet") if "slow" in str(p)
-    ]  # noqa: E731
-    _eventually(lambda: len(slow_files()) == 2)  # the abandoned attempts wrote their files...
+    table = Path(lake) / "sometimes"
+    _eventually(
+        lambda: len([p for p in table.rglob("*.parquet") if "slow" in str(p)]) == 2
+    )  # the abandoned attempts wrote their files...
     assert pl.read_delta(f"{lake}/sometimes")["partition"].to_list() == ["quick"]  # ...uncommitted
 
 
