@@ -145,8 +145,17 @@ class Run:
         await self._finish()
 
     def _fail_unrunnable(self) -> None:
-        """Units that cannot start: resources no node has, inputs that are not materialized."""
+        """Units that cannot start: resources no node has, inputs that are not materialized.
+        Also logs the units the plan left waiting (inputs outside the request)."""
         plan, state = self.plan, self.state
+        for waiting in plan.waiting:
+            up = self.pipeline[waiting.upstream]
+            where = f"{waiting.upstream} {up.partitions.key(waiting.upstream_index)}"
+            self.host.events.emit(Event(
+                self.id, "unit_waiting", asset=waiting.asset,
+                partition=self.pipeline[waiting.asset].partitions.key(waiting.index),
+                message=f"input {where} is not materialized and lies outside the requested partitions",
+            ))  # fmt: skip
         for j, asset in enumerate(plan.assets):
             reason = self.host.executor.infeasible(self.pipeline[asset].resources.ray_options())
             if reason is None:
