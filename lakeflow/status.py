@@ -67,7 +67,9 @@ def status(
     """Per asset, each partition counted once: published (fresh), stale, failed, check_failed
     (a blocking check failed), blocked (held behind a failed check), upstream_failed (held
     behind a failed unit), missing, deleted (no data and nothing to build it from: deleted
-    upstream, or emptied by its producer for a source); `to_run`, the partitions a backfill with
+    upstream, or emptied by its producer for a source); `code_changed`, the partitions holding
+    data that lakeflow published with another code version than the asset's current one (not
+    counted apart: they are also among the stale); `to_run`, the partitions a backfill with
     no `only` would run now (what `backfill --dry-run` counts); the table version and the last
     publish time.
 
