@@ -38,7 +38,8 @@ def _suggest(name: str, known: Iterable[str]) -> str | None:
 
 
 class Pipeline:
-    """A set of assets living in one lake.
+    """A set of assets living in one lake. `timeout=` (seconds) applies to the units of every
+    asset that sets no `timeout=` of its own.
 
     >>> pipeline = Pipeline([flights, delays, monthly], lake="./lake")
     >>> pipeline.materialize(select="delays+", partitions="2013-01-01..2013-01-31")
