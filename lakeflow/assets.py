@@ -7,20 +7,19 @@ of exactly the mapped upstream partitions. A parameter named `ctx` or `context` 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import keyword
 import logging
-import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .code_version import code_version as default_code_version
 from .errors import DefinitionError
 from .mappings import AllPartitions, PartitionMapping
 from .partitions import Partition, Partitions, Unpartitioned
 
-__all__ = ["AssetDef", "Context", "Resources", "RetryPolicy", "asset", "source"]
+__all__ = ["DEFAULT_RETRY", "AssetDef", "Context", "Resources", "RetryPolicy", "asset", "source"]
 
 
 def _is_name(name: str) -> bool:
@@ -35,9 +34,13 @@ CONTEXT_PARAMS = ("ctx", "context")
 class RetryPolicy:
     """How often a unit is tried and how long to wait between tries.
 
-    `attempts` counts every try (1 = no retry). A worker crash is always retryable; an exception
-    raised by the asset function is retried only if it is an instance of `retry_on` (every
-    exception when `retry_on` is None).
+    `attempts` counts every try (1 = no retry). Infrastructure failures (a worker or node lost,
+    the object store, the lake's transient errors) are always retryable; an exception raised by
+    the asset function (or its timeout, a `TimeoutError`) is retried only if it is an instance of
+    `retry_on` (every exception when `retry_on` is None, nothing when it is `()`).
+
+    An asset declared without `retry=` gets `DEFAULT_RETRY`: infrastructure failures are tried
+    up to 3 times, its own errors once (a `KeyError` fails the same way on every try).
 
     >>> RetryPolicy(attempts=3, backoff=0.5, retry_on=(TimeoutError,))
     """
@@ -61,6 +64,9 @@ class RetryPolicy:
     def retries(self, error: BaseException) -> bool:
         """Whether this policy retries a unit whose function raised `error`."""
         return self.retry_on is None or isinstance(error, self.retry_on)
+
+
+DEFAULT_RETRY = RetryPolicy(attempts=3, retry_on=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +105,6 @@ class Context:
     log: logging.Logger
 
 
-def _source_hash(fn: Callable[..., Any]) -> str:
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        code = fn.__code__
-        source = repr((code.co_code, code.co_consts, code.co_names))
-    return hashlib.sha256(source.encode()).hexdigest()[:12]
-
-
 @dataclass(frozen=True)
 class AssetDef:
     """An asset: a named Delta table, the function computing it and its policies.
@@ -130,6 +127,7 @@ class AssetDef:
     on_fail: Literal["hold", "rollback"] = "hold"
     compression: str = "snappy"
     automation: Any = None  # an `OnUpstreamCommit` policy: run when upstream tables change
+    timeout: float | None = None  # seconds one unit may run before it is cancelled
     source: bool = False  # a table someone else writes; lakeflow watches it, never writes it
     url: str | None = None  # where the table lives when not at <lake>/<name> (sources)
 
@@ -177,6 +175,7 @@ def asset(
     on_fail: Literal["hold", "rollback"] = "hold",
     compression: Literal["snappy", "zstd", "lz4", "gzip", "uncompressed"] = "snappy",
     automation: Any = None,
+    timeout: float | None = None,
 ) -> Any:
     """Declare an asset. Use bare (`@asset`) or with options (`@asset(partitions=daily)`).
 
@@ -186,8 +185,10 @@ def asset(
 
     - inputs: parameters named after upstream assets; `inputs=` sets their partition mappings.
     - deps: upstream assets that must be fresh first but are not passed to the function.
-    - code_version: defaults to a hash of the function's source.
-    - retry: a `RetryPolicy`, or an int number of attempts.
+    - code_version: defaults to a hash of the function's source and of the helpers and constants
+      it reaches in its module (see `lakeflow.code_version`).
+    - retry: a `RetryPolicy`, or an int number of attempts (for any exception). Without it,
+      only infrastructure failures are retried (up to 3 attempts), never the function's errors.
     - checks: rules on each unit's output, run before it is published (`lf.not_null(...)`,
       `lf.gx_suite(...)`, ...); an `error` check that fails keeps the unit unpublished and holds
       its consumers. Checks with scope="table" run on the version each commit would make,
@@ -197,6 +198,9 @@ def asset(
       waiting, "rollback" also restores the version before the commit.
     - compression: of the Parquet files; snappy (the Delta convention: fast) by default, zstd for
       smaller files at more CPU.
+    - timeout: seconds one unit may run; past it the unit's task is cancelled (on Ray its worker
+      process is killed) and the attempt fails with a TimeoutError, retried only if the retry
+      policy names it. Default: the pipeline's `timeout=`, else none.
     - automation: `lf.on_upstream_commit(...)` re-materializes the partitions an upstream commit
       changed while `lakeflow up` runs.
     """
@@ -243,7 +247,11 @@ def asset(
                     f"asset {asset_name}: inputs[{upstream!r}] is not a partition mapping"
                 )
             mappings[upstream] = mapping
-        policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or RetryPolicy())
+        policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or DEFAULT_RETRY)
+        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+            raise DefinitionError(
+                f"asset {asset_name}: timeout must be a positive number of seconds, got {timeout!r}"
+            )
         if automation is not None and not hasattr(automation, "require"):
             raise DefinitionError(
                 f"asset {asset_name}: automation must be lf.on_upstream_commit(...), not {automation!r}"
@@ -264,7 +272,7 @@ def asset(
             inputs=mappings,
             data_inputs=tuple(data_inputs),
             context_param=context_param,
-            code_version=code_version or _source_hash(function),
+            code_version=code_version or default_code_version(function),
             retry=policy,
             resources=resources or Resources(),
             checks=tuple(checks),
@@ -273,6 +281,7 @@ def asset(
             on_fail=on_fail,
             compression=compression,
             automation=automation,
+            timeout=float(timeout) if timeout is not None else None,
         )
 
     return build(fn) if fn is not None else build

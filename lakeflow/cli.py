@@ -237,6 +237,8 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(summary))
         return _exit(result)
     console.print(result.summary(), highlight=False)
+    for asset, partition, why in result.waiting().head(10).iter_rows():
+        console.print(f"{asset} {partition} waiting: {why}", highlight=False)
     failures = result.failures()
     if not failures.is_empty():
         if failures.height <= 20:

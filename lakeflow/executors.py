@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .checks import CheckResult
@@ -17,11 +18,52 @@ from .worker import UnitRecord, UnitSpec, execute_units, ray_table_task, ray_tas
 if TYPE_CHECKING:
     from .graph import Pipeline
 
-__all__ = ["Executor", "LocalExecutor", "RayExecutor", "TaskLost"]
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "TaskLost", "TaskTimedOut"]
 
 
 class TaskLost(Exception):
     """A task died without reporting (worker process crash, node loss). Its units may be retried."""
+
+
+class TaskTimedOut(Exception):
+    """A task ran past its budget (the asset's timeout times its units) and was given up on."""
+
+    def __init__(self, budget: float, units: int) -> None:
+        self.budget = budget
+        self.units = units
+        super().__init__(f"the task of {units} unit(s) ran past its budget of {budget:g}s")
+
+
+def _budget(pipeline: Pipeline, asset: str, units: Sequence[UnitSpec]) -> float | None:
+    """Seconds a task may run: the asset's timeout per unit, times its units."""
+    timeout = pipeline.timeout_of(asset)
+    return timeout * len(units) if timeout is not None else None
+
+
+async def _in_daemon_thread(work: Callable[[], Any], budget: float) -> Any:
+    """Run `work` in a daemon thread, waiting `budget` seconds at most. A thread cannot be
+    killed: past the budget it is abandoned (a daemon thread keeps no process alive, unlike the
+    default executor's threads, which `asyncio.run` waits for on exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Any, error: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(outcome)
+
+    def body() -> None:
+        try:
+            outcome, error = work(), None
+        except BaseException as raised:  # handed to the awaiting task
+            outcome, error = None, raised
+        if not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(settle, outcome, error)
+            except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+                pass
+
+    threading.Thread(target=body, name="lakeflow-unit", daemon=True).start()
+    return await asyncio.wait_for(future, budget)
 
 
 class Executor(Protocol):
@@ -46,7 +88,8 @@ class Executor(Protocol):
         asset: str,
         units: Sequence[UnitSpec],
     ) -> list[UnitRecord]:
-        """Run one task; raises `TaskLost` if the task died."""
+        """Run one task; raises `TaskLost` if the task died, `TaskTimedOut` (having cancelled
+        it where it can) if it ran past `pipeline.timeout_of(asset)` seconds per unit."""
 
     async def audit_group(
         self, lake: Lake, handle: Any, pipeline: Pipeline, spec: TableAudit
@@ -61,7 +104,10 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Threads in this process: for tests, notebooks without a cluster, and debugging."""
+    """Threads in this process: for tests, notebooks without a cluster, and debugging.
+
+    A task past its timeout cannot be stopped here (Python cannot kill a thread): its units fail
+    with a TimeoutError and the thread is abandoned; what it stages later is never committed."""
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads or max(1, os.cpu_count() or 1)
@@ -79,7 +125,15 @@ class LocalExecutor:
         return None  # threads here ignore resource requests
 
     async def run(self, lake, run_id, handle, pipeline, asset, units):
-        return await asyncio.to_thread(execute_units, lake, run_id, pipeline, units)
+        budget = _budget(pipeline, asset, units)
+        if budget is None:
+            return await asyncio.to_thread(execute_units, lake, run_id, pipeline, units)
+        try:
+            return await _in_daemon_thread(
+                lambda: execute_units(lake, run_id, pipeline, units), budget
+            )
+        except TimeoutError:
+            raise TaskTimedOut(budget, len(units)) from None
 
     async def audit_group(self, lake, handle, pipeline, spec):
         checks = pipeline.assets[spec.asset].table_checks
@@ -136,7 +190,17 @@ class RayExecutor:
         task = self._remote.options(name=f"lakeflow:{asset}", max_retries=0, **options)
         wire = [(u.index, u.attempt, u.inputs) for u in units]
         try:
-            records = await task.remote(lake, run_id, key, box, asset, units[0].table_schema, wire)
+            ref = task.remote(lake, run_id, key, box, asset, units[0].table_schema, wire)
+            budget = _budget(pipeline, asset, units)
+            if budget is None:
+                records = await ref
+            else:
+                try:
+                    records = await asyncio.wait_for(asyncio.wrap_future(ref.future()), budget)
+                except TimeoutError:
+                    # kill the worker process: a hung function holds its slot (and maybe a lock)
+                    self._ray.cancel(ref, force=True)
+                    raise TaskTimedOut(budget, len(units)) from None
         except self._ray.exceptions.RayError as error:
             text = str(error).strip()
             raise TaskLost(

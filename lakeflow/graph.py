@@ -51,7 +51,8 @@ def _caller_module() -> str | None:
 
 
 class Pipeline:
-    """A set of assets living in one lake.
+    """A set of assets living in one lake. `timeout=` (seconds) applies to the units of every
+    asset that sets no `timeout=` of its own.
 
     >>> pipeline = Pipeline([flights, delays, monthly], lake="./lake")
     >>> pipeline.materialize(select="delays+", partitions="2013-01-01..2013-01-31")
@@ -65,8 +66,14 @@ class Pipeline:
         storage_options: Mapping[str, StorageOption] | None = None,
         name: str = "pipeline",
         triggers: Iterable[Any] = (),
+        timeout: float | None = None,
     ) -> None:
         self.name = name
+        if timeout is not None and not timeout > 0:
+            raise DefinitionError(
+                f"pipeline timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        self.timeout = timeout  # seconds a unit may run, for assets that set no timeout
         self.triggers = tuple(triggers)  # schedules and publish callbacks, run by `lakeflow up`
         self.lake = str(lake)
         # literal values or `lf.EnvVar` references, resolved by whoever opens the lake
@@ -104,6 +111,7 @@ class Pipeline:
             storage_options=self.storage_options if storage_options is None else storage_options,
             name=self.name,
             triggers=self.triggers,
+            timeout=self.timeout,
         )
         other.defined_in = self.defined_in
         if "_reference" in self.__dict__:
@@ -181,6 +189,11 @@ class Pipeline:
                     seen.add(node)
                     stack.append(node)
         return seen
+
+    def timeout_of(self, name: str) -> float | None:
+        """Seconds one unit of `name` may run: its own `timeout=`, else the pipeline's."""
+        own = self[name].timeout
+        return own if own is not None else self.timeout
 
     def select(self, selection: str | Sequence[str] | None = None) -> list[str]:
         """Asset names a selection names, in topological order.

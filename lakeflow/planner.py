@@ -158,6 +158,9 @@ class Plan:
     missing: tuple[MissingInput, ...] = ()  # the first 1,000, with the input each lacks
     unready: np.ndarray | None = None  # every unit that lacks an input (unit ids, sorted)
     order: str = "oldest"
+    # units left out: an input partition they need is missing and outside the request (a roll-up
+    # or lookback window reaching past the requested span), or is itself such a unit
+    waiting: tuple[MissingInput, ...] = ()
     selected: tuple[str, ...] = field(default=())
     deletes: np.ndarray | None = None  # bool per unit: remove the partition's data, build nothing
 
@@ -392,6 +395,54 @@ def check_request(pipeline: Pipeline, request: Request) -> None:
             _candidates(name, parts, request)
 
 
+def _waiting(
+    pipeline: Pipeline,
+    request: Request,
+    name: str,
+    run: np.ndarray,
+    snapshots: Mapping[str, AssetSnapshot],
+    planned: Mapping[str, np.ndarray],
+    waiting: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, list[MissingInput]]:
+    """The units of `name` in `run` that wait rather than fail: every input partition they miss
+    lies outside the requested partitions (a monthly roll-up of a request for three of its days,
+    a lookback reaching before the span) or is a unit that waits itself. Selecting more assets
+    would not build those partitions; a later run whose request covers them will. Returns a mask
+    over the asset's partitions and, per waiting unit, the first partition it waits for."""
+    parts = pipeline[name].partitions
+    units = np.flatnonzero(run)
+    out = np.zeros(len(parts), bool)
+    if len(units) == 0:
+        return out, []
+    inside_gap = np.zeros(len(units), bool)
+    outside_gap = np.zeros(len(units), bool)
+    first: dict[int, MissingInput] = {}
+    for edge in pipeline.upstream(name):
+        up = pipeline[edge.up].partitions
+        if edge.up == name or (isinstance(edge.mapping, AllPartitions) and up.is_partitioned):
+            continue  # its own earlier partitions, lookups in a whole table: never missing
+        snap = snapshots[edge.up]
+        none = np.zeros(len(up), bool)
+        gap = ~(snap.present | planned.get(edge.up, none) | (snap.touched >= 0))
+        outside = np.ones(len(up), bool)
+        try:
+            outside[up.select(request.partitions)] = False
+        except PartitionError:  # the request does not speak of these partitions: all inside
+            outside[:] = False
+        outside |= waiting.get(edge.up, none)
+        lo, hi = edge.mapping.ranges(parts, up, units)
+        inside_gap |= _range_count(gap & ~outside, lo, hi) > 0
+        beyond = gap & outside
+        hits = _range_count(beyond, lo, hi) > 0
+        for pos in np.flatnonzero(hits & ~outside_gap)[:1000].tolist():
+            at = int(lo[pos]) + int(np.flatnonzero(beyond[lo[pos] : hi[pos]])[0])
+            first[pos] = MissingInput(name, int(units[pos]), edge.up, at)
+        outside_gap |= hits
+    waits = outside_gap & ~inside_gap
+    out[units[waits]] = True
+    return out, [first[p] for p in np.flatnonzero(waits).tolist() if p in first]
+
+
 def build_plan(
     pipeline: Pipeline,
     request: Request,
@@ -415,6 +466,8 @@ def build_plan(
     fresh: dict[str, np.ndarray] = {}
     ranges: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     deleting: dict[str, np.ndarray] = {}  # asset -> bool mask: delete units
+    waiting: list[MissingInput] = []
+    waiting_masks: dict[str, np.ndarray] = {}  # asset -> bool mask: units left out as waiting
     for name in selected:
         definition = pipeline[name]
         parts = definition.partitions
@@ -430,6 +483,11 @@ def build_plan(
         if done and name in done:
             run[done[name]] = False
             skipped = np.setdiff1d(candidates[~run[candidates]], done[name])  # published, not fresh
+        if request.partitions is not None:
+            waits, why = _waiting(pipeline, request, name, run, snapshots, planned, waiting_masks)
+            run &= ~waits
+            waiting.extend(why)
+            waiting_masks[name] = waits
         deleting[name] = run & gone
         planned[name] = run
         fresh[name] = skipped
@@ -484,6 +542,7 @@ def build_plan(
         fresh=fresh,
         missing=tuple(missing),
         unready=np.unique(np.concatenate(unready)) if unready else np.zeros(0, np.int64),
+        waiting=tuple(waiting),
         order=request.order,
         selected=tuple(selected),
         deletes=np.concatenate(

@@ -16,7 +16,9 @@ from .status import check_frame
 
 __all__ = ["RunResult", "events_result"]
 
-DONE = ["published", "deleted", "fresh"]  # outcomes of a unit that did what it should
+# outcomes of a unit that did what it should; "waiting": left out, an input it needs lies outside
+# the requested partitions (a roll-up window reaching past the span), built by a later request
+DONE = ["published", "deleted", "fresh", "waiting"]
 
 
 class RunResult:
@@ -57,6 +59,12 @@ class RunResult:
 
     def counts(self) -> dict[str, int]:
         return dict(self.units.group_by("outcome").len().sort("outcome").iter_rows())
+
+    def waiting(self) -> pl.DataFrame:
+        """Units left out because an input they need lies outside the request: asset,
+        partition, and what they wait for."""
+        rows = self.units.filter(pl.col("outcome") == "waiting")
+        return rows.select("asset", "partition", pl.col("error").alias("waiting_for"))
 
     def failures(self) -> pl.DataFrame:
         return self.units.filter(~pl.col("outcome").is_in(DONE))
@@ -105,6 +113,7 @@ def events_result(lake: Lake, run_id: str) -> RunResult:
                     "unit_failed",
                     "unit_upstream_failed",
                     "unit_cancelled",
+                    "unit_waiting",
                 ]
             )
         )

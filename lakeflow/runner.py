@@ -21,7 +21,7 @@ import numpy as np
 from .checks import CheckResult
 from .errors import ErrorInfo
 from .events import Event
-from .executors import TaskLost
+from .executors import TaskLost, TaskTimedOut
 from .graph import Pipeline
 from .group_commit import GroupCommits
 from .planner import Plan, Request
@@ -73,7 +73,9 @@ class Run:
         self._keys: dict[int, str] = {}  # unit -> partition key, while under way
         self.running: dict[str, int] = {}  # asset -> units in flight
         self.tasks = 0  # tasks in flight
-        self.completed: deque[tuple[str, list[int], list[UnitRecord] | None, str | None]] = deque()
+        self.completed: deque[
+            tuple[str, list[int], list[UnitRecord] | None, str | TaskTimedOut | None]
+        ] = deque()
         self.solo: set[int] = set()
         # units taken while another run of this controller builds the same partition: they wait
         # for it, then run or find it fresh (`_claim`); and each table's version at planning
@@ -148,8 +150,17 @@ class Run:
         await self._finish()
 
     def _fail_unrunnable(self) -> None:
-        """Units that cannot start: resources no node has, inputs that are not materialized."""
+        """Units that cannot start: resources no node has, inputs that are not materialized.
+        Also logs the units the plan left waiting (inputs outside the request)."""
         plan, state = self.plan, self.state
+        for waiting in plan.waiting:
+            up = self.pipeline[waiting.upstream]
+            where = f"{waiting.upstream} {up.partitions.key(waiting.upstream_index)}"
+            self.host.events.emit(Event(
+                self.id, "unit_waiting", asset=waiting.asset,
+                partition=self.pipeline[waiting.asset].partitions.key(waiting.index),
+                message=f"input {where} is not materialized and lies outside the requested partitions",
+            ))  # fmt: skip
         for j, asset in enumerate(plan.assets):
             reason = self.host.executor.infeasible(self.pipeline[asset].resources.ray_options())
             if reason is None:
@@ -346,6 +357,8 @@ class Run:
                 host.lake, self.id, self.handle, self.pipeline, asset, specs
             )
             self.completed.append((asset, units, records, None))
+        except TaskTimedOut as error:
+            self.completed.append((asset, units, None, error))
         except TaskLost as error:
             self.completed.append((asset, units, None, str(error)))
         except Exception as error:
@@ -361,6 +374,9 @@ class Run:
         while self.completed:
             asset, units, records, lost = self.completed.popleft()
             self.running[asset] -= len(units)
+            if isinstance(lost, TaskTimedOut):
+                self._timed_out(asset, units, lost)
+                continue
             if records is None:
                 if len(units) > 1:  # find the unit that kills its worker by running each alone
                     for unit in units:
@@ -389,6 +405,27 @@ class Run:
                 seconds = max(record.seconds, 1e-5)
                 known = self.unit_seconds.get(asset)
                 self.unit_seconds[asset] = seconds if known is None else 0.8 * known + 0.2 * seconds
+
+    def _timed_out(self, asset: str, units: list[int], error: TaskTimedOut) -> None:
+        """A task ran past its budget and was cancelled. A batch is rerun one unit a task, its
+        attempts not charged (the budget was the sum: which unit hung is unknown); a unit alone
+        fails with a TimeoutError, retried only if its policy names TimeoutError."""
+        state = self.state
+        if len(units) > 1:
+            for unit in units:
+                self.solo.add(unit)
+                state.requeue(unit)
+                self.event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"TimeoutError: {error}",
+                           detail={"error": "TimeoutError", "charged": False, "reason": "its task ran past its budget; rerun alone"})  # fmt: skip
+            return
+        timeout = self.pipeline.timeout_of(asset)
+        message = (
+            f"asset {self._where(units[0])} did not finish within its timeout of {timeout:g}s; "
+            "its task was cancelled and nothing it staged is committed"
+        )
+        info = ErrorInfo("user", "TimeoutError", message)
+        retryable = self.pipeline[asset].retry.retries(TimeoutError(message))
+        self.failure(units[0], info, retryable=retryable)
 
     def failure(self, unit: int, error: ErrorInfo, *, retryable: bool) -> None:
         asset, _ = self.plan.locate(unit)

@@ -261,6 +261,8 @@ def plan_result(run: Run) -> dict[str, Any]:
         )
     for asset, fresh in plan.fresh.items():
         tables.append(_simple(pipeline, asset, fresh, "fresh", None))
+    for asset, indices, reasons in waiting_units(plan, pipeline):
+        tables.append(_simple(pipeline, asset, indices, "waiting", None, errors=reasons))
     units = pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
     errors_text: dict[str, str] = {}
     for unit, failure in list(state.errors.items())[:50]:
@@ -294,8 +296,29 @@ def _outcomes(plan: Plan, state: RunState, lo: int, hi: int) -> np.ndarray:
     return out
 
 
+def waiting_units(plan: Plan, pipeline: Pipeline) -> list[tuple[str, np.ndarray, list[str]]]:
+    """Per asset, the units the plan left waiting (`Plan.waiting`) and what each waits for."""
+    out: dict[str, tuple[list[int], list[str]]] = {}
+    for item in plan.waiting:
+        key = pipeline[item.upstream].partitions.key(item.upstream_index)
+        reason = (
+            f"input {item.upstream} {key} is not materialized and lies outside the "
+            "requested partitions; a request that covers it builds this unit"
+        )
+        indices, reasons = out.setdefault(item.asset, ([], []))
+        indices.append(item.index)
+        reasons.append(reason)
+    return [(a, np.array(i, np.int64), r) for a, (i, r) in out.items()]
+
+
 def _simple(
-    pipeline: Pipeline, asset: str, indices: np.ndarray, outcome: str, versions: list[int] | None
+    pipeline: Pipeline,
+    asset: str,
+    indices: np.ndarray,
+    outcome: str,
+    versions: list[int] | None,
+    *,
+    errors: list[str] | None = None,
 ) -> pa.Table:
     n = len(indices)
     none_int = pa.nulls(n, pa.int64())
@@ -305,7 +328,8 @@ def _simple(
         "outcome": pa.array([outcome] * n, pa.string()),
         "rows": none_int, "bytes": none_int, "seconds": pa.nulls(n, pa.float64()),
         "version": pa.array(versions, pa.int64()) if versions is not None else none_int,
-        "attempts": pa.array(np.zeros(n, np.int32)), "error": pa.nulls(n, pa.string()),
+        "attempts": pa.array(np.zeros(n, np.int32)),
+        "error": pa.array(errors, pa.string()) if errors is not None else pa.nulls(n, pa.string()),
     }, schema=RESULT_SCHEMA)  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from .assets import AssetDef
 from .events import read_events
 from .graph import Pipeline
 from .lake import Lake
-from .planner import DELETED, FRESH, MISSING, STALE, default_plan, partition_status
+from .planner import DELETED, FRESH, MISSING, STALE, AssetSnapshot, default_plan, partition_status
 from .snapshots import open_table, read_snapshots
 
 __all__ = ["as_pipeline", "check_frame", "check_results", "status"]
@@ -60,10 +60,11 @@ def status(
     """Per asset, each partition counted once: published (fresh), stale, failed, check_failed
     (a blocking check failed), blocked (held behind a failed check), upstream_failed (held
     behind a failed unit), missing, deleted (no data and nothing to build it from: deleted
-    upstream, or emptied by its producer for a source); `to_run`, the partitions a backfill with
-    no `only` would run now (what `backfill --dry-run` counts: the stale and missing ones, and
-    fresh ones that read a partition it would build); the table version and the last publish
-    time.
+    upstream, or emptied by its producer for a source); `code_changed`, the partitions holding
+    data that lakeflow published with another code version than the asset's current one (not
+    counted apart: they are also among the stale); `to_run`, the partitions a backfill with no
+    `only` would run now (what `backfill --dry-run` counts: the stale and missing ones, and fresh
+    ones that read a partition it would build); the table version and the last publish time.
 
     A partition whose last attempt failed, was held or blocked is counted as that, even when
     its older data is still fresh (but not once it was deleted upstream since). A source's
@@ -92,11 +93,12 @@ def status(
         counts = {k: int((category == k).sum()) for k in COUNTS}
         rows.append({
             "asset": name, "partitions": len(codes), **counts,
+            "code_changed": _code_changed(pipeline[name], snapshots[name]),
             "to_run": to_run.get(name, 0),
             "version": states[name].version if states[name].exists else None,
             "last_publish": datetime.fromtimestamp(max(published) / 1000, UTC) if published else None,
         })  # fmt: skip
-    counts_schema = dict.fromkeys(("partitions", *COUNTS, "to_run"), pl.Int64)
+    counts_schema = dict.fromkeys(("partitions", *COUNTS, "code_changed", "to_run"), pl.Int64)
     return pl.DataFrame(
         rows,
         schema={
@@ -106,6 +108,15 @@ def status(
             "last_publish": pl.Datetime("us", "UTC"),
         },
     )
+
+
+def _code_changed(definition: AssetDef, snap: AssetSnapshot) -> int:
+    """Partitions holding data that lakeflow published with another code version than the
+    asset's current one (they are stale, unless their inputs were deleted upstream)."""
+    if definition.source:
+        return 0
+    published = snap.present & (snap.code != "")
+    return int((published & (snap.code != definition.code_version)).sum())
 
 
 def _held_partitions(lake: Lake) -> dict[str, dict[str, list[str]]]:

@@ -215,3 +215,18 @@ def io_heavy(ctx: lf.Context) -> pl.DataFrame:
 
 
 IO = lf.Pipeline([io_heavy], name="io")  # its units need a node with an `io` resource
+
+
+# -- a pipeline with a unit that may hang (tests/test_timeouts.py) -----------------------------
+@lf.asset(partitions=DAYS, timeout=8)  # a cold worker takes seconds to start
+def hangs(ctx: lf.Context) -> pl.DataFrame:
+    steer("hangs", ctx.partition.key)
+    return pl.DataFrame({"n": [1]})
+
+
+@lf.asset(partitions=DAYS)
+def after_hangs(hangs: pl.LazyFrame) -> pl.LazyFrame:
+    return hangs
+
+
+HANGS = lf.Pipeline([hangs, after_hangs], name="hangs")

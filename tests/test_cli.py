@@ -165,3 +165,14 @@ def test_a_failing_run_exits_1_from_a_shell(tmp_path):
     assert done.returncode == 1
     assert "RuntimeError: source is down" in done.stderr and "broken.py" in done.stderr
     assert not (tmp_path / "lake" / "broken").exists()
+
+
+def test_a_span_covering_part_of_a_rollup_window_exits_0(tmp_path):
+    done = _cli(
+        "materialize", FLIGHTS, "--partitions", "2013-01-01..2013-01-03", "--no-progress",
+        cwd=tmp_path,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "waiting" in out and "monthly_delays" in out and "daily_delays 2013-01-04" in out
+    assert "select +" not in out  # no hint to select what is outside the request

@@ -1,6 +1,8 @@
 """lakeflow.materialize as a notebook calls it, on the in-process executor (the same controller
 code as on Ray, without a cluster), against real Delta tables."""
 
+from pathlib import Path
+
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -229,7 +231,8 @@ def test_status_counts_published_stale_failed_and_missing(lake, control):
         1,
         1,
     )  # each partition once
-    assert rows["spend_monthly"]["failed"] == 1  # its input 2024-01-10 was never built
+    # its input 2024-01-10 lies outside the request: the roll-up waited, it did not fail
+    assert (rows["spend_monthly"]["failed"], rows["spend_monthly"]["missing"]) == (0, 1)
     assert rows["events"]["last_publish"] is not None
     write_deltalake(
         f"{lake}/events",
@@ -374,3 +377,26 @@ def test_an_input_whose_schema_grew_is_read_with_the_new_columns(lake, order):
     assert result.ok, result.units["error"].to_list()
     row = pl.read_delta(f"{lake}/tipped").row(0, named=True)
     assert (row["trips"], row["tips"], row["tip"]) == (3, 0.5, 2)
+
+
+def test_a_rollup_whose_window_reaches_past_the_request_is_waiting(lake, control):
+    result = run(lake, partitions="2024-01-01..2024-01-03")
+    assert result.ok, result
+    waiting = result.units.filter(pl.col("outcome") == "waiting").row(0, named=True)
+    assert (waiting["asset"], waiting["partition"]) == ("spend_monthly", "2024-01")
+    assert "spend 2024-01-04" in waiting["error"] and "outside the requested" in waiting["error"]
+    assert "select" not in waiting["error"]  # selecting more assets would not help
+    assert "waiting" in result.summary()
+    consumers = result.units.filter(pl.col("asset") == "users")  # reads spend, not the roll-up
+    assert consumers["outcome"].to_list() == ["published"]
+    assert not (Path(lake) / "spend_monthly").exists()
+    # the same roll-up inside a request that covers its window runs
+    whole = run(lake, select="events,spend,spend_monthly", partitions="2024-01-01..2024-01-10")
+    assert whole.ok and "waiting" not in whole.counts()
+    assert pl.read_delta(f"{lake}/spend_monthly").height == 4
+
+
+def test_a_lookback_reaching_before_the_request_is_waiting_not_failed(lake, control):
+    result = run(lake, select="events,spend,spend_3d", partitions="2024-01-05")
+    outcome = {(a, p): o for a, p, o in result.units.select("asset", "partition", "outcome").iter_rows()}  # fmt: skip
+    assert outcome[("spend_3d", "2024-01-05")] == "waiting" and result.ok

@@ -122,7 +122,23 @@ def test_partition_spec_applies_to_each_asset_as_a_time_span():
     empty = {n: AssetSnapshot.empty(len(PIPELINE[n].partitions)) for n in PIPELINE.assets}
     plan = build_plan(PIPELINE, Request(select=("*",), partitions="2024-01-02..2024-01-03"), empty)
     assert planned(plan)["clean"] == [1, 2]
-    assert planned(plan)["monthly"] == [0]
+    # the month overlaps the span, but its other days lie outside it and are not there: it
+    # waits; so do the 3-day lookbacks that reach back to 2024-01-01
+    assert "monthly" not in planned(plan) and not plan.missing
+    assert [(w.asset, w.index, w.upstream, w.upstream_index) for w in plan.waiting] == [
+        ("weekly", 1, "clean", 0),
+        ("weekly", 2, "clean", 0),
+        ("monthly", 0, "clean", 0),
+    ]
+
+
+def test_a_window_inside_the_request_is_planned_and_a_gap_inside_it_is_missing():
+    empty = {n: AssetSnapshot.empty(len(PIPELINE[n].partitions)) for n in PIPELINE.assets}
+    span = "2024-01-01..2024-01-10"  # every day of the month the partitions have
+    whole = build_plan(PIPELINE, Request(select=("*",), partitions=span), empty)
+    assert "monthly" in planned(whole) and not whole.waiting
+    only = build_plan(PIPELINE, Request(select=("monthly",), partitions=span), empty)
+    assert not only.waiting and {m.asset for m in only.missing} == {"monthly"}
 
 
 def test_missing_inputs_that_are_not_planned_are_reported():

@@ -73,3 +73,45 @@ def test_attempts_are_capped_across_a_controller_restart(lake, control):
     assert starts.height == 3  # all before the restart; none after it
     last = events.filter(pl.col("kind") == "unit_failed").sort("ts")["message"][-1]
     assert "attempts were spent" in last
+
+
+def test_an_error_of_user_code_is_not_retried_by_default(lake):
+    calls = []
+
+    @lf.asset  # no retry policy: a KeyError repeats with the same code and data
+    def lookup() -> pl.DataFrame:
+        calls.append(1)
+        raise KeyError("carrier")
+
+    result = lf.materialize([lookup], lake=lake, executor="local")
+    row = result.units.row(0, named=True)
+    assert row["outcome"] == "failed" and row["attempts"] == 1 and "KeyError" in row["error"]
+    assert len(calls) == 1
+    assert lf.read_events(lf.Lake(lake), run_id=result.run_id, kinds=["unit_retry"]).is_empty()
+
+
+def test_a_policy_that_names_retries_retries_user_errors(lake):
+    calls = []
+
+    @lf.asset(retry=lf.RetryPolicy(attempts=3, backoff=0.01, retry_on=(KeyError,)))
+    def lookup() -> pl.DataFrame:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KeyError("carrier")
+        return pl.DataFrame({"a": [1]})
+
+    result = lf.materialize([lookup], lake=lake, executor="local")
+    row = result.units.row(0, named=True)
+    assert row["outcome"] == "published" and row["attempts"] == 3
+
+
+def test_a_lost_worker_is_retried_by_default(ray_session, lake, control):
+    (control / "crash-spend_3d-2024-01-03").touch()  # spend_3d has no retry policy
+    result = lf.materialize(
+        PIPELINE, select="+spend_3d", partitions="2024-01-01..2024-01-03", lake=lake
+    )
+    assert result.ok, result.units
+    row = result.units.filter(
+        (pl.col("asset") == "spend_3d") & (pl.col("partition") == "2024-01-03")
+    ).row(0, named=True)
+    assert row["outcome"] == "published" and row["attempts"] == 2
