@@ -6,6 +6,7 @@ updates (missing rows), doubled publishes, mismatched the model, and the seeds t
     python benchmarks/bench_soak.py                      # seeds 0..199, full-size schedules
     python benchmarks/bench_soak.py --seeds 20 --start 1000
     python benchmarks/bench_soak.py --quick              # 3 short seeds, nothing recorded
+    python benchmarks/bench_soak.py --seeds 1000 --minutes 30   # as many seeds as 30 minutes allow
     LAKEFLOW_STRESS_SEED=N LAKEFLOW_STRESS_FULL=1 pytest tests/test_stress.py   # replay a seed
 """
 
@@ -47,6 +48,9 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=180.0, help="seconds to wait to settle")
     parser.add_argument("--keep", action="store_true", help="keep the lakes of failed seeds")
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    parser.add_argument(
+        "--minutes", type=float, help="start no seed after this many minutes; record what ran"
+    )
     args = parser.parse_args()
     seeds = list(range(args.start, args.start + (3 if args.quick else args.seeds)))
     work = Path(tempfile.mkdtemp(prefix="lakeflow-soak-"))
@@ -55,8 +59,12 @@ def main() -> None:
     failed: list[int] = []
     kinds: Counter = Counter()
     columns = {"lost": Counter(), "doubled": Counter(), "mismatch": Counter()}
+    ran: list[int] = []
     try:
         for seed in seeds:
+            if args.minutes is not None and time.monotonic() - began > 60 * args.minutes:
+                break
+            ran.append(seed)
             workdir = work / f"seed-{seed}"
             lake = str(workdir / "lake")
             try:
@@ -79,7 +87,7 @@ def main() -> None:
             if not args.keep:
                 shutil.rmtree(workdir, ignore_errors=True)
         rows = [
-            ["seeds run", len(seeds)],
+            ["seeds run", len(ran)],
             ["seeds failed", len(failed)],
             ["seeds with lost updates (missing rows, never settled)", len(columns["lost"])],
             ["seeds with doubled publishes or event mismatches", len(columns["doubled"])],
@@ -87,7 +95,9 @@ def main() -> None:
         ]  # fmt: skip
         rows += [[f"  seeds with '{k}'", n] for k, n in sorted(kinds.items())]
         body = table(["outcome", "count"], rows)
-        body += f"\n\nFailed seeds: {', '.join(map(str, failed)) or 'none'}."
+        size = "short (CI-size)" if args.quick else "full-size"
+        body += f"\n\nSeeds {ran[0]}..{ran[-1]}, {size} schedules." if ran else ""
+        body += f" Failed seeds: {', '.join(map(str, failed)) or 'none'}."
         body += f" {time.monotonic() - began:.0f} s in all; replay one with `LAKEFLOW_STRESS_SEED=N{'' if args.quick else ' LAKEFLOW_STRESS_FULL=1'} pytest tests/test_stress.py`."
         record(
             "Soak: randomized trigger + publish schedules against a model", body, quick=args.quick
