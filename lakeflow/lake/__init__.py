@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from ..errors import LakeError, RequestError
-from ..secrets import resolve_options
+from lakeflow.errors import LakeError, RequestError
+from lakeflow.secrets import resolve_options
 
 __all__ = ["Lake"]
 
