@@ -44,7 +44,7 @@ def build(hours: int):
 
 
 def case_empty(hours: int) -> dict:
-    from lakeflow.control.runner import depths
+    from lakeflow.plan.scheduler import depths
     from lakeflow.lake.log import TableState
     from lakeflow.plan.planner import Request, build_plan, snapshot
     from lakeflow.plan.scheduler import RunState

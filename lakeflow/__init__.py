@@ -35,7 +35,6 @@ from lakeflow.define.automation import (
 )
 from lakeflow.define.checks import Check, CheckEnv, CheckResult
 from lakeflow.define.definition import ResumeError
-from lakeflow.define.graph import Pipeline
 from lakeflow.define.gx import gx_suite
 from lakeflow.define.mappings import (
     PartitionMapping,
@@ -82,6 +81,7 @@ from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events
 from lakeflow.loading import load_pipeline
 from lakeflow.maintenance import vacuum
+from lakeflow.pipeline import Pipeline
 from lakeflow.secrets import EnvVar, SecretError
 from lakeflow.serve.service import Service, Subscription, down, subscribe, up
 

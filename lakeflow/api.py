@@ -28,10 +28,10 @@ from lakeflow.define.definition import reference
 from lakeflow.define.graph import Pipeline
 from lakeflow.lake import Lake
 from lakeflow.plan.planner import Request, build_plan, check_request
-from lakeflow.plan.scheduler import RunState
+from lakeflow.plan.scheduler import RunState, depths
 from lakeflow.plan.snapshots import needed, read_snapshots
 from lakeflow.plan.status import as_pipeline, check_results, status
-from lakeflow.progress import not_built
+from lakeflow.progress import ProgressBar, not_built
 from lakeflow.results import RunResult, events_result
 
 __all__ = [
@@ -288,8 +288,6 @@ def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPre
     snapshots = read_snapshots(lake, pipeline, needed(pipeline, selected))
     failed = failed_partitions(lake, pipeline, selected) if request.only == "failed" else None
     plan = build_plan(pipeline, request, snapshots, failed=failed)
-    from lakeflow.control.runner import depths
-
     run_state = RunState(plan, depth=depths(pipeline))
     units = run_state.take(first) if plan.size else []
     leading = [plan.locate(u) for u in units]
@@ -316,8 +314,6 @@ def follow(client: Any, run_id: str, progress: Progress) -> None:
                     done = done or info["done"]
                 if done:
                     return
-        from lakeflow.progress import ProgressBar
-
         with ProgressBar(run_id) as bar:
             while True:
                 done = client.call("wait", run_id, 0.25)

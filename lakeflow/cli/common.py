@@ -1,4 +1,5 @@
-"""How the `lakeflow` command ends: the one place that turns what went wrong into an exit code and
+"""What the `lakeflow` commands share: loading the pipeline they name, printing a table, Ray for
+the commands that run, and how the command ends: the one place that turns what went wrong into an exit code and
 a message, with no Python traceback unless `--debug` asks for it.
 
     0   every requested unit was published or already fresh
@@ -14,10 +15,16 @@ a message, with no Python traceback unless `--debug` asks for it.
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import polars as pl
+
+from lakeflow.api import connect
 from lakeflow.errors import (
     InfrastructureError,
     LakeflowError,
@@ -25,6 +32,7 @@ from lakeflow.errors import (
     UserCodeError,
     storage_failure,
 )
+from lakeflow.loading import load_pipeline
 
 __all__ = [
     "EXIT_FAILED",
@@ -35,7 +43,11 @@ __all__ = [
     "EXIT_USAGE",
     "exit_code",
     "guarded",
+    "on_ray",
+    "pipeline_args",
+    "pipeline_from_args",
     "split_debug",
+    "table",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 70, 130
@@ -95,3 +107,48 @@ def guarded(run: Callable[[list[str], bool], int], argv: Sequence[str]) -> int:
             traceback.print_exception(error, file=sys.stderr)
         print(f"lakeflow: error: {describe(error)}", file=sys.stderr)
         return exit_code(error)
+
+
+def pipeline_args(sub: argparse.ArgumentParser) -> None:
+    """The pipeline module and `--lake`, which every command that loads a pipeline takes."""
+    sub.add_argument(
+        "pipeline", help="pipeline module: path/to/file.py or package.module, optionally :NAME"
+    )
+    sub.add_argument("--lake", help="lake URL (default: the pipeline's, or $LAKEFLOW_LAKE)")
+
+
+def pipeline_from_args(args: argparse.Namespace) -> Any:
+    """The pipeline the arguments name, on `--lake` or $LAKEFLOW_LAKE if given."""
+    pipeline = load_pipeline(args.pipeline)
+    lake = args.lake or os.environ.get("LAKEFLOW_LAKE")
+    if lake:
+        pipeline = pipeline.with_lake(lake)
+    return pipeline
+
+
+def table(frame: pl.DataFrame) -> str:
+    """A frame printed whole enough for a terminal."""
+    with pl.Config(
+        tbl_rows=200,
+        tbl_cols=20,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        fmt_str_lengths=160,
+        tbl_width_chars=200,
+    ):
+        return str(frame)
+
+
+def on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:
+    """Run `work` with Ray attached: the given cluster, or a local Ray for this command only."""
+    import ray  # deferred: commands that only read the lake never import Ray
+
+    started_here = False
+    if args.executor == "ray" and not ray.is_initialized():
+        connect(args.address, log_to_driver=bool(os.environ.get("LAKEFLOW_WORKER_LOGS")))
+        started_here = True
+    try:
+        return work()
+    finally:
+        if started_here:
+            ray.shutdown()

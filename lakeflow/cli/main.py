@@ -25,14 +25,41 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
 from rich.console import Console
 
-from lakeflow.cli.common import EXIT_FAILED, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, guarded
+from lakeflow.api import (
+    PlanPreview,
+    backfill,
+    backfill_request,
+    backfill_status,
+    cancel,
+    check_results,
+    materialize,
+    materialize_request,
+    resume,
+    status,
+)
+from lakeflow.cli import service as cli_service
+from lakeflow.cli.common import (
+    EXIT_FAILED,
+    EXIT_INFRA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    guarded,
+    on_ray,
+    pipeline_args,
+    pipeline_from_args,
+    table,
+)
+from lakeflow.cli.service import add_commands
 from lakeflow.errors import short_traceback
+from lakeflow.lake import Lake
+from lakeflow.maintenance import vacuum
+from lakeflow.plan.planner import check_request
 from lakeflow.progress import not_built
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "main"]
@@ -48,13 +75,6 @@ CHECK_COLUMNS = [
     "quarantine",
 ]
 RUN_COMMANDS = ("status", "cancel", "resume")
-
-
-def _pipeline_args(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "pipeline", help="pipeline module: path/to/file.py or package.module, optionally :NAME"
-    )
-    sub.add_argument("--lake", help="lake URL (default: the pipeline's, or $LAKEFLOW_LAKE)")
 
 
 def _run_args(sub: argparse.ArgumentParser) -> None:
@@ -89,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("materialize", help="bring selected assets' partitions up to date")
-    _pipeline_args(run)
+    pipeline_args(run)
     _selection_args(run)
     run.add_argument("--force", action="store_true", help="rerun units that are already fresh")
     _run_args(run)
@@ -99,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fill in many partitions as a durable, resumable run",
         description="lakeflow backfill PIPELINE [options], or lakeflow backfill status|cancel|resume RUN_ID",
     )
-    _pipeline_args(fill)
+    pipeline_args(fill)
     _selection_args(fill)
     fill.add_argument(
         "--only",
@@ -118,16 +138,16 @@ def _parser() -> argparse.ArgumentParser:
     _run_args(fill)
 
     assets = commands.add_parser("assets", help="print the asset graph")
-    _pipeline_args(assets)
+    pipeline_args(assets)
 
     stat = commands.add_parser(
         "status", help="per asset: partitions published, stale, failed, held, missing"
     )
-    _pipeline_args(stat)
+    pipeline_args(stat)
     stat.add_argument("--json", action="store_true", help="print as JSON")
 
     audit = commands.add_parser("checks", help="check outcomes per unit (the latest by default)")
-    _pipeline_args(audit)
+    pipeline_args(audit)
     audit.add_argument("--asset", "-a", help="only this asset")
     audit.add_argument("--failed", action="store_true", help="only checks that did not pass")
     audit.add_argument("--history", action="store_true", help="every result, not only the latest")
@@ -137,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         "vacuum",
         help="delete replaced files and never-committed staged files older than the retention",
     )
-    _pipeline_args(tidy)
+    pipeline_args(tidy)
     tidy.add_argument("--select", "-s", help="assets (default: every asset lakeflow builds)")
     tidy.add_argument(
         "--retain-hours", type=int, default=168,
@@ -145,8 +165,6 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     tidy.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     tidy.add_argument("--json", action="store_true", help="print as JSON")
-
-    from lakeflow.cli.service import add_commands
 
     add_commands(commands)
     return parser
@@ -177,45 +195,6 @@ def _run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pipeline(args: argparse.Namespace) -> Any:
-    from lakeflow.loading import load_pipeline
-
-    pipeline = load_pipeline(args.pipeline)
-    lake = args.lake or os.environ.get("LAKEFLOW_LAKE")
-    if lake:
-        pipeline = pipeline.with_lake(lake)
-    return pipeline
-
-
-def _table(frame: pl.DataFrame) -> str:
-    with pl.Config(
-        tbl_rows=200,
-        tbl_cols=20,
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        fmt_str_lengths=160,
-        tbl_width_chars=200,
-    ):
-        return str(frame)
-
-
-def _on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:
-    """Run `work` with Ray attached: the given cluster, or a local Ray for this command only."""
-    import ray
-
-    from lakeflow.api import connect
-
-    started_here = False
-    if args.executor == "ray" and not ray.is_initialized():
-        connect(args.address, log_to_driver=bool(os.environ.get("LAKEFLOW_WORKER_LOGS")))
-        started_here = True
-    try:
-        return work()
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
 def _exit(result: Any) -> int:
     """0 all done; 3 when every failed unit failed because Ray or the lake's storage did (the
     same run may pass later, unchanged); 1 when any unit failed on its own code or a check."""
@@ -243,7 +222,7 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
     if not failures.is_empty():
         if failures.height <= 20:
             print(
-                _table(failures.select("asset", "partition", "outcome", "attempts", "error")),
+                table(failures.select("asset", "partition", "outcome", "attempts", "error")),
                 file=sys.stderr,
             )
         else:
@@ -251,7 +230,7 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
                 pl.len().alias("units"), pl.col("error").drop_nulls().head(3).alias("first errors")
             )
             print(
-                _table(by_asset.with_columns(pl.col("first errors").list.join(" | "))),
+                table(by_asset.with_columns(pl.col("first errors").list.join(" | "))),
                 file=sys.stderr,
             )
         for where, text in list(result.errors.items())[:1]:
@@ -274,15 +253,12 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
 
 
 def _materialize(args: argparse.Namespace, console: Console) -> int:
-    from lakeflow.api import materialize, materialize_request
-    from lakeflow.plan.planner import check_request
-
-    pipeline = _pipeline(args)
+    pipeline = pipeline_from_args(args)
     # a wrong request is refused here, in a second, not after Ray took tens of seconds to start
     check_request(pipeline, materialize_request(
         args.select, args.partitions, force=args.force, order=args.order
     ))  # fmt: skip
-    result = _on_ray(args, lambda: materialize(
+    result = on_ray(args, lambda: materialize(
         pipeline, select=args.select, partitions=args.partitions, force=args.force, order=args.order,
         executor=args.executor, progress=not args.no_progress and not args.json, origin="cli",
     ))  # fmt: skip
@@ -290,18 +266,13 @@ def _materialize(args: argparse.Namespace, console: Console) -> int:
 
 
 def _backfill(args: argparse.Namespace, console: Console) -> int:
-    from lakeflow.api import backfill, backfill_request
-    from lakeflow.plan.planner import check_request
-
-    pipeline = _pipeline(args)
+    pipeline = pipeline_from_args(args)
     options: dict[str, Any] = dict(
         select=args.select, partitions=args.partitions, only=args.only, order=args.order,
         concurrency=args.concurrency, max_share=args.max_share,
     )  # fmt: skip
     check_request(pipeline, backfill_request(**options))  # before Ray starts, as above
     if args.dry_run:
-        from lakeflow.api import PlanPreview
-
         plan = backfill(pipeline, dry_run=True, **options)
         assert isinstance(plan, PlanPreview)
         print(
@@ -310,7 +281,7 @@ def _backfill(args: argparse.Namespace, console: Console) -> int:
             else repr(plan)
         )
         return EXIT_OK
-    result = _on_ray(args, lambda: backfill(
+    result = on_ray(args, lambda: backfill(
         pipeline, executor=args.executor, progress=not args.no_progress and not args.json, origin="cli", **options
     ))  # fmt: skip
     return _report(result, args, console)
@@ -318,9 +289,6 @@ def _backfill(args: argparse.Namespace, console: Console) -> int:
 
 def _look_after(argv: Sequence[str], console: Console, debug: bool) -> int:
     """`lakeflow backfill status|cancel|resume RUN_ID`."""
-    from lakeflow.api import backfill_status, cancel, resume
-    from lakeflow.lake import Lake
-
     args = _run_parser().parse_args(argv)
     args.debug = debug
     lake = Lake(args.lake or os.environ.get("LAKEFLOW_LAKE") or "./lake")
@@ -350,7 +318,7 @@ def _look_after(argv: Sequence[str], console: Console, debug: bool) -> int:
             return EXIT_OK
         console.print(f"run {args.run_id} is not running", highlight=False)
         return EXIT_FAILED
-    result = _on_ray(
+    result = on_ray(
         args,
         lambda: resume(
             args.run_id,
@@ -379,33 +347,25 @@ def _main(argv: list[str], debug: bool) -> int:
     if args.command == "backfill":
         return _backfill(args, console)
     if args.command in ("up", "down", "subscribe", "submit", "jobs"):
-        from lakeflow.cli import service as cli_service
-
         args.argv = argv
         command = getattr(cli_service, args.command)
         return command(args) if args.command == "subscribe" else command(args, console)
-    pipeline = _pipeline(args)
+    pipeline = pipeline_from_args(args)
     if args.command == "assets":
         print(pipeline.describe())
         return EXIT_OK
     if args.command == "status":
-        from lakeflow.api import status
-
         frame = status(pipeline)
     elif args.command == "vacuum":
-        from lakeflow.maintenance import vacuum
-
         frame = vacuum(
             pipeline, select=args.select, retain_hours=args.retain_hours, dry_run=args.dry_run
         )
     else:
-        from lakeflow.api import check_results
-
         frame = check_results(pipeline, asset=args.asset, failed=args.failed, history=args.history)
         frame = frame.select(
             [*CHECK_COLUMNS, "ts", "run_id", "version", "scope"] if args.json else CHECK_COLUMNS
         )
-    print(frame.write_json() if args.json else _table(frame))
+    print(frame.write_json() if args.json else table(frame))
     return EXIT_OK
 
 

@@ -14,16 +14,31 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from lakeflow.cli.main import (
+from lakeflow.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    _on_ray,
-    _pipeline,
-    _pipeline_args,
-    _table,
+    on_ray,
+    pipeline_args,
+    pipeline_from_args,
+    table,
 )
+from lakeflow.control.client import controller_client
 from lakeflow.errors import RequestError
+from lakeflow.lake import Lake
+from lakeflow.serve import service
+from lakeflow.serve.jobs import follow_job, job_client, parse_env, submit_job
+from lakeflow.serve.web import (
+    Bearer,
+    HttpLimits,
+    TriggerServer,
+    bind,
+    build_app,
+    check_token,
+    parse_address,
+)
+from lakeflow.serve.web_runs import run_routes
+from lakeflow.triggers.engine import TriggerOptions
 
 __all__ = ["add_commands", "down", "jobs", "submit", "subscribe", "up"]
 
@@ -33,7 +48,7 @@ def add_commands(commands: Any) -> None:
     serve = commands.add_parser(
         "up", help="run the pipeline's triggers (commits, schedules, files, HTTP) until stopped"
     )
-    _pipeline_args(serve)
+    pipeline_args(serve)
     serve.add_argument("--executor", choices=["ray", "local"], default="ray")
     serve.add_argument(
         "--address", help="Ray cluster address (default: a local Ray for this command)"
@@ -52,12 +67,12 @@ def add_commands(commands: Any) -> None:
     )  # fmt: skip
 
     halt = commands.add_parser("down", help="stop the triggers `lakeflow up` started")
-    _pipeline_args(halt)
+    pipeline_args(halt)
 
     follow = commands.add_parser(
         "subscribe", help="print (or POST) every publish of an asset or source"
     )
-    _pipeline_args(follow)
+    pipeline_args(follow)
     follow.add_argument("asset")
     follow.add_argument("--webhook", help="POST each publish as JSON to this URL")
     follow.add_argument(
@@ -100,11 +115,7 @@ def up(args: argparse.Namespace, console: Console) -> int:
     """`lakeflow up`: start the triggers, then watch them until Ctrl-C or `lakeflow down`."""
     import subprocess
 
-    from lakeflow.control.client import controller_client
-    from lakeflow.lake import Lake
-    from lakeflow.triggers.engine import TriggerOptions
-
-    pipeline = _pipeline(args)
+    pipeline = pipeline_from_args(args)
     given: str | None = (
         args.token if args.token is not None else os.environ.get("LAKEFLOW_HTTP_TOKEN")
     )
@@ -152,13 +163,11 @@ def up(args: argparse.Namespace, console: Console) -> int:
             elif sock is not None:
                 sock.close()
 
-    return _on_ray(args, serve)
+    return on_ray(args, serve)
 
 
 def _http_socket(args: argparse.Namespace, token: str) -> socket.socket:
     """The checked token and the bound --http socket, or a `RequestError` (exit 2) before Ray."""
-    from lakeflow.serve.web import bind, check_token, parse_address
-
     if args.detach and args.address:
         raise RequestError(
             "--http is served by the `lakeflow up` process itself: not with --detach --address",
@@ -171,9 +180,6 @@ def _http_socket(args: argparse.Namespace, token: str) -> socket.socket:
 
 def _http_server(pipeline: Any, client: Any, lake: Any, token: str, sock: socket.socket) -> Any:
     """The HTTP endpoint's app (its /runs routes) served on `sock` from a thread of this process."""
-    from lakeflow.serve.web import Bearer, HttpLimits, TriggerServer, build_app
-    from lakeflow.serve.web_runs import run_routes
-
     limits = HttpLimits()
     routes = run_routes(
         pipeline=pipeline, client=client, lake=lake, bearer=Bearer(token), limits=limits
@@ -204,9 +210,7 @@ def _watch(client: Any, console: Console) -> int:
 
 
 def down(args: argparse.Namespace, console: Console) -> int:
-    from lakeflow.serve.service import down
-
-    if down(_pipeline(args)):
+    if service.down(pipeline_from_args(args)):
         console.print("lakeflow down: the triggers stopped", highlight=False)
         return EXIT_OK
     console.print("lakeflow down: no triggers were up on this lake", highlight=False)
@@ -217,8 +221,6 @@ def subscribe(args: argparse.Namespace) -> int:
     import time
     import urllib.request
 
-    from lakeflow.serve.service import subscribe
-
     def deliver(publish: Any) -> None:
         line = json.dumps(_as_dict(publish))
         if args.webhook:
@@ -228,8 +230,8 @@ def subscribe(args: argparse.Namespace) -> int:
             urllib.request.urlopen(request, timeout=10).close()
         print(line, flush=True)
 
-    subscription = subscribe(
-        args.asset, deliver, pipeline=_pipeline(args), from_version=args.from_version
+    subscription = service.subscribe(
+        args.asset, deliver, pipeline=pipeline_from_args(args), from_version=args.from_version
     )
     try:
         while True:
@@ -250,8 +252,6 @@ def _as_dict(publish: Any) -> dict[str, Any]:
 
 
 def submit(args: argparse.Namespace, console: Console) -> int:
-    from lakeflow.serve.jobs import follow_job, job_client, parse_env, submit_job
-
     command = args.job[1:] if args.job[:1] == ["--"] else args.job
     job_id = submit_job(
         command, address=args.address, working_dir=args.working_dir, env=parse_env(args.env),
@@ -271,8 +271,6 @@ def submit(args: argparse.Namespace, console: Console) -> int:
 
 
 def jobs(args: argparse.Namespace, console: Console) -> int:
-    from lakeflow.serve.jobs import follow_job, job_client
-
     if args.action != "list" and not args.job_id:  # before reaching the cluster
         raise RequestError(f"lakeflow jobs {args.action} needs a job id")
     client = job_client(args.address)
@@ -299,7 +297,7 @@ def jobs(args: argparse.Namespace, console: Console) -> int:
                 },
             )
             frame = frame.with_columns(pl.from_epoch("start", "ms"), pl.from_epoch("end", "ms"))
-            print(_table(frame))
+            print(table(frame))
         return EXIT_OK
     try:
         if args.action == "status":

@@ -13,6 +13,7 @@ from typing import Any
 from lakeflow.control.controller import Controller, ControllerOptions
 from lakeflow.define.graph import Pipeline
 from lakeflow.errors import Superseded
+from lakeflow.execute.executors import RayExecutor
 from lakeflow.lake import Lake
 from lakeflow.plan.planner import Request
 
@@ -24,9 +25,7 @@ def actor_class() -> Any:
     global _ACTOR
     if _ACTOR is not None:
         return _ACTOR
-    import ray
-
-    from lakeflow.execute.executors import RayExecutor
+    import ray  # deferred: importing lakeflow needs no Ray
 
     @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
     class ControllerActor:

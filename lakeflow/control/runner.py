@@ -26,7 +26,7 @@ from lakeflow.execute.executors import TaskLost, TaskTimedOut
 from lakeflow.execute.worker import WHOLE_TABLE_FILES, InputSpec, UnitRecord, UnitSpec
 from lakeflow.lake.events import Event
 from lakeflow.plan.planner import Plan, Request
-from lakeflow.plan.scheduler import FINAL, NOT_BUILT, RunState, UnitStatus
+from lakeflow.plan.scheduler import FINAL, NOT_BUILT, RunState, UnitStatus, depths
 
 if TYPE_CHECKING:
     from lakeflow.control.controller import Controller
@@ -34,15 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 BUILDING = (UnitStatus.RUNNING, UnitStatus.STAGED, UnitStatus.VERIFYING)  # a partition in the works
-
-
-def depths(pipeline: Pipeline) -> dict[str, int]:
-    depth: dict[str, int] = {}
-    for name in pipeline.assets:
-        depth[name] = 1 + max(
-            (depth[e.up] for e in pipeline.upstream(name) if e.up != name), default=-1
-        )
-    return depth
 
 
 class Run:

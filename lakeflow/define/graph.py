@@ -11,15 +11,12 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lakeflow.define.assets import AssetDef
 from lakeflow.define.mappings import PartitionMapping, Previous, default_mapping
 from lakeflow.errors import DefinitionError, SelectionError
 from lakeflow.secrets import StorageOption
-
-if TYPE_CHECKING:
-    from lakeflow.api import RunResult
 
 __all__ = ["Edge", "Pipeline"]
 
@@ -51,11 +48,11 @@ def _caller_module() -> str | None:
 
 
 class Pipeline:
-    """A set of assets living in one lake. `timeout=` (seconds) applies to the units of every
-    asset that sets no `timeout=` of its own.
+    """A set of assets living in one lake, as declared: the graph, its validation and selection.
+    Users hold `lakeflow.Pipeline` (lakeflow/pipeline.py), which adds `materialize` and `status`.
+    `timeout=` (seconds) applies to the units of every asset that sets no `timeout=` of its own.
 
     >>> pipeline = Pipeline([flights, delays, monthly], lake="./lake")
-    >>> pipeline.materialize(select="delays+", partitions="2013-01-01..2013-01-31")
     """
 
     def __init__(
@@ -105,7 +102,7 @@ class Pipeline:
     ) -> Pipeline:
         """The same pipeline on another lake (its storage options kept unless given); it keeps
         the module it was defined in, so its runs stay resumable."""
-        other = Pipeline(
+        other = type(self)(
             self.assets.values(),
             lake=lake,
             storage_options=self.storage_options if storage_options is None else storage_options,
@@ -251,18 +248,3 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name}: {len(self.assets)} assets, lake={self.lake}>"
-
-    # -- conveniences that call api ------------------------------------------------------------
-    def materialize(
-        self, select: str | Sequence[str] | None = None, partitions: Any = None, **options: Any
-    ) -> RunResult:
-        """Materialize a selection of this pipeline; see `lakeflow.materialize`."""
-        from lakeflow.api import materialize
-
-        return materialize(self, select=select, partitions=partitions, **options)
-
-    def status(self, **options: Any) -> Any:
-        """Per-asset partition counts; see `lakeflow.status`."""
-        from lakeflow.api import status
-
-        return status(self, **options)

@@ -20,11 +20,12 @@ from enum import IntEnum
 
 import numpy as np
 
+from lakeflow.define.graph import Pipeline
 from lakeflow.define.mappings import expand_ranges
 from lakeflow.errors import ErrorInfo
 from lakeflow.plan.planner import Plan
 
-__all__ = ["NOT_BUILT", "RunState", "UnitStatus"]
+__all__ = ["NOT_BUILT", "RunState", "UnitStatus", "depths"]
 
 
 class UnitStatus(IntEnum):
@@ -264,3 +265,13 @@ class RunState:
     def _check_done(self) -> None:
         if self.finished is None and self.done:
             self.finished = time.time()
+
+
+def depths(pipeline: Pipeline) -> dict[str, int]:
+    """Each asset's depth in the graph (0 for one with no inputs), which orders a run's units."""
+    depth: dict[str, int] = {}
+    for name in pipeline.assets:
+        depth[name] = 1 + max(
+            (depth[e.up] for e in pipeline.upstream(name) if e.up != name), default=-1
+        )
+    return depth

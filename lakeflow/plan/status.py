@@ -11,6 +11,7 @@ import polars as pl
 
 from lakeflow.define.assets import AssetDef
 from lakeflow.define.graph import Pipeline
+from lakeflow.errors import DefinitionError
 from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events
 from lakeflow.plan.planner import (
@@ -33,8 +34,6 @@ def as_pipeline(
     storage_options: Mapping[str, str] | None,
 ) -> Pipeline:
     """A pipeline from a Pipeline or a list of assets, on `lake` if given."""
-    from lakeflow.errors import DefinitionError
-
     if isinstance(target, Pipeline):
         if lake is None and storage_options is None:
             return target

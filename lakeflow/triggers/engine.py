@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -34,10 +34,48 @@ from lakeflow.triggers.follow import (
 )
 
 if TYPE_CHECKING:
-    from lakeflow.control.controller import Controller
     from lakeflow.define.graph import Pipeline
+    from lakeflow.lake.events import EventLog
+    from lakeflow.lake.fence import Fence
+    from lakeflow.plan.planner import Plan
 
-__all__ = ["TriggerOptions", "Triggers"]
+__all__ = ["TriggerHost", "TriggerOptions", "Triggers"]
+
+
+class HostedRun(Protocol):
+    """What the triggers read of a run in their controller."""
+
+    finished: asyncio.Event
+    plan: Plan
+
+
+class TriggerHost(Protocol):
+    """What the triggers need of the controller that hosts them (`control.controller.Controller`
+    is one; the trigger race tests hold a smaller one). The triggers sit below the controller:
+    it builds them, they see it only through this."""
+
+    lake: Lake
+    fence: Fence
+    events: EventLog
+    runs: Mapping[str, HostedRun]
+
+    async def plan(self, pipeline: Pipeline, request: Request) -> Plan: ...
+
+    async def submit(
+        self,
+        pipeline: Pipeline,
+        request: Request,
+        origin: str,
+        trigger: dict[str, Any] | None = None,
+        *,
+        skip_empty: bool = False,
+    ) -> dict[str, Any]: ...
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
+
+    async def down(self) -> Any: ...
+
+    def superseded(self, error: Superseded) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -53,7 +91,7 @@ class Triggers:
     """Runs a pipeline's triggers inside a controller."""
 
     def __init__(
-        self, controller: Controller, pipeline: Pipeline, options: TriggerOptions | None = None
+        self, controller: TriggerHost, pipeline: Pipeline, options: TriggerOptions | None = None
     ) -> None:
         self.controller = controller
         self.lake = controller.lake
