@@ -5,6 +5,10 @@ One `Lake` value carries the URL and the storage options, and hands each library
 wants: deltalake and polars take object_store options (`AWS_ENDPOINT_URL`, ...), Parquet staging
 and log reads use a pyarrow filesystem built from the same options. A `Lake` pickles without its
 filesystem, so it travels to Ray workers cheaply.
+
+Submodules: `log` (reading Delta logs), `staging`, `publish`, `fence`, `events` (the event-log
+table), `registry` (files a sensor has seen). Imports only `secrets` and `errors`: the lake knows
+nothing of assets (checked by lint-imports).
 """
 
 from __future__ import annotations
