@@ -8,7 +8,7 @@ a message, with no Python traceback unless `--debug` asks for it.
         an unknown run): nothing changed
     3   infrastructure: Ray could not start or be reached, the lake's storage failed; also a run
         whose failed units all failed on storage (a full disk). A mix with units failing on their
-        own code is 1: the code needs fixing before a rerun can pass (`cli._exit`)
+        own code is 1: the code needs fixing before a rerun can pass (`cli.main._exit`)
     70  a bug in lakeflow itself (an exception it did not expect): `--debug` shows where
     130 cancelled with Ctrl-C
 """

@@ -16,7 +16,7 @@ Exit codes: 0 every requested unit was published or already fresh; 1 some were n
 of their own code, a failed check, a unit held behind one); 2 the request itself was wrong (bad
 selection, partition key, pipeline) and nothing changed, found before Ray starts; 3 Ray or the
 lake's storage failed, including a run whose failed units all failed on storage (a full disk);
-130 cancelled with Ctrl-C (see `cli_errors.py`). `--debug` shows the traceback behind an error.
+130 cancelled with Ctrl-C (see `cli.common`). `--debug` shows the traceback behind an error.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The `lakeflow` commands that keep something running or talk to a cluster: `up`, `down`,
-`subscribe`, `submit` and `jobs`, their arguments and what they do (the rest is in `cli.py`)."""
+`subscribe`, `submit` and `jobs`, their arguments and what they do (the rest is in `cli.main`)."""
 
 from __future__ import annotations
 

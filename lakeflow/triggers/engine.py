@@ -1,4 +1,4 @@
-"""The trigger engine: runs a pipeline's triggers (see `triggers.py` for the declarations) inside
+"""The trigger engine: runs a pipeline's triggers (see `define.automation` for the declarations) inside
 the controller while `lakeflow up` is on. It follows the watched tables' logs, fires schedules
 (catching up missed ticks) and lists file sensors' URLs; each turn saves what it must not forget
 (`TriggerState`) before it asks the controller for the consumer partitions to run.
