@@ -24,8 +24,8 @@ import polars as pl  # noqa: E402
 
 import lakeflow as lf  # noqa: E402
 from benchmarks.common import record, table  # noqa: E402
-from lakeflow.checks import CheckEnv, run_checks  # noqa: E402
-from lakeflow.partitions import Partition  # noqa: E402
+from lakeflow.define.checks import CheckEnv, run_checks  # noqa: E402
+from lakeflow.define.partitions import Partition  # noqa: E402
 
 NATIVE = [
     lf.not_null("carrier", "origin"),
@@ -88,7 +88,7 @@ def main() -> None:
     repeats = 2 if args.quick else args.repeats
     work = Path(tempfile.mkdtemp(prefix="lakeflow-bench-checks-"))
     env = CheckEnv("bench", Partition("2024-01-01"))
-    from lakeflow.gx import GxSuite
+    from lakeflow.define.gx import GxSuite
 
     suite = GxSuite("gx:bench", "error", SUITE)
     started = time.perf_counter()

@@ -70,7 +70,7 @@ def lakeflow_units(units: int, lake: str, address: str | None) -> tuple[float, f
     """Wall seconds, the controller's peak memory (MiB) and its CPU seconds for `units` units."""
     import ray
 
-    from lakeflow.client import NAMESPACE, controller_name
+    from lakeflow.control.client import NAMESPACE, controller_name
 
     pipeline = tiny_pipeline(units, lake)
     lf.backfill(

@@ -44,10 +44,10 @@ def build(hours: int):
 
 
 def case_empty(hours: int) -> dict:
+    from lakeflow.plan.scheduler import depths
     from lakeflow.lake.log import TableState
-    from lakeflow.planner import Request, build_plan, snapshot
-    from lakeflow.runner import depths
-    from lakeflow.scheduler import RunState
+    from lakeflow.plan.planner import Request, build_plan, snapshot
+    from lakeflow.plan.scheduler import RunState
 
     pipeline, _ = build(hours)
     started = time.perf_counter()
@@ -69,7 +69,7 @@ def case_empty(hours: int) -> dict:
 
 def case_half(hours: int) -> dict:
     from lakeflow.lake.log import Published, TableState
-    from lakeflow.planner import Request, build_plan, snapshot
+    from lakeflow.plan.planner import Request, build_plan, snapshot
 
     pipeline, partitions = build(hours)
     keys = partitions.keys()[: hours // 2]

@@ -8,7 +8,7 @@
 >>> pipeline.materialize(partitions="2013-01-01..2013-01-31")
 """
 
-from .api import (
+from lakeflow.api import (
     PlanPreview,
     RunHandle,
     RunResult,
@@ -22,11 +22,49 @@ from .api import (
     status,
     stop,
 )
-from .assets import AssetDef, Context, Resources, RetryPolicy, asset, source
-from .checks import Check, CheckEnv, CheckResult
-from .controller import ControllerOptions
-from .definition import ResumeError
-from .errors import (
+from lakeflow.control.controller import ControllerOptions
+from lakeflow.define.assets import AssetDef, Context, Resources, RetryPolicy, asset, source
+from lakeflow.define.automation import (
+    OnPublish,
+    OnUpstreamCommit,
+    Publish,
+    Schedule,
+    on_publish,
+    on_upstream_commit,
+    schedule,
+)
+from lakeflow.define.checks import Check, CheckEnv, CheckResult
+from lakeflow.define.definition import ResumeError
+from lakeflow.define.gx import gx_suite
+from lakeflow.define.mappings import (
+    PartitionMapping,
+    all_partitions,
+    identity,
+    lookback,
+    previous,
+    rollup,
+)
+from lakeflow.define.native_checks import (
+    between,
+    check,
+    freshness,
+    in_set,
+    matches,
+    not_null,
+    references,
+    row_count,
+    schema,
+    unique,
+)
+from lakeflow.define.partitions import (
+    FilePartitions,
+    Partition,
+    Partitions,
+    StaticPartitions,
+    Unpartitioned,
+)
+from lakeflow.define.time_windows import DailyPartitions, HourlyPartitions, MonthlyPartitions
+from lakeflow.errors import (
     DefinitionError,
     InfrastructureError,
     LakeError,
@@ -39,38 +77,13 @@ from .errors import (
     SelectionError,
     UserCodeError,
 )
-from .events import read_events
-from .graph import Pipeline
-from .gx import gx_suite
-from .lake import Lake
-from .loading import load_pipeline
-from .maintenance import vacuum
-from .mappings import PartitionMapping, all_partitions, identity, lookback, previous, rollup
-from .native_checks import (
-    between,
-    check,
-    freshness,
-    in_set,
-    matches,
-    not_null,
-    references,
-    row_count,
-    schema,
-    unique,
-)
-from .partitions import FilePartitions, Partition, Partitions, StaticPartitions, Unpartitioned
-from .secrets import EnvVar, SecretError
-from .service import Service, Subscription, down, subscribe, up
-from .time_windows import DailyPartitions, HourlyPartitions, MonthlyPartitions
-from .triggers import (
-    OnPublish,
-    OnUpstreamCommit,
-    Publish,
-    Schedule,
-    on_publish,
-    on_upstream_commit,
-    schedule,
-)
+from lakeflow.lake import Lake
+from lakeflow.lake.events import read_events
+from lakeflow.loading import load_pipeline
+from lakeflow.maintenance import vacuum
+from lakeflow.pipeline import Pipeline
+from lakeflow.secrets import EnvVar, SecretError
+from lakeflow.serve.service import Service, Subscription, down, subscribe, up
 
 __version__ = "0.1.0"
 

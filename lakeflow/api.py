@@ -14,19 +14,25 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .assets import AssetDef
-from .client import connect, controller_client, stop
-from .controller import ControllerOptions
-from .definition import reference
-from .graph import Pipeline
-from .lake import Lake
-from .planner import Request, build_plan, check_request
-from .progress import not_built
-from .results import RunResult, events_result
-from .runs import RUNS_DIR, cancel_marker, failed_partitions, load_stored, run_status
-from .scheduler import RunState
-from .snapshots import needed, read_snapshots
-from .status import as_pipeline, check_results, status
+from lakeflow.control.client import connect, controller_client, stop
+from lakeflow.control.controller import ControllerOptions
+from lakeflow.control.runs import (
+    RUNS_DIR,
+    cancel_marker,
+    failed_partitions,
+    load_stored,
+    run_status,
+)
+from lakeflow.define.assets import AssetDef
+from lakeflow.define.definition import reference
+from lakeflow.define.graph import Pipeline
+from lakeflow.lake import Lake
+from lakeflow.plan.planner import Request, build_plan, check_request
+from lakeflow.plan.scheduler import RunState, depths
+from lakeflow.plan.snapshots import needed, read_snapshots
+from lakeflow.plan.status import as_pipeline, check_results, status
+from lakeflow.progress import ProgressBar, not_built
+from lakeflow.results import RunResult, events_result
 
 __all__ = [
     "PlanPreview",
@@ -282,8 +288,6 @@ def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPre
     snapshots = read_snapshots(lake, pipeline, needed(pipeline, selected))
     failed = failed_partitions(lake, pipeline, selected) if request.only == "failed" else None
     plan = build_plan(pipeline, request, snapshots, failed=failed)
-    from .runner import depths
-
     run_state = RunState(plan, depth=depths(pipeline))
     units = run_state.take(first) if plan.size else []
     leading = [plan.locate(u) for u in units]
@@ -310,8 +314,6 @@ def follow(client: Any, run_id: str, progress: Progress) -> None:
                     done = done or info["done"]
                 if done:
                     return
-        from .progress import ProgressBar
-
         with ProgressBar(run_id) as bar:
             while True:
                 done = client.call("wait", run_id, 0.25)

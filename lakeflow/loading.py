@@ -12,8 +12,8 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from .errors import DefinitionError, LakeflowError
-from .graph import Pipeline
+from lakeflow.define.graph import Pipeline
+from lakeflow.errors import DefinitionError, LakeflowError
 
 __all__ = ["load_pipeline"]
 

@@ -18,12 +18,12 @@ import polars as pl
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
-from .assets import AssetDef
-from .errors import LakeError, RequestError
-from .graph import Pipeline
-from .lake import Lake
-from .lake.log import TableState
-from .status import as_pipeline
+from lakeflow.define.assets import AssetDef
+from lakeflow.define.graph import Pipeline
+from lakeflow.errors import LakeError, RequestError
+from lakeflow.lake import Lake
+from lakeflow.lake.log import TableState
+from lakeflow.plan.status import as_pipeline
 
 __all__ = ["MIN_RETAIN_HOURS", "vacuum"]
 

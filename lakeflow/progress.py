@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .scheduler import NOT_BUILT
+from lakeflow.plan.scheduler import NOT_BUILT
 
 __all__ = ["ProgressBar", "not_built"]
 

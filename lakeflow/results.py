@@ -8,11 +8,11 @@ from typing import Any
 
 import polars as pl
 
-from .errors import RunError
-from .events import read_events
-from .lake import Lake
-from .runs import RESULT_SCHEMA
-from .status import check_frame
+from lakeflow.control.runs import RESULT_SCHEMA
+from lakeflow.errors import RunError
+from lakeflow.lake import Lake
+from lakeflow.lake.events import read_events
+from lakeflow.plan.status import check_frame
 
 __all__ = ["RunResult", "events_result"]
 

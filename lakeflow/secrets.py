@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import LakeflowError
+from lakeflow.errors import LakeflowError
 
 __all__ = ["EnvVar", "SecretError", "StorageOption", "resolve_options"]
 

@@ -33,7 +33,7 @@ def main() -> None:
     run = lf.backfill(pipeline, lake=args.lake, wait=False, options=options)
     import ray
 
-    from lakeflow.client import NAMESPACE, controller_name
+    from lakeflow.control.client import NAMESPACE, controller_name
 
     actor = ray.get_actor(controller_name(lf.Lake(args.lake)), namespace=NAMESPACE)
     pid = ray.get(actor.ping.remote())["pid"]

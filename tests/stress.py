@@ -363,7 +363,7 @@ def _start_producer(spec: Path, log: Path) -> subprocess.Popen:
 def _kill_controller(lake: str) -> None:
     import ray
 
-    from lakeflow.client import NAMESPACE, controller_name
+    from lakeflow.control.client import NAMESPACE, controller_name
 
     actor = ray.get_actor(controller_name(Lake(lake)), namespace=NAMESPACE)
     ray.kill(actor, no_restart=False)  # a crash: Ray restarts it, which resumes from the lake

@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 
 import lakeflow as lf
-from lakeflow.checks import CheckEnv, run_checks
+from lakeflow.define.checks import CheckEnv, run_checks
+from lakeflow.define.partitions import Partition
 from lakeflow.errors import DefinitionError
-from lakeflow.partitions import Partition
 
 FRAME = pl.LazyFrame({
     "id": [1, 2, 3, 4, 4, 6, 7],

@@ -310,8 +310,8 @@ def small_disk(tmp_path) -> Path:
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_a_full_disk_is_an_infrastructure_failure(executor, small_disk, tmp_path):
-    from lakeflow.events import read_events
     from lakeflow.lake import Lake
+    from lakeflow.lake.events import read_events
 
     (tmp_path / "pipe.py").write_text(FULL_DISK)
     sys.modules.pop("pipe", None)

@@ -146,7 +146,7 @@ def _snapshots(pipeline: lf.Pipeline, *, source_present: bool) -> dict:
     or (source_present=False) emptied by that commit."""
     import numpy as np
 
-    from lakeflow.planner import AssetSnapshot
+    from lakeflow.plan.planner import AssetSnapshot
 
     out = {}
     for name, item in pipeline.assets.items():
@@ -168,7 +168,7 @@ def _snapshots(pipeline: lf.Pipeline, *, source_present: bool) -> dict:
 
 @pytest.mark.parametrize("force", [False, True])
 def test_a_window_deleted_whole_deletes_its_roll_up_and_lookbacks(lake, force):
-    from lakeflow.planner import DELETED, Request, build_plan, partition_status
+    from lakeflow.plan.planner import DELETED, Request, build_plan, partition_status
 
     pipeline = deletes_pipeline(lake)
     snapshots = _snapshots(pipeline, source_present=False)

@@ -7,8 +7,8 @@ import pytest
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
-from lakeflow.events import Event, EventLog, read_events
 from lakeflow.lake import Lake
+from lakeflow.lake.events import Event, EventLog, read_events
 
 
 def flush_events(log: EventLog, count: int, start: int = 0) -> None:

@@ -11,13 +11,13 @@ import polars as pl
 from deltalake import DeltaTable
 
 import lakeflow as lf
-from lakeflow.controller import Controller, ControllerOptions
+from lakeflow.control.controller import Controller, ControllerOptions
 from lakeflow.errors import Superseded
-from lakeflow.executors import LocalExecutor
+from lakeflow.execute.executors import LocalExecutor
 from lakeflow.lake import Lake
 from lakeflow.lake.fence import Fence
-from lakeflow.planner import Request
-from lakeflow.status import as_pipeline
+from lakeflow.plan.planner import Request
+from lakeflow.plan.status import as_pipeline
 from tests.pipelines import PIPELINE
 
 

@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 import lakeflow as lf
-from lakeflow.checks import CheckEnv, run_checks
-from lakeflow.partitions import Partition
+from lakeflow.define.checks import CheckEnv, run_checks
+from lakeflow.define.partitions import Partition
 
 ENV = CheckEnv("orders", Partition("2024-01-01"))
 GOOD = pl.LazyFrame({"customer": ["c1", "c2", "c3"], "amount": [5.0, 10.0, 99.0]})

@@ -378,9 +378,9 @@ def test_http_needs_the_up_process_to_stay(tmp_path, capsys):
 @pytest.fixture
 def quick_server(tmp_path):
     """The server object with short deadlines, its /runs on a real in-process controller."""
-    from lakeflow.client import controller_client
-    from lakeflow.web import Bearer, HttpLimits, TriggerServer, bind, build_app
-    from lakeflow.web_runs import run_routes
+    from lakeflow.control.client import controller_client
+    from lakeflow.serve.web import Bearer, HttpLimits, TriggerServer, bind, build_app
+    from lakeflow.serve.web_runs import run_routes
     from tests.trigger_pipelines import trips_pipeline
 
     lake = str(tmp_path / "lake")

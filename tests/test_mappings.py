@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 import lakeflow as lf
+from lakeflow.define.mappings import (
+    AllPartitions,
+    Identity,
+    TimeOverlap,
+    default_mapping,
+    expand_ranges,
+)
 from lakeflow.errors import DefinitionError
-from lakeflow.mappings import AllPartitions, Identity, TimeOverlap, default_mapping, expand_ranges
 
 DAYS = lf.DailyPartitions(start="2013-01-01", end="2014-01-01")
 LATER_DAYS = lf.DailyPartitions(start="2013-01-10", end="2014-01-01")

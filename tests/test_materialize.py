@@ -324,7 +324,7 @@ def test_a_commit_that_fails_on_our_own_state_reloads_it_from_the_lake(lake, mon
     """An error of ours (not the lake's) in a commit may mean the controller's view of the table
     went wrong; the retry must not meet the same wrong view (a CI run once failed every unit on a
     table state left without its schema)."""
-    import lakeflow.group_commit as commits_module
+    import lakeflow.control.group_commit as commits_module
 
     @lf.asset(
         partitions=lf.StaticPartitions(["eu", "us", "jp"]),

@@ -6,7 +6,7 @@ import pytest
 
 import lakeflow as lf
 from lakeflow.errors import PartitionError
-from lakeflow.planner import (
+from lakeflow.plan.planner import (
     FRESH,
     MISSING,
     STALE,

@@ -10,7 +10,7 @@ import pytest
 from deltalake import DeltaTable
 
 import lakeflow as lf
-from lakeflow.client import NAMESPACE, controller_name
+from lakeflow.control.client import NAMESPACE, controller_name
 from tests.conftest import lake_fingerprint
 from tests.pipelines import PIPELINE
 

@@ -4,8 +4,8 @@ import polars as pl
 
 import lakeflow as lf
 from lakeflow.errors import ErrorInfo
-from lakeflow.planner import AssetSnapshot, Request, build_plan
-from lakeflow.scheduler import RunState, UnitStatus
+from lakeflow.plan.planner import AssetSnapshot, Request, build_plan
+from lakeflow.plan.scheduler import RunState, UnitStatus
 
 DAYS = lf.DailyPartitions(start="2024-01-01", end="2024-01-04")
 

@@ -13,8 +13,8 @@ from deltalake import DeltaTable
 
 from lakeflow.lake import Lake
 from lakeflow.lake.fence import Fence
-from lakeflow.trigger_engine import TriggerOptions, Triggers
-from lakeflow.triggers import TriggerState
+from lakeflow.triggers.engine import TriggerOptions, Triggers
+from lakeflow.triggers.follow import TriggerState
 from tests.trigger_pipelines import trips_pipeline, write_trips
 
 

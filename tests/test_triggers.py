@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 
 import lakeflow as lf
 from lakeflow.lake import Lake
-from lakeflow.triggers import STATE_URL, consumer_partitions
+from lakeflow.triggers.follow import STATE_URL, consumer_partitions
 from tests.conftest import assert_status_agrees
 from tests.trigger_pipelines import (
     DAYS,
@@ -158,7 +158,7 @@ def test_a_burst_of_50_commits_loses_none_and_doubles_none(ray_session, lake, se
 
 
 def test_a_killed_controller_resumes_from_its_cursors(ray_session, lake, service_stopper):
-    from lakeflow.client import NAMESPACE, controller_name
+    from lakeflow.control.client import NAMESPACE, controller_name
 
     pipeline = TRIPS_ON_START.with_lake(lake)  # module-level: the restart imports it again
     source = f"{lake}/trips"

@@ -5,6 +5,10 @@ One `Lake` value carries the URL and the storage options, and hands each library
 wants: deltalake and polars take object_store options (`AWS_ENDPOINT_URL`, ...), Parquet staging
 and log reads use a pyarrow filesystem built from the same options. A `Lake` pickles without its
 filesystem, so it travels to Ray workers cheaply.
+
+Submodules: `log` (reading Delta logs), `staging`, `publish`, `fence`, `events` (the event-log
+table), `registry` (files a sensor has seen). Imports only `secrets` and `errors`: the lake knows
+nothing of assets (checked by lint-imports).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from ..errors import LakeError, RequestError
-from ..secrets import resolve_options
+from lakeflow.errors import LakeError, RequestError
+from lakeflow.secrets import resolve_options
 
 __all__ = ["Lake"]
 

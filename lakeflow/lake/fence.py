@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import uuid
 
-from ..errors import Superseded
-from . import Lake
+from lakeflow.errors import Superseded
+from lakeflow.lake import Lake
 
 __all__ = ["EPOCHS_DIR", "Fence"]
 

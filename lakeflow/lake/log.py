@@ -21,8 +21,8 @@ from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
 
-from ..errors import LakeError
-from . import Lake
+from lakeflow.errors import LakeError
+from lakeflow.lake import Lake
 
 __all__ = ["APP_ID", "Commit", "Published", "TableState", "commit_path", "parse_commit"]
 

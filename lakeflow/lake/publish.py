@@ -22,9 +22,9 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Tr
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from ..errors import LakeError, SchemaError
-from . import Lake
-from .log import (
+from lakeflow.errors import LakeError, SchemaError
+from lakeflow.lake import Lake
+from lakeflow.lake.log import (
     APP_ID,
     METADATA_KEY,
     METADATA_VERSION,
@@ -33,7 +33,7 @@ from .log import (
     commit_path,
     parse_commit,
 )
-from .staging import StagedFile, partition_values, schema_id
+from lakeflow.lake.staging import StagedFile, partition_values, schema_id
 
 __all__ = ["UnitOutput", "publish", "rollback"]
 

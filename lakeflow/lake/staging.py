@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import Schema as DeltaSchema
 
-from ..errors import SchemaError, storage_failure
-from . import Lake
+from lakeflow.errors import SchemaError, storage_failure
+from lakeflow.lake import Lake
 
 __all__ = ["StagedFile", "check_schema", "delta_type_map", "normalize_output", "stage_output"]
 

@@ -1,0 +1,270 @@
+"""Reaching a lake's controller: the named, detached actor in a Ray cluster (started locally if
+this process has no Ray yet), or a controller on an event-loop thread in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from lakeflow.control.actor import actor_class
+from lakeflow.control.controller import Controller, ControllerOptions
+from lakeflow.errors import LakeflowError, RayUnavailable, RequestError, Superseded
+from lakeflow.execute.executors import LocalExecutor
+from lakeflow.lake import Lake
+
+__all__ = ["NAMESPACE", "Client", "connect", "controller_client", "controller_name", "stop"]
+
+NAMESPACE = "lakeflow"
+DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds to reach a cluster at --address
+
+
+# -- Ray -------------------------------------------------------------------------------------
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    log_to_driver: bool = True,
+    connect_timeout: float | None = None,
+) -> None:
+    """Attach this process to Ray: one already initialized, a cluster at `address`
+    (`"auto"`, `"ray://host:10001"`, `"host:6379"`), or — by default — a local Ray started for
+    this process. A plain local start never joins another cluster on the machine by accident.
+
+    Raises `RayUnavailable` when Ray cannot start (after one retry) or the cluster cannot be
+    reached within `connect_timeout` seconds (default $LAKEFLOW_CONNECT_TIMEOUT, else 15).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if (
+        address is None
+        and os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+        and os.environ.get("RAY_ADDRESS")
+    ):
+        address = "auto"  # a Ray Job's driver (`lakeflow submit`): use the job's cluster
+    if address in (None, "local"):
+        _start_local(num_cpus, object_store_memory, log_to_driver)
+        return
+    _attach(address, log_to_driver, _connect_timeout(connect_timeout))
+
+
+def _connect_timeout(given: float | None) -> float:
+    if given is not None:
+        return given
+    try:
+        return float(os.environ.get("LAKEFLOW_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT))
+    except ValueError:
+        raise RequestError(
+            f"LAKEFLOW_CONNECT_TIMEOUT={os.environ['LAKEFLOW_CONNECT_TIMEOUT']!r} is not a number"
+        ) from None
+
+
+def _start_local(
+    num_cpus: int | None, object_store_memory: int | None, log_to_driver: bool
+) -> None:
+    """A Ray for this process; a start that fails (on a loaded machine the node can time out
+    during startup) is tried once more before `RayUnavailable`."""
+    import ray
+
+    # Each task here has one CPU: one polars thread per worker process, instead of a pool per
+    # process as large as the machine, all fighting over the same cores.
+    env = {"POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "1")}
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                object_store_memory=object_store_memory or 256 * 2**20,
+                log_to_driver=log_to_driver,
+                namespace=NAMESPACE,
+                runtime_env={"env_vars": env},
+            )
+            return
+        except Exception as error:  # Ray raises plain Exception, RuntimeError, OSError here
+            ray.shutdown()  # what the failed start left behind (its processes, its session)
+            if attempt == 2:
+                raise RayUnavailable(
+                    f"could not start a local Ray (2 attempts): {_first_line(error)}",
+                    hint="a loaded machine can time the start out: try again, or attach to a "
+                    "running cluster with --address",
+                ) from error
+
+
+def _attach(address: str, log_to_driver: bool, timeout: float) -> None:
+    """Join the cluster at `address`, giving up with `RayUnavailable` after `timeout` seconds
+    (Ray itself keeps retrying an address where nothing listens for minutes)."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    host_port = address.removeprefix("ray://")
+    if address != "auto" and ":" in host_port:
+        _wait_for_port(address, host_port, deadline)
+    attempts = 3 if address.startswith("ray://") else 1
+    for attempt in range(attempts):
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
+            return
+        except Exception as error:  # a busy head's client proxy can fail to start a server
+            ray.shutdown()  # for us: try again before giving up
+            if attempt + 1 == attempts or time.monotonic() > deadline:
+                raise RayUnavailable(
+                    f"cannot attach to the Ray cluster at {address}: {_first_line(error)}",
+                    hint="is it up (cluster/local.sh status)? does RAY_AUTH_MODE match it?",
+                ) from error
+            time.sleep(2.0 * (attempt + 1))
+
+
+def _wait_for_port(address: str, host_port: str, deadline: float) -> None:
+    host, _, port = host_port.rpartition(":")
+    if not port.isdigit():
+        raise RequestError(
+            f"Ray address {address!r} has no port", hint="HOST:PORT, e.g. 10.0.0.5:6379"
+        )
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=2.0).close()
+            return
+        except OSError as error:
+            if time.monotonic() + 0.5 > deadline:
+                raise RayUnavailable(
+                    f"cannot reach the Ray cluster at {address}: {error.strerror or error}",
+                    hint="is the head up? LAKEFLOW_CONNECT_TIMEOUT (seconds) waits longer",
+                ) from error
+            time.sleep(0.5)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def controller_name(lake: Lake) -> str:
+    return "lakeflow-" + hashlib.sha1(lake.url.encode()).hexdigest()[:12]
+
+
+class _RayClient:
+    """Talks to the lake's controller actor, creating it if absent."""
+
+    def __init__(self, lake: Lake, options: ControllerOptions) -> None:
+        import ray
+
+        self._ray = ray
+        # Nodes that offer the `controller` resource (cluster/local.sh gives it to the head; give
+        # it to on-demand nodes, not spot ones) host the controller; after a node loss Ray
+        # restarts it on another node that offers it.
+        pinned = options.resources or (
+            {"controller": 0.01} if ray.cluster_resources().get("controller") else {}
+        )
+        self.actor = (
+            actor_class()
+            .options(
+                name=controller_name(lake),
+                namespace=NAMESPACE,
+                lifetime="detached",
+                get_if_exists=True,
+                resources=pinned,
+            )
+            .remote(lake.url, dict(lake.storage_options), options)
+        )
+
+    def call(self, method: str, *args: Any) -> Any:
+        try:
+            return self._ray.get(getattr(self.actor, method).remote(*args))
+        except self._ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, LakeflowError):  # our own error, without Ray's wrapping
+                raise error.cause from None
+            raise
+
+
+# Asked of a controller that another has superseded, these start a fresh one that takes the lake
+# over (one controller per lake: the one last asked to run something).
+TAKE_OVER = ("submit", "resume", "up")
+
+
+class _LocalClient:
+    """A controller in this process, on its own event loop thread: no Ray needed."""
+
+    _instances: dict[str, _LocalClient] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, lake: Lake, options: ControllerOptions) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(
+            target=self.loop.run_forever, name="lakeflow-controller", daemon=True
+        ).start()
+        self.controller = Controller(lake, LocalExecutor(options.max_in_flight), options)
+
+    @classmethod
+    def get(cls, lake: Lake, options: ControllerOptions) -> _LocalClient:
+        with cls._lock:
+            if lake.url not in cls._instances:
+                cls._instances[lake.url] = cls(lake, options)
+            return cls._instances[lake.url]
+
+    def call(self, method: str, *args: Any) -> Any:
+        async def invoke() -> Any:
+            if self.controller.is_superseded and method in TAKE_OVER:
+                self.controller = Controller(
+                    self.controller.lake, self.controller.executor, self.controller.options
+                )
+            result = getattr(self.controller, method)(*args)
+            return await result if asyncio.iscoroutine(result) else result
+
+        try:
+            return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result()
+        except Superseded:
+            if method not in TAKE_OVER:
+                raise
+            return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result()
+
+    @classmethod
+    def close(cls, lake: Lake) -> bool:
+        """Stop the in-process controller of `lake`, if this process has one."""
+        with cls._lock:
+            client = cls._instances.pop(lake.url, None)
+        if client is None:
+            return False
+        asyncio.run_coroutine_threadsafe(client.controller.close(), client.loop).result(timeout=60)
+        client.loop.call_soon_threadsafe(client.loop.stop)
+        return True
+
+
+def controller_client(
+    lake: Lake, executor: str, options: ControllerOptions | None, address: str | None
+) -> Any:
+    options = options or ControllerOptions()
+    if executor == "local":
+        return _LocalClient.get(lake, options)
+    connect(address)
+    return _RayClient(lake, options)
+
+
+Client = _RayClient | _LocalClient
+
+
+def stop(lake: str | Lake, *, storage_options: Mapping[str, str] | None = None) -> bool:
+    """Stop the lake's controllers: one in this process (executor="local") and the actor in the
+    connected Ray. True if one was running."""
+    import ray
+
+    where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
+    stopped = _LocalClient.close(where)
+    if not ray.is_initialized():
+        return stopped
+    try:
+        actor = ray.get_actor(controller_name(where), namespace=NAMESPACE)
+    except ValueError:
+        return stopped
+    ray.kill(actor, no_restart=True)
+    return True

@@ -1,0 +1,563 @@
+"""One run as it executes: its dispatch loop over the run state, the tasks it has in flight,
+retries, check outcomes and the events that tell the story; its staged units are published by
+its `GroupCommits`.
+
+A `Run` shares with its controller the lake, the executor, the event log, the open tables (and
+one commit lock per table) and the pool of task slots; it keeps to its own limit within that pool
+(`concurrency`, `max_share`), so a backfill need not starve the work triggered beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lakeflow.control.group_commit import GroupCommits
+from lakeflow.define.checks import CheckResult
+from lakeflow.define.graph import Pipeline
+from lakeflow.errors import ErrorInfo
+from lakeflow.execute.executors import TaskLost, TaskTimedOut
+from lakeflow.execute.worker import WHOLE_TABLE_FILES, InputSpec, UnitRecord, UnitSpec
+from lakeflow.lake.events import Event
+from lakeflow.plan.planner import Plan, Request
+from lakeflow.plan.scheduler import FINAL, NOT_BUILT, RunState, UnitStatus, depths
+
+if TYPE_CHECKING:
+    from lakeflow.control.controller import Controller
+
+__all__ = ["Run"]
+
+BUILDING = (UnitStatus.RUNNING, UnitStatus.STAGED, UnitStatus.VERIFYING)  # a partition in the works
+
+
+class Run:
+    """A planned request being carried out."""
+
+    def __init__(
+        self,
+        host: Controller,
+        run_id: str,
+        pipeline: Pipeline,
+        request: Request,
+        origin: str,
+        plan: Plan,
+        *,
+        prior: dict[str, dict[int, int]] | None = None,
+        attempts: dict[tuple[str, str], int] | None = None,
+    ) -> None:
+        self.host = host
+        self.id = run_id
+        self.pipeline = pipeline
+        self.request = request
+        self.origin = origin
+        self.plan = plan
+        self.state = RunState(plan, depth=depths(pipeline))
+        self.handle = host.executor.prepare(run_id, pipeline)
+        self.prior = prior or {}  # asset -> {partition index: version} published before a restart
+        self.inputs: dict[int, dict[str, int]] = {}  # unit -> input versions it read
+        self._keys: dict[int, str] = {}  # unit -> partition key, while under way
+        self.running: dict[str, int] = {}  # asset -> units in flight
+        self.tasks = 0  # tasks in flight
+        self.completed: deque[
+            tuple[str, list[int], list[UnitRecord] | None, str | TaskTimedOut | None]
+        ] = deque()
+        self.solo: set[int] = set()
+        # units taken while another run of this controller builds the same partition: they wait
+        # for it, then run or find it fresh (`_claim`); and each table's version at planning
+        self.parked: set[int] = set()
+        self.seen = {a: host.tables[a].version for a in plan.assets if a in host.tables}
+        self.unit_seconds: dict[str, float] = {}  # asset -> recent seconds a unit
+        self.cancelled = False
+        self.wake = asyncio.Event()
+        self.finished = asyncio.Event()
+        options = host.options
+        linger = (
+            options.backfill_commit_linger if request.kind == "backfill" else options.commit_linger
+        )
+        self.commits = GroupCommits(self, linger=linger, max_units=options.max_commit_units)
+        self.retry_logged = 0  # the newest unit_retry event: retries wait until it is written
+        self._seed_attempts(attempts or {})
+
+    def _seed_attempts(self, used: dict[tuple[str, str], int]) -> None:
+        """A resumed run carries on counting each unit's attempts where its events left off."""
+        for (asset, key), count in used.items():
+            if asset not in self.plan.assets:
+                continue
+            parts = self.pipeline[asset].partitions
+            index = int(parts.indices([key])[0]) if parts.is_partitioned else 0
+            unit = self.plan.unit(asset, index) if index >= 0 else None
+            if unit is not None:
+                self.state.attempts[unit] = count
+
+    # -- limits ----------------------------------------------------------------------------------
+    def limit(self) -> int:
+        """Tasks this run may keep in flight: its concurrency, its share of the cluster."""
+        capacity = self.host.capacity()
+        limit = capacity
+        if self.request.max_share is not None:
+            limit = max(1, math.floor(capacity * self.request.max_share))
+        if self.request.concurrency is not None:
+            limit = min(limit, self.request.concurrency)
+        return limit
+
+    @property
+    def prior_count(self) -> int:
+        return sum(len(v) for v in self.prior.values())
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def drive(self) -> None:
+        state = self.state
+        self._fail_unrunnable()
+        try:
+            while not state.done:
+                self.wake.clear()
+                if self.host.events.written >= self.retry_logged:
+                    state.release_backoffs()
+                elif state.next_backoff() is not None:  # a retry is due once its event is written
+                    self.host.flush_soon()
+                self._drain()
+                if self.cancelled:
+                    gone = state.cancel(also=self.parked)
+                    self.parked.clear()
+                    if gone:
+                        self.host.events.emit(
+                            Event(self.id, "run_cancelling", detail={"cancelled_units": len(gone)})
+                        )
+                self._dispatch()
+                self.commits.publish_ready()
+                if state.done:
+                    break
+                await self._sleep()
+        except Exception as error:  # a bug of ours: fail what is left rather than hang the run
+            info = ErrorInfo.from_exception(error)
+            for unit in np.flatnonzero(~np.isin(state.status, list(FINAL))).tolist():
+                self.fail(unit, info)
+        await self._finish()
+
+    def _fail_unrunnable(self) -> None:
+        """Units that cannot start: resources no node has, inputs that are not materialized.
+        Also logs the units the plan left waiting (inputs outside the request)."""
+        plan, state = self.plan, self.state
+        for waiting in plan.waiting:
+            up = self.pipeline[waiting.upstream]
+            where = f"{waiting.upstream} {up.partitions.key(waiting.upstream_index)}"
+            self.host.events.emit(Event(
+                self.id, "unit_waiting", asset=waiting.asset,
+                partition=self.pipeline[waiting.asset].partitions.key(waiting.index),
+                message=f"input {where} is not materialized and lies outside the requested partitions",
+            ))  # fmt: skip
+        for j, asset in enumerate(plan.assets):
+            reason = self.host.executor.infeasible(self.pipeline[asset].resources.ray_options())
+            if reason is None:
+                continue
+            if self.host.options.autoscaling:  # Ray queues the tasks until such a node joins
+                message = f"asset {asset} {reason} yet: waiting for the autoscaler to add one"
+                self.host.events.emit(Event(self.id, "run_waiting", asset=asset, message=message))
+                continue
+            error = ErrorInfo("lakeflow", "ResourcesUnavailable", f"asset {asset} {reason}")
+            for unit in range(int(plan.offsets[j]), int(plan.offsets[j + 1])):
+                self.fail(unit, error)
+        for j, asset in enumerate(plan.assets):  # a resumed run's units out of attempts
+            lo, hi = int(plan.offsets[j]), int(plan.offsets[j + 1])
+            policy = self.pipeline[asset].retry
+            for unit in (lo + np.flatnonzero(state.attempts[lo:hi] >= policy.attempts)).tolist():
+                used = int(state.attempts[unit])
+                message = f"{used} attempts were spent before the controller restarted (the policy allows {policy.attempts})"
+                self.fail(unit, ErrorInfo("lakeflow", "AttemptsExhausted", message))
+        for missing in plan.missing:
+            found = plan.unit(missing.asset, missing.index)
+            if found is None or state.status[found] in FINAL:
+                continue
+            up = self.pipeline[missing.upstream]
+            key = up.partitions.key(missing.upstream_index)
+            if up.source:  # lakeflow cannot build it: its producer has not written it
+                message = f"input {missing.upstream} partition {key} has no data (a source: its producer writes it)"
+            else:
+                message = f"input {missing.upstream} partition {key} is not materialized (select +{missing.asset} to build it)"
+            self.fail(found, ErrorInfo("lakeflow", "MissingInput", message))
+
+    async def _sleep(self) -> None:
+        timeout = 5.0
+        backoff = self.state.next_backoff()
+        if backoff is not None and self.host.events.written >= self.retry_logged:
+            timeout = min(timeout, max(0.0, backoff - time.time()))
+        if self.commits.waiting():
+            timeout = min(timeout, self.commits.linger)
+        if self.parked:  # the other run's outcome wakes every run; this is a safety net
+            timeout = min(timeout, 0.2)
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def _batch_size(self, free: int) -> int:
+        """Units for the next task: enough to make a task of about `task_seconds` of the asset
+        served next, never more than the ready units shared fairly among the free slots."""
+        j = self.state.next_asset()
+        seconds = self.unit_seconds.get(self.plan.assets[j]) if j is not None else None
+        if seconds is None:
+            return 1
+        share = math.ceil(self.state.ready_count() / max(1, free))
+        options = self.host.options
+        target = max(1, int(options.task_seconds / max(seconds, 1e-4)))
+        return max(1, min(share, target, options.max_task_units))
+
+    def _dispatch(self) -> None:
+        state, host = self.state, self.host
+        unparked = [u for u in sorted(self.parked) if not self._held_elsewhere(u)]
+        while unparked or state.ready_count():
+            free = min(host.capacity() - host.in_flight, self.limit() - self.tasks)
+            if free <= 0:
+                break
+            if unparked:
+                size = self._batch_size(free)
+                batch, unparked = unparked[:size], unparked[size:]
+                self.parked.difference_update(batch)
+            else:
+                batch = state.take(self._batch_size(free))
+                if not batch:
+                    break
+            batch = self._claim(self._stage_deletes(batch))
+            if not batch:
+                continue
+            solo = [u for u in batch if u in self.solo]
+            rest = [u for u in batch if u not in self.solo]
+            for group in [[u] for u in solo] + ([rest] if rest else []):
+                asset = self.plan.locate(group[0])[0]
+                specs = [self._spec(unit) for unit in group]
+                for unit, spec in zip(group, specs, strict=True):
+                    self.inputs[unit] = {i.name: i.version for i in spec.inputs}
+                    self.event(unit, "unit_started", attempt=spec.attempt)
+                self.running[asset] = self.running.get(asset, 0) + len(group)
+                self.tasks += 1
+                host.in_flight += 1
+                host.spawn(self._task(asset, group, specs))
+
+    # -- one build of a partition at a time ------------------------------------------------------
+    def _claim(self, batch: list[int]) -> list[int]:
+        """The units of `batch` to run now. One whose partition another run of this controller is
+        building waits for it (parked); one that another run published since this run was
+        planned, from the inputs this unit would read and with the same code, is done already:
+        two runs asking for one partition build it once."""
+        out = []
+        for unit in batch:
+            if self._held_elsewhere(unit):
+                self.parked.add(unit)
+            elif self._fresh_now(unit):
+                asset = self.plan.locate(unit)[0]
+                info = self.host.tables[asset].published[self.key(unit)]
+                self.state.published([unit], info.version)
+                self.event(unit, "unit_fresh", version=info.version,
+                           message=f"built meanwhile by run {info.run_id}")  # fmt: skip
+                self.forget_key(unit)
+            else:
+                out.append(unit)
+        return out
+
+    def _held_elsewhere(self, unit: int) -> bool:
+        """Is another unfinished run of this controller running, staging or verifying this
+        unit's partition?"""
+        asset, index = self.plan.locate(unit)
+        for other in self.host.runs.values():
+            if other is self or other.finished.is_set() or asset not in other.plan.assets:
+                continue
+            theirs = other.plan.unit(asset, index)
+            if (
+                theirs is not None
+                and theirs not in other.parked
+                and other.state.status[theirs] in BUILDING
+            ):
+                return True
+        return False
+
+    def _fresh_now(self, unit: int) -> bool:
+        """Did another run publish this unit's partition after this run was planned, by the
+        current code and from the upstream partitions as they are now?"""
+        if self.request.force or self.request.only == "all" or self.plan.is_delete(unit):
+            return False
+        asset = self.plan.locate(unit)[0]
+        table, key = self.host.tables[asset], self.key(unit)
+        with table.lock:
+            if table.touched.get(key, -1) <= self.seen.get(asset, -1):
+                return False  # nothing new since the plan: the plan's verdict stands
+            info = table.published.get(key)
+            if info is None or not table.files.get(key):
+                return False
+        if info.run_id == self.id or info.code_version != self.pipeline[asset].code_version:
+            return False
+        position = unit - int(self.plan.offsets[self.plan.asset_of(unit)])
+        for edge in self.pipeline.upstream(asset):
+            lo, hi = (int(x[position]) for x in self.plan.ranges[(asset, edge.up)])
+            up = self.host.tables[edge.up]
+            keys = self.pipeline[edge.up].partitions.keys(np.arange(lo, hi)) if hi > lo else []
+            with up.lock:
+                newest = max((up.touched.get(k, -1) for k in keys), default=-1)
+            if newest > info.inputs.get(edge.up, -1):
+                return False
+        return True
+
+    def _stage_deletes(self, batch: list[int]) -> list[int]:
+        """Stage the delete units of `batch` for their table's next commit (they need no task:
+        their inputs were deleted upstream, see `planner._vanished`); returns the other units."""
+        rest = []
+        for unit in batch:
+            if not self.plan.is_delete(unit):
+                rest.append(unit)
+                continue
+            asset, index = self.plan.locate(unit)
+            self.inputs[unit] = {
+                e.up: self.host.tables[e.up].version for e in self.pipeline.upstream(asset)
+            }
+            self.state.staged(unit, rows=0, size=0, seconds=0.0)
+            record = UnitRecord(asset, index, self.key(unit), int(self.state.attempts[unit]))
+            self.commits.stage(asset, unit, record)
+        return rest
+
+    def _spec(self, unit: int) -> UnitSpec:
+        plan, pipeline, tables = self.plan, self.pipeline, self.host.tables
+        asset, index = plan.locate(unit)
+        position = unit - int(plan.offsets[plan.asset_of(unit)])
+        inputs = []
+        for edge in pipeline.upstream(asset):
+            lo, hi = (int(x[position]) for x in plan.ranges[(asset, edge.up)])
+            table = tables[edge.up]
+            up_parts = pipeline[edge.up].partitions
+            keys = up_parts.keys(np.arange(lo, hi)) if hi > lo else []
+            files = table.file_list(keys)
+            whole = len(files) > WHOLE_TABLE_FILES
+            inputs.append(InputSpec(
+                name=edge.up, table_url=table.url, column=table.column, version=table.version,
+                files=() if whole else tuple((k, p) for k, p, _ in files),
+                keys=(None if hi - lo == len(up_parts) else tuple(keys)) if whole else None,
+                schema=table.schema, whole_table=whole,
+            ))  # fmt: skip
+        attempt = int(self.state.attempts[unit])
+        return UnitSpec(asset, index, self.key(unit), attempt, tuple(inputs), tables[asset].schema)
+
+    async def _task(self, asset: str, units: list[int], specs: list[UnitSpec]) -> None:
+        host = self.host
+        try:
+            records = await host.executor.run(
+                host.lake, self.id, self.handle, self.pipeline, asset, specs
+            )
+            self.completed.append((asset, units, records, None))
+        except TaskTimedOut as error:
+            self.completed.append((asset, units, None, error))
+        except TaskLost as error:
+            self.completed.append((asset, units, None, str(error)))
+        except Exception as error:
+            self.completed.append((asset, units, None, f"{type(error).__name__}: {error}"))
+        finally:
+            self.tasks -= 1
+            host.in_flight -= 1
+            host.wake_all()
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        state = self.state
+        while self.completed:
+            asset, units, records, lost = self.completed.popleft()
+            self.running[asset] -= len(units)
+            if isinstance(lost, TaskTimedOut):
+                self._timed_out(asset, units, lost)
+                continue
+            if records is None:
+                if len(units) > 1:  # find the unit that kills its worker by running each alone
+                    for unit in units:
+                        self.solo.add(unit)
+                        state.requeue(unit)
+                        self.event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
+                                    detail={"error": "WorkerLost", "charged": False, "reason": "its task's worker died; rerun alone"})  # fmt: skip
+                    continue
+                self.failure(
+                    units[0],
+                    ErrorInfo("crash", "WorkerLost", lost or "the task died"),
+                    retryable=True,
+                )
+                continue
+            for unit, record in zip(units, records, strict=True):
+                self.check_events(unit, record.checks)
+                if not record.ok:
+                    assert record.error is not None
+                    self.failure(unit, record.error, retryable=record.retryable)
+                    continue
+                state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)
+                if record.quarantine:
+                    self.check_failed(unit, record.checks, quarantine=record.quarantine)
+                    continue
+                self.commits.stage(asset, unit, record)
+                seconds = max(record.seconds, 1e-5)
+                known = self.unit_seconds.get(asset)
+                self.unit_seconds[asset] = seconds if known is None else 0.8 * known + 0.2 * seconds
+
+    def _timed_out(self, asset: str, units: list[int], error: TaskTimedOut) -> None:
+        """A task ran past its budget and was cancelled. A batch is rerun one unit a task, its
+        attempts not charged (the budget was the sum: which unit hung is unknown); a unit alone
+        fails with a TimeoutError, retried only if its policy names TimeoutError."""
+        state = self.state
+        if len(units) > 1:
+            for unit in units:
+                self.solo.add(unit)
+                state.requeue(unit)
+                self.event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"TimeoutError: {error}",
+                           detail={"error": "TimeoutError", "charged": False, "reason": "its task ran past its budget; rerun alone"})  # fmt: skip
+            return
+        timeout = self.pipeline.timeout_of(asset)
+        message = (
+            f"asset {self._where(units[0])} did not finish within its timeout of {timeout:g}s; "
+            "its task was cancelled and nothing it staged is committed"
+        )
+        info = ErrorInfo("user", "TimeoutError", message)
+        retryable = self.pipeline[asset].retry.retries(TimeoutError(message))
+        self.failure(units[0], info, retryable=retryable)
+
+    def failure(self, unit: int, error: ErrorInfo, *, retryable: bool) -> None:
+        asset, _ = self.plan.locate(unit)
+        policy = self.pipeline[asset].retry
+        attempt = int(self.state.attempts[unit])
+        self.inputs.pop(unit, None)
+        if retryable and attempt < policy.attempts and not self.cancelled:
+            delay = policy.delay(attempt)
+            self.state.retry(unit, delay)
+            self.retry_logged = self.event(
+                unit,
+                "unit_retry",
+                attempt=attempt,
+                message=error.first_line(),
+                detail={"delay": delay, "error": error.type},
+            )
+            return
+        self.fail(unit, error)
+
+    def _where(self, unit: int) -> str:
+        asset, index = self.plan.locate(unit)
+        return f"{asset} {self.pipeline[asset].partitions.key(index)}".rstrip()
+
+    def fail(self, unit: int, error: ErrorInfo) -> None:
+        if self.state.status[unit] in FINAL:
+            return
+        held = self.state.failed(unit, error)
+        self.event(unit, "unit_failed", attempt=int(self.state.attempts[unit]), message=error.first_line(),
+                    detail={"kind": error.kind, "type": error.type, "message": error.message, "traceback": error.traceback})  # fmt: skip
+        cause = f"upstream {self._where(unit)} failed"
+        for down in held:
+            self.event(down, "unit_upstream_failed", message=cause)
+
+    def check_events(self, unit: int | None, results: Iterable[CheckResult], **fields: Any) -> None:
+        """One `check_result` event per check result (of a unit, or of a table when unit is None)."""
+        for result in results:
+            values = dict(
+                message=result.summary(),
+                rows=result.rows,
+                seconds=result.seconds,
+                detail=result.to_json(),
+                **fields,
+            )
+            if unit is None:
+                self.host.events.emit(Event(self.id, "check_result", **values))
+            else:
+                self.event(unit, "check_result", **values)
+
+    def check_failed(
+        self,
+        unit: int,
+        results: Iterable[CheckResult],
+        *,
+        quarantine: str | None = None,
+        note: str = "",
+    ) -> None:
+        blocking = [r for r in results if r.blocking]
+        error = ErrorInfo("check", "CheckFailed", "; ".join(r.summary() for r in blocking) + note)
+        held = self.state.check_failed(unit, error)
+        self.inputs.pop(unit, None)
+        self.event(
+            unit,
+            "unit_check_failed",
+            message=error.message,
+            detail={"checks": [r.check for r in blocking], "quarantine": quarantine},
+        )
+        cause = f"blocked by a failed check on {self._where(unit)}"
+        for down in held:
+            self.event(down, "unit_blocked", message=cause)
+
+    def forget_key(self, unit: int) -> None:
+        self._keys.pop(unit, None)
+
+    def key(self, unit: int) -> str:
+        """The partition key of a unit, computed once while the unit is under way."""
+        key = self._keys.get(unit)
+        if key is None:
+            asset, index = self.plan.locate(unit)
+            key = self._keys[unit] = self.pipeline[asset].partitions.key(index)
+        return key
+
+    def event(self, unit: int, kind: str, **fields: Any) -> int:
+        asset = self.plan.assets[self.plan.asset_of(unit)]
+        return self.host.events.emit(
+            Event(self.id, kind, asset=asset, partition=self.key(unit), **fields)
+        )
+
+    async def _finish(self) -> None:
+        host = self.host
+        counts = self.state.counts()
+        outcome = (
+            "cancelled" if self.cancelled else ("succeeded" if self.state.succeeded else "failed")
+        )
+        host.events.emit(
+            Event(
+                self.id,
+                "run_finished",
+                message=outcome,
+                detail={"counts": counts, "prior": self.prior_count},
+            )
+        )
+        try:
+            await asyncio.to_thread(host.events.flush)
+        except Exception:
+            pass
+        host.executor.forget(self.handle)
+        self.finished.set()
+
+    # -- reporting -------------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        counts = self.state.counts()
+        done = counts["published"] + self.prior_count
+        unbuilt = {k: counts[k] for k in NOT_BUILT}  # each its own count: the causes differ
+        total = self.plan.size + self.prior_count
+        elapsed = max(1e-6, (self.state.finished or time.time()) - self.state.started)
+        rate = (counts["published"] + sum(unbuilt.values())) / elapsed
+        remaining = total - done - sum(unbuilt.values()) - counts["cancelled"]
+        return {
+            "run_id": self.id,
+            "known": True,
+            "kind": self.request.kind,
+            "done": self.finished.is_set(),
+            "status": ("cancelled" if self.cancelled else "running")
+            if not self.finished.is_set()
+            else self.outcome(),
+            "total": total,
+            "published": done,
+            **unbuilt,
+            "cancelled": counts["cancelled"],
+            "running": counts["running"] + counts["staged"] + counts["verifying"],
+            "counts": counts,
+            "started": self.state.started,
+            "rate": rate,
+            "eta": remaining / rate if rate > 0 and remaining > 0 else 0.0,
+        }
+
+    def outcome(self) -> str:
+        if self.host.is_superseded and not self.state.done:
+            return "superseded"  # another controller took the lake over and resumes it
+        if self.cancelled:
+            return "cancelled"
+        if not self.state.done:
+            return "running"
+        return "succeeded" if self.state.succeeded else "failed"

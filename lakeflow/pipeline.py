@@ -1,0 +1,33 @@
+"""`lakeflow.Pipeline` as users hold it: the declared graph (`define.graph.Pipeline`) plus the two
+conveniences that run it, `materialize` and `status`, which call `lakeflow.api`. They live up
+here so that the declarations never import the layers that run them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lakeflow import api
+from lakeflow.define import graph
+
+__all__ = ["Pipeline"]
+
+
+class Pipeline(graph.Pipeline):
+    """A set of assets living in one lake. `timeout=` (seconds) applies to the units of every
+    asset that sets no `timeout=` of its own.
+
+    >>> pipeline = Pipeline([flights, delays, monthly], lake="./lake")
+    >>> pipeline.materialize(select="delays+", partitions="2013-01-01..2013-01-31")
+    """
+
+    def materialize(
+        self, select: str | Sequence[str] | None = None, partitions: Any = None, **options: Any
+    ) -> api.RunResult:
+        """Materialize a selection of this pipeline; see `lakeflow.materialize`."""
+        return api.materialize(self, select=select, partitions=partitions, **options)
+
+    def status(self, **options: Any) -> Any:
+        """Per-asset partition counts; see `lakeflow.status`."""
+        return api.status(self, **options)

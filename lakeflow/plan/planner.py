@@ -1,0 +1,551 @@
+"""The planner: a request and the tables' state in, a plan of units out. Pure: no Ray, no I/O.
+
+Units are numbered globally (asset by asset in topological order), so a plan is a handful of
+arrays: each asset's planned partition indices, each unit's count of upstream units it waits
+for, and the reverse edges in CSR form. A million units is tens of megabytes and a few seconds.
+
+Fresh means: published by lakeflow, with the asset's current code version, and no mapped
+upstream partition touched since the versions recorded at that publish. A unit also runs when an
+upstream unit it reads runs in the same plan.
+
+Deleted upstream: an upstream partition that a commit emptied (touched, holding no files) is
+known to be empty, unlike one never written, which is missing. A partition whose inputs are all
+such (see `_vanished`) has nothing to be built from: if it holds data it becomes a delete unit
+(`Plan.deletes`), else there is nothing to do. A partition whose inputs still hold some data
+(a roll-up or lookback window with a day gone) runs on what remains.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lakeflow.define.graph import Pipeline
+from lakeflow.define.mappings import AllPartitions, PartitionMapping, expand_ranges
+from lakeflow.define.partitions import FilePartitions, Partitions
+from lakeflow.errors import PartitionError, RequestError
+from lakeflow.lake.log import TableState
+
+__all__ = [
+    "AssetSnapshot",
+    "MissingInput",
+    "Plan",
+    "Request",
+    "build_plan",
+    "check_request",
+    "default_plan",
+    "partition_status",
+    "snapshot",
+]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a user asked for. `partitions` is a spec such as "2013-01-01..2013-01-31"."""
+
+    select: tuple[str, ...]
+    partitions: str | tuple[str, ...] | None = None
+    force: bool = False
+    order: str = "oldest"  # or "newest": which partitions go first
+    only: str | None = None  # "missing", "stale", "failed" or "all"; None: missing or stale
+    kind: str = "materialize"  # or "backfill": larger commits, a share of the cluster
+    concurrency: int | None = None  # tasks of this run in flight at most
+    max_share: float | None = None  # fraction of the cluster's task slots this run may use
+
+    def __post_init__(self) -> None:
+        if self.only not in (None, "missing", "stale", "failed", "all"):
+            raise RequestError(f"only must be missing, stale, failed or all, not {self.only!r}")
+        if self.order not in ("oldest", "newest"):
+            raise RequestError(f"order must be oldest or newest, not {self.order!r}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise RequestError("concurrency must be at least 1")
+        if self.max_share is not None and not 0 < self.max_share <= 1:
+            raise RequestError("max_share must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class AssetSnapshot:
+    """An asset table's state as arrays over its partition indices."""
+
+    version: int
+    present: np.ndarray  # bool: the partition holds data
+    touched: np.ndarray  # int64: version of the last commit touching it, -1 never
+    code: np.ndarray  # object: code version recorded at its last publish ("" if not ours)
+    run: np.ndarray  # object: run id of its last publish ("" if not ours)
+    inputs: Mapping[str, np.ndarray]  # upstream -> int64 version recorded at publish, -1 absent
+
+    @classmethod
+    def empty(cls, count: int) -> AssetSnapshot:
+        return cls(
+            -1,
+            np.zeros(count, bool),
+            np.full(count, -1, np.int64),
+            np.full(count, "", object),
+            np.full(count, "", object),
+            {},
+        )
+
+
+def snapshot(state: TableState, partitions: Partitions, upstream: Sequence[str]) -> AssetSnapshot:
+    """Arrays of `state` over `partitions`; keys outside the definition are left out."""
+    count = len(partitions)
+    if not state.exists:
+        return AssetSnapshot.empty(count)
+    snap = AssetSnapshot.empty(count)
+    with state.lock:
+        return _snapshot(state, partitions, upstream, snap)
+
+
+def _snapshot(
+    state: TableState, partitions: Partitions, upstream: Sequence[str], snap: AssetSnapshot
+) -> AssetSnapshot:
+    count = len(snap.present)
+    keys = list(state.touched)
+    index = partitions.indices(keys) if partitions.is_partitioned else np.zeros(len(keys), np.int64)
+    ours = index >= 0
+    where = index[ours]
+    kept = [k for k, keep in zip(keys, ours.tolist(), strict=True) if keep]
+    snap.touched[where] = np.fromiter((state.touched[k] for k in kept), np.int64, len(kept))
+    snap.present[where] = np.fromiter((bool(state.files.get(k)) for k in kept), bool, len(kept))
+    inputs = {name: np.full(count, -1, np.int64) for name in upstream}
+    infos = [state.published.get(k) for k in kept]
+    # publishes come in groups sharing one record: fill the arrays group by group
+    groups: dict[int, tuple[Any, list[int]]] = {}
+    for i, info in zip(where.tolist(), infos, strict=True):
+        if info is not None:
+            groups.setdefault(id(info), (info, []))[1].append(i)
+    for info, members in groups.values():
+        snap.code[members] = info.code_version
+        snap.run[members] = info.run_id
+        for name, version in info.inputs.items():
+            if name in inputs:
+                inputs[name][members] = version
+    return AssetSnapshot(state.version, snap.present, snap.touched, snap.code, snap.run, inputs)
+
+
+@dataclass(frozen=True)
+class MissingInput:
+    """A unit that cannot run: an input partition is neither published nor planned."""
+
+    asset: str
+    index: int
+    upstream: str
+    upstream_index: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Units to run and how they wait on each other.
+
+    Unit `u` of asset `assets[j]` is partition `indices[j][u - offsets[j]]`.
+    """
+
+    assets: tuple[str, ...]
+    indices: tuple[np.ndarray, ...]
+    offsets: np.ndarray  # int64, len(assets) + 1
+    waits: np.ndarray  # int32 per unit: upstream units in the plan it waits for
+    down_ptr: np.ndarray  # CSR: downstream units of unit u are down_ids[down_ptr[u]:down_ptr[u+1]]
+    down_ids: np.ndarray
+    ranges: Mapping[
+        tuple[str, str], tuple[np.ndarray, np.ndarray]
+    ]  # (down, up) -> lo, hi per planned unit
+    fresh: Mapping[str, np.ndarray]  # asset -> selected partition indices skipped as fresh
+    missing: tuple[MissingInput, ...] = ()  # the first 1,000, with the input each lacks
+    unready: np.ndarray | None = None  # every unit that lacks an input (unit ids, sorted)
+    order: str = "oldest"
+    # units left out: an input partition they need is missing and outside the request (a roll-up
+    # or lookback window reaching past the requested span), or is itself such a unit
+    waiting: tuple[MissingInput, ...] = ()
+    selected: tuple[str, ...] = field(default=())
+    deletes: np.ndarray | None = None  # bool per unit: remove the partition's data, build nothing
+
+    def is_delete(self, unit: int) -> bool:
+        return self.deletes is not None and bool(self.deletes[unit])
+
+    @property
+    def size(self) -> int:
+        return int(self.offsets[-1])
+
+    def asset_of(self, unit: int) -> int:
+        return bisect.bisect_right(self._bounds, unit) - 1
+
+    @functools.cached_property
+    def _bounds(self) -> list[int]:
+        return self.offsets.tolist()
+
+    def locate(self, unit: int) -> tuple[str, int]:
+        """(asset, partition index) of a unit."""
+        j = self.asset_of(unit)
+        return self.assets[j], int(self.indices[j][unit - self._bounds[j]])
+
+    def unit(self, asset: str, index: int) -> int | None:
+        j = self.assets.index(asset)
+        pos = int(np.searchsorted(self.indices[j], index))
+        if pos < len(self.indices[j]) and self.indices[j][pos] == index:
+            return int(self.offsets[j]) + pos
+        return None
+
+    def downstream(self, unit: int) -> np.ndarray:
+        return self.down_ids[self.down_ptr[unit] : self.down_ptr[unit + 1]]
+
+    def counts(self) -> dict[str, int]:
+        return {a: len(i) for a, i in zip(self.assets, self.indices, strict=True)}
+
+
+def _range_count(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    prefix = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
+    return prefix[hi] - prefix[lo]
+
+
+def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """max(values[lo:hi]) per range, -1 for empty ranges."""
+    out = np.full(len(lo), -1, np.int64)
+    nonempty = hi > lo
+    if not nonempty.any() or len(values) == 0:
+        return out
+    if np.all(hi[nonempty] - lo[nonempty] == 1):
+        out[nonempty] = values[lo[nonempty]]
+        return out
+    owners, ups = expand_ranges(lo[nonempty], hi[nonempty])
+    best = np.full(int(nonempty.sum()), -1, np.int64)
+    np.maximum.at(best, owners, values[ups])
+    out[nonempty] = best
+    return out
+
+
+def _wanted(
+    request: Request,
+    name: str,
+    candidates: np.ndarray,
+    snapshots: Mapping[str, AssetSnapshot],
+    pipeline: Pipeline,
+    failed: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """Which candidate partitions the request's mode asks for, before propagation."""
+    present = snapshots[name].present[candidates]
+    if request.force or request.only == "all":
+        return np.ones(len(candidates), bool)
+    if request.only == "missing":
+        return ~present
+    if request.only == "failed":
+        return np.isin(candidates, failed.get(name, np.zeros(0, np.int64)))
+    stale = _stale(pipeline, name, candidates, snapshots, {})
+    return (present & stale) if request.only == "stale" else (~present | stale)
+
+
+def _stale(
+    pipeline: Pipeline,
+    name: str,
+    candidates: np.ndarray,
+    snapshots: Mapping[str, AssetSnapshot],
+    upstream_flags: Mapping[str, np.ndarray],
+    *,
+    only_flags: bool = False,
+) -> np.ndarray:
+    """For each candidate partition: built by other code, or an input changed since its publish,
+    or a mapped upstream partition is flagged in `upstream_flags` (rerunning, or itself stale).
+    With `only_flags`, just the last."""
+    definition = pipeline[name]
+    parts = definition.partitions
+    if only_flags:
+        stale = np.zeros(len(candidates), bool)
+    else:
+        snap = snapshots[name]
+        stale = snap.code[candidates] != definition.code_version
+    for edge in pipeline.upstream(name):
+        lo, hi = edge.mapping.ranges(parts, pipeline[edge.up].partitions, candidates)
+        if not only_flags:
+            recorded = snap.inputs.get(edge.up, np.full(len(parts), -1, np.int64))[candidates]
+            stale |= _range_max(snapshots[edge.up].touched, lo, hi) > recorded
+        flags = upstream_flags.get(edge.up) if edge.up != name else None
+        if flags is not None:
+            stale |= _range_count(flags, lo, hi) > 0
+    return stale
+
+
+def _cascade_self(pipeline: Pipeline, name: str, candidates: np.ndarray, flags: np.ndarray) -> None:
+    """A partition built on its own earlier partition is flagged when that one is."""
+    edges = [e for e in pipeline.upstream(name) if e.up == name]
+    if not edges:
+        return
+    parts = pipeline[name].partitions
+    lo, hi = edges[0].mapping.ranges(parts, parts, np.arange(len(parts)))
+    chosen = np.zeros(len(parts), bool)
+    chosen[candidates] = True
+    for i in np.flatnonzero(chosen).tolist():
+        if not flags[i] and hi[i] > lo[i] and flags[lo[i] : hi[i]].any():
+            flags[i] = True
+
+
+def _derives(mapping: PartitionMapping, up_partitioned: bool) -> bool:
+    """Does a partition come from this input (not just look things up in all of it)?"""
+    return up_partitioned and not isinstance(mapping, AllPartitions)
+
+
+def _vanished(
+    pipeline: Pipeline,
+    name: str,
+    candidates: np.ndarray,
+    snapshots: Mapping[str, AssetSnapshot],
+    planned: Mapping[str, np.ndarray],
+    deleting: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """For each candidate partition: everything it is derived from was deleted upstream.
+
+    Through every input it is derived from (a partitioned input under a key or time mapping;
+    `all_partitions` lookups and its own earlier partitions do not count), no partition it reads
+    holds data or is being built in this plan, and at least one of them was emptied by a commit
+    or is being deleted in this plan (never-written partitions make a missing input instead)."""
+    parts = pipeline[name].partitions
+    edges = [
+        e
+        for e in pipeline.upstream(name)
+        if e.up != name and _derives(e.mapping, pipeline[e.up].partitions.is_partitioned)
+    ]
+    if not parts.is_partitioned or not edges:
+        return np.zeros(len(candidates), bool)
+    out = np.ones(len(candidates), bool)
+    for edge in edges:
+        snap = snapshots[edge.up]
+        none = np.zeros(len(snap.present), bool)
+        dropping = deleting.get(edge.up, none)
+        building = planned.get(edge.up, none) & ~dropping
+        live = (snap.present & ~dropping) | building
+        gone = ((snap.touched >= 0) & ~snap.present & ~building) | dropping
+        lo, hi = edge.mapping.ranges(parts, pipeline[edge.up].partitions, candidates)
+        out &= (_range_count(live, lo, hi) == 0) & (_range_count(gone, lo, hi) > 0)
+    return out
+
+
+def _deleted(pipeline: Pipeline, name: str, snapshots: Mapping[str, AssetSnapshot]) -> np.ndarray:
+    """Partitions that hold nothing and that no plan would build: a source's partitions a commit
+    emptied, an asset's partitions whose inputs were all deleted upstream."""
+    snap = snapshots[name]
+    if pipeline[name].source:
+        return ~snap.present & (snap.touched >= 0)
+    everything = np.arange(len(snap.present))
+    return ~snap.present & _vanished(pipeline, name, everything, snapshots, {}, {})
+
+
+FRESH, STALE, MISSING, DELETED = 0, 1, 2, 3
+
+
+def partition_status(
+    pipeline: Pipeline, snapshots: Mapping[str, AssetSnapshot]
+) -> dict[str, np.ndarray]:
+    """Per asset, per partition: FRESH (built from what its inputs hold now, by the current
+    code), STALE (published, but its code or an input changed, here or upstream), MISSING (no
+    data) or DELETED (no data, and nothing to build it from: deleted upstream, see `_vanished`;
+    for a source, emptied by a commit). A source is never stale: lakeflow does not build it, its
+    partitions holding data are FRESH. `snapshots` holds every asset of the pipeline.
+
+    This is each partition's own state; what a run would do about it is `default_plan`'s (a
+    fresh partition still runs when an input of it is planned, e.g. a missing one)."""
+    out: dict[str, np.ndarray] = {}
+    stale_flags: dict[str, np.ndarray] = {}
+    for name in pipeline.assets:
+        snap = snapshots[name]
+        everything = np.arange(len(snap.present))
+        stale = np.zeros(len(everything), bool)
+        if not pipeline[name].source:  # a source's data is what its producer wrote: current
+            stale[:] = _stale(pipeline, name, everything, snapshots, stale_flags) & snap.present
+        _cascade_self(pipeline, name, everything[snap.present], stale)
+        stale_flags[name] = stale
+        absent = np.where(_deleted(pipeline, name, snapshots), DELETED, MISSING)
+        out[name] = np.where(snap.present, np.where(stale, STALE, FRESH), absent).astype(np.int8)
+    return out
+
+
+def default_plan(pipeline: Pipeline, snapshots: Mapping[str, AssetSnapshot]) -> Plan | None:
+    """What a backfill of every asset lakeflow builds, in the default mode, would run now (the
+    units `backfill --dry-run` counts); None for a pipeline of sources only."""
+    built = [n for n, a in pipeline.assets.items() if not a.source]
+    return build_plan(pipeline, Request(select=tuple(built)), snapshots) if built else None
+
+
+def _selected(pipeline: Pipeline, request: Request) -> list[str]:
+    selected = pipeline.select(list(request.select))
+    if request.partitions is not None and not any(
+        pipeline[a].partitions.is_partitioned for a in selected
+    ):
+        raise PartitionError("partitions were given but no selected asset is partitioned")
+    return selected
+
+
+def _candidates(name: str, parts: Partitions, request: Request) -> np.ndarray:
+    try:
+        return parts.select(request.partitions)
+    except PartitionError as error:
+        raise PartitionError(f"asset {name}: {error.message}", hint=error.hint) from None
+
+
+def check_request(pipeline: Pipeline, request: Request) -> None:
+    """Refuse a request that no lake state can make right (an unknown asset, a malformed or
+    reversed partition spec, a key outside an asset's partitions) without reading the lake, so
+    that a caller can do it before it starts or reaches Ray. File partitions are left to the
+    planner: their keys live in the lake."""
+    for name in _selected(pipeline, request):
+        parts = pipeline[name].partitions
+        if not isinstance(parts, FilePartitions):
+            _candidates(name, parts, request)
+
+
+def _waiting(
+    pipeline: Pipeline,
+    request: Request,
+    name: str,
+    run: np.ndarray,
+    snapshots: Mapping[str, AssetSnapshot],
+    planned: Mapping[str, np.ndarray],
+    waiting: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, list[MissingInput]]:
+    """The units of `name` in `run` that wait rather than fail: every input partition they miss
+    lies outside the requested partitions (a monthly roll-up of a request for three of its days,
+    a lookback reaching before the span) or is a unit that waits itself. Selecting more assets
+    would not build those partitions; a later run whose request covers them will. Returns a mask
+    over the asset's partitions and, per waiting unit, the first partition it waits for."""
+    parts = pipeline[name].partitions
+    units = np.flatnonzero(run)
+    out = np.zeros(len(parts), bool)
+    if len(units) == 0:
+        return out, []
+    inside_gap = np.zeros(len(units), bool)
+    outside_gap = np.zeros(len(units), bool)
+    first: dict[int, MissingInput] = {}
+    for edge in pipeline.upstream(name):
+        up = pipeline[edge.up].partitions
+        if edge.up == name or (isinstance(edge.mapping, AllPartitions) and up.is_partitioned):
+            continue  # its own earlier partitions, lookups in a whole table: never missing
+        snap = snapshots[edge.up]
+        none = np.zeros(len(up), bool)
+        gap = ~(snap.present | planned.get(edge.up, none) | (snap.touched >= 0))
+        outside = np.ones(len(up), bool)
+        try:
+            outside[up.select(request.partitions)] = False
+        except PartitionError:  # the request does not speak of these partitions: all inside
+            outside[:] = False
+        outside |= waiting.get(edge.up, none)
+        lo, hi = edge.mapping.ranges(parts, up, units)
+        inside_gap |= _range_count(gap & ~outside, lo, hi) > 0
+        beyond = gap & outside
+        hits = _range_count(beyond, lo, hi) > 0
+        for pos in np.flatnonzero(hits & ~outside_gap)[:1000].tolist():
+            at = int(lo[pos]) + int(np.flatnonzero(beyond[lo[pos] : hi[pos]])[0])
+            first[pos] = MissingInput(name, int(units[pos]), edge.up, at)
+        outside_gap |= hits
+    waits = outside_gap & ~inside_gap
+    out[units[waits]] = True
+    return out, [first[p] for p in np.flatnonzero(waits).tolist() if p in first]
+
+
+def build_plan(
+    pipeline: Pipeline,
+    request: Request,
+    snapshots: Mapping[str, AssetSnapshot],
+    *,
+    done: Mapping[str, np.ndarray] | None = None,
+    failed: Mapping[str, np.ndarray] | None = None,
+) -> Plan:
+    """Plan `request`. `snapshots` holds every selected asset and every upstream they read.
+
+    `done` lists, per asset, partitions to leave out whatever their freshness (a resumed run's
+    units that it already published); `failed`, the partitions whose last outcome was a failure
+    (for `only="failed"`). Whatever the mode, a unit also runs when a unit it reads runs.
+
+    A partition whose inputs were all deleted upstream (`_vanished`) is never built: when the
+    mode asks for it and it holds data, it is a delete unit (`Plan.deletes`); when it holds
+    none, it counts as fresh, whatever the mode (also with `force`).
+    """
+    selected = _selected(pipeline, request)
+    planned: dict[str, np.ndarray] = {}  # asset -> bool mask over its partitions
+    fresh: dict[str, np.ndarray] = {}
+    ranges: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    deleting: dict[str, np.ndarray] = {}  # asset -> bool mask: delete units
+    waiting: list[MissingInput] = []
+    waiting_masks: dict[str, np.ndarray] = {}  # asset -> bool mask: units left out as waiting
+    for name in selected:
+        definition = pipeline[name]
+        parts = definition.partitions
+        candidates = _candidates(name, parts, request)
+        run = np.zeros(len(parts), bool)
+        run[candidates] = _wanted(request, name, candidates, snapshots, pipeline, failed or {})
+        run[candidates] |= _stale(pipeline, name, candidates, {}, planned, only_flags=True)
+        _cascade_self(pipeline, name, candidates, run)
+        gone = np.zeros(len(parts), bool)
+        gone[candidates] = _vanished(pipeline, name, candidates, snapshots, planned, deleting)
+        run &= ~(gone & ~snapshots[name].present)  # nothing there, nothing to build it from
+        skipped = candidates[~run[candidates]]
+        if done and name in done:
+            run[done[name]] = False
+            skipped = np.setdiff1d(candidates[~run[candidates]], done[name])  # published, not fresh
+        if request.partitions is not None:
+            waits, why = _waiting(pipeline, request, name, run, snapshots, planned, waiting_masks)
+            run &= ~waits
+            waiting.extend(why)
+            waiting_masks[name] = waits
+        deleting[name] = run & gone
+        planned[name] = run
+        fresh[name] = skipped
+    assets = tuple(a for a in selected if planned[a].any())
+    indices = tuple(np.flatnonzero(planned[a]).astype(np.int64) for a in assets)
+    offsets = np.concatenate(([0], np.cumsum([len(i) for i in indices]))).astype(np.int64)
+    ups_edges: list[np.ndarray] = []
+    downs_edges: list[np.ndarray] = []
+    missing: list[MissingInput] = []
+    unready: list[np.ndarray] = []
+    for j, name in enumerate(assets):
+        parts = pipeline[name].partitions
+        for edge in pipeline.upstream(name):
+            up = pipeline[edge.up].partitions
+            lo, hi = edge.mapping.ranges(parts, up, indices[j])
+            ranges[(name, edge.up)] = (lo, hi)
+            up_planned = planned.get(edge.up, np.zeros(len(up), bool))
+            strict = not (isinstance(edge.mapping, AllPartitions) and up.is_partitioned)
+            if strict:  # a partition emptied by a commit is there: it reads as empty
+                available = (
+                    snapshots[edge.up].present | up_planned | (snapshots[edge.up].touched >= 0)
+                )
+                short = np.flatnonzero(_range_count(available, lo, hi) < hi - lo)
+                unready.append(offsets[j] + short)
+                for pos in short[:1000].tolist():
+                    gap = lo[pos] + int(np.flatnonzero(~available[lo[pos] : hi[pos]])[0])
+                    missing.append(MissingInput(name, int(indices[j][pos]), edge.up, gap))
+            if edge.up not in assets:
+                continue
+            owners, ups = expand_ranges(lo, hi)
+            keep = up_planned[ups]
+            owners, ups = owners[keep], ups[keep]
+            k = assets.index(edge.up)
+            ups_edges.append(offsets[k] + np.searchsorted(indices[k], ups))
+            downs_edges.append(offsets[j] + owners)
+    size = int(offsets[-1])
+    up_ids = np.concatenate(ups_edges) if ups_edges else np.zeros(0, np.int64)
+    down_ids = np.concatenate(downs_edges) if downs_edges else np.zeros(0, np.int64)
+    waits = np.bincount(down_ids, minlength=size).astype(np.int32)
+    order = np.argsort(up_ids, kind="stable")
+    down_ptr = np.concatenate(([0], np.cumsum(np.bincount(up_ids, minlength=size)))).astype(
+        np.int64
+    )
+    return Plan(
+        assets=assets,
+        indices=indices,
+        offsets=offsets,
+        waits=waits,
+        down_ptr=down_ptr,
+        down_ids=down_ids[order],
+        ranges=ranges,
+        fresh=fresh,
+        missing=tuple(missing),
+        unready=np.unique(np.concatenate(unready)) if unready else np.zeros(0, np.int64),
+        waiting=tuple(waiting),
+        order=request.order,
+        selected=tuple(selected),
+        deletes=np.concatenate(
+            [np.zeros(0, bool)] + [deleting[a][i] for a, i in zip(assets, indices, strict=True)]
+        ),
+    )

@@ -1,0 +1,535 @@
+"""The trigger engine: runs a pipeline's triggers (see `define.automation` for the declarations) inside
+the controller while `lakeflow up` is on. It follows the watched tables' logs, fires schedules
+(catching up missed ticks) and lists file sensors' URLs; each turn saves what it must not forget
+(`TriggerState`) before it asks the controller for the consumer partitions to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from lakeflow.define.automation import OnPublish, Schedule
+from lakeflow.define.partitions import FilePartitions
+from lakeflow.errors import LakeflowError, Superseded
+from lakeflow.lake import Lake
+from lakeflow.lake.events import Event, read_events
+from lakeflow.lake.log import Commit
+from lakeflow.lake.registry import load_registry, save_registry, write_atomic
+from lakeflow.plan.planner import Request
+from lakeflow.secrets import EnvVar
+from lakeflow.triggers.follow import (
+    DOWN_MARKER,
+    STATE_URL,
+    TableFollower,
+    TriggerState,
+    as_publish,
+    consumer_partitions,
+)
+
+if TYPE_CHECKING:
+    from lakeflow.define.graph import Pipeline
+    from lakeflow.lake.events import EventLog
+    from lakeflow.lake.fence import Fence
+    from lakeflow.plan.planner import Plan
+
+__all__ = ["TriggerHost", "TriggerOptions", "Triggers"]
+
+
+class HostedRun(Protocol):
+    """What the triggers read of a run in their controller."""
+
+    finished: asyncio.Event
+    plan: Plan
+
+
+class TriggerHost(Protocol):
+    """What the triggers need of the controller that hosts them (`control.controller.Controller`
+    is one; the trigger race tests hold a smaller one). The triggers sit below the controller:
+    it builds them, they see it only through this."""
+
+    lake: Lake
+    fence: Fence
+    events: EventLog
+    runs: Mapping[str, HostedRun]
+
+    async def plan(self, pipeline: Pipeline, request: Request) -> Plan: ...
+
+    async def submit(
+        self,
+        pipeline: Pipeline,
+        request: Request,
+        origin: str,
+        trigger: dict[str, Any] | None = None,
+        *,
+        skip_empty: bool = False,
+    ) -> dict[str, Any]: ...
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
+
+    async def down(self) -> Any: ...
+
+    def superseded(self, error: Superseded) -> None: ...
+
+
+@dataclass(frozen=True)
+class TriggerOptions:
+    """- poll: seconds between looks for outside commits (our own publishes wake the watcher)
+    - clock: the time source of schedules (tests pass a fake one)"""
+
+    poll: float = 0.1
+    clock: Callable[[], float] = time.time
+
+
+class Triggers:
+    """Runs a pipeline's triggers inside a controller."""
+
+    def __init__(
+        self, controller: TriggerHost, pipeline: Pipeline, options: TriggerOptions | None = None
+    ) -> None:
+        self.controller = controller
+        self.lake = controller.lake
+        self.pipeline = pipeline
+        self.options = options or TriggerOptions()
+        self.state = TriggerState()
+        self.followers: dict[str, TableFollower] = {}
+        self.consumers: dict[str, list[Any]] = {}  # table -> edges into automated assets
+        self.callbacks: dict[str, list[OnPublish]] = {}
+        self.schedules = [t for t in pipeline.triggers if isinstance(t, Schedule)]
+        self.sensors = {
+            n: a.partitions
+            for n, a in pipeline.assets.items()
+            if isinstance(a.partitions, FilePartitions) and not a.source
+        }
+        self.audits: dict[tuple[str, int], bool] = {}  # (asset, version) -> table checks passed
+        self.quiet_since: dict[str, float] = {}  # consumer -> when its last change arrived
+        # consumer -> key -> how many commits touched it: a request clears only the keys that
+        # no commit touched while it was being planned (the await in `_fire_ready`)
+        self.touches: dict[str, dict[str, int]] = {}
+        self.retry_at: dict[str, float] = {}  # consumer -> when to ask again after a refusal
+        self.fired: dict[str, int] = {}  # what has been requested, by kind (for status)
+        self.recent: list[tuple[str, str]] = []  # (run id, origin) of the latest triggered runs
+        self.wake = asyncio.Event()  # our own commit, or a callback delivered: look now
+        self.fire = asyncio.Event()  # new pending keys: the fire loop looks now
+        self._starting: set[str] = set()  # assets whose start-up request is being made
+        self._save_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+        for name, item in pipeline.assets.items():
+            policy = item.automation
+            if policy is None:
+                continue
+            for edge in pipeline.upstream(name):
+                if edge.up == name or (policy.inputs is not None and edge.up not in policy.inputs):
+                    continue
+                self.consumers.setdefault(edge.up, []).append(edge)
+        for trigger in pipeline.triggers:
+            if isinstance(trigger, OnPublish):
+                self.callbacks.setdefault(trigger.asset, []).append(trigger)
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.state = await asyncio.to_thread(TriggerState.load, self.lake)
+        for table in sorted(set(self.consumers) | set(self.callbacks)):
+            item = self.pipeline[table]
+            url = item.table_url(self.lake)
+            cursor = self.state.cursors.get(table)
+            if cursor is None:  # first time: history is not news (on_start builds what it lacks)
+                cursor = await asyncio.to_thread(TableFollower.current_version, self.lake, url)
+                self.state.cursors[table] = cursor
+            self.followers[table] = TableFollower(self.lake, url, item.partitions.column, cursor)
+        now = self.options.clock()
+        for item in self.schedules:
+            if item.name not in self.state.ticks or item.catch_up == "none":
+                self.state.ticks[item.name] = now
+        await self._save()
+        self._emit("triggers_started", detail={
+            "tables": sorted(self.followers), "schedules": [s.name for s in self.schedules],
+            "sensors": sorted(self.sensors),
+        })  # fmt: skip
+        loop = asyncio.get_running_loop()
+        starting = [
+            n for n, a in self.pipeline.assets.items()
+            if a.automation is not None and a.automation.on_start != "none"
+        ]  # fmt: skip
+        self._starting.update(starting)
+        self._tasks = [loop.create_task(self._watch_loop()), loop.create_task(self._fire_loop())]
+        if starting:
+            self._tasks.append(loop.create_task(self._on_start(starting)))
+        if self.schedules:
+            self._tasks.append(loop.create_task(self._schedule_loop()))
+        for name in self.sensors:
+            self._tasks.append(loop.create_task(self._sensor_loop(name)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._emit("triggers_stopped")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline.name,
+            "cursors": dict(self.state.cursors),
+            "pending": {c: sorted(k) for c, k in self.state.pending.items() if k},
+            "schedules": {n: _iso(t) for n, t in self.state.ticks.items()},
+            "sensors": {n: len(p) for n, p in self.sensors.items()},
+            "fired": dict(self.fired),
+            "recent": list(self.recent),
+        }
+
+    def released(self, asset: str, version: int, passed: bool) -> None:
+        """A commit of ours is final: its table checks passed (or it had none), or they failed."""
+        if asset in self.pipeline.assets and self.pipeline[asset].table_checks:
+            self.audits[(asset, version)] = passed
+        self.wake.set()
+
+    def halt(self) -> None:
+        """Stop at once, saving nothing more (this controller was superseded)."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+
+    async def _save(self) -> None:
+        """Write the state as it is now; writes never overtake each other. A superseded
+        controller writes nothing: the new one's cursors are the truth."""
+        async with self._save_lock:
+            blob = self.state.dumps()  # on the loop's thread: nothing changes it meanwhile
+            fence = self.controller.fence
+            url = f"{self.lake.url}/{STATE_URL}"
+
+            def fenced_write() -> None:
+                fence.check()
+                write_atomic(self.lake, url, blob)
+
+            try:
+                await asyncio.to_thread(fenced_write)
+            except Superseded as error:
+                self.controller.superseded(error)
+                raise
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self.controller.events.emit(Event("", kind, **fields))
+
+    # -- commits ---------------------------------------------------------------------------------
+    async def _watch_loop(self) -> None:
+        checked = time.monotonic()
+        while True:
+            if time.monotonic() - checked > 0.5:
+                checked = time.monotonic()
+                if await asyncio.to_thread(self.lake.exists, f"{self.lake.url}/{DOWN_MARKER}"):
+                    self.controller.spawn(self.controller.down())
+                    return
+            try:
+                changed = await self._handle_new_commits()
+                if changed:
+                    await self._save()
+                    self.fire.set()
+                    await self._deliver(changed)
+            except LakeflowError as error:  # the lake is away: the cursors wait with it
+                self._emit("trigger_error", message=str(error))
+                await asyncio.sleep(min(5.0, self.options.poll * 20))
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.options.poll)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    def _fetch(self) -> dict[str, list[Commit]]:
+        """Every watched table's commits after its cursor (I/O only, on a worker thread)."""
+        return {table: follower.poll() for table, follower in self.followers.items()}
+
+    async def _handle_new_commits(self) -> list[tuple[str, Commit, bool]]:
+        """Move the cursors over the new commits and add the consumer partitions they touched to
+        the pending ones, in memory (the caller saves both in one write). Returns
+        (table, commit, held) for each commit handled."""
+        out: list[tuple[str, Commit, bool]] = []
+        for table, commits in (await asyncio.to_thread(self._fetch)).items():
+            follower = self.followers[table]
+            for commit in commits:
+                held = await self._held(table, commit)
+                if held is None:  # our commit whose table checks are still running
+                    break
+                follower.cursor = commit.version
+                self.state.cursors[table] = commit.version
+                out.append((table, commit, held))
+                if held:
+                    self._emit("trigger_held", asset=table, version=commit.version,
+                               message="a table check failed on this version; consumers wait")  # fmt: skip
+                    continue
+                self._changed(table, commit)
+        return out
+
+    async def _held(self, table: str, commit: Commit) -> bool | None:
+        """Whether consumers must not see this commit; None: not known yet."""
+        meta = commit.metadata
+        item = self.pipeline[table]
+        if not meta or item.source or not item.table_checks:
+            return False
+        known = self.audits.pop((table, commit.version), None)
+        if known is not None:
+            return not known
+        run = self.controller.runs.get(meta.get("run", ""))
+        if run is not None and not run.finished.is_set():
+            return None  # its run is auditing it now and will tell us
+        failed = await asyncio.to_thread(
+            read_events, self.lake, kinds=["unit_check_failed"], asset=table
+        )
+        return bool(len(failed.filter(failed["version"] == commit.version)))
+
+    def _changed(self, table: str, commit: Commit) -> None:
+        now = time.monotonic()
+        for edge in self.consumers.get(table, ()):
+            down = self.pipeline[edge.down]
+            keys = consumer_partitions(
+                down.partitions, self.pipeline[table].partitions, edge.mapping, commit.touched
+            )
+            if not keys:
+                continue
+            pending = self.state.pending.setdefault(edge.down, {})
+            touches = self.touches.setdefault(edge.down, {})
+            for key in keys:
+                ups = pending.setdefault(key, [])
+                if table not in ups:
+                    ups.append(table)
+                touches[key] = touches.get(key, 0) + 1
+            span = self.state.causes.setdefault(edge.down, {}).setdefault(
+                table, [commit.version, commit.version]
+            )
+            span[0], span[1] = min(span[0], commit.version), max(span[1], commit.version)
+            self.quiet_since[edge.down] = now
+
+    async def _deliver(self, changes: list[tuple[str, Commit, bool]]) -> None:
+        for table, commit, held in changes:
+            if held:
+                continue
+            for subscriber in self.callbacks.get(table, ()):
+                try:
+                    await asyncio.to_thread(subscriber.callback, as_publish(table, commit))
+                except Exception as error:
+                    self._emit("subscriber_failed", asset=table, version=commit.version,
+                               message=f"{type(error).__name__}: {error}")  # fmt: skip
+        self.wake.set()
+
+    async def _fire_loop(self) -> None:
+        while True:
+            self.fire.clear()
+            try:
+                await self._fire_ready()
+            except LakeflowError as error:
+                self._emit("trigger_error", message=str(error))
+            try:  # new pending keys wake it at once; debounces and retries need the timeout
+                await asyncio.wait_for(self.fire.wait(), self.options.poll / 2)
+            except TimeoutError:
+                pass
+
+    def _busy(self, asset: str) -> bool:
+        """A run in this controller will build `asset` (or its start-up request is being made):
+        its triggered partitions wait for it, then find what it built fresh."""
+        return asset in self._starting or self._building(asset)
+
+    def _building(self, asset: str) -> bool:
+        return any(
+            not run.finished.is_set() and asset in run.plan.assets
+            for run in self.controller.runs.values()
+        )
+
+    async def _on_start(self, assets: list[str]) -> None:
+        """Once per start, in topological order: request each automated asset's missing or stale
+        partitions whose inputs are there (the plan leaves fresh ones out, so after a restart
+        this builds nothing twice). Partitions whose inputs are not there yet wait for the
+        commits that bring them."""
+        for name in assets:
+            try:
+                # a run resumed after a restart may be building it or its inputs: plan after it
+                while self._building(name) or any(
+                    self._busy(e.up) for e in self.pipeline.upstream(name) if e.up != name
+                ):
+                    await asyncio.sleep(self.options.poll)
+                plan = await self.controller.plan(self.pipeline, Request(select=(name,)))
+                parts = self.pipeline[name].partitions
+                ready: list[int] = []
+                if plan.size:  # the plan holds `name` alone: its units are 0 .. size - 1
+                    keep = np.ones(plan.size, bool)
+                    if plan.unready is not None:
+                        keep[plan.unready] = False
+                    ready = plan.indices[0][keep].tolist()
+                if ready:
+                    spec = tuple(parts.key(i) for i in ready) if parts.is_partitioned else None
+                    trigger = {"kind": "start", "on_start": "missing_or_stale", "units": len(ready)}
+                    while not await self._request(
+                        name, spec, "start:missing_or_stale", trigger, "start"
+                    ):  # refused (the lake is away): ask again
+                        await asyncio.sleep(min(5.0, self.options.poll * 20))
+            except LakeflowError as error:
+                self._emit("trigger_failed", asset=name, message=f"on start: {error}")
+            finally:
+                self._starting.discard(name)
+
+    async def _fire_ready(self) -> None:
+        """Request the pending keys of each consumer whose upstreams are quiet and that no run is
+        building. The keys stay pending (and saved) while the request is planned; afterwards
+        only those that no commit touched meanwhile are cleared, and a refused request clears
+        none, so no change recorded during the await is lost."""
+        now = time.monotonic()
+        for consumer, pending in list(self.state.pending.items()):
+            if not pending or now < self.retry_at.get(consumer, 0.0):
+                continue
+            policy = self.pipeline[consumer].automation
+            if now - self.quiet_since.get(consumer, 0.0) < policy.debounce or self._busy(consumer):
+                continue
+            required = set(
+                policy.inputs
+                or [e.up for e in self.pipeline.upstream(consumer) if e.up != consumer]
+            )
+            keys = sorted(
+                k for k, ups in pending.items() if policy.require == "any" or required <= set(ups)
+            )
+            if not keys:
+                continue
+            touches = self.touches.setdefault(consumer, {})
+            seen = {k: touches.get(k, 0) for k in keys}
+            causes = {t: list(v) for t, v in self.state.causes.get(consumer, {}).items()}
+            trigger = {"kind": "commit", "tables": causes}
+            origin = "commit:" + ",".join(
+                f"{t}@{lo}..{hi}" for t, (lo, hi) in sorted(causes.items())
+            )
+            requested = await self._request(consumer, tuple(keys), origin, trigger, "commit")
+            if not requested:
+                self.retry_at[consumer] = time.monotonic() + min(5.0, self.options.poll * 20)
+                continue
+            self.retry_at.pop(consumer, None)
+            for key in keys:
+                if touches.get(key, 0) == seen[key]:  # untouched since it was requested
+                    pending.pop(key, None)
+                    touches.pop(key, None)
+            if not pending:
+                self.state.causes.pop(consumer, None)
+            await self._save()
+
+    async def _request(
+        self, select: str, partitions: Any, origin: str, trigger: Mapping[str, Any], kind: str
+    ) -> bool:
+        """Ask the controller for a run; False if it refused (the keys must be asked for again).
+        A plan with nothing to do is an answer too: no run, True."""
+        request = Request(select=(select,), partitions=partitions)
+        try:
+            summary = await self.controller.submit(
+                self.pipeline, request, origin, trigger=dict(trigger), skip_empty=True
+            )
+        except LakeflowError as error:
+            self._emit("trigger_failed", asset=select, message=str(error), detail=dict(trigger))
+            return False
+        self.fired[kind] = self.fired.get(kind, 0) + 1
+        if summary.get("run_id"):
+            self.recent = [*self.recent[-49:], (summary["run_id"], origin)]
+        return True
+
+    # -- schedules -------------------------------------------------------------------------------
+    async def _schedule_loop(self) -> None:
+        while True:
+            now = self.options.clock()
+            for item in self.schedules:
+                due = item.ticks(self.state.ticks[item.name], now)
+                if item.catch_up == "latest":
+                    due = due[-1:]
+                for tick in due:
+                    while any(self._busy(a) for a in self.pipeline.select(item.select)):
+                        await asyncio.sleep(self.options.poll)  # then its partitions are fresh
+                    spec = item.spec(self.pipeline, tick)
+                    origin = f"schedule:{item.name}@{_iso(tick)}"
+                    asked = await self._request(
+                        item.select, spec, origin, {"kind": "schedule", "schedule": item.name,
+                                                    "tick": _iso(tick)}, "schedule",
+                    )  # fmt: skip
+                    if not asked:  # refused (the lake is away): this tick is fired again later
+                        await asyncio.sleep(min(5.0, self.options.poll * 20))
+                        break
+                    self.state.ticks[item.name] = tick
+                    await self._save()
+            await asyncio.sleep(min(0.5, self.options.poll * 5))
+
+    # -- files -----------------------------------------------------------------------------------
+    async def _sensor_loop(self, asset: str) -> None:
+        parts = self.sensors[asset]
+        recovered = False
+        unasked: list[tuple[str, str]] = []  # registered files whose request was refused
+        while True:
+            try:
+                if not recovered:  # files registered before a crash but never published
+                    parts.load(await asyncio.to_thread(load_registry, self.lake, asset))
+                    if len(parts):
+                        recovered = await self._request(
+                            asset, "*", "file:recovery", {"kind": "file"}, "file"
+                        )
+                    else:
+                        recovered = True
+                new = unasked + await asyncio.to_thread(self._sense, asset, parts)
+                if new:
+                    where = new[0][1] if len(new) == 1 else f"{len(new)} files"
+                    detail = {"kind": "file", "files": [u for _, u in new][:100]}
+                    asked = await self._request(
+                        asset, tuple(k for k, _ in new), f"file:{where}", detail, "file"
+                    )
+                    unasked = [] if asked else new
+            except LakeflowError as error:
+                self._emit("trigger_error", asset=asset, message=str(error))
+            except OSError as error:
+                self._emit(
+                    "trigger_error", asset=asset, message=f"cannot list {parts.url}: {error}"
+                )
+            await asyncio.sleep(parts.poll)
+
+    def _sense(self, asset: str, parts: FilePartitions) -> list[tuple[str, str]]:
+        """List the glob; register files not seen before (in the lake, before anything runs them)."""
+        import fsspec
+
+        parts.load(load_registry(self.lake, asset))
+        fs, pattern = fsspec.core.url_to_fs(parts.url, **_fsspec_options(parts, self.lake))
+        fs.invalidate_cache()  # listings are cached per instance: a new file must show up
+        paths = fs.glob(pattern)
+        protocol = parts.url.split("://", 1)[0] + "://" if "://" in parts.url else ""
+        known = set(parts.keys())
+        new: list[tuple[str, str]] = []
+        for path in sorted(paths):
+            url = protocol + path if protocol and not path.startswith(protocol) else path
+            key = parts.key_for(url)
+            if key not in known:
+                known.add(key)
+                new.append((key, url))
+        if new:
+            parts.load(new)
+            save_registry(self.lake, asset, parts.entries())
+        return new
+
+
+def _fsspec_options(parts: FilePartitions, lake: Lake) -> dict[str, Any]:
+    """fsspec options for the sensor's URL: its own, else the lake's S3 settings."""
+    if parts.storage_options:  # `lf.EnvVar` values resolved here, where the sensor runs
+        return {
+            k: v.resolve(option=k) if isinstance(v, EnvVar) else v
+            for k, v in parts.storage_options.items()
+        }
+    if not parts.url.startswith("s3://"):
+        return {}
+    opts = lake.storage_options
+    out: dict[str, Any] = {}
+    if "AWS_ENDPOINT_URL" in opts:
+        out["endpoint_url"] = opts["AWS_ENDPOINT_URL"]
+    if "AWS_ACCESS_KEY_ID" in opts:
+        out["key"] = opts["AWS_ACCESS_KEY_ID"]
+    if "AWS_SECRET_ACCESS_KEY" in opts:
+        out["secret"] = opts["AWS_SECRET_ACCESS_KEY"]
+    if "AWS_REGION" in opts:
+        out["client_kwargs"] = {"region_name": opts["AWS_REGION"]}
+    return out
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")

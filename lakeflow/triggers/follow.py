@@ -1,0 +1,130 @@
+"""Following Delta tables for the trigger engine: a `TableFollower` reads a table's new commits
+from a cursor, `consumer_partitions` maps the partitions a commit touched onto a consumer's, and
+`TriggerState` is what the triggers must not forget (cursors, pending partitions, schedule ticks),
+kept in the lake as one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lakeflow.define.automation import Publish
+from lakeflow.define.partitions import Partitions
+from lakeflow.lake import Lake
+from lakeflow.lake.log import Commit, commit_path, parse_commit
+
+__all__ = [
+    "DOWN_MARKER",
+    "STATE_URL",
+    "TableFollower",
+    "TriggerState",
+    "as_publish",
+    "consumer_partitions",
+]
+
+STATE_URL = "_lakeflow/triggers/state.json"
+DOWN_MARKER = "_lakeflow/triggers/down"  # `lakeflow down` from any process drops it
+
+
+# -- following a table's log -------------------------------------------------------------------
+class TableFollower:
+    """Reads a Delta table's new commits in order, from a cursor (the last version handled).
+    Checking for the next commit is one small read; nothing is listed."""
+
+    def __init__(self, lake: Lake, url: str, column: str | None, cursor: int) -> None:
+        self.lake, self.url, self.column, self.cursor = lake, url, column, cursor
+
+    @staticmethod
+    def current_version(lake: Lake, url: str) -> int:
+        """The table's newest version (-1 if it does not exist yet)."""
+        from deltalake import DeltaTable
+
+        if not DeltaTable.is_deltatable(url, storage_options=lake.delta_options()):
+            return -1
+        return DeltaTable(url, storage_options=lake.delta_options()).version()
+
+    def poll(self, limit: int = 1000) -> list[Commit]:
+        """The commits after the cursor (at most `limit`); the cursor is not moved."""
+        out: list[Commit] = []
+        version = self.cursor + 1
+        while len(out) < limit:
+            raw = self.lake.read_bytes(commit_path(self.url, version))
+            if raw is None:
+                break
+            commit = parse_commit(raw, version, self.column)
+            if commit.partition_columns is not None:
+                self.column = commit.partition_columns[0] if commit.partition_columns else None
+            out.append(commit)
+            version += 1
+        return out
+
+
+def as_publish(table: str, commit: Commit) -> Publish:
+    meta = commit.metadata or {}
+    return Publish(
+        table=table,
+        version=commit.version,
+        partitions=tuple(sorted(commit.touched)),
+        operation=commit.operation,
+        timestamp=commit.timestamp_ms / 1000,
+        by_lakeflow=bool(meta),
+        run_id=meta.get("run"),
+    )
+
+
+def consumer_partitions(
+    down: Partitions, up: Partitions, mapping: Any, touched_keys: Iterable[str]
+) -> list[str]:
+    """Keys of `down` whose mapped `up` partitions include any of `touched_keys`."""
+    if not len(down):
+        return []
+    ups = up.indices(list(touched_keys)) if up.is_partitioned else np.zeros(1, np.int64)
+    ups = np.unique(ups[ups >= 0])
+    if not len(ups):
+        return []
+    every = np.arange(len(down), dtype=np.int64)
+    lo, hi = mapping.ranges(down, up, every)
+    hit = np.searchsorted(ups, hi, side="left") > np.searchsorted(ups, lo, side="left")
+    return down.keys(every[hit])
+
+
+# -- what the triggers remember ------------------------------------------------------------------------------------
+@dataclass
+class TriggerState:
+    """What the triggers must not forget, kept in the lake as one JSON document."""
+
+    cursors: dict[str, int] = field(default_factory=dict)  # table -> last version handled
+    pending: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # consumer -> key -> ups
+    causes: dict[str, dict[str, list[int]]] = field(
+        default_factory=dict
+    )  # consumer -> up -> [lo, hi]
+    ticks: dict[str, float] = field(default_factory=dict)  # schedule -> last tick fired
+
+    @classmethod
+    def load(cls, lake: Lake) -> TriggerState:
+        raw = lake.read_bytes(f"{lake.url}/{STATE_URL}")
+        if raw is None:
+            return cls()
+        data = json.loads(raw)
+        return cls(
+            {k: int(v) for k, v in data.get("cursors", {}).items()},
+            data.get("pending", {}),
+            data.get("causes", {}),
+            {k: float(v) for k, v in data.get("ticks", {}).items()},
+        )
+
+    def dumps(self) -> bytes:
+        return json.dumps(
+            {
+                "cursors": self.cursors,
+                "pending": self.pending,
+                "causes": self.causes,
+                "ticks": self.ticks,
+            },
+            sort_keys=True,
+        ).encode()
