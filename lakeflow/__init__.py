@@ -34,7 +34,7 @@ from lakeflow.define.automation import (
     schedule,
 )
 from lakeflow.define.checks import Check, CheckEnv, CheckResult
-from lakeflow.define.definition import ResumeError
+from lakeflow.define.definition import ResumeError, pipeline_factory
 from lakeflow.define.gx import gx_suite
 from lakeflow.define.mappings import (
     PartitionMapping,
@@ -151,6 +151,7 @@ __all__ = [
     "not_null",
     "on_publish",
     "on_upstream_commit",
+    "pipeline_factory",
     "previous",
     "read_events",
     "references",

@@ -83,6 +83,7 @@ def _sums(frame: pl.LazyFrame) -> list[pl.Expr]:
     ]
 
 
+@lf.pipeline_factory  # a restarted controller builds it again from these arguments
 def stress_pipeline(
     lake: str, sources: list[str], first_day: str, days: int, control: str
 ) -> lf.Pipeline:

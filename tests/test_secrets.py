@@ -173,3 +173,40 @@ def test_a_missing_env_var_is_a_clear_error(lake, monkeypatch):
     with pytest.raises(lf.SecretError, match=r"\$LAKEFLOW_NOT_SET") as caught:
         lf.Lake(lake, {"AWS_SECRET_ACCESS_KEY": lf.EnvVar("LAKEFLOW_NOT_SET")})
     assert "export LAKEFLOW_NOT_SET" in caught.value.hint
+
+
+@lf.pipeline_factory
+def regional(lake: str, days: int, region: str = "eu") -> lf.Pipeline:
+    """A pipeline built from plain arguments, as a team builds one per region."""
+    parts = lf.DailyPartitions(start="2024-01-01", end=f"2024-01-{days + 1:02d}")
+
+    @lf.asset(partitions=parts, name=f"sales_{region}")
+    def sales(ctx: lf.Context) -> pl.DataFrame:
+        return pl.DataFrame({"region": [region], "day": [ctx.partition.key]})
+
+    return lf.Pipeline([sales], lake=lake, name=f"regional-{region}")
+
+
+def test_a_pipeline_built_by_a_factory_is_stored_as_its_call_and_built_again(tmp_path):
+    """The lake keeps the factory's import path and its JSON arguments; another process builds
+    the same pipeline from them. Arguments that are not JSON, and factories no other process can
+    import, are refused or reported, never pickled."""
+    from lakeflow.define.definition import PipelineRef, import_pipeline, reference
+
+    built = regional(str(tmp_path / "lake"), 3, region="us")
+    ref = reference(built)
+    assert isinstance(ref, PipelineRef)
+    assert (ref.module, ref.attribute) == ("tests.test_secrets", "regional")
+    assert ref.args == {"lake": str(tmp_path / "lake"), "days": 3, "region": "us"}
+    again = import_pipeline(PipelineRef.from_json(json.loads(json.dumps(ref.to_json()))), what="t")
+    assert sorted(again.assets) == ["sales_us"] and again.name == "regional-us"
+    assert reference(again).definition == ref.definition
+
+    with pytest.raises(lf.DefinitionError, match="must be JSON values"):
+        regional(str(tmp_path / "lake"), 3, region=lf.EnvVar("REGION"))
+
+    @lf.pipeline_factory
+    def inner(lake: str) -> lf.Pipeline:
+        return regional.__wrapped__(lake, 2)
+
+    assert "cannot import" in reference(inner(str(tmp_path / "lake")))

@@ -444,7 +444,7 @@ def test_lakeflow_up_detached_and_down_from_a_shell(tmp_path):
     assert done.returncode == 0, done.stderr
     pid = int(re.search(r"pid (\d+)", done.stdout).group(1))
     try:
-        eventually(lambda: Path(f"{lake}/_lakeflow/triggers/pipeline.pkl").exists(), timeout=180)
+        eventually(lambda: Path(f"{lake}/_lakeflow/triggers/pipeline.json").exists(), timeout=180)
         write_trips(f"{lake}/trips", "2024-01-02", [5, 6])
         eventually(lambda: consumer(lake) == {"2024-01-02": (2, 5 % 7 + 6 % 7 + 5.0)}, timeout=60)
 
@@ -555,7 +555,7 @@ def test_lakeflow_up_in_the_foreground_stops_on_ctrl_c(tmp_path):
         foreground.send_signal(signal.SIGINT)
         assert foreground.wait(60) == 0
         assert "stopped" in foreground.stdout.read()
-        assert not Path(f"{lake}/_lakeflow/triggers/pipeline.pkl").exists()  # nothing left up
+        assert not Path(f"{lake}/_lakeflow/triggers/pipeline.json").exists()  # nothing left up
     finally:
         if foreground.poll() is None:
             foreground.kill()

@@ -8,17 +8,20 @@ option (a secret) ever lands there. Importing the module again gives the pipelin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, FunctionType
 from typing import Any
 
 from lakeflow.define.graph import Pipeline
-from lakeflow.errors import LakeflowError
+from lakeflow.errors import DefinitionError, LakeflowError
 
 __all__ = [
     "NotImportable",
@@ -26,6 +29,7 @@ __all__ = [
     "ResumeError",
     "definition_hash",
     "import_pipeline",
+    "pipeline_factory",
     "reference",
 ]
 
@@ -44,13 +48,15 @@ class PipelineRef:
     """Where a pipeline is defined, and its definition hash when it was stored."""
 
     module: str  # import name, e.g. "pipelines.flights"
-    attribute: str  # the module-level name holding the Pipeline
+    attribute: str  # the module-level name holding the Pipeline (or its factory)
     file: str | None  # the module's file, for a process whose sys.path lacks its root
     root: str | None  # the directory to put on sys.path to import `module` from `file`
     definition: str  # definition_hash() when stored
+    args: dict[str, Any] | None = None  # a factory's arguments (JSON); None: not a factory
 
     def describe(self) -> str:
-        return f"{self.module}:{self.attribute}" + (f" ({self.file})" if self.file else "")
+        call = "(...)" if self.args is not None else ""
+        return f"{self.module}:{self.attribute}{call}" + (f" ({self.file})" if self.file else "")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,6 +140,46 @@ def definition_hash(pipeline: Pipeline) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# -- pipelines built by a function ------------------------------------------------------------
+def pipeline_factory(fn: Callable[..., Pipeline]) -> Callable[..., Pipeline]:
+    """Mark a module-level function that builds a pipeline from plain arguments (a region, a
+    lake, a list of sources), so that its runs and triggers can be brought back by another
+    process: the lake keeps the function's import path and its arguments, as JSON.
+
+    >>> @lf.pipeline_factory
+    ... def regional(region: str, lake: str) -> lf.Pipeline: ...
+    >>> pipeline = regional("eu", lake="s3://lake/eu")
+
+    The arguments are stored in the lake: they must be JSON values (strings, numbers, lists,
+    dicts), and never credentials — pass those as `lf.EnvVar` storage options or through the
+    environment.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def build(*args: Any, **kwargs: Any) -> Pipeline:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        try:
+            json.dumps(arguments)
+        except TypeError as error:
+            raise DefinitionError(
+                f"pipeline factory {fn.__qualname__}: its arguments are stored in the lake and "
+                f"must be JSON values: {error}",
+                hint="pass credentials as lf.EnvVar storage options, not as arguments",
+            ) from None
+        pipeline = fn(**arguments)
+        if not isinstance(pipeline, Pipeline):
+            raise DefinitionError(f"pipeline factory {fn.__qualname__} returned {pipeline!r}")
+        pipeline.__dict__["_factory"] = (fn.__module__, fn.__qualname__, arguments)
+        pipeline.__dict__.pop("_reference", None)
+        return pipeline
+
+    build.__dict__["_pipeline_factory"] = True
+    return build
+
+
 # -- where it is defined ---------------------------------------------------------------------
 def reference(pipeline: Pipeline) -> PipelineRef | str:
     """The pipeline's `PipelineRef`, or the reason it has none (a string). Computed once, in
@@ -147,6 +193,9 @@ def reference(pipeline: Pipeline) -> PipelineRef | str:
 
 
 def _find(pipeline: Pipeline) -> PipelineRef | str:
+    factory = pipeline.__dict__.get("_factory")
+    if factory is not None:
+        return _factory_ref(pipeline, *factory)
     name = pipeline.defined_in
     if name is None or name == "__main__":
         return (
@@ -173,15 +222,39 @@ def _find(pipeline: Pipeline) -> PipelineRef | str:
             "module-level name another process could import"
         )
     file = getattr(module, "__file__", None)
-    root = None
-    if file:
-        root_path = Path(file).resolve().parent
-        for _ in name.split(".")[1:]:
-            root_path = root_path.parent
-        root = str(root_path)
     return PipelineRef(
-        name, same[0][0], str(Path(file).resolve()) if file else None, root, definition
+        name, same[0][0], str(Path(file).resolve()) if file else None, _root(file, name), definition
     )
+
+
+def _factory_ref(
+    pipeline: Pipeline, name: str, qualname: str, arguments: dict[str, Any]
+) -> PipelineRef | str:
+    module = sys.modules.get(name)
+    if name == "__main__" or module is None or "." in qualname:
+        return (
+            f"pipeline {pipeline.name!r} comes from factory {name}.{qualname}, which another "
+            "process cannot import (define the factory at module level in a .py file)"
+        )
+    file = getattr(module, "__file__", None)
+    return PipelineRef(
+        name,
+        qualname,
+        str(Path(file).resolve()) if file else None,
+        _root(file, name),
+        definition_hash(pipeline),
+        arguments,
+    )
+
+
+def _root(file: str | None, module: str) -> str | None:
+    """The directory to put on sys.path to import `module` from its `file`."""
+    if not file:
+        return None
+    root = Path(file).resolve().parent
+    for _ in module.split(".")[1:]:
+        root = root.parent
+    return str(root)
 
 
 def _behaviour(pipeline: Pipeline) -> str:
@@ -217,6 +290,16 @@ def import_pipeline(ref: PipelineRef, *, what: str, accept_changed_code: bool = 
             f"{type(error).__name__}: {error}"
         ) from error
     found = getattr(module, ref.attribute, None)
+    if ref.args is not None and callable(found):  # a factory: build it again from its arguments
+        try:
+            found = found(**ref.args)
+        except LakeflowError:
+            raise
+        except Exception as error:
+            raise ResumeError(
+                f"{what}: its pipeline factory {ref.describe()} failed: "
+                f"{type(error).__name__}: {error}"
+            ) from error
     if not isinstance(found, Pipeline):
         raise ResumeError(
             f"{what}: {ref.module} has no Pipeline named {ref.attribute!r} any more",
@@ -232,6 +315,6 @@ def import_pipeline(ref: PipelineRef, *, what: str, accept_changed_code: bool = 
             "with the new code, or start a new backfill",
         )
     found.__dict__["_reference"] = PipelineRef(
-        ref.module, ref.attribute, ref.file, ref.root, current
+        ref.module, ref.attribute, ref.file, ref.root, current, ref.args
     )
     return found

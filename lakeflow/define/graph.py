@@ -111,8 +111,9 @@ class Pipeline:
             timeout=self.timeout,
         )
         other.defined_in = self.defined_in
-        if "_reference" in self.__dict__:
-            other.__dict__["_reference"] = self.__dict__["_reference"]
+        for kept in ("_reference", "_factory"):  # where it is defined travels with it
+            if kept in self.__dict__:
+                other.__dict__[kept] = self.__dict__[kept]
         return other
 
     # -- validation ----------------------------------------------------------------------------
