@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=200, help="how many seeds")
     parser.add_argument("--start", type=int, default=0, help="the first seed")
     parser.add_argument("--quick", action="store_true", help="3 short seeds, nothing recorded")
+    parser.add_argument(
+        "--short", action="store_true", help="short (CI-size) schedules: more seeds an hour"
+    )
     parser.add_argument("--settle", type=float, default=180.0, help="seconds to wait to settle")
     parser.add_argument("--keep", action="store_true", help="keep the lakes of failed seeds")
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray)")
@@ -68,7 +71,7 @@ def main() -> None:
             workdir = work / f"seed-{seed}"
             lake = str(workdir / "lake")
             try:
-                outcome = run_seed(seed, workdir=workdir, lake=lake, quick=args.quick,
+                outcome = run_seed(seed, workdir=workdir, lake=lake, quick=args.quick or args.short,
                                    settle_timeout=args.settle, log=lambda _: None)  # fmt: skip
             finally:
                 lf.stop(lake)
@@ -95,10 +98,10 @@ def main() -> None:
         ]  # fmt: skip
         rows += [[f"  seeds with '{k}'", n] for k, n in sorted(kinds.items())]
         body = table(["outcome", "count"], rows)
-        size = "short (CI-size)" if args.quick else "full-size"
+        size = "short (CI-size)" if args.quick or args.short else "full-size"
         body += f"\n\nSeeds {ran[0]}..{ran[-1]}, {size} schedules." if ran else ""
         body += f" Failed seeds: {', '.join(map(str, failed)) or 'none'}."
-        body += f" {time.monotonic() - began:.0f} s in all; replay one with `LAKEFLOW_STRESS_SEED=N{'' if args.quick else ' LAKEFLOW_STRESS_FULL=1'} pytest tests/test_stress.py`."
+        body += f" {time.monotonic() - began:.0f} s in all; replay one with `LAKEFLOW_STRESS_SEED=N{'' if args.quick or args.short else ' LAKEFLOW_STRESS_FULL=1'} pytest tests/test_stress.py`."
         record(
             "Soak: randomized trigger + publish schedules against a model", body, quick=args.quick
         )
