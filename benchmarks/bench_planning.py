@@ -44,10 +44,9 @@ def build(hours: int):
 
 
 def case_empty(hours: int) -> dict:
-    from lakeflow.plan.scheduler import depths
     from lakeflow.lake.log import TableState
     from lakeflow.plan.planner import Request, build_plan, snapshot
-    from lakeflow.plan.scheduler import RunState
+    from lakeflow.plan.scheduler import RunState, depths
 
     pipeline, _ = build(hours)
     started = time.perf_counter()
