@@ -14,11 +14,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lakeflow.control.group_commit import GroupCommits
+from lakeflow.control.group_commit import CommitOutcome, GroupCommits, Staged
 from lakeflow.define.checks import CheckResult
 from lakeflow.define.graph import Pipeline
 from lakeflow.errors import ErrorInfo
@@ -80,7 +81,13 @@ class Run:
         linger = (
             options.backfill_commit_linger if request.kind == "backfill" else options.commit_linger
         )
-        self.commits = GroupCommits(self, linger=linger, max_units=options.max_commit_units)
+        self.commits = GroupCommits(
+            run_id=run_id, pipeline=pipeline, handle=self.handle, lake=host.lake,
+            tables=host.tables, table_lock=host.table_lock, executor=host.executor,
+            fence=host.fence, emit=host.events.emit, committed=host.committed,
+            released=host.released, superseded=host.superseded,
+            linger=linger, max_units=options.max_commit_units,
+        )  # fmt: skip
         self.retry_logged = 0  # the newest unit_retry event: retries wait until it is written
         self._seed_attempts(attempts or {})
 
@@ -130,7 +137,8 @@ class Run:
                             Event(self.id, "run_cancelling", detail={"cancelled_units": len(gone)})
                         )
                 self._dispatch()
-                self.commits.publish_ready()
+                for asset, batch in self.commits.ready(self.running):
+                    self.host.spawn(self._commit(asset, batch))
                 if state.done:
                     break
                 await self._sleep()
@@ -317,7 +325,7 @@ class Run:
             }
             self.state.staged(unit, rows=0, size=0, seconds=0.0)
             record = UnitRecord(asset, index, self.key(unit), int(self.state.attempts[unit]))
-            self.commits.stage(asset, unit, record)
+            self.commits.stage(asset, Staged(unit, record, self.inputs[unit], delete=True))
         return rest
 
     def _spec(self, unit: int) -> UnitSpec:
@@ -392,10 +400,52 @@ class Run:
                 if record.quarantine:
                     self.check_failed(unit, record.checks, quarantine=record.quarantine)
                     continue
-                self.commits.stage(asset, unit, record)
+                self.commits.stage(asset, Staged(unit, record, self.inputs.get(unit, {})))
                 seconds = max(record.seconds, 1e-5)
                 known = self.unit_seconds.get(asset)
                 self.unit_seconds[asset] = seconds if known is None else 0.8 * known + 0.2 * seconds
+
+    async def _commit(self, asset: str, batch: list[Staged]) -> None:
+        try:
+            async with aclosing(self.commits.commit(asset, batch)) as outcomes:
+                async for outcome in outcomes:  # the table's lock is held meanwhile
+                    self._apply(outcome)
+        finally:
+            self.host.wake_all()  # runs waiting for these partitions (`_claim`) look again
+
+    def _apply(self, outcome: CommitOutcome) -> None:
+        """Apply what a step of a group commit did: events, state transitions, and so the
+        release of the downstream units."""
+        state, asset, version = self.state, outcome.asset, outcome.version
+        for unit, error in outcome.misfits:
+            self.fail(unit, error)
+        for rejected in outcome.rejected:
+            self.check_events(rejected.unit, rejected.results)
+            self.check_failed(rejected.unit, rejected.results, quarantine=rejected.quarantine,
+                              note=rejected.note)  # fmt: skip
+        if outcome.published:
+            assert version is not None
+            state.published(list(outcome.published), version, verify=outcome.verify)
+            for unit in outcome.published:
+                self.inputs.pop(unit, None)
+                if unit in outcome.deleted:
+                    self.event(unit, "unit_deleted", version=version, attempt=int(state.attempts[unit]),
+                               message="deleted upstream")  # fmt: skip
+                else:
+                    self.event(unit, "unit_published", version=version, attempt=int(state.attempts[unit]),
+                               rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
+                if not outcome.verify:
+                    self.forget_key(unit)
+        if outcome.table_results:
+            self.check_events(None, outcome.table_results, asset=asset, version=version)
+        if outcome.verified:
+            state.verified(list(outcome.verified))
+        for unit in outcome.held:
+            self.check_failed(unit, outcome.table_results, note=outcome.note)
+        if outcome.error is not None:
+            for unit in outcome.failed:
+                if state.status[unit] == UnitStatus.STAGED:
+                    self.failure(unit, outcome.error, retryable=outcome.retryable)
 
     def _timed_out(self, asset: str, units: list[int], error: TaskTimedOut) -> None:
         """A task ran past its budget and was cancelled. A batch is rerun one unit a task, its
