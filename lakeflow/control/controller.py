@@ -28,7 +28,6 @@ from lakeflow.control.runs import (
     failed_partitions,
     load_request,
     load_stored,
-    plan_result,
     published_by,
     stored_pipeline,
     unfinished_runs,
@@ -483,7 +482,7 @@ class Controller:
 
     def result(self, run_id: str) -> dict[str, Any] | None:
         run = self.runs.get(run_id)
-        return plan_result(run) if run is not None else None
+        return run.result() if run is not None else None
 
     def cancel(self, run_id: str) -> bool:
         """Stop starting units of the run; those running finish and are published or fail."""

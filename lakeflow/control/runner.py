@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lakeflow.control.group_commit import CommitOutcome, GroupCommits, Staged
+from lakeflow.control.run_result import plan_result
 from lakeflow.define.checks import CheckResult
 from lakeflow.define.graph import Pipeline
 from lakeflow.errors import ErrorInfo
@@ -602,6 +603,13 @@ class Run:
             "rate": rate,
             "eta": remaining / rate if rate > 0 and remaining > 0 else 0.0,
         }
+
+    def result(self) -> dict[str, Any]:
+        """Each unit's outcome as an Arrow table, with the run's status and errors."""
+        return plan_result(
+            run_id=self.id, status=self.outcome(), plan=self.plan, state=self.state,
+            pipeline=self.pipeline, prior=self.prior,
+        )  # fmt: skip
 
     def outcome(self) -> str:
         if self.host.is_superseded and not self.state.done:
