@@ -254,7 +254,7 @@ class Run(Claims, RunOutcomes):
 
     def _stage_deletes(self, batch: list[int]) -> list[int]:
         """Stage the delete units of `batch` for their table's next commit (they need no task:
-        their inputs were deleted upstream, see `planner._vanished`); returns the other units."""
+        their inputs were deleted upstream, see `gaps.vanished`); returns the other units."""
         rest = []
         for unit in batch:
             if not self.plan.is_delete(unit):
