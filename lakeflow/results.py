@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from lakeflow.control.runs import RESULT_SCHEMA
+from lakeflow.control.run_result import RESULT_SCHEMA
 from lakeflow.errors import RunError
 from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events

@@ -5,20 +5,23 @@ what its predecessor left unfinished.
 `Controller` is plain asyncio over an `Executor`; the Ray actor (named, detached, restarted
 forever) that hosts one per lake is `actor.actor_class()`. Nothing blocks the event loop: table
 I/O, planning and commits run in threads, so progress queries are answered while runs go on.
+
+Over 400 lines on purpose: it is the one object the runs, the triggers, the actor and the
+clients share (tables, locks, task slots, the event log, the fence), and its methods are the
+controller's API; the parts with an idea of their own live apart (`runner`, `claims`,
+`outcomes`, `group_commit`, `runs`, `run_result`, `options`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lakeflow.control.options import ControllerOptions, new_run_id
 from lakeflow.control.runner import Run
 from lakeflow.control.runs import (
     RUNS_DIR,
@@ -28,7 +31,6 @@ from lakeflow.control.runs import (
     failed_partitions,
     load_request,
     load_stored,
-    plan_result,
     published_by,
     stored_pipeline,
     unfinished_runs,
@@ -52,41 +54,6 @@ UP_RECORD = (
 LEGACY_UP_BLOB = "_lakeflow/triggers/pipeline.pkl"  # an older lakeflow's pickle: never loaded
 
 __all__ = ["Controller", "ControllerOptions"]
-
-
-@dataclass(frozen=True)
-class ControllerOptions:
-    """Tuning knobs; the defaults suit both a laptop and a cluster.
-
-    - max_in_flight: tasks in flight across all runs (default: two per cluster CPU)
-    - commit_linger: seconds staged units of a table may wait for more to join their commit;
-      backfill_commit_linger, the same for backfills, which favour fewer, larger commits
-    - max_commit_units: units in one commit at most
-    - task_seconds: how long a task of several small units should take
-    - resume_unfinished: on a first start, resume the runs the lake says are unfinished (after a
-      restart of the controller actor they are always resumed)
-    - autoscaling: the cluster adds nodes on demand (the Ray autoscaler, KubeRay): units that ask
-      for resources no node has yet wait for such a node (a `run_waiting` event says so) instead
-      of failing at once; default from $LAKEFLOW_AUTOSCALING=1
-    """
-
-    max_in_flight: int | None = None
-    commit_linger: float = 0.05
-    backfill_commit_linger: float = 1.0
-    max_commit_units: int = 5000
-    max_task_units: int = 64
-    task_seconds: float = 0.1
-    flush_interval: float = 0.5
-    cancel_poll: float = 0.5
-    resume_unfinished: bool = False
-    resources: dict[str, float] | None = None  # custom resources that place the controller actor
-    autoscaling: bool = field(
-        default_factory=lambda: os.environ.get("LAKEFLOW_AUTOSCALING", "0") not in ("", "0")
-    )
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 class Controller:
@@ -483,7 +450,7 @@ class Controller:
 
     def result(self, run_id: str) -> dict[str, Any] | None:
         run = self.runs.get(run_id)
-        return plan_result(run) if run is not None else None
+        return run.result() if run is not None else None
 
     def cancel(self, run_id: str) -> bool:
         """Stop starting units of the run; those running finish and are published or fail."""

@@ -3,6 +3,11 @@ table, then one Delta commit publishes them together (`lake.publish`). A table w
 is audited on the version the commit would make, before it is made (`table_audit`): the units the
 checks reject are check_failed and never committed, the others are published.
 
+The interface to the run is narrow: `GroupCommits` gets the lake, the open tables and their
+locks, the executor, the fence and an event emitter when it is built, the units to commit (with
+the input versions they read) per call, and yields `CommitOutcome` values that the `Run` applies
+(events, state transitions, the release of downstream units). It never sees the run.
+
 A commit that fails on the lake's answer (a `LakeflowError`) fails its units per their retry
 policy; one that fails on anything else is an error of ours, so the table's state is reloaded
 from the lake before the units retry.
@@ -12,53 +17,130 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from lakeflow.define.checks import CheckResult
+from lakeflow.define.graph import Pipeline
 from lakeflow.errors import ErrorInfo, LakeError, LakeflowError, Superseded
+from lakeflow.execute.executors import Executor
 from lakeflow.execute.table_audit import Candidate, TableAudit, Verdict
 from lakeflow.execute.worker import WHOLE_TABLE_FILES, UnitRecord
 from lakeflow.lake import Lake
 from lakeflow.lake.events import Event
+from lakeflow.lake.fence import Fence
 from lakeflow.lake.log import Commit, TableState
 from lakeflow.lake.publish import UnitOutput, publish, rollback, split_by_schema
 from lakeflow.lake.staging import quarantine_files
-from lakeflow.plan.scheduler import UnitStatus
 
-if TYPE_CHECKING:
-    from lakeflow.control.runner import Run
+__all__ = ["CommitOutcome", "GroupCommits", "Rejected", "Staged"]
 
-__all__ = ["GroupCommits"]
+
+@dataclass(frozen=True)
+class Staged:
+    """One staged unit waiting for its table's commit: its record, the input versions it read,
+    and whether it deletes its partition (inputs deleted upstream)."""
+
+    unit: int
+    record: UnitRecord
+    inputs: Mapping[str, int] = field(default_factory=dict)
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A unit the table checks failed: their results, where its files went, why."""
+
+    unit: int
+    results: tuple[CheckResult, ...]
+    quarantine: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    """What one step of a group commit did, for the run to apply in this order: units whose
+    schema does not fit the table fail; rejected units are check_failed; units published at
+    `version` (deleted ones among them) are released downstream (`verify`: once their table
+    checks on that version pass); `table_results` are the table-level check results of that
+    version; `verified` units passed them; `failed` units fail with `error`, retried when
+    `retryable` (only those still staged); `held` units were published but their table checks
+    on `version` failed (`note` says what became of the version)."""
+
+    asset: str
+    version: int | None = None
+    misfits: tuple[tuple[int, ErrorInfo], ...] = ()
+    rejected: tuple[Rejected, ...] = ()
+    published: tuple[int, ...] = ()
+    deleted: frozenset[int] = frozenset()
+    verify: bool = False
+    table_results: tuple[CheckResult, ...] = ()
+    verified: tuple[int, ...] = ()
+    held: tuple[int, ...] = ()
+    note: str = ""
+    failed: tuple[int, ...] = ()
+    error: ErrorInfo | None = None
+    retryable: bool = False
 
 
 class GroupCommits:
     """The staged units of one run, per table, and the commits that publish them."""
 
-    def __init__(self, run: Run, *, linger: float, max_units: int) -> None:
-        self.run = run
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        pipeline: Pipeline,
+        handle: Any,
+        lake: Lake,
+        tables: Mapping[str, TableState],
+        table_lock: Callable[[str], asyncio.Lock],
+        executor: Executor,
+        fence: Fence,
+        emit: Callable[[Event], int],
+        committed: Callable[[str, Commit], None],
+        released: Callable[[str, int, bool], None],
+        superseded: Callable[[Superseded], None],
+        linger: float,
+        max_units: int,
+    ) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.handle = handle  # the executor's handle of the run's pipeline
+        self.lake = lake
+        self.tables = tables
+        self.table_lock = table_lock
+        self.executor = executor
+        self.fence = fence
+        self.emit = emit
+        self.committed = committed  # told of each commit (the triggers' table followers)
+        self.released = released  # told when a commit is final: checks passed or failed
+        self.superseded = superseded  # another controller runs the lake
         self.linger = linger  # seconds staged units may wait for more of their table
         self.max_units = max_units
-        self.staged: dict[str, list[tuple[int, UnitRecord]]] = {}
+        self.staged: dict[str, list[Staged]] = {}
         self.staged_since: dict[str, float] = {}
         self.committing: set[str] = set()
 
-    def stage(self, asset: str, unit: int, record: UnitRecord) -> None:
-        self.staged.setdefault(asset, []).append((unit, record))
+    def stage(self, asset: str, item: Staged) -> None:
+        self.staged.setdefault(asset, []).append(item)
         self.staged_since.setdefault(asset, time.monotonic())
 
     def waiting(self) -> bool:
         """Are staged units waiting for their commit?"""
         return any(self.staged.values())
 
-    def publish_ready(self) -> None:
-        """Start a commit for each table whose staged units should wait no longer."""
+    def ready(self, running: Mapping[str, int]) -> list[tuple[str, list[Staged]]]:
+        """The batches to commit now: per table whose staged units should wait no longer (none
+        of its units in flight, `running`, or they waited `linger`, or they fill a commit)."""
         now = time.monotonic()
-        run = self.run
+        out = []
         for asset, items in self.staged.items():
             if not items or asset in self.committing:
                 continue
             lingering = now - self.staged_since.get(asset, now) < self.linger
-            if run.running.get(asset, 0) and lingering and len(items) < self.max_units:
+            if running.get(asset, 0) and lingering and len(items) < self.max_units:
                 continue  # more units of this table are on their way: let them join the commit
             batch = items[: self.max_units]
             del items[: len(batch)]
@@ -66,120 +148,103 @@ class GroupCommits:
             if items:
                 self.staged_since[asset] = now
             self.committing.add(asset)
-            run.host.spawn(self._commit(asset, batch))
+            out.append((asset, batch))
+        return out
 
-    async def _commit(self, asset: str, batch: list[tuple[int, UnitRecord]]) -> None:
-        run = self.run
-        host, state = run.host, run.state
-        definition = run.pipeline[asset]
-        units = [u for u, _ in batch]
+    async def commit(self, asset: str, batch: list[Staged]) -> AsyncIterator[CommitOutcome]:
+        """Commit `batch` (from `ready`): yields the outcome of the publish, then, for a table
+        audited on the committed version, the outcome of that audit."""
+        definition = self.pipeline[asset]
+        units = tuple(s.unit for s in batch)
+        misfits: list[tuple[int, ErrorInfo]] = []
+        rejected: tuple[Rejected, ...] = ()
+        error: BaseException | None = None
         try:
-            async with host.table_lock(asset):
-                table = host.tables[asset]
+            async with self.table_lock(asset):
+                table = self.tables[asset]
                 outputs = [
-                    UnitOutput(
-                        r.key,
-                        r.files,
-                        run.inputs.get(u, {}),
-                        r.schema_id,
-                        r.schema,
-                        delete=run.plan.is_delete(u),
-                    )
-                    for u, r in batch
-                ]
-                fits, misfits = split_by_schema(table, outputs)
-                by_key = {r.key: u for u, r in batch}
-                for output, error in misfits:
-                    run.fail(by_key[output.key], ErrorInfo.from_exception(error))
+                    UnitOutput(s.record.key, s.record.files, dict(s.inputs), s.record.schema_id,
+                               s.record.schema, delete=s.delete)
+                    for s in batch
+                ]  # fmt: skip
+                fits, unfit = split_by_schema(table, outputs)
+                by_key = {s.record.key: s for s in batch}
+                misfits = [(by_key[o.key].unit, ErrorInfo.from_exception(e)) for o, e in unfit]
                 if not fits:
+                    yield CommitOutcome(asset, misfits=tuple(misfits))
                     return
-                fence = host.fence
                 audit: Verdict | None = None
                 after = False  # audit the version once committed (files not readable alone)
                 if definition.table_checks:
-                    after = not await asyncio.to_thread(_files_readable, host.lake, table)
+                    after = not await asyncio.to_thread(_files_readable, self.lake, table)
                     if not after:
-                        audit = await self._audit_group(asset, table, batch, fits)
+                        audit, rejected = await self._audit_group(asset, table, batch, fits)
                         fits = [o for o in fits if o.key not in audit.rejected]
                         if not fits:
+                            yield CommitOutcome(asset, misfits=tuple(misfits), rejected=rejected)
                             return
+                fence = self.fence
 
                 def fenced_publish() -> Commit:
                     fence.check()  # on this thread, right before the commit
                     return publish(
-                        host.lake, table, asset=asset, column=definition.partitions.column,
-                        run_id=run.id, code_version=definition.code_version, units=fits,
+                        self.lake, table, asset=asset, column=definition.partitions.column,
+                        run_id=self.run_id, code_version=definition.code_version, units=fits,
                         epoch=fence.epoch,
                     )  # fmt: skip
 
                 commit = await asyncio.to_thread(fenced_publish)
-                published = [by_key[o.key] for o in fits]
-                state.published(published, commit.version, verify=after)
-                for unit in published:
-                    run.inputs.pop(unit, None)
-                    if run.plan.is_delete(unit):
-                        run.event(unit, "unit_deleted", version=commit.version, attempt=int(state.attempts[unit]),
-                                  message="deleted upstream")  # fmt: skip
-                    else:
-                        run.event(unit, "unit_published", version=commit.version, attempt=int(state.attempts[unit]),
-                                  rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
-                    if not after:
-                        run.forget_key(unit)
-                host.committed(asset, commit)
-                if audit is not None:
-                    run.check_events(None, audit.results, asset=asset, version=commit.version)
+                published = tuple(by_key[o.key].unit for o in fits)
+                yield CommitOutcome(
+                    asset, commit.version, tuple(misfits), rejected, published,
+                    frozenset(by_key[o.key].unit for o in fits if o.delete), verify=after,
+                    table_results=tuple(audit.results) if audit is not None else (),
+                )  # fmt: skip
+                misfits, rejected, units = [], (), ()  # applied: nothing of them to fail
+                self.committed(asset, commit)
                 if after:
                     # still under the table's lock: nothing commits between publish and audit
-                    await self._audit_table(asset, table, commit, published)
+                    yield await self._audit_table(asset, table, commit, published)
                 else:
-                    host.released(asset, commit.version, True)
-        except Superseded as error:  # another controller runs the lake: this one stops
-            host.superseded(error)
-        except LakeflowError as error:
-            self._commit_failed(
-                units, ErrorInfo.from_exception(error), retryable=isinstance(error, LakeError)
-            )
-        except Exception as error:  # not the lake's answer but our own doing: trust the lake
-            await self._reload_table(asset, error)
-            self._commit_failed(units, ErrorInfo.from_exception(error), retryable=True)
+                    self.released(asset, commit.version, True)
+        except Superseded as stop:  # another controller runs the lake: this one stops
+            self.superseded(stop)
+        except LakeflowError as failure:
+            error = failure
+        except Exception as failure:  # not the lake's answer but our own doing: trust the lake
+            await self._reload_table(asset, failure)
+            error = failure
         finally:
             self.committing.discard(asset)
-            run.host.wake_all()  # runs waiting for these partitions (`Run._claim`) look again
+        if error is not None or misfits or rejected:
+            yield CommitOutcome(
+                asset, misfits=tuple(misfits), rejected=rejected,
+                failed=units if error is not None else (),
+                error=ErrorInfo.from_exception(error) if error is not None else None,
+                retryable=isinstance(error, LakeError) or not isinstance(error, LakeflowError),
+            )  # fmt: skip
 
     async def _reload_table(self, asset: str, cause: BaseException) -> None:
-        host = self.run.host
         try:
-            async with host.table_lock(asset):
-                table = host.tables[asset]
-                await asyncio.to_thread(table.reload, host.lake)
+            async with self.table_lock(asset):
+                table = self.tables[asset]
+                await asyncio.to_thread(table.reload, self.lake)
         except Exception:  # the lake is out of reach too: the retry's commit meets it again
             return
         message = f"after {type(cause).__name__}: {cause}"[:500]
-        host.events.emit(
+        self.emit(
             Event(
-                self.run.id, "table_reloaded", asset=asset, version=table.version, message=message
+                self.run_id, "table_reloaded", asset=asset, version=table.version, message=message
             )
         )
 
-    def _commit_failed(self, units: list[int], info: ErrorInfo, *, retryable: bool) -> None:
-        run = self.run
-        for unit in units:
-            if run.state.status[unit] == UnitStatus.STAGED:
-                run.failure(unit, info, retryable=retryable)
-
     async def _audit_group(
-        self,
-        asset: str,
-        table: TableState,
-        batch: list[tuple[int, UnitRecord]],
-        fits: list[UnitOutput],
-    ) -> Verdict:
+        self, asset: str, table: TableState, batch: list[Staged], fits: list[UnitOutput]
+    ) -> tuple[Verdict, tuple[Rejected, ...]]:
         """Table checks on the version committing `fits` would make, before the commit (under
-        the table's lock: nothing commits in between). The units the checks reject are
-        check_failed and their staged files quarantined; the verdict says which."""
-        run = self.run
-        host = run.host
-        await asyncio.to_thread(table.refresh, host.lake)
+        the table's lock: nothing commits in between). The staged files of the units the checks
+        reject are quarantined; returns the verdict and those units."""
+        await asyncio.to_thread(table.refresh, self.lake)
         with table.lock:
             keys = table.keys()
             base = table.file_list(keys)
@@ -189,59 +254,57 @@ class GroupCommits:
                 base=() if len(base) > WHOLE_TABLE_FILES else tuple((k, p) for k, p, _ in base),
                 whole_table=len(base) > WHOLE_TABLE_FILES,
             )  # fmt: skip
-        verdict = await host.executor.audit_group(host.lake, run.handle, run.pipeline, spec)
-        records = {r.key: (u, r) for u, r in batch}
+        verdict = await self.executor.audit_group(self.lake, self.handle, self.pipeline, spec)
+        records = {s.record.key: s for s in batch}
+        rejected = []
         for key, results in verdict.rejected.items():
-            unit, record = records[key]
+            staged = records[key]
             folder = None
-            if record.files:
-                paths = [f.path for f in record.files]
+            if staged.record.files:
+                paths = [f.path for f in staged.record.files]
                 folder = await asyncio.to_thread(
-                    quarantine_files, host.lake, table.url, paths, asset, key, run.id
+                    quarantine_files, self.lake, table.url, paths, asset, key, self.run_id
                 )
             note = " (table check on the version this commit would make; nothing committed)"
             if verdict.reason:
                 note = f" ({verdict.reason}: the {len(fits)} units of its commit failed together)"
             elif key in verdict.unresolved:
                 note = f" (not told apart from {len(verdict.unresolved) - 1} other units within {verdict.audits} audits; nothing committed)"
-            run.check_events(unit, results)
-            run.check_failed(unit, results, quarantine=folder, note=note)
-        return verdict
+            rejected.append(Rejected(staged.unit, tuple(results), quarantine=folder, note=note))
+        return verdict, tuple(rejected)
 
     async def _audit_table(
-        self, asset: str, table: TableState, commit: Commit, units: list[int]
-    ) -> None:
+        self, asset: str, table: TableState, commit: Commit, units: tuple[int, ...]
+    ) -> CommitOutcome:
         """Table checks on the version just published, for tables whose files cannot be read
         on their own (see `_files_readable`); a blocking failure holds the consumers of every
         unit of the commit, and with on_fail="rollback" restores the previous version."""
-        run = self.run
-        host = run.host
         try:
-            results = await host.executor.audit_table(
-                host.lake, run.handle, run.pipeline, asset, commit.version
+            results = await self.executor.audit_table(
+                self.lake, self.handle, self.pipeline, asset, commit.version
             )
         except Exception as error:
             message = f"table checks could not run: {type(error).__name__}: {error}"
             results = [
                 CheckResult("table checks", "error", "error", message=message, scope="table")
             ]
-        run.check_events(None, results, asset=asset, version=commit.version)
+        results = tuple(results)
         if not any(r.blocking for r in results):
-            run.state.verified(units)
-            host.released(asset, commit.version, True)
-            return
-        host.released(asset, commit.version, False)
+            self.released(asset, commit.version, True)
+            return CommitOutcome(asset, commit.version, table_results=results, verified=units)
+        self.released(asset, commit.version, False)
         note = f" (published at version {commit.version}; consumers held)"
-        if run.pipeline[asset].on_fail == "rollback":
+        if self.pipeline[asset].on_fail == "rollback":
             try:
-                undo = await asyncio.to_thread(rollback, host.lake, table, commit, run_id=run.id)
+                undo = await asyncio.to_thread(
+                    rollback, self.lake, table, commit, run_id=self.run_id
+                )
                 note = f" (version {commit.version} rolled back by version {undo.version})"
-                host.events.emit(Event(run.id, "table_rolled_back", asset=asset, version=undo.version,
-                                       message=f"undid version {commit.version}"))  # fmt: skip
+                self.emit(Event(self.run_id, "table_rolled_back", asset=asset, version=undo.version,
+                                message=f"undid version {commit.version}"))  # fmt: skip
             except LakeflowError as error:
                 note = f" (rollback failed: {error.message}; consumers held)"
-        for unit in units:
-            run.check_failed(unit, results, note=note)
+        return CommitOutcome(asset, commit.version, table_results=results, held=units, note=note)
 
 
 def _files_readable(lake: Lake, table: TableState) -> bool:

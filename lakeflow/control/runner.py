@@ -13,17 +13,19 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lakeflow.control.group_commit import GroupCommits
-from lakeflow.define.checks import CheckResult
+from lakeflow.control.claims import Claims
+from lakeflow.control.group_commit import CommitOutcome, GroupCommits, Staged
+from lakeflow.control.outcomes import RunOutcomes
+from lakeflow.control.run_result import plan_result
 from lakeflow.define.graph import Pipeline
 from lakeflow.errors import ErrorInfo
 from lakeflow.execute.executors import TaskLost, TaskTimedOut
-from lakeflow.execute.worker import WHOLE_TABLE_FILES, InputSpec, UnitRecord, UnitSpec
+from lakeflow.execute.worker import UnitRecord, UnitSpec
 from lakeflow.lake.events import Event
 from lakeflow.plan.planner import Plan, Request
 from lakeflow.plan.scheduler import FINAL, NOT_BUILT, RunState, UnitStatus, depths
@@ -33,10 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Run"]
 
-BUILDING = (UnitStatus.RUNNING, UnitStatus.STAGED, UnitStatus.VERIFYING)  # a partition in the works
 
-
-class Run:
+class Run(Claims, RunOutcomes):
     """A planned request being carried out."""
 
     def __init__(
@@ -52,6 +52,8 @@ class Run:
         attempts: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self.host = host
+        self.tables = host.tables
+        self.emit = host.events.emit
         self.id = run_id
         self.pipeline = pipeline
         self.request = request
@@ -80,7 +82,13 @@ class Run:
         linger = (
             options.backfill_commit_linger if request.kind == "backfill" else options.commit_linger
         )
-        self.commits = GroupCommits(self, linger=linger, max_units=options.max_commit_units)
+        self.commits = GroupCommits(
+            run_id=run_id, pipeline=pipeline, handle=self.handle, lake=host.lake,
+            tables=host.tables, table_lock=host.table_lock, executor=host.executor,
+            fence=host.fence, emit=host.events.emit, committed=host.committed,
+            released=host.released, superseded=host.superseded,
+            linger=linger, max_units=options.max_commit_units,
+        )  # fmt: skip
         self.retry_logged = 0  # the newest unit_retry event: retries wait until it is written
         self._seed_attempts(attempts or {})
 
@@ -94,6 +102,9 @@ class Run:
             unit = self.plan.unit(asset, index) if index >= 0 else None
             if unit is not None:
                 self.state.attempts[unit] = count
+
+    def others(self) -> list[Run]:
+        return [r for r in self.host.runs.values() if r is not self]
 
     # -- limits ----------------------------------------------------------------------------------
     def limit(self) -> int:
@@ -130,7 +141,8 @@ class Run:
                             Event(self.id, "run_cancelling", detail={"cancelled_units": len(gone)})
                         )
                 self._dispatch()
-                self.commits.publish_ready()
+                for asset, batch in self.commits.ready(self.running):
+                    self.host.spawn(self._commit(asset, batch))
                 if state.done:
                     break
                 await self._sleep()
@@ -240,72 +252,9 @@ class Run:
                 host.in_flight += 1
                 host.spawn(self._task(asset, group, specs))
 
-    # -- one build of a partition at a time ------------------------------------------------------
-    def _claim(self, batch: list[int]) -> list[int]:
-        """The units of `batch` to run now. One whose partition another run of this controller is
-        building waits for it (parked); one that another run published since this run was
-        planned, from the inputs this unit would read and with the same code, is done already:
-        two runs asking for one partition build it once."""
-        out = []
-        for unit in batch:
-            if self._held_elsewhere(unit):
-                self.parked.add(unit)
-            elif self._fresh_now(unit):
-                asset = self.plan.locate(unit)[0]
-                info = self.host.tables[asset].published[self.key(unit)]
-                self.state.published([unit], info.version)
-                self.event(unit, "unit_fresh", version=info.version,
-                           message=f"built meanwhile by run {info.run_id}")  # fmt: skip
-                self.forget_key(unit)
-            else:
-                out.append(unit)
-        return out
-
-    def _held_elsewhere(self, unit: int) -> bool:
-        """Is another unfinished run of this controller running, staging or verifying this
-        unit's partition?"""
-        asset, index = self.plan.locate(unit)
-        for other in self.host.runs.values():
-            if other is self or other.finished.is_set() or asset not in other.plan.assets:
-                continue
-            theirs = other.plan.unit(asset, index)
-            if (
-                theirs is not None
-                and theirs not in other.parked
-                and other.state.status[theirs] in BUILDING
-            ):
-                return True
-        return False
-
-    def _fresh_now(self, unit: int) -> bool:
-        """Did another run publish this unit's partition after this run was planned, by the
-        current code and from the upstream partitions as they are now?"""
-        if self.request.force or self.request.only == "all" or self.plan.is_delete(unit):
-            return False
-        asset = self.plan.locate(unit)[0]
-        table, key = self.host.tables[asset], self.key(unit)
-        with table.lock:
-            if table.touched.get(key, -1) <= self.seen.get(asset, -1):
-                return False  # nothing new since the plan: the plan's verdict stands
-            info = table.published.get(key)
-            if info is None or not table.files.get(key):
-                return False
-        if info.run_id == self.id or info.code_version != self.pipeline[asset].code_version:
-            return False
-        position = unit - int(self.plan.offsets[self.plan.asset_of(unit)])
-        for edge in self.pipeline.upstream(asset):
-            lo, hi = (int(x[position]) for x in self.plan.ranges[(asset, edge.up)])
-            up = self.host.tables[edge.up]
-            keys = self.pipeline[edge.up].partitions.keys(np.arange(lo, hi)) if hi > lo else []
-            with up.lock:
-                newest = max((up.touched.get(k, -1) for k in keys), default=-1)
-            if newest > info.inputs.get(edge.up, -1):
-                return False
-        return True
-
     def _stage_deletes(self, batch: list[int]) -> list[int]:
         """Stage the delete units of `batch` for their table's next commit (they need no task:
-        their inputs were deleted upstream, see `planner._vanished`); returns the other units."""
+        their inputs were deleted upstream, see `gaps.vanished`); returns the other units."""
         rest = []
         for unit in batch:
             if not self.plan.is_delete(unit):
@@ -317,29 +266,8 @@ class Run:
             }
             self.state.staged(unit, rows=0, size=0, seconds=0.0)
             record = UnitRecord(asset, index, self.key(unit), int(self.state.attempts[unit]))
-            self.commits.stage(asset, unit, record)
+            self.commits.stage(asset, Staged(unit, record, self.inputs[unit], delete=True))
         return rest
-
-    def _spec(self, unit: int) -> UnitSpec:
-        plan, pipeline, tables = self.plan, self.pipeline, self.host.tables
-        asset, index = plan.locate(unit)
-        position = unit - int(plan.offsets[plan.asset_of(unit)])
-        inputs = []
-        for edge in pipeline.upstream(asset):
-            lo, hi = (int(x[position]) for x in plan.ranges[(asset, edge.up)])
-            table = tables[edge.up]
-            up_parts = pipeline[edge.up].partitions
-            keys = up_parts.keys(np.arange(lo, hi)) if hi > lo else []
-            files = table.file_list(keys)
-            whole = len(files) > WHOLE_TABLE_FILES
-            inputs.append(InputSpec(
-                name=edge.up, table_url=table.url, column=table.column, version=table.version,
-                files=() if whole else tuple((k, p) for k, p, _ in files),
-                keys=(None if hi - lo == len(up_parts) else tuple(keys)) if whole else None,
-                schema=table.schema, whole_table=whole,
-            ))  # fmt: skip
-        attempt = int(self.state.attempts[unit])
-        return UnitSpec(asset, index, self.key(unit), attempt, tuple(inputs), tables[asset].schema)
 
     async def _task(self, asset: str, units: list[int], specs: list[UnitSpec]) -> None:
         host = self.host
@@ -359,150 +287,47 @@ class Run:
             host.in_flight -= 1
             host.wake_all()
 
-    # -- outcomes --------------------------------------------------------------------------------
-    def _drain(self) -> None:
-        state = self.state
-        while self.completed:
-            asset, units, records, lost = self.completed.popleft()
-            self.running[asset] -= len(units)
-            if isinstance(lost, TaskTimedOut):
-                self._timed_out(asset, units, lost)
-                continue
-            if records is None:
-                if len(units) > 1:  # find the unit that kills its worker by running each alone
-                    for unit in units:
-                        self.solo.add(unit)
-                        state.requeue(unit)
-                        self.event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
-                                    detail={"error": "WorkerLost", "charged": False, "reason": "its task's worker died; rerun alone"})  # fmt: skip
-                    continue
-                self.failure(
-                    units[0],
-                    ErrorInfo("crash", "WorkerLost", lost or "the task died"),
-                    retryable=True,
-                )
-                continue
-            for unit, record in zip(units, records, strict=True):
-                self.check_events(unit, record.checks)
-                if not record.ok:
-                    assert record.error is not None
-                    self.failure(unit, record.error, retryable=record.retryable)
-                    continue
-                state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)
-                if record.quarantine:
-                    self.check_failed(unit, record.checks, quarantine=record.quarantine)
-                    continue
-                self.commits.stage(asset, unit, record)
-                seconds = max(record.seconds, 1e-5)
-                known = self.unit_seconds.get(asset)
-                self.unit_seconds[asset] = seconds if known is None else 0.8 * known + 0.2 * seconds
+    async def _commit(self, asset: str, batch: list[Staged]) -> None:
+        try:
+            async with aclosing(self.commits.commit(asset, batch)) as outcomes:
+                async for outcome in outcomes:  # the table's lock is held meanwhile
+                    self._apply(outcome)
+        finally:
+            self.host.wake_all()  # runs waiting for these partitions (`_claim`) look again
 
-    def _timed_out(self, asset: str, units: list[int], error: TaskTimedOut) -> None:
-        """A task ran past its budget and was cancelled. A batch is rerun one unit a task, its
-        attempts not charged (the budget was the sum: which unit hung is unknown); a unit alone
-        fails with a TimeoutError, retried only if its policy names TimeoutError."""
-        state = self.state
-        if len(units) > 1:
-            for unit in units:
-                self.solo.add(unit)
-                state.requeue(unit)
-                self.event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"TimeoutError: {error}",
-                           detail={"error": "TimeoutError", "charged": False, "reason": "its task ran past its budget; rerun alone"})  # fmt: skip
-            return
-        timeout = self.pipeline.timeout_of(asset)
-        message = (
-            f"asset {self._where(units[0])} did not finish within its timeout of {timeout:g}s; "
-            "its task was cancelled and nothing it staged is committed"
-        )
-        info = ErrorInfo("user", "TimeoutError", message)
-        retryable = self.pipeline[asset].retry.retries(TimeoutError(message))
-        self.failure(units[0], info, retryable=retryable)
-
-    def failure(self, unit: int, error: ErrorInfo, *, retryable: bool) -> None:
-        asset, _ = self.plan.locate(unit)
-        policy = self.pipeline[asset].retry
-        attempt = int(self.state.attempts[unit])
-        self.inputs.pop(unit, None)
-        if retryable and attempt < policy.attempts and not self.cancelled:
-            delay = policy.delay(attempt)
-            self.state.retry(unit, delay)
-            self.retry_logged = self.event(
-                unit,
-                "unit_retry",
-                attempt=attempt,
-                message=error.first_line(),
-                detail={"delay": delay, "error": error.type},
-            )
-            return
-        self.fail(unit, error)
-
-    def _where(self, unit: int) -> str:
-        asset, index = self.plan.locate(unit)
-        return f"{asset} {self.pipeline[asset].partitions.key(index)}".rstrip()
-
-    def fail(self, unit: int, error: ErrorInfo) -> None:
-        if self.state.status[unit] in FINAL:
-            return
-        held = self.state.failed(unit, error)
-        self.event(unit, "unit_failed", attempt=int(self.state.attempts[unit]), message=error.first_line(),
-                    detail={"kind": error.kind, "type": error.type, "message": error.message, "traceback": error.traceback})  # fmt: skip
-        cause = f"upstream {self._where(unit)} failed"
-        for down in held:
-            self.event(down, "unit_upstream_failed", message=cause)
-
-    def check_events(self, unit: int | None, results: Iterable[CheckResult], **fields: Any) -> None:
-        """One `check_result` event per check result (of a unit, or of a table when unit is None)."""
-        for result in results:
-            values = dict(
-                message=result.summary(),
-                rows=result.rows,
-                seconds=result.seconds,
-                detail=result.to_json(),
-                **fields,
-            )
-            if unit is None:
-                self.host.events.emit(Event(self.id, "check_result", **values))
-            else:
-                self.event(unit, "check_result", **values)
-
-    def check_failed(
-        self,
-        unit: int,
-        results: Iterable[CheckResult],
-        *,
-        quarantine: str | None = None,
-        note: str = "",
-    ) -> None:
-        blocking = [r for r in results if r.blocking]
-        error = ErrorInfo("check", "CheckFailed", "; ".join(r.summary() for r in blocking) + note)
-        held = self.state.check_failed(unit, error)
-        self.inputs.pop(unit, None)
-        self.event(
-            unit,
-            "unit_check_failed",
-            message=error.message,
-            detail={"checks": [r.check for r in blocking], "quarantine": quarantine},
-        )
-        cause = f"blocked by a failed check on {self._where(unit)}"
-        for down in held:
-            self.event(down, "unit_blocked", message=cause)
-
-    def forget_key(self, unit: int) -> None:
-        self._keys.pop(unit, None)
-
-    def key(self, unit: int) -> str:
-        """The partition key of a unit, computed once while the unit is under way."""
-        key = self._keys.get(unit)
-        if key is None:
-            asset, index = self.plan.locate(unit)
-            key = self._keys[unit] = self.pipeline[asset].partitions.key(index)
-        return key
-
-    def event(self, unit: int, kind: str, **fields: Any) -> int:
-        asset = self.plan.assets[self.plan.asset_of(unit)]
-        return self.host.events.emit(
-            Event(self.id, kind, asset=asset, partition=self.key(unit), **fields)
-        )
+    def _apply(self, outcome: CommitOutcome) -> None:
+        """Apply what a step of a group commit did: events, state transitions, and so the
+        release of the downstream units."""
+        state, asset, version = self.state, outcome.asset, outcome.version
+        for unit, error in outcome.misfits:
+            self.fail(unit, error)
+        for rejected in outcome.rejected:
+            self.check_events(rejected.unit, rejected.results)
+            self.check_failed(rejected.unit, rejected.results, quarantine=rejected.quarantine,
+                              note=rejected.note)  # fmt: skip
+        if outcome.published:
+            assert version is not None
+            state.published(list(outcome.published), version, verify=outcome.verify)
+            for unit in outcome.published:
+                self.inputs.pop(unit, None)
+                if unit in outcome.deleted:
+                    self.event(unit, "unit_deleted", version=version, attempt=int(state.attempts[unit]),
+                               message="deleted upstream")  # fmt: skip
+                else:
+                    self.event(unit, "unit_published", version=version, attempt=int(state.attempts[unit]),
+                               rows=int(state.rows[unit]), bytes=int(state.bytes[unit]), seconds=float(state.seconds[unit]))  # fmt: skip
+                if not outcome.verify:
+                    self.forget_key(unit)
+        if outcome.table_results:
+            self.check_events(None, outcome.table_results, asset=asset, version=version)
+        if outcome.verified:
+            state.verified(list(outcome.verified))
+        for unit in outcome.held:
+            self.check_failed(unit, outcome.table_results, note=outcome.note)
+        if outcome.error is not None:
+            for unit in outcome.failed:
+                if state.status[unit] == UnitStatus.STAGED:
+                    self.failure(unit, outcome.error, retryable=outcome.retryable)
 
     async def _finish(self) -> None:
         host = self.host
@@ -552,6 +377,13 @@ class Run:
             "rate": rate,
             "eta": remaining / rate if rate > 0 and remaining > 0 else 0.0,
         }
+
+    def result(self) -> dict[str, Any]:
+        """Each unit's outcome as an Arrow table, with the run's status and errors."""
+        return plan_result(
+            run_id=self.id, status=self.outcome(), plan=self.plan, state=self.state,
+            pipeline=self.pipeline, prior=self.prior,
+        )  # fmt: skip
 
     def outcome(self) -> str:
         if self.host.is_superseded and not self.state.done:

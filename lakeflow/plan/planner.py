@@ -10,7 +10,7 @@ upstream unit it reads runs in the same plan.
 
 Deleted upstream: an upstream partition that a commit emptied (touched, holding no files) is
 known to be empty, unlike one never written, which is missing. A partition whose inputs are all
-such (see `_vanished`) has nothing to be built from: if it holds data it becomes a delete unit
+such (see `gaps.vanished`) has nothing to be built from: if it holds data it becomes a delete unit
 (`Plan.deletes`), else there is nothing to do. A partition whose inputs still hold some data
 (a roll-up or lookback window with a day gone) runs on what remains.
 """
@@ -19,17 +19,24 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from lakeflow.define.graph import Pipeline
-from lakeflow.define.mappings import AllPartitions, PartitionMapping, expand_ranges
+from lakeflow.define.mappings import AllPartitions, expand_ranges
 from lakeflow.define.partitions import FilePartitions, Partitions
 from lakeflow.errors import PartitionError, RequestError
-from lakeflow.lake.log import TableState
+from lakeflow.plan.gaps import (
+    MissingInput,
+    deleted_partitions,
+    range_count,
+    range_max,
+    vanished,
+    waiting_units,
+)
+from lakeflow.plan.snapshots import AssetSnapshot, snapshot
 
 __all__ = [
     "AssetSnapshot",
@@ -66,76 +73,6 @@ class Request:
             raise RequestError("concurrency must be at least 1")
         if self.max_share is not None and not 0 < self.max_share <= 1:
             raise RequestError("max_share must be in (0, 1]")
-
-
-@dataclass(frozen=True)
-class AssetSnapshot:
-    """An asset table's state as arrays over its partition indices."""
-
-    version: int
-    present: np.ndarray  # bool: the partition holds data
-    touched: np.ndarray  # int64: version of the last commit touching it, -1 never
-    code: np.ndarray  # object: code version recorded at its last publish ("" if not ours)
-    run: np.ndarray  # object: run id of its last publish ("" if not ours)
-    inputs: Mapping[str, np.ndarray]  # upstream -> int64 version recorded at publish, -1 absent
-
-    @classmethod
-    def empty(cls, count: int) -> AssetSnapshot:
-        return cls(
-            -1,
-            np.zeros(count, bool),
-            np.full(count, -1, np.int64),
-            np.full(count, "", object),
-            np.full(count, "", object),
-            {},
-        )
-
-
-def snapshot(state: TableState, partitions: Partitions, upstream: Sequence[str]) -> AssetSnapshot:
-    """Arrays of `state` over `partitions`; keys outside the definition are left out."""
-    count = len(partitions)
-    if not state.exists:
-        return AssetSnapshot.empty(count)
-    snap = AssetSnapshot.empty(count)
-    with state.lock:
-        return _snapshot(state, partitions, upstream, snap)
-
-
-def _snapshot(
-    state: TableState, partitions: Partitions, upstream: Sequence[str], snap: AssetSnapshot
-) -> AssetSnapshot:
-    count = len(snap.present)
-    keys = list(state.touched)
-    index = partitions.indices(keys) if partitions.is_partitioned else np.zeros(len(keys), np.int64)
-    ours = index >= 0
-    where = index[ours]
-    kept = [k for k, keep in zip(keys, ours.tolist(), strict=True) if keep]
-    snap.touched[where] = np.fromiter((state.touched[k] for k in kept), np.int64, len(kept))
-    snap.present[where] = np.fromiter((bool(state.files.get(k)) for k in kept), bool, len(kept))
-    inputs = {name: np.full(count, -1, np.int64) for name in upstream}
-    infos = [state.published.get(k) for k in kept]
-    # publishes come in groups sharing one record: fill the arrays group by group
-    groups: dict[int, tuple[Any, list[int]]] = {}
-    for i, info in zip(where.tolist(), infos, strict=True):
-        if info is not None:
-            groups.setdefault(id(info), (info, []))[1].append(i)
-    for info, members in groups.values():
-        snap.code[members] = info.code_version
-        snap.run[members] = info.run_id
-        for name, version in info.inputs.items():
-            if name in inputs:
-                inputs[name][members] = version
-    return AssetSnapshot(state.version, snap.present, snap.touched, snap.code, snap.run, inputs)
-
-
-@dataclass(frozen=True)
-class MissingInput:
-    """A unit that cannot run: an input partition is neither published nor planned."""
-
-    asset: str
-    index: int
-    upstream: str
-    upstream_index: int
 
 
 @dataclass(frozen=True)
@@ -197,27 +134,6 @@ class Plan:
         return {a: len(i) for a, i in zip(self.assets, self.indices, strict=True)}
 
 
-def _range_count(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    prefix = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
-    return prefix[hi] - prefix[lo]
-
-
-def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """max(values[lo:hi]) per range, -1 for empty ranges."""
-    out = np.full(len(lo), -1, np.int64)
-    nonempty = hi > lo
-    if not nonempty.any() or len(values) == 0:
-        return out
-    if np.all(hi[nonempty] - lo[nonempty] == 1):
-        out[nonempty] = values[lo[nonempty]]
-        return out
-    owners, ups = expand_ranges(lo[nonempty], hi[nonempty])
-    best = np.full(int(nonempty.sum()), -1, np.int64)
-    np.maximum.at(best, owners, values[ups])
-    out[nonempty] = best
-    return out
-
-
 def _wanted(
     request: Request,
     name: str,
@@ -261,10 +177,10 @@ def _stale(
         lo, hi = edge.mapping.ranges(parts, pipeline[edge.up].partitions, candidates)
         if not only_flags:
             recorded = snap.inputs.get(edge.up, np.full(len(parts), -1, np.int64))[candidates]
-            stale |= _range_max(snapshots[edge.up].touched, lo, hi) > recorded
+            stale |= range_max(snapshots[edge.up].touched, lo, hi) > recorded
         flags = upstream_flags.get(edge.up) if edge.up != name else None
         if flags is not None:
-            stale |= _range_count(flags, lo, hi) > 0
+            stale |= range_count(flags, lo, hi) > 0
     return stale
 
 
@@ -282,56 +198,6 @@ def _cascade_self(pipeline: Pipeline, name: str, candidates: np.ndarray, flags: 
             flags[i] = True
 
 
-def _derives(mapping: PartitionMapping, up_partitioned: bool) -> bool:
-    """Does a partition come from this input (not just look things up in all of it)?"""
-    return up_partitioned and not isinstance(mapping, AllPartitions)
-
-
-def _vanished(
-    pipeline: Pipeline,
-    name: str,
-    candidates: np.ndarray,
-    snapshots: Mapping[str, AssetSnapshot],
-    planned: Mapping[str, np.ndarray],
-    deleting: Mapping[str, np.ndarray],
-) -> np.ndarray:
-    """For each candidate partition: everything it is derived from was deleted upstream.
-
-    Through every input it is derived from (a partitioned input under a key or time mapping;
-    `all_partitions` lookups and its own earlier partitions do not count), no partition it reads
-    holds data or is being built in this plan, and at least one of them was emptied by a commit
-    or is being deleted in this plan (never-written partitions make a missing input instead)."""
-    parts = pipeline[name].partitions
-    edges = [
-        e
-        for e in pipeline.upstream(name)
-        if e.up != name and _derives(e.mapping, pipeline[e.up].partitions.is_partitioned)
-    ]
-    if not parts.is_partitioned or not edges:
-        return np.zeros(len(candidates), bool)
-    out = np.ones(len(candidates), bool)
-    for edge in edges:
-        snap = snapshots[edge.up]
-        none = np.zeros(len(snap.present), bool)
-        dropping = deleting.get(edge.up, none)
-        building = planned.get(edge.up, none) & ~dropping
-        live = (snap.present & ~dropping) | building
-        gone = ((snap.touched >= 0) & ~snap.present & ~building) | dropping
-        lo, hi = edge.mapping.ranges(parts, pipeline[edge.up].partitions, candidates)
-        out &= (_range_count(live, lo, hi) == 0) & (_range_count(gone, lo, hi) > 0)
-    return out
-
-
-def _deleted(pipeline: Pipeline, name: str, snapshots: Mapping[str, AssetSnapshot]) -> np.ndarray:
-    """Partitions that hold nothing and that no plan would build: a source's partitions a commit
-    emptied, an asset's partitions whose inputs were all deleted upstream."""
-    snap = snapshots[name]
-    if pipeline[name].source:
-        return ~snap.present & (snap.touched >= 0)
-    everything = np.arange(len(snap.present))
-    return ~snap.present & _vanished(pipeline, name, everything, snapshots, {}, {})
-
-
 FRESH, STALE, MISSING, DELETED = 0, 1, 2, 3
 
 
@@ -340,7 +206,7 @@ def partition_status(
 ) -> dict[str, np.ndarray]:
     """Per asset, per partition: FRESH (built from what its inputs hold now, by the current
     code), STALE (published, but its code or an input changed, here or upstream), MISSING (no
-    data) or DELETED (no data, and nothing to build it from: deleted upstream, see `_vanished`;
+    data) or DELETED (no data, and nothing to build it from: deleted upstream, see `gaps.vanished`;
     for a source, emptied by a commit). A source is never stale: lakeflow does not build it, its
     partitions holding data are FRESH. `snapshots` holds every asset of the pipeline.
 
@@ -356,7 +222,7 @@ def partition_status(
             stale[:] = _stale(pipeline, name, everything, snapshots, stale_flags) & snap.present
         _cascade_self(pipeline, name, everything[snap.present], stale)
         stale_flags[name] = stale
-        absent = np.where(_deleted(pipeline, name, snapshots), DELETED, MISSING)
+        absent = np.where(deleted_partitions(pipeline, name, snapshots), DELETED, MISSING)
         out[name] = np.where(snap.present, np.where(stale, STALE, FRESH), absent).astype(np.int8)
     return out
 
@@ -395,54 +261,6 @@ def check_request(pipeline: Pipeline, request: Request) -> None:
             _candidates(name, parts, request)
 
 
-def _waiting(
-    pipeline: Pipeline,
-    request: Request,
-    name: str,
-    run: np.ndarray,
-    snapshots: Mapping[str, AssetSnapshot],
-    planned: Mapping[str, np.ndarray],
-    waiting: Mapping[str, np.ndarray],
-) -> tuple[np.ndarray, list[MissingInput]]:
-    """The units of `name` in `run` that wait rather than fail: every input partition they miss
-    lies outside the requested partitions (a monthly roll-up of a request for three of its days,
-    a lookback reaching before the span) or is a unit that waits itself. Selecting more assets
-    would not build those partitions; a later run whose request covers them will. Returns a mask
-    over the asset's partitions and, per waiting unit, the first partition it waits for."""
-    parts = pipeline[name].partitions
-    units = np.flatnonzero(run)
-    out = np.zeros(len(parts), bool)
-    if len(units) == 0:
-        return out, []
-    inside_gap = np.zeros(len(units), bool)
-    outside_gap = np.zeros(len(units), bool)
-    first: dict[int, MissingInput] = {}
-    for edge in pipeline.upstream(name):
-        up = pipeline[edge.up].partitions
-        if edge.up == name or (isinstance(edge.mapping, AllPartitions) and up.is_partitioned):
-            continue  # its own earlier partitions, lookups in a whole table: never missing
-        snap = snapshots[edge.up]
-        none = np.zeros(len(up), bool)
-        gap = ~(snap.present | planned.get(edge.up, none) | (snap.touched >= 0))
-        outside = np.ones(len(up), bool)
-        try:
-            outside[up.select(request.partitions)] = False
-        except PartitionError:  # the request does not speak of these partitions: all inside
-            outside[:] = False
-        outside |= waiting.get(edge.up, none)
-        lo, hi = edge.mapping.ranges(parts, up, units)
-        inside_gap |= _range_count(gap & ~outside, lo, hi) > 0
-        beyond = gap & outside
-        hits = _range_count(beyond, lo, hi) > 0
-        for pos in np.flatnonzero(hits & ~outside_gap)[:1000].tolist():
-            at = int(lo[pos]) + int(np.flatnonzero(beyond[lo[pos] : hi[pos]])[0])
-            first[pos] = MissingInput(name, int(units[pos]), edge.up, at)
-        outside_gap |= hits
-    waits = outside_gap & ~inside_gap
-    out[units[waits]] = True
-    return out, [first[p] for p in np.flatnonzero(waits).tolist() if p in first]
-
-
 def build_plan(
     pipeline: Pipeline,
     request: Request,
@@ -457,7 +275,7 @@ def build_plan(
     units that it already published); `failed`, the partitions whose last outcome was a failure
     (for `only="failed"`). Whatever the mode, a unit also runs when a unit it reads runs.
 
-    A partition whose inputs were all deleted upstream (`_vanished`) is never built: when the
+    A partition whose inputs were all deleted upstream (`gaps.vanished`) is never built: when the
     mode asks for it and it holds data, it is a delete unit (`Plan.deletes`); when it holds
     none, it counts as fresh, whatever the mode (also with `force`).
     """
@@ -477,14 +295,16 @@ def build_plan(
         run[candidates] |= _stale(pipeline, name, candidates, {}, planned, only_flags=True)
         _cascade_self(pipeline, name, candidates, run)
         gone = np.zeros(len(parts), bool)
-        gone[candidates] = _vanished(pipeline, name, candidates, snapshots, planned, deleting)
+        gone[candidates] = vanished(pipeline, name, candidates, snapshots, planned, deleting)
         run &= ~(gone & ~snapshots[name].present)  # nothing there, nothing to build it from
         skipped = candidates[~run[candidates]]
         if done and name in done:
             run[done[name]] = False
             skipped = np.setdiff1d(candidates[~run[candidates]], done[name])  # published, not fresh
         if request.partitions is not None:
-            waits, why = _waiting(pipeline, request, name, run, snapshots, planned, waiting_masks)
+            waits, why = waiting_units(
+                pipeline, request.partitions, name, run, snapshots, planned, waiting_masks
+            )
             run &= ~waits
             waiting.extend(why)
             waiting_masks[name] = waits
@@ -510,7 +330,7 @@ def build_plan(
                 available = (
                     snapshots[edge.up].present | up_planned | (snapshots[edge.up].touched >= 0)
                 )
-                short = np.flatnonzero(_range_count(available, lo, hi) < hi - lo)
+                short = np.flatnonzero(range_count(available, lo, hi) < hi - lo)
                 unready.append(offsets[j] + short)
                 for pos in short[:1000].tolist():
                     gap = lo[pos] + int(np.flatnonzero(~available[lo[pos] : hi[pos]])[0])

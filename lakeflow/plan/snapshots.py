@@ -4,17 +4,87 @@ partition column, with the files its sensor has registered as its partitions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from lakeflow.define.graph import Pipeline
-from lakeflow.define.partitions import FilePartitions
+from lakeflow.define.partitions import FilePartitions, Partitions
 from lakeflow.errors import SchemaError
 from lakeflow.lake import Lake
 from lakeflow.lake.log import TableState
 from lakeflow.lake.registry import load_registry
-from lakeflow.plan.planner import AssetSnapshot, snapshot
 
-__all__ = ["check_column", "needed", "open_table", "read_snapshots"]
+__all__ = [
+    "AssetSnapshot",
+    "check_column",
+    "needed",
+    "open_table",
+    "read_snapshots",
+    "snapshot",
+]
+
+
+@dataclass(frozen=True)
+class AssetSnapshot:
+    """An asset table's state as arrays over its partition indices."""
+
+    version: int
+    present: np.ndarray  # bool: the partition holds data
+    touched: np.ndarray  # int64: version of the last commit touching it, -1 never
+    code: np.ndarray  # object: code version recorded at its last publish ("" if not ours)
+    run: np.ndarray  # object: run id of its last publish ("" if not ours)
+    inputs: Mapping[str, np.ndarray]  # upstream -> int64 version recorded at publish, -1 absent
+
+    @classmethod
+    def empty(cls, count: int) -> AssetSnapshot:
+        return cls(
+            -1,
+            np.zeros(count, bool),
+            np.full(count, -1, np.int64),
+            np.full(count, "", object),
+            np.full(count, "", object),
+            {},
+        )
+
+
+def snapshot(state: TableState, partitions: Partitions, upstream: Sequence[str]) -> AssetSnapshot:
+    """Arrays of `state` over `partitions`; keys outside the definition are left out."""
+    count = len(partitions)
+    if not state.exists:
+        return AssetSnapshot.empty(count)
+    snap = AssetSnapshot.empty(count)
+    with state.lock:
+        return _snapshot(state, partitions, upstream, snap)
+
+
+def _snapshot(
+    state: TableState, partitions: Partitions, upstream: Sequence[str], snap: AssetSnapshot
+) -> AssetSnapshot:
+    count = len(snap.present)
+    keys = list(state.touched)
+    index = partitions.indices(keys) if partitions.is_partitioned else np.zeros(len(keys), np.int64)
+    ours = index >= 0
+    where = index[ours]
+    kept = [k for k, keep in zip(keys, ours.tolist(), strict=True) if keep]
+    snap.touched[where] = np.fromiter((state.touched[k] for k in kept), np.int64, len(kept))
+    snap.present[where] = np.fromiter((bool(state.files.get(k)) for k in kept), bool, len(kept))
+    inputs = {name: np.full(count, -1, np.int64) for name in upstream}
+    infos = [state.published.get(k) for k in kept]
+    # publishes come in groups sharing one record: fill the arrays group by group
+    groups: dict[int, tuple[Any, list[int]]] = {}
+    for i, info in zip(where.tolist(), infos, strict=True):
+        if info is not None:
+            groups.setdefault(id(info), (info, []))[1].append(i)
+    for info, members in groups.values():
+        snap.code[members] = info.code_version
+        snap.run[members] = info.run_id
+        for name, version in info.inputs.items():
+            if name in inputs:
+                inputs[name][members] = version
+    return AssetSnapshot(state.version, snap.present, snap.touched, snap.code, snap.run, inputs)
 
 
 def needed(pipeline: Pipeline, selected: Iterable[str]) -> list[str]:

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from lakeflow.define.automation import OnPublish, Schedule
+from lakeflow.define.graph import Pipeline
 from lakeflow.define.partitions import FilePartitions
 from lakeflow.errors import LakeflowError, Superseded
-from lakeflow.lake import Lake
 from lakeflow.lake.events import Event, read_events
 from lakeflow.lake.log import Commit
-from lakeflow.lake.registry import load_registry, save_registry, write_atomic
+from lakeflow.lake.registry import write_atomic
 from lakeflow.plan.planner import Request
-from lakeflow.secrets import EnvVar
 from lakeflow.triggers.follow import (
     DOWN_MARKER,
     STATE_URL,
@@ -32,62 +29,13 @@ from lakeflow.triggers.follow import (
     as_publish,
     consumer_partitions,
 )
-
-if TYPE_CHECKING:
-    from lakeflow.define.graph import Pipeline
-    from lakeflow.lake.events import EventLog
-    from lakeflow.lake.fence import Fence
-    from lakeflow.plan.planner import Plan
+from lakeflow.triggers.host import TriggerHost, TriggerOptions
+from lakeflow.triggers.timed import TimedTriggers, iso
 
 __all__ = ["TriggerHost", "TriggerOptions", "Triggers"]
 
 
-class HostedRun(Protocol):
-    """What the triggers read of a run in their controller."""
-
-    finished: asyncio.Event
-    plan: Plan
-
-
-class TriggerHost(Protocol):
-    """What the triggers need of the controller that hosts them (`control.controller.Controller`
-    is one; the trigger race tests hold a smaller one). The triggers sit below the controller:
-    it builds them, they see it only through this."""
-
-    lake: Lake
-    fence: Fence
-    events: EventLog
-    runs: Mapping[str, HostedRun]
-
-    async def plan(self, pipeline: Pipeline, request: Request) -> Plan: ...
-
-    async def submit(
-        self,
-        pipeline: Pipeline,
-        request: Request,
-        origin: str,
-        trigger: dict[str, Any] | None = None,
-        *,
-        skip_empty: bool = False,
-    ) -> dict[str, Any]: ...
-
-    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
-
-    async def down(self) -> Any: ...
-
-    def superseded(self, error: Superseded) -> None: ...
-
-
-@dataclass(frozen=True)
-class TriggerOptions:
-    """- poll: seconds between looks for outside commits (our own publishes wake the watcher)
-    - clock: the time source of schedules (tests pass a fake one)"""
-
-    poll: float = 0.1
-    clock: Callable[[], float] = time.time
-
-
-class Triggers:
+class Triggers(TimedTriggers):
     """Runs a pipeline's triggers inside a controller."""
 
     def __init__(
@@ -178,7 +126,7 @@ class Triggers:
             "pipeline": self.pipeline.name,
             "cursors": dict(self.state.cursors),
             "pending": {c: sorted(k) for c, k in self.state.pending.items() if k},
-            "schedules": {n: _iso(t) for n, t in self.state.ticks.items()},
+            "schedules": {n: iso(t) for n, t in self.state.ticks.items()},
             "sensors": {n: len(p) for n, p in self.sensors.items()},
             "fired": dict(self.fired),
             "recent": list(self.recent),
@@ -430,106 +378,3 @@ class Triggers:
         if summary.get("run_id"):
             self.recent = [*self.recent[-49:], (summary["run_id"], origin)]
         return True
-
-    # -- schedules -------------------------------------------------------------------------------
-    async def _schedule_loop(self) -> None:
-        while True:
-            now = self.options.clock()
-            for item in self.schedules:
-                due = item.ticks(self.state.ticks[item.name], now)
-                if item.catch_up == "latest":
-                    due = due[-1:]
-                for tick in due:
-                    while any(self._busy(a) for a in self.pipeline.select(item.select)):
-                        await asyncio.sleep(self.options.poll)  # then its partitions are fresh
-                    spec = item.spec(self.pipeline, tick)
-                    origin = f"schedule:{item.name}@{_iso(tick)}"
-                    asked = await self._request(
-                        item.select, spec, origin, {"kind": "schedule", "schedule": item.name,
-                                                    "tick": _iso(tick)}, "schedule",
-                    )  # fmt: skip
-                    if not asked:  # refused (the lake is away): this tick is fired again later
-                        await asyncio.sleep(min(5.0, self.options.poll * 20))
-                        break
-                    self.state.ticks[item.name] = tick
-                    await self._save()
-            await asyncio.sleep(min(0.5, self.options.poll * 5))
-
-    # -- files -----------------------------------------------------------------------------------
-    async def _sensor_loop(self, asset: str) -> None:
-        parts = self.sensors[asset]
-        recovered = False
-        unasked: list[tuple[str, str]] = []  # registered files whose request was refused
-        while True:
-            try:
-                if not recovered:  # files registered before a crash but never published
-                    parts.load(await asyncio.to_thread(load_registry, self.lake, asset))
-                    if len(parts):
-                        recovered = await self._request(
-                            asset, "*", "file:recovery", {"kind": "file"}, "file"
-                        )
-                    else:
-                        recovered = True
-                new = unasked + await asyncio.to_thread(self._sense, asset, parts)
-                if new:
-                    where = new[0][1] if len(new) == 1 else f"{len(new)} files"
-                    detail = {"kind": "file", "files": [u for _, u in new][:100]}
-                    asked = await self._request(
-                        asset, tuple(k for k, _ in new), f"file:{where}", detail, "file"
-                    )
-                    unasked = [] if asked else new
-            except LakeflowError as error:
-                self._emit("trigger_error", asset=asset, message=str(error))
-            except OSError as error:
-                self._emit(
-                    "trigger_error", asset=asset, message=f"cannot list {parts.url}: {error}"
-                )
-            await asyncio.sleep(parts.poll)
-
-    def _sense(self, asset: str, parts: FilePartitions) -> list[tuple[str, str]]:
-        """List the glob; register files not seen before (in the lake, before anything runs them)."""
-        import fsspec
-
-        parts.load(load_registry(self.lake, asset))
-        fs, pattern = fsspec.core.url_to_fs(parts.url, **_fsspec_options(parts, self.lake))
-        fs.invalidate_cache()  # listings are cached per instance: a new file must show up
-        paths = fs.glob(pattern)
-        protocol = parts.url.split("://", 1)[0] + "://" if "://" in parts.url else ""
-        known = set(parts.keys())
-        new: list[tuple[str, str]] = []
-        for path in sorted(paths):
-            url = protocol + path if protocol and not path.startswith(protocol) else path
-            key = parts.key_for(url)
-            if key not in known:
-                known.add(key)
-                new.append((key, url))
-        if new:
-            parts.load(new)
-            save_registry(self.lake, asset, parts.entries())
-        return new
-
-
-def _fsspec_options(parts: FilePartitions, lake: Lake) -> dict[str, Any]:
-    """fsspec options for the sensor's URL: its own, else the lake's S3 settings."""
-    if parts.storage_options:  # `lf.EnvVar` values resolved here, where the sensor runs
-        return {
-            k: v.resolve(option=k) if isinstance(v, EnvVar) else v
-            for k, v in parts.storage_options.items()
-        }
-    if not parts.url.startswith("s3://"):
-        return {}
-    opts = lake.storage_options
-    out: dict[str, Any] = {}
-    if "AWS_ENDPOINT_URL" in opts:
-        out["endpoint_url"] = opts["AWS_ENDPOINT_URL"]
-    if "AWS_ACCESS_KEY_ID" in opts:
-        out["key"] = opts["AWS_ACCESS_KEY_ID"]
-    if "AWS_SECRET_ACCESS_KEY" in opts:
-        out["secret"] = opts["AWS_SECRET_ACCESS_KEY"]
-    if "AWS_REGION" in opts:
-        out["client_kwargs"] = {"region_name": opts["AWS_REGION"]}
-    return out
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
