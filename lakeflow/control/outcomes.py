@@ -76,11 +76,7 @@ class RunOutcomes(RunEvents):
                 continue
             if records is None:
                 if len(units) > 1:  # find the unit that kills its worker by running each alone
-                    for unit in units:
-                        self.solo.add(unit)
-                        state.requeue(unit)
-                        self.event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"WorkerLost: {lost}",
-                                    detail={"error": "WorkerLost", "charged": False, "reason": "its task's worker died; rerun alone"})  # fmt: skip
+                    self._rerun_alone(units, "WorkerLost", lost, "its task's worker died")
                     continue
                 self.failure(
                     units[0],
@@ -103,17 +99,21 @@ class RunOutcomes(RunEvents):
                 known = self.unit_seconds.get(asset)
                 self.unit_seconds[asset] = seconds if known is None else 0.8 * known + 0.2 * seconds
 
+    def _rerun_alone(self, units: list[int], kind: str, cause: object, reason: str) -> None:
+        """Requeue each unit of a batch to run in a task of its own, its attempt not charged:
+        which unit of the batch was to blame is unknown."""
+        for unit in units:
+            self.solo.add(unit)
+            self.state.requeue(unit)
+            self.event(unit, "unit_retry", attempt=int(self.state.attempts[unit]), message=f"{kind}: {cause}",
+                       detail={"error": kind, "charged": False, "reason": f"{reason}; rerun alone"})  # fmt: skip
+
     def _timed_out(self, asset: str, units: list[int], error: TaskTimedOut) -> None:
         """A task ran past its budget and was cancelled. A batch is rerun one unit a task, its
         attempts not charged (the budget was the sum: which unit hung is unknown); a unit alone
         fails with a TimeoutError, retried only if its policy names TimeoutError."""
-        state = self.state
         if len(units) > 1:
-            for unit in units:
-                self.solo.add(unit)
-                state.requeue(unit)
-                self.event(unit, "unit_retry", attempt=int(state.attempts[unit]), message=f"TimeoutError: {error}",
-                           detail={"error": "TimeoutError", "charged": False, "reason": "its task ran past its budget; rerun alone"})  # fmt: skip
+            self._rerun_alone(units, "TimeoutError", error, "its task ran past its budget")
             return
         timeout = self.pipeline.timeout_of(asset)
         message = (
