@@ -31,6 +31,17 @@ CONTROL = Path(tempfile.mkdtemp(prefix="lakeflow-test-control-"))
 os.environ["LAKEFLOW_TEST_CONTROL"] = str(CONTROL)
 
 
+def eventually(predicate, timeout: float = 60.0, every: float = 0.05):
+    """Wait for `predicate()` to be true (returns its value); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true within {timeout}s: {predicate.__doc__ or predicate}")
+
+
 @pytest.fixture
 def control():
     """The directory steering tests/pipelines.py, empty at the start and the end of a test."""

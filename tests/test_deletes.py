@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 import lakeflow as lf
 from lakeflow.lake import Lake
 from lakeflow.lake.log import parse_commit
-from tests.test_triggers import eventually
+from tests.conftest import eventually
 from tests.trigger_pipelines import deletes_pipeline, february_trips
 
 GONE = "2024-02-03"

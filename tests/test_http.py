@@ -18,22 +18,12 @@ import pytest
 import lakeflow as lf
 from lakeflow.cli import main
 from lakeflow.lake import Lake
-from tests.conftest import _free_port, _stop_controller, lake_fingerprint
+from tests.conftest import _free_port, _stop_controller, eventually, lake_fingerprint
 from tests.trigger_pipelines import write_trips
 
 TOKEN = "s3cret-token"
 PIPELINE = "tests.trigger_pipelines:TRIPS"
 RUN = {"select": "trips_daily", "partitions": "2024-01-01"}
-
-
-def eventually(predicate, timeout: float = 60.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not true within {timeout}s: {predicate.__doc__ or predicate}")
 
 
 def exchange(port: int, head: bytes, body: bytes = b"", *, timeout: float = 30.0):

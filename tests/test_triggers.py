@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 import lakeflow as lf
 from lakeflow.lake import Lake
 from lakeflow.triggers.follow import STATE_URL, consumer_partitions
-from tests.conftest import assert_status_agrees
+from tests.conftest import assert_status_agrees, eventually
 from tests.trigger_pipelines import (
     DAYS,
     TRIPS_ON_START,
@@ -28,16 +28,6 @@ from tests.trigger_pipelines import (
     write_csv,
     write_trips,
 )
-
-
-def eventually(predicate, timeout: float = 60.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not true within {timeout}s: {predicate.__doc__ or predicate}")
 
 
 def partitions_of(url: str, column: str = "day", storage_options=None) -> dict[str, int]:
