@@ -14,12 +14,13 @@ import math
 import time
 from collections import deque
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lakeflow.control.claims import Claims
 from lakeflow.control.group_commit import CommitOutcome, GroupCommits, Staged
+from lakeflow.control.host import RunHost
 from lakeflow.control.outcomes import RunOutcomes
 from lakeflow.control.run_result import plan_result
 from lakeflow.define.graph import Pipeline
@@ -30,9 +31,6 @@ from lakeflow.lake.events import Event
 from lakeflow.plan.planner import Plan, Request
 from lakeflow.plan.scheduler import FINAL, NOT_BUILT, RunState, UnitStatus, depths
 
-if TYPE_CHECKING:
-    from lakeflow.control.controller import Controller
-
 __all__ = ["Run"]
 
 
@@ -41,7 +39,7 @@ class Run(Claims, RunOutcomes):
 
     def __init__(
         self,
-        host: Controller,
+        host: RunHost,
         run_id: str,
         pipeline: Pipeline,
         request: Request,
