@@ -24,6 +24,26 @@ def test_assets_prints_the_graph(capsys):
     assert "daily_delays" in out and "<- flights_clean, raw_weather" in out
 
 
+def test_bare_lakeflow_prints_help_and_version_works():
+    """`lakeflow` alone lists the commands (exit 0); `--version` names the installed version;
+    `backfill --help` shows how to look after a run by its id."""
+    bare = subprocess.run([sys.executable, "-m", "lakeflow.cli"], capture_output=True, text=True)
+    assert bare.returncode == 0, bare.stderr
+    for command in ("materialize", "backfill", "status", "checks", "up", "submit", "jobs"):
+        assert command in bare.stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "lakeflow.cli", "--version"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0 and shown.stdout.startswith("lakeflow ")
+    assert shown.stdout.split()[1][0].isdigit()
+    helped = subprocess.run(
+        [sys.executable, "-m", "lakeflow.cli", "backfill", "--help"], capture_output=True, text=True
+    )
+    assert helped.returncode == 0
+    for action in ("status RUN_ID", "cancel RUN_ID", "resume RUN_ID"):
+        assert f"lakeflow backfill {action}" in helped.stdout
+
+
 def test_materialize_then_status(ray_session, lake, control, capsys):
     code = main(
         [

@@ -93,7 +93,6 @@ ROWS = [
     Row("reversed range", (*M, "--partitions", "2024-01-05..2024-01-01"), 2, "2024-01-05..2024-01-01"),
     Row("empty partitions", (*M, "--partitions", ""), 2, "empty"),
     Row("unknown command", ("materialise", "{pipe}"), 2, "invalid choice: 'materialise'"),
-    Row("no command", (), 2, "required: command"),
     Row("unknown flag", (*M, "--frobnicate"), 2, "unrecognized arguments: --frobnicate"),
     Row("bad --order", (*M, "--order", "sideways"), 2, "invalid choice: 'sideways'"),
     Row("bad --executor", ("materialize", "{pipe}", "--executor", "spark"), 2, "invalid choice: 'spark'"),

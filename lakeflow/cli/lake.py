@@ -1,0 +1,96 @@
+"""`lakeflow assets`, `status`, `checks` and `vacuum`: the commands that read (or tidy) the lake
+and never run a unit, so they never start Ray."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+
+from lakeflow.api import check_results, status
+from lakeflow.cli.common import EXIT_OK, pipeline_args, pipeline_from_args, table
+from lakeflow.maintenance import vacuum
+
+__all__ = ["add_commands"]
+
+CHECK_COLUMNS = [
+    "asset",
+    "partition",
+    "check",
+    "severity",
+    "status",
+    "failing",
+    "rows",
+    "message",
+    "quarantine",
+]
+
+
+def add_commands(commands: Any) -> None:
+    """Add these commands' parsers to the `lakeflow` parser's subcommands."""
+    assets = commands.add_parser("assets", help="print the asset graph")
+    pipeline_args(assets)
+    assets.set_defaults(handler=_assets)
+
+    stat = commands.add_parser(
+        "status", help="per asset: partitions published, stale, failed, held, missing"
+    )
+    pipeline_args(stat)
+    stat.add_argument("--json", action="store_true", help="print as JSON")
+    stat.set_defaults(handler=_status)
+
+    audit = commands.add_parser("checks", help="check outcomes per unit (the latest by default)")
+    pipeline_args(audit)
+    audit.add_argument("--asset", "-a", help="only this asset")
+    audit.add_argument("--failed", action="store_true", help="only checks that did not pass")
+    audit.add_argument("--history", action="store_true", help="every result, not only the latest")
+    audit.add_argument("--json", action="store_true", help="print as JSON")
+    audit.set_defaults(handler=_checks)
+
+    tidy = commands.add_parser(
+        "vacuum",
+        help="delete replaced files and never-committed staged files older than the retention",
+    )
+    pipeline_args(tidy)
+    tidy.add_argument("--select", "-s", help="assets (default: every asset lakeflow builds)")
+    tidy.add_argument(
+        "--retain-hours", type=int, default=168,
+        help="keep what versions of the last N hours need (default 168; at least 1)",
+    )  # fmt: skip
+    tidy.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    tidy.add_argument("--json", action="store_true", help="print as JSON")
+    tidy.set_defaults(handler=_vacuum)
+
+
+def _assets(args: argparse.Namespace, console: Console) -> int:
+    print(pipeline_from_args(args).describe())
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, console: Console) -> int:
+    frame = status(pipeline_from_args(args))
+    print(frame.write_json() if args.json else table(frame))
+    return EXIT_OK
+
+
+def _checks(args: argparse.Namespace, console: Console) -> int:
+    frame = check_results(
+        pipeline_from_args(args), asset=args.asset, failed=args.failed, history=args.history
+    )
+    frame = frame.select(
+        [*CHECK_COLUMNS, "ts", "run_id", "version", "scope"] if args.json else CHECK_COLUMNS
+    )
+    print(frame.write_json() if args.json else table(frame))
+    return EXIT_OK
+
+
+def _vacuum(args: argparse.Namespace, console: Console) -> int:
+    frame = vacuum(
+        pipeline_from_args(args),
+        select=args.select,
+        retain_hours=args.retain_hours,
+        dry_run=args.dry_run,
+    )
+    print(frame.write_json() if args.json else table(frame))
+    return EXIT_OK
