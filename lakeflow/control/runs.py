@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,15 +23,13 @@ from lakeflow.define.definition import (
     import_pipeline,
     reference,
 )
+from lakeflow.define.graph import Pipeline
 from lakeflow.errors import RequestError
 from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events
+from lakeflow.lake.log import TableState
 from lakeflow.plan.planner import Request
 from lakeflow.plan.scheduler import NOT_BUILT
-
-if TYPE_CHECKING:
-    from lakeflow.define.graph import Pipeline
-    from lakeflow.lake.log import TableState
 
 __all__ = [
     "RUNS_DIR",

@@ -8,9 +8,10 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from lakeflow.define.checks import CheckResult
+from lakeflow.define.graph import Pipeline
 from lakeflow.execute.table_audit import TableAudit, Verdict, ray_table_audit, run_table_audit
 from lakeflow.execute.worker import (
     UnitRecord,
@@ -21,9 +22,6 @@ from lakeflow.execute.worker import (
     table_audit,
 )
 from lakeflow.lake import Lake
-
-if TYPE_CHECKING:
-    from lakeflow.define.graph import Pipeline
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "TaskLost", "TaskTimedOut"]
 

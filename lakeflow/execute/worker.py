@@ -16,13 +16,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
 from lakeflow.define.assets import Context
 from lakeflow.define.checks import CheckEnv, CheckResult, run_checks
+from lakeflow.define.graph import Pipeline
 from lakeflow.define.partitions import Partition
 from lakeflow.errors import (
     ErrorInfo,
@@ -42,9 +43,6 @@ from lakeflow.lake.staging import (
     schema_id,
     stage_output,
 )
-
-if TYPE_CHECKING:
-    from lakeflow.define.graph import Pipeline
 
 __all__ = ["WHOLE_TABLE_FILES", "InputSpec", "UnitRecord", "UnitSpec", "execute_units"]
 
