@@ -27,6 +27,7 @@ from lakeflow.define.assets import AssetDef
 from lakeflow.define.definition import reference
 from lakeflow.define.graph import Pipeline
 from lakeflow.display import CheckFrame, StatusFrame, preview_html
+from lakeflow.jupyter import NotebookProgress, in_kernel
 from lakeflow.lake import Lake
 from lakeflow.plan import status as lake_status
 from lakeflow.plan.planner import Request, build_plan, check_request
@@ -323,7 +324,8 @@ def follow(client: Any, run_id: str, progress: Progress) -> None:
                     done = done or info["done"]
                 if done:
                     return
-        with ProgressBar(run_id) as bar:
+        # in a Jupyter kernel, a line updated in place (rich's live display needs ipywidgets)
+        with NotebookProgress(run_id) if in_kernel() else ProgressBar(run_id) as bar:
             while True:
                 done = client.call("wait", run_id, 0.25)
                 info = client.call("progress", run_id)

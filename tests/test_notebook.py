@@ -4,12 +4,16 @@ preview and a pipeline's graph; and `pipelines/example.ipynb` executed in a real
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from html.parser import HTMLParser
 
 import polars as pl
+import pytest
 
 import lakeflow as lf
+from tests.conftest import ROOT
 from tests.pipelines import GATED
 
 DAYS = "2024-01-01..2024-01-03"
@@ -139,3 +143,73 @@ def test_a_pipeline_draws_its_graph_in_layers():
     for name in GATED.assets:
         for edge in GATED.upstream(name):
             assert xs[edge.up] < xs[name], (edge.up, name)
+
+
+# -- the example notebook, in a real kernel ---------------------------------------------------
+NOISE = ("Missing packages", "RayDeprecationWarning", "ipywidgets", "IProgress", "Traceback")
+
+
+@pytest.fixture
+def kernel_name(tmp_path, monkeypatch):
+    """A kernel spec running this venv's python (whatever kernels the machine has installed)."""
+    spec = tmp_path / "jupyter" / "kernels" / "lakeflow-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec.joinpath("kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "lakeflow test", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("LAKEFLOW_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    return "lakeflow-test"
+
+
+def _outputs(cell) -> tuple[str, str, list[str]]:
+    """(all text/html, all text/plain and streams, output types) of a cell."""
+    htmls, texts, kinds = [], [], []
+    for out in cell.get("outputs", []):
+        kinds.append(out["output_type"])
+        data = out.get("data", {})
+        htmls.append(data.get("text/html", ""))
+        texts.append(data.get("text/plain", "") + out.get("text", ""))
+        texts.append("\n".join(out.get("traceback", [])))
+    return "".join(htmls), "".join(texts), kinds
+
+
+def test_the_example_notebook_runs_and_shows_tables_and_progress(kernel_name):
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = ROOT / "pipelines" / "example.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        kernel_name=kernel_name,
+        timeout=240,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    try:
+        client.execute()
+    finally:  # a kernel left behind (a failed cell, a timeout) is shut down, then killed
+        if client.km is not None and client.km.has_kernel:
+            client.km.shutdown_kernel(now=False)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    outputs = [_outputs(c) for c in code]
+    for (_html, text, kinds), cell in zip(outputs, code, strict=True):
+        assert "error" not in kinds, (cell.source, text)
+        for noise in NOISE:
+            assert noise not in text, (noise, cell.source, text)
+    graph, run, status, checks, preview, _ = outputs
+    assert "<svg" in graph[0] and "raw_flights" in graph[0]
+    # the progress line, updated in place to its last state: every unit done
+    (line,) = re.findall(r"run \S+: (\d+)/(\d+) units done, 0 failed", run[1])
+    assert line[0] == line[1] == "9"
+    assert run[2].count("display_data") == 1  # one line, not one output per update
+    page = Page(run[0])
+    assert "table" in page.tags and "succeeded" in page.text
+    assert re.search(r"\b9 published\b", page.words) and re.search(r"\b1 waiting\b", page.words)
+    page = Page(status[0])
+    assert "table" in page.tags and "monthly_delays" in page.text
+    assert "lf-state lf-published" in status[0]
+    assert "table" in Page(checks[0]).tags and "passed" in checks[0]
+    assert "units to run" in Page(preview[0]).words
