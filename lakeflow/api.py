@@ -27,6 +27,7 @@ from lakeflow.define.assets import AssetDef
 from lakeflow.define.definition import reference
 from lakeflow.define.graph import Pipeline
 from lakeflow.lake import Lake
+from lakeflow.plan.lineage import Lineage, lineage
 from lakeflow.plan.planner import Request, build_plan, check_request
 from lakeflow.plan.scheduler import RunState, depths
 from lakeflow.plan.snapshots import needed, read_snapshots
@@ -35,6 +36,7 @@ from lakeflow.progress import ProgressBar, not_built
 from lakeflow.results import RunResult, events_result
 
 __all__ = [
+    "Lineage",
     "PlanPreview",
     "RunHandle",
     "RunResult",
@@ -44,6 +46,7 @@ __all__ = [
     "cancel",
     "check_results",
     "connect",
+    "lineage",
     "materialize",
     "materialize_request",
     "preview",

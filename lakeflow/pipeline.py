@@ -31,3 +31,7 @@ class Pipeline(graph.Pipeline):
     def status(self, **options: Any) -> Any:
         """Per-asset partition counts; see `lakeflow.status`."""
         return api.status(self, **options)
+
+    def lineage(self, asset: str, partition: str | None = None, **options: Any) -> api.Lineage:
+        """What a partition was built from (or fed, `downstream=True`); see `lakeflow.lineage`."""
+        return api.lineage(self, asset, partition, **options)
