@@ -65,7 +65,7 @@ def test_upstream_names_the_partition_versions_each_commit_read(built):
 
 
 def test_downstream_names_what_each_version_fed(built):
-    pipeline, first, rest = built
+    pipeline, _, _ = built
     old = lf.lineage(pipeline, "events", "2024-01-04", version=0, downstream=True)
     assert _units(old) == {
         (0, "events", "2024-01-04", 0, "lakeflow"),
@@ -104,7 +104,7 @@ def test_an_outside_commit_and_a_missing_partition(lake):
 
 
 def test_the_cli_prints_the_tree_and_json(built, capsys):
-    pipeline, first, rest = built
+    pipeline, _, rest = built
     base = ["lineage", SPEND, "--lake", pipeline.lake]
     assert main([*base, "spend_3d", "2024-01-05"]) == 0
     lines = capsys.readouterr().out.splitlines()
