@@ -26,10 +26,12 @@ from lakeflow.control.runs import (
 from lakeflow.define.assets import AssetDef
 from lakeflow.define.definition import reference
 from lakeflow.define.graph import Pipeline
-from lakeflow.display import CheckFrame, StatusFrame, preview_html
+from lakeflow.display import CheckFrame, LineageView, StatusFrame, preview_html
 from lakeflow.jupyter import NotebookProgress, in_kernel
 from lakeflow.lake import Lake
+from lakeflow.plan import lineage as lake_lineage
 from lakeflow.plan import status as lake_status
+from lakeflow.plan.lineage import Lineage
 from lakeflow.plan.planner import Request, build_plan, check_request
 from lakeflow.plan.scheduler import RunState, depths
 from lakeflow.plan.snapshots import needed, read_snapshots
@@ -39,6 +41,8 @@ from lakeflow.results import RunResult, events_result
 
 __all__ = [
     "CheckFrame",
+    "Lineage",
+    "LineageView",
     "PlanPreview",
     "RunHandle",
     "RunResult",
@@ -49,6 +53,7 @@ __all__ = [
     "cancel",
     "check_results",
     "connect",
+    "lineage",
     "materialize",
     "materialize_request",
     "preview",
@@ -372,6 +377,33 @@ def check_results(
 
 
 check_results.__doc__ = lake_status.check_results.__doc__
+
+
+def lineage(
+    target: Pipeline | Iterable[AssetDef],
+    asset: str,
+    partition: str | None = None,
+    *,
+    version: int | None = None,
+    downstream: bool = False,
+    depth: int | None = None,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> LineageView:
+    found = lake_lineage.lineage(
+        target,
+        asset,
+        partition,
+        version=version,
+        downstream=downstream,
+        depth=depth,
+        lake=lake,
+        storage_options=storage_options,
+    )
+    return LineageView(root=found.root, direction=found.direction)
+
+
+lineage.__doc__ = lake_lineage.lineage.__doc__
 
 
 def backfill_status(

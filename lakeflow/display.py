@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 
+from lakeflow.plan.lineage import Lineage
+
 __all__ = [
     "STYLE",
     "CheckFrame",
+    "LineageView",
     "StatusFrame",
     "checks_html",
     "chip",
     "first_line",
+    "lineage_html",
     "preview_html",
     "run_html",
     "status_html",
@@ -44,6 +48,10 @@ COLOURS: dict[str, tuple[str, str]] = {
     "check_failed": ("#880e4f", "#fce4ec"),
     "blocked": ("#bf360c", "#fff3e0"),
     "upstream_failed": ("#6d4c41", "#efebe9"),
+    # a partition version in a lineage trace
+    "lakeflow": ("#1b5e20", "#e8f5e9"),
+    "outside": ("#0d47a1", "#e3f2fd"),
+    "unknown": ("#616161", "#f5f5f5"),
 }
 STYLE = (
     "<style>"
@@ -80,7 +88,7 @@ def _cell(column: str, value: Any, states: Sequence[str]) -> str:
     if column in states and isinstance(value, int) and not isinstance(value, bool):
         marked = f' class="lf-num lf-state lf-{_e(column)}"' if value else ' class="lf-num"'
         return f"<td{marked}>{value}</td>"
-    if column in ("status", "outcome") and isinstance(value, str) and value in COLOURS:
+    if column in ("status", "outcome", "kind") and isinstance(value, str) and value in COLOURS:
         return f'<td class="lf-state lf-{_e(value)}">{_e(value)}</td>'
     if isinstance(value, bool) or value is None:
         return f'<td class="lf-muted">{"" if value is None else _e(value)}</td>'
@@ -264,3 +272,50 @@ def preview_html(
         names = ", ".join(_e(f"{a} {p}".strip()) for a, p in first)
         parts.append(f"<p>first units: {names}</p>")
     return _view(*parts)
+
+
+# -- a lineage trace ---------------------------------------------------------------------------
+def lineage_html(trace: Lineage) -> str:
+    """The trace as a table, one row per partition version, indented by depth."""
+    rows = []
+    for depth, node in trace.root.walk():
+        unit = node.unit
+        where = f"{unit.asset} {unit.partition or '(unpartitioned)'}"
+        pad = f'style="padding-left:{8 + 18 * depth}px"'
+        mark = "└ " if depth else ""
+        version = f"v{unit.version}" if unit.version is not None else ""
+        built = (
+            datetime.fromtimestamp(unit.timestamp_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if unit.timestamp_ms
+            else ""
+        )
+        cells = [
+            f"<td {pad}>{_e(mark + where)}{' <i>(see above)</i>' if node.repeated else ''}</td>",
+            f'<td class="lf-num">{_e(version)}</td>',
+            f'<td class="lf-state lf-{_e(unit.kind)}">{_e(unit.kind)}</td>',
+            f"<td>{_e(node.via if depth else '')}</td>",
+            f"<td>{_e(unit.run_id)}</td>",
+            f"<td>{_e(unit.code_version)}</td>",
+            f"<td>{_e(built)}</td>",
+        ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("partition", "version", "kind", "via", "run", "code version", "built at")
+    )
+    root = trace.root.unit
+    verb = "was built from" if trace.direction == "upstream" else "fed"
+    title = (
+        f"<p><b>{_e(root.asset)} {_e(root.partition)}</b> {verb} "
+        f"({_e(trace.direction)}, {len(rows) - 1} partition versions)</p>"
+    )
+    return _view(title, f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+class LineageView(Lineage):
+    """`lf.lineage(...)`: a `Lineage` that a notebook shows as an indented table."""
+
+    __slots__ = ()
+
+    def _repr_html_(self) -> str:
+        return lineage_html(self)

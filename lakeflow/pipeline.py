@@ -33,6 +33,10 @@ class Pipeline(graph.Pipeline):
         """Per-asset partition counts; see `lakeflow.status`."""
         return api.status(self, **options)
 
+    def lineage(self, asset: str, partition: str | None = None, **options: Any) -> api.Lineage:
+        """What a partition was built from (or fed, `downstream=True`); see `lakeflow.lineage`."""
+        return api.lineage(self, asset, partition, **options)
+
     def _repr_html_(self) -> str:
         """In a notebook: the asset graph in layers (SVG) and a table of the assets."""
         return pipeline_html(self)

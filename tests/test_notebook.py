@@ -199,7 +199,7 @@ def test_the_example_notebook_runs_and_shows_tables_and_progress(kernel_name):
         assert "error" not in kinds, (cell.source, text)
         for noise in NOISE:
             assert noise not in text, (noise, cell.source, text)
-    graph, run, status, checks, preview, _ = outputs
+    graph, run, status, checks, lineage, preview, _ = outputs
     assert "<svg" in graph[0] and "raw_flights" in graph[0]
     # the progress line, updated in place to its last state: every unit done
     (line,) = re.findall(r"run \S+: (\d+)/(\d+) units done, 0 failed", run[1])
@@ -212,4 +212,28 @@ def test_the_example_notebook_runs_and_shows_tables_and_progress(kernel_name):
     assert "table" in page.tags and "monthly_delays" in page.text
     assert "lf-state lf-published" in status[0]
     assert "table" in Page(checks[0]).tags and "passed" in checks[0]
+    page = Page(lineage[0])
+    assert "table" in page.tags and "raw_flights 2013-01-02" in page.words
     assert "units to run" in Page(preview[0]).words
+
+
+def test_a_lineage_trace_shows_its_tree_of_partition_versions(lake):
+    from tests.pipelines import PIPELINE
+
+    pipeline = PIPELINE.with_lake(lake)
+    done = lf.materialize(
+        pipeline, select="events,spend,spend_3d", partitions="2024-01-01..2024-01-03",
+        executor="local",
+    )  # fmt: skip
+    found = pipeline.lineage("spend_3d", "2024-01-03")
+    assert isinstance(found, lf.Lineage)
+    html = found._repr_html_()
+    page = Page(html)
+    assert "table" in page.tags
+    rows = found.rows()
+    assert html.count("<tr>") == rows.height + 1  # a header, then one row per node
+    for asset, partition in rows.select("asset", "partition").iter_rows():
+        assert f"{asset} {partition}" in page.words
+    assert done.run_id in page.words and "lookback(3)" in page.words
+    assert re.search(r'class="[^"]*lf-state lf-lakeflow"', html)
+    assert "upstream" in page.words  # which way it goes
