@@ -59,6 +59,7 @@ STYLE = (
     + (
         ".lf-view table{border-collapse:collapse;margin:4px 0 8px 0;font-size:12px}"
         ".lf-view th,.lf-view td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}"
+        ".lf-view td{white-space:nowrap}"
         ".lf-view td.lf-num{text-align:right;font-variant-numeric:tabular-nums}"
         ".lf-state{border-radius:3px;font-weight:600}"
         ".lf-chip{display:inline-block;padding:1px 6px;margin-right:4px;border-radius:8px}"
@@ -189,6 +190,12 @@ STATES = (
 )  # fmt: skip
 
 
+BAR = {  # fills of the bar of an asset's partitions by state
+    "published": "#43a047", "stale": "#fb8c00", "failed": "#e53935", "check_failed": "#d81b60",
+    "blocked": "#f4511e", "upstream_failed": "#8d6e63", "missing": "#e0e0e0", "deleted": "#b0bec5",
+}  # fmt: skip
+
+
 def _health_bar(row: Mapping[str, Any]) -> str:
     """A bar of the asset's partitions by state, in proportion."""
     total = int(row.get("partitions") or 0)
@@ -196,7 +203,7 @@ def _health_bar(row: Mapping[str, Any]) -> str:
         return ""
     segments = "".join(
         f'<span class="lf-{s}" style="width:{100 * int(row[s]) / total:.2f}%;'
-        f'background:{COLOURS[s][0]}" title="{int(row[s]):,} {s}"></span>'
+        f'background:{BAR[s]}" title="{int(row[s]):,} {s}"></span>'
         for s in STATES
         if row.get(s)
     )
@@ -221,8 +228,10 @@ def checks_html(frame: pl.DataFrame) -> str:
         return _view(table_html(frame))
     counts = dict(frame.group_by("status").len().sort("status").iter_rows())
     chips = " ".join(chip(s, f"{n:,} {s}") for s, n in counts.items()) or "no check results"
-    shown = [c for c in frame.columns if c not in ("run_id", "scope")]
-    return _view(f"<p><b>check results</b>: {chips}</p>", table_html(frame.select(shown)))
+    first = ["asset", "partition", "check", "severity", "status", "failing", "rows", "message"]
+    order = [c for c in first if c in frame.columns]
+    order += [c for c in frame.columns if c not in (*order, "run_id", "scope")]
+    return _view(f"<p><b>check results</b>: {chips}</p>", table_html(frame.select(order)))
 
 
 class StatusFrame(pl.DataFrame):

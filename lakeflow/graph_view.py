@@ -51,14 +51,22 @@ def layers(pipeline: Pipeline) -> list[list[str]]:
 
 def pipeline_svg(pipeline: Pipeline) -> str:
     placed = layers(pipeline)
-    where: dict[str, tuple[float, float]] = {}
-    for col, level in enumerate(placed):
-        for row, name in enumerate(level):
-            where[name] = (10 + col * (WIDTH + GAP_X), 10 + row * (HEIGHT + GAP_Y))
+    column = {name: col for col, level in enumerate(placed) for name in level}
+    row = {name: r for level in placed for r, name in enumerate(level)}
+    rows = max(len(level) for level in placed)
+    lanes = _lanes(pipeline, placed, column, row)
     width = 20 + len(placed) * (WIDTH + GAP_X) - GAP_X
-    height = 20 + max(len(level) for level in placed) * (HEIGHT + GAP_Y) - GAP_Y
-    edges = [_edge(e, where) for name in pipeline.assets for e in pipeline.upstream(name)]
-    nodes = [_node(pipeline, name, *where[name]) for name in pipeline.assets]
+    rows = max([rows, *(lane + 1 for lane in lanes.values())])  # a lane below every node
+    loops = any(e.up == n for n in pipeline.assets for e in pipeline.upstream(n))
+    top = 30 if loops else 10  # room for a loop drawn over a node of the first row
+    height = top + 10 + rows * (HEIGHT + GAP_Y) - GAP_Y
+    at = {n: (_x(column[n]), _y(row[n], top)) for n in pipeline.assets}
+    edges = [
+        _edge(e, *at[e.up], *at[e.down], lanes, top)
+        for name in pipeline.assets
+        for e in pipeline.upstream(name)
+    ]
+    nodes = [_node(pipeline, name, *at[name]) for name in pipeline.assets]
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">'
@@ -68,17 +76,55 @@ def pipeline_svg(pipeline: Pipeline) -> str:
     )
 
 
-def _edge(edge: Edge, where: dict[str, tuple[float, float]]) -> str:
+def _x(col: int) -> float:
+    return 10 + col * (WIDTH + GAP_X)
+
+
+def _y(row: int, top: float = 10) -> float:
+    return top + row * (HEIGHT + GAP_Y)
+
+
+def _lanes(
+    pipeline: Pipeline, placed: list[list[str]], column: dict[str, int], row: dict[str, int]
+) -> dict[tuple[str, str], int]:
+    """For an edge that skips layers, the row it runs along past them: its source's row when
+    no node of the layers between sits there, else the first row below all of them."""
+    out: dict[tuple[str, str], int] = {}
+    for name in pipeline.assets:
+        for edge in pipeline.upstream(name):
+            between = placed[column[edge.up] + 1 : column[name]]
+            if not between:
+                continue
+            below = max(len(level) for level in between)
+            out[(edge.up, name)] = max(row[edge.up], below)
+    return out
+
+
+def _edge(
+    edge: Edge,
+    ux: float,
+    uy: float,
+    dx: float,
+    dy: float,
+    lanes: dict[tuple[str, str], int],
+    top: float,
+) -> str:
     mapping = edge.mapping.describe()
     dash = "" if edge.data else ' stroke-dasharray="4 3"'  # a dependency only, not read
-    ux, uy = where[edge.up]
-    dx, dy = where[edge.down]
+    x1, y1, x2, y2 = ux + WIDTH, uy + HEIGHT / 2, dx, dy + HEIGHT / 2
     if edge.up == edge.down:  # builds on its own previous partition: a loop over the node
         x, y = dx + WIDTH / 2, dy
         path = f"M{x - 20:.0f},{y:.0f} C{x - 20:.0f},{y - 22:.0f} {x + 20:.0f},{y - 22:.0f} {x + 20:.0f},{y:.0f}"
-        label_at = (x, y - 12)
+        label_at = (x - 48, y - 6)
+    elif (edge.up, edge.down) in lanes:  # past the layers between, along a free lane
+        lane = _y(lanes[(edge.up, edge.down)], top) + HEIGHT / 2
+        a, b = x1 + GAP_X / 2, x2 - GAP_X / 2
+        path = (
+            f"M{x1:.0f},{y1:.0f} C{a:.0f},{y1:.0f} {a:.0f},{lane:.0f} {x1 + GAP_X:.0f},{lane:.0f} "
+            f"L{x2 - GAP_X:.0f},{lane:.0f} C{b:.0f},{lane:.0f} {b:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+        )
+        label_at = ((x1 + x2) / 2, lane - 4)
     else:
-        x1, y1, x2, y2 = ux + WIDTH, uy + HEIGHT / 2, dx, dy + HEIGHT / 2
         middle = (x1 + x2) / 2
         path = f"M{x1:.0f},{y1:.0f} C{middle:.0f},{y1:.0f} {middle:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
         label_at = (middle, (y1 + y2) / 2 - 4)
