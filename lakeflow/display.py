@@ -155,11 +155,13 @@ def run_html(
     per_asset = _per_asset(units, list(counts))
     parts = [head, table_html(per_asset, states=list(counts))] if per_asset.height else [head]
     if failures.height:
-        shown = failures.select(
+        shown = failures.head(_ROWS).select(
             "asset", "partition", "outcome", "attempts",
             pl.col("error").map_elements(first_line, return_dtype=pl.String).alias("error"),
         )  # fmt: skip
-        parts += ["<p><b>Failures</b></p>", table_html(shown)]
+        parts += [f"<p><b>Failures</b> ({failures.height:,})</p>", table_html(shown)]
+        if failures.height > _ROWS:
+            parts.append(f'<p class="lf-muted">… and {failures.height - _ROWS:,} more</p>')
     if units.height:
         parts.append(
             f"<details><summary>all {units.height:,} units</summary>"
