@@ -33,6 +33,7 @@ from lakeflow.errors import (
     UserCodeError,
     user_code_boundary,
 )
+from lakeflow.execute.capture import capture
 from lakeflow.lake import Lake
 from lakeflow.lake.staging import (
     StagedFile,
@@ -102,6 +103,7 @@ class UnitRecord:
     timings: dict[str, float] = field(default_factory=dict)
     checks: tuple[CheckResult, ...] = ()
     quarantine: str | None = None  # where the staged files went when a blocking check failed
+    logs: str = ""  # its captured stdout, stderr and logging output: bounded, secrets redacted
 
     @property
     def ok(self) -> bool:
@@ -112,7 +114,7 @@ class UnitRecord:
         return (
             self.index, self.key, self.attempt, tuple(tuple(f) for f in self.files), self.schema,
             self.schema_id, self.rows, self.bytes, self.started, self.seconds, self.error,
-            self.retryable, self.timings, self.checks, self.quarantine,
+            self.retryable, self.timings, self.checks, self.quarantine, self.logs,
         )  # fmt: skip
 
     @classmethod
@@ -169,7 +171,14 @@ def _defined_at(function: Any) -> str:
 
 
 def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
-    """Compute, stage and audit one unit; never raises for the unit's own failures."""
+    """Compute, stage and audit one unit, capturing what it prints and logs (`UnitRecord.logs`);
+    never raises for the unit's own failures."""
+    with capture() as tail:
+        record = _run_unit(lake, run_id, pipeline, unit, tag)
+    return replace(record, logs=tail.text(lake.secret_values()))
+
+
+def _run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
     started = time.time()
     clock = time.perf_counter()
     definition = pipeline.assets[unit.asset]

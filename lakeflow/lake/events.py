@@ -23,10 +23,12 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.transaction import PostCommitHookProperties
 
 from lakeflow.lake import Lake
+from lakeflow.secrets import redact
 
-__all__ = ["EVENTS_TABLE", "Event", "EventLog", "read_events"]
+__all__ = ["EVENTS_TABLE", "LOGS", "Event", "EventLog", "read_events", "read_logs"]
 
 EVENTS_TABLE = "_lakeflow/events"
+LOGS = "logs"  # the kind of a unit attempt's captured output; `detail` is {"logs": text}
 SCHEMA_VERSION = 1
 COMPACT_AFTER = 200  # flushes (one small file each) between two compactions of the log
 COMPACT_TARGET = 64 * 2**20
@@ -60,6 +62,8 @@ class Event:
     A unit ends in one of: `unit_published` (`version`: the commit), `unit_deleted` (its inputs
     were deleted upstream, so the commit at `version` removed the partition's data),
     `unit_failed`, `unit_upstream_failed`, `unit_check_failed`, `unit_blocked`, `unit_cancelled`.
+    Each attempt whose code printed or logged anything also leaves a `logs` event (`attempt`,
+    `detail` {"logs": its last 64 KiB of stdout, stderr and logging output, secrets redacted}).
     """
 
     run_id: str
@@ -76,7 +80,8 @@ class Event:
     ts: float = field(default_factory=time.time)
 
 
-def _table(events: Iterable[Event]) -> pa.Table:
+def _table(events: Iterable[Event], secrets: frozenset[str] = frozenset()) -> pa.Table:
+    """The events as an Arrow table; any of `secrets` in a message or detail is redacted."""
     rows: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
     for e in events:
         rows["schema_version"].append(SCHEMA_VERSION)
@@ -92,6 +97,9 @@ def _table(events: Iterable[Event]) -> pa.Table:
         rows["seconds"].append(e.seconds)
         rows["message"].append(e.message)
         rows["detail"].append(json.dumps(e.detail, default=str) if e.detail is not None else None)
+    if secrets:
+        for name in ("message", "detail"):
+            rows[name] = [redact(t, secrets) if t else t for t in rows[name]]
     return pa.table(rows, schema=SCHEMA)
 
 
@@ -136,7 +144,7 @@ class EventLog:
             if not batch:
                 return 0
             try:
-                self._write(_table(batch))
+                self._write(_table(batch, self.lake.secret_values()))
             except Exception:
                 with self._lock:  # keep them for the next flush
                     self._buffer = batch + self._buffer
@@ -201,6 +209,7 @@ def read_events(
     run_id: str | None = None,
     kinds: Iterable[str] | None = None,
     asset: str | None = None,
+    run_ids: Iterable[str] | None = None,
 ) -> pl.DataFrame:
     """The event log (or a filtered part of it) as a DataFrame, oldest first; empty if none yet."""
     url = lake.table_url(EVENTS_TABLE)
@@ -210,6 +219,8 @@ def read_events(
         frame = pl.scan_delta(url, storage_options=lake.delta_options())
         if run_id is not None:
             frame = frame.filter(pl.col("run_id") == run_id)
+        if run_ids is not None:
+            frame = frame.filter(pl.col("run_id").is_in(list(run_ids)))
         if kinds is not None:
             frame = frame.filter(pl.col("kind").is_in(list(kinds)))
         if asset is not None:
@@ -217,3 +228,15 @@ def read_events(
         return frame.sort("ts", maintain_order=True).collect()
     except OSError as error:
         raise lake.unreachable(error) from error
+
+
+def read_logs(
+    lake: Lake, *, run_id: str, asset: str | None = None, partition: str | None = None
+) -> pl.DataFrame:
+    """The captured output of a run's unit attempts (of one asset, one partition), oldest first:
+    asset, partition, attempt, ts, logs."""
+    events = read_events(lake, run_id=run_id, kinds=[LOGS], asset=asset)
+    if partition is not None:
+        events = events.filter(pl.col("partition").fill_null("") == partition)
+    logs = pl.col("detail").str.json_path_match("$.logs").fill_null("")
+    return events.select("asset", "partition", "attempt", "ts", logs.alias("logs"))
