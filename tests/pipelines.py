@@ -238,7 +238,7 @@ HANGS = lf.Pipeline([hangs, after_hangs], name="hangs")
 @lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=1))
 def chatty(ctx: lf.Context) -> pl.DataFrame:
     """Writes to stdout, stderr, `ctx.log` and a module logger; `loud-chatty` (holding a count)
-    makes it print that many characters more; it prints $LAKEFLOW_TEST_SECRET when that is set."""
+    makes it print that many characters more; `say-chatty` makes it print that file's text."""
     key = ctx.partition.key
     print(f"hello from {key}")
     print(f"a warning on stderr for {key}", file=sys.stderr)
@@ -247,8 +247,8 @@ def chatty(ctx: lf.Context) -> pl.DataFrame:
     if (loud := control("loud-chatty")) is not None:
         for line in range(int(loud.read_text()) // 100):
             print(f"{line:09d} " + "x" * 89)
-    if secret := os.environ.get("LAKEFLOW_TEST_SECRET"):
-        print(f"connecting with {secret}")
+    if (say := control("say-chatty")) is not None:
+        print(say.read_text())
     steer("chatty", key)
     print(f"done {key}")
     return pl.DataFrame({"day": [key]})

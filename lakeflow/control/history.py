@@ -54,7 +54,7 @@ def run_history(lake: Lake, *, limit: int = 20) -> list[dict[str, Any]]:
     requested = (
         lifecycle.filter(pl.col("kind") == "run_requested")
         .unique("run_id", keep="first", maintain_order=True)
-        .sort("run_id", descending=True)
+        .sort("ts", "run_id", descending=True)  # ids of one second sort at random
         .head(limit)
     )
     if requested.is_empty():
@@ -154,11 +154,13 @@ def run_logs(
     )
     logs = chosen.filter(pl.col("kind") == LOGS)
     failures = chosen.filter(pl.col("kind").is_in(["unit_failed", "unit_retry"]))
-    keys = outcome.select("asset", "partition", "kind").rows()
+    keys = sorted(outcome.select("asset", "partition", "kind").rows())
     if asset is None:
         keys = [k for k in keys if k[2].removeprefix("unit_") in FAILING]
     elif not keys:  # running, or its outcome not logged yet: what it printed so far
-        keys = [(a, p, "running") for a, p in logs.select("asset", "partition").unique().rows()]
+        keys = sorted(
+            (a, p, "running") for a, p in logs.select("asset", "partition").unique().rows()
+        )
     units = []
     for name, key, kind in keys:
         mine = outcome.filter((pl.col("asset") == name) & (pl.col("partition") == key))

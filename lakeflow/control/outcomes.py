@@ -90,6 +90,7 @@ class RunOutcomes(RunEvents):
                 self.check_events(unit, record.checks)
                 if not record.ok:
                     assert record.error is not None
+                    state.seconds[unit] += record.seconds  # its attempts' time, for the result
                     self.failure(unit, record.error, retryable=record.retryable)
                     continue
                 state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)

@@ -4,8 +4,8 @@ what was cut) and with the lake's secret values redacted, for the unit's `logs` 
 
 Capture is per thread: the local executor runs several units at once in one process, each in its
 own thread, so `sys.stdout`/`sys.stderr` are wrapped once by a router that hands a write to the
-capture of the thread that made it, and still to the real stream (a Ray worker's output keeps
-reaching its log files and the driver). Output written straight to file descriptor 1 or 2 by
+capture of the thread that made it (and, in a Ray worker, still to the real stream: its output
+keeps reaching the worker's log files and the driver). Output written straight to file descriptor 1 or 2 by
 native code, and by threads the unit's code starts itself, is not captured.
 Imports only `secrets`.
 """
@@ -36,8 +36,9 @@ _install = threading.Lock()
 class Tail:
     """The last `limit` characters written to it, and how many earlier ones were cut."""
 
-    def __init__(self, limit: int = LIMIT) -> None:
+    def __init__(self, limit: int = LIMIT, *, echo: bool = False) -> None:
         self.limit = limit
+        self.echo = echo  # also write it to the real stream
         self.cut = 0
         self._chunks: deque[str] = deque()
         self._size = 0
@@ -82,9 +83,10 @@ class _Router(io.TextIOBase):
 
     def write(self, text: str) -> int:
         tail = getattr(_local, "tail", None)
-        if tail is not None:
-            tail.write(text)
-        return self.stream.write(text)
+        if tail is None:
+            return self.stream.write(text)
+        tail.write(text)
+        return self.stream.write(text) if tail.echo else len(text)
 
     def flush(self) -> None:
         self.stream.flush()
@@ -138,8 +140,10 @@ def _installed() -> None:
 
 
 @contextmanager
-def capture(limit: int = LIMIT) -> Iterator[Tail]:
-    """Capture this thread's output while the block runs.
+def capture(limit: int = LIMIT, *, echo: bool = False) -> Iterator[Tail]:
+    """Capture this thread's output while the block runs; with `echo` it also goes on to the
+    real stdout/stderr (a Ray worker's log files), else only to the capture (a command's own
+    stdout, its `--json`, stays clean when units run in its process).
 
     >>> with capture() as tail:
     ...     print("hello")
@@ -148,7 +152,7 @@ def capture(limit: int = LIMIT) -> Iterator[Tail]:
     """
     _installed()
     outer = getattr(_local, "tail", None)
-    tail = Tail(limit)
+    tail = Tail(limit, echo=echo)
     _local.tail = tail
     try:
         yield tail

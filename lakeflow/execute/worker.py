@@ -170,10 +170,12 @@ def _defined_at(function: Any) -> str:
     return f'File "{code.co_filename}", line {code.co_firstlineno}, in {code.co_name}'
 
 
-def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
-    """Compute, stage and audit one unit, capturing what it prints and logs (`UnitRecord.logs`);
-    never raises for the unit's own failures."""
-    with capture() as tail:
+def run_unit(
+    lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str, *, echo: bool = False
+) -> UnitRecord:
+    """Compute, stage and audit one unit, capturing what it prints and logs (`UnitRecord.logs`;
+    `echo`: to the process's stdout/stderr too); never raises for the unit's own failures."""
+    with capture(echo=echo) as tail:
         record = _run_unit(lake, run_id, pipeline, unit, tag)
     return replace(record, logs=tail.text(lake.secret_values()))
 
@@ -266,10 +268,13 @@ def audit(
 
 
 def execute_units(
-    lake: Lake, run_id: str, pipeline: Pipeline, units: Sequence[UnitSpec]
+    lake: Lake, run_id: str, pipeline: Pipeline, units: Sequence[UnitSpec], *, echo: bool = False
 ) -> list[UnitRecord]:
     """Run a task's units one after another; one failing unit does not stop the others."""
-    return [run_unit(lake, run_id, pipeline, unit, f"{run_id}-{unit.attempt}") for unit in units]
+    return [
+        run_unit(lake, run_id, pipeline, unit, f"{run_id}-{unit.attempt}", echo=echo)
+        for unit in units
+    ]
 
 
 def table_audit(lake: Lake, pipeline: Pipeline, asset: str, version: int) -> list[CheckResult]:
@@ -317,7 +322,8 @@ def ray_task(
         UnitSpec(asset, i, partitions.key(i), attempt, inputs, table_schema)
         for i, attempt, inputs in units
     ]
-    return [record.to_wire() for record in execute_units(lake, run_id, pipeline, specs)]
+    records = execute_units(lake, run_id, pipeline, specs, echo=True)  # to the worker's log too
+    return [record.to_wire() for record in records]
 
 
 def ray_table_task(
