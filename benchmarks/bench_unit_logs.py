@@ -1,6 +1,6 @@
 """What capturing units' output costs: the capture around a silent unit, and runs of N tiny units
 (local executor, in this process) that print nothing, one line, or more than a unit keeps (each
-such attempt adds a `logs` event of up to 64 KiB to the event log).
+such attempt adds up to 64 KiB to `_lakeflow/logs` and a small `logs` event to the event log).
 
     python benchmarks/bench_unit_logs.py            # 1,000 units per case; appends to RESULTS.md
     python benchmarks/bench_unit_logs.py --quick    # 200 units, prints only
@@ -65,17 +65,23 @@ def main() -> None:
             with Timer() as run:
                 result = lf.materialize(pipeline, executor="local")
             assert result.ok and result.counts() == {"published": units}, result.counts()
-            events = root / "lake" / "_lakeflow" / "events"
+            internal = root / "lake" / "_lakeflow"
+            with Timer() as status:
+                lf.status(pipeline)
             if name != "warm-up":
-                rows.append([name, units, run.seconds, units / run.seconds, _size(events) / 2**20])
+                rows.append([name, units, run.seconds, units / run.seconds, status.seconds,
+                             _size(internal / "events") / 2**20, _size(internal / "logs") / 2**20])  # fmt: skip
         finally:
             lf.stop(str(root / "lake"))
             shutil.rmtree(root, ignore_errors=True)
     body = (
         f"capture() around a silent unit: {empty.seconds / rounds * 1e6:.1f} µs\n\n"
-        + table(["units print", "units", "run s", "units/s", "event log MiB"], rows)
+        + table(
+            ["units print", "units", "run s", "units/s", "status s", "events MiB", "logs MiB"], rows
+        )
         + "\n\nLocal executor in this process (threads), one-shot `lf.materialize` each (its controller"
-        " start included); a unit printing more than 64 KiB keeps its last 64 KiB."
+        " start included); a unit printing more than 64 KiB keeps its last 64 KiB. `status s`: "
+        "`lf.status` after the run (it reads the event log, not `_lakeflow/logs`)."
     )
     record("Unit logs: capture cost and event-log size", body, quick=args.quick)
 

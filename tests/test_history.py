@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+import lakeflow as lf
 from lakeflow.cli import main
 from lakeflow.cli.service import _watch
 from lakeflow.progress import ProgressBar
@@ -75,6 +76,9 @@ def test_stdout_stderr_ctx_log_and_loggers_are_captured_per_unit(lake, control, 
         others = {f"2024-01-0{d}" for d in (1, 2, 3, 4)} - {key}
         assert not any(other in attempt["logs"] for other in others)
     assert units[2]["outcome"] == "failed" and "bad data" in units[2]["traceback"]
+    pointers = lf.read_events(lf.Lake(lake), run_id=run_id, kinds=["logs"])  # the text: elsewhere
+    assert len(pointers) == 4 and not any("hello" in d for d in pointers["detail"])
+    assert json.loads(pointers["detail"][0])["chars"] == len(units[0]["logs"][0]["logs"])
     assert units[2]["logs"][0]["logs"].count("done") == 0
 
 

@@ -14,7 +14,7 @@ import polars as pl
 from lakeflow.control.runs import RUN_ID, UnknownRun
 from lakeflow.errors import RequestError
 from lakeflow.lake import Lake
-from lakeflow.lake.events import LOGS, read_events
+from lakeflow.lake.events import LOGS, read_events, read_logs
 
 __all__ = ["FAILING", "OUTCOMES", "UnknownRun", "run_history", "run_logs"]
 
@@ -152,7 +152,8 @@ def run_logs(
         .group_by("asset", "partition", maintain_order=True)
         .last()
     )
-    logs = chosen.filter(pl.col("kind") == LOGS)
+    logs = chosen.filter(pl.col("kind") == LOGS)  # pointers: the text is in _lakeflow/logs
+    texts = read_logs(lake, run_id=run_id, asset=asset, partition=partition)
     failures = chosen.filter(pl.col("kind").is_in(["unit_failed", "unit_retry"]))
     keys = sorted(outcome.select("asset", "partition", "kind").rows())
     if asset is None:
@@ -169,14 +170,16 @@ def run_logs(
         if not detail.get("traceback"):  # a retried failure keeps its error on the retry events
             tried = failures.filter((pl.col("asset") == name) & (pl.col("partition") == key))
             detail = {"message": tried["message"][-1]} if len(tried) else detail
-        attempts = logs.filter((pl.col("asset") == name) & (pl.col("partition") == key))
+        attempts = texts.filter(
+            (pl.col("asset") == name) & (pl.col("partition").fill_null("") == key)
+        )
         units.append({
             "asset": name, "partition": key, "outcome": kind.removeprefix("unit_"),
             "attempts": last.get("attempt"), "error": last.get("message") or detail.get("message"),
             "traceback": detail.get("traceback"),
             "logs": [
-                {"attempt": a, "ts": _iso(ts), "logs": _detail(d).get("logs", "")}
-                for a, ts, d in attempts.select("attempt", "ts", "detail").iter_rows()
+                {"attempt": a, "ts": _iso(ts), "logs": text}
+                for a, ts, text in attempts.select("attempt", "ts", "logs").iter_rows()
             ],
         })  # fmt: skip
     logged = (
