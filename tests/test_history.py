@@ -110,6 +110,16 @@ def test_runs_lists_the_lake_s_runs_newest_first(lake, control, capsys):
     ]
     assert second["run_id"] in lines[1] and "failed" in lines[1] and "1 failed, 2 fresh" in lines[1]
 
+    code = (  # a fresh process: neither command imports Ray
+        "import sys; from lakeflow.cli import main; "
+        f"assert main(['runs', '--lake', {lake!r}]) == 0; "
+        f"assert main(['logs', {second['run_id']!r}, '--lake', {lake!r}]) == 0; "
+        "assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ValueError: chatty 2024-01-03: bad data" in done.stdout
+
 
 def test_a_failed_run_s_json_has_its_failing_units_errors_and_durations(lake, control, capsys):
     (control / "fail-chatty-2024-01-02").touch()
