@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
+import re
+import select
 import subprocess
 import sys
 from typing import Any
@@ -238,3 +241,30 @@ def test_up_in_the_foreground_prints_when_triggered_runs_start_and_end():
         == "  run 20240101T000001-bbbbbbbb <- commit:events@7 failed: 1 published, 2 failed"
     )
     assert lines[4] == "lakeflow up: stopped by `lakeflow down`"
+
+
+def test_on_a_terminal_tables_fit_its_width_and_have_colour(lake, control, capsys):
+    (control / "fail-chatty-2024-01-02").touch()
+    assert _materialize(lake, "--executor", "local", "--partitions", "2024-01-01..2024-01-02") == 1
+    capsys.readouterr()
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "lakeflow.cli", "runs", "--lake", lake], cwd=ROOT,
+            stdout=follower, stderr=subprocess.PIPE, timeout=120, env={**os.environ, "COLUMNS": "60"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        out = b""
+        while select.select([leader], [], [], 0.5)[0]:
+            chunk = os.read(leader, 65536)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(follower)
+        os.close(leader)
+    text = out.decode()
+    assert "\x1b[" in text  # colour (a failed run in red)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line for line in plain.splitlines() if line.strip()]
+    assert len(lines) > 3 and max(len(line) for line in lines) <= 60  # wrapped to fit
