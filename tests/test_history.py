@@ -268,3 +268,17 @@ def test_on_a_terminal_tables_fit_its_width_and_have_colour(lake, control, capsy
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
     lines = [line for line in plain.splitlines() if line.strip()]
     assert len(lines) > 3 and max(len(line) for line in lines) <= 60  # wrapped to fit
+
+
+def test_warnings_outside_units_still_reach_stderr_when_logging_is_not_configured(lake):
+    """The capture's handler on the root logger must not swallow what Python prints by default
+    (`logging.lastResort`): a warning logged outside any unit still reaches stderr."""
+    code = (
+        "import logging, lakeflow as lf; from tests.pipelines import CHATTY; "
+        f"assert lf.materialize(CHATTY, partitions='2024-01-01', lake={lake!r}, executor='local').ok; "
+        "logging.getLogger('elsewhere').warning('still shown after a run')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "still shown after a run" in done.stderr
+    assert "hello from 2024-01-01" not in done.stdout + done.stderr  # the unit's: in its logs

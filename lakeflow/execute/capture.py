@@ -113,12 +113,25 @@ class _Handler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         tail = getattr(_local, "tail", None)
-        if tail is None:
+        if tail is None:  # not a unit's: what Python does when no handler is configured
+            last = logging.lastResort
+            if last is not None and record.levelno >= last.level and not self._others(record.name):
+                last.handle(record)
             return
         try:
             tail.write(self.format(record) + "\n")
         except Exception:  # a record that cannot be formatted must not fail the unit
             self.handleError(record)
+
+    def _others(self, name: str) -> bool:
+        """Would a handler other than this one see a record of logger `name`? (Else Python
+        would print it through `logging.lastResort`, which this handler's presence disables.)"""
+        logger: logging.Logger | None = logging.getLogger(name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return True
+            logger = logger.parent if logger.propagate else None
+        return False
 
 
 def _installed() -> None:
