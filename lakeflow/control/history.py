@@ -60,12 +60,14 @@ def run_history(lake: Lake, *, limit: int = 20) -> list[dict[str, Any]]:
     if requested.is_empty():
         return []
     ids = requested["run_id"].to_list()
-    finished = {
+    finished = {  # a run's latest lifecycle event: running again once resumed after its end
         run_id: (ts, message)
-        for run_id, ts, message in lifecycle.filter(pl.col("kind") == "run_finished")
-        .select("run_id", "ts", "message")
+        for run_id, kind, ts, message in lifecycle.group_by("run_id", maintain_order=True)
+        .last()
+        .select("run_id", "kind", "ts", "message")
         .iter_rows()
-    }  # the last one of a run wins (a resumed run finishes again)
+        if kind == "run_finished"
+    }
     units = (
         read_events(lake, kinds=OUTCOMES, run_ids=ids)
         .group_by("run_id", "asset", "partition", maintain_order=True)
