@@ -23,6 +23,8 @@ from lakeflow.loading import load_pipeline
 
 __all__ = ["add_commands"]
 
+SHOWN = 50  # units `logs` prints as text (--json has them all)
+
 
 def add_commands(commands: Any) -> None:
     """Add `runs` and `logs` to the `lakeflow` parser's subcommands."""
@@ -110,7 +112,7 @@ def _logs(args: argparse.Namespace, console: Console) -> int:
                           highlight=False)  # fmt: skip
             print(table(pl.DataFrame(found["logged"])))
         return EXIT_OK
-    for unit in units:
+    for unit in units[:SHOWN]:
         where = f"{unit['asset']} {unit['partition']}".rstrip()
         tries = unit["attempts"]
         after = f" after {tries} attempt{'s' * (tries != 1)}" if tries else ""
@@ -124,4 +126,7 @@ def _logs(args: argparse.Namespace, console: Console) -> int:
         if unit["traceback"] or unit["error"]:
             console.print("error:", style="red", highlight=False)
             console.out((unit["traceback"] or unit["error"]).rstrip("\n"), highlight=False)
+    if len(units) > SHOWN:
+        console.print(f"... and {len(units) - SHOWN:,} more units: name a PARTITION, or --json "
+                      "prints them all", highlight=False)  # fmt: skip
     return EXIT_OK
