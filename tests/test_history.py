@@ -20,9 +20,11 @@ import lakeflow as lf
 from lakeflow.cli import main
 from lakeflow.cli.service import _watch
 from lakeflow.progress import ProgressBar
-from tests.conftest import ROOT, lake_fingerprint
+from tests import pipelines
+from tests.conftest import ROOT, eventually, lake_fingerprint
 
 CHATTY = "tests.pipelines:CHATTY"
+CHATTY_PIPELINE = pipelines.CHATTY
 SPEND = "tests.pipelines:PIPELINE"
 
 
@@ -282,3 +284,26 @@ def test_warnings_outside_units_still_reach_stderr_when_logging_is_not_configure
     assert done.returncode == 0, done.stderr
     assert "still shown after a run" in done.stderr
     assert "hello from 2024-01-01" not in done.stdout + done.stderr  # the unit's: in its logs
+
+
+def test_a_run_resumed_after_it_was_cancelled_is_listed_as_running_again(lake, control, capsys):
+    def status(run_id: str) -> str:
+        assert main(["runs", "--lake", lake, "--json"]) == 0
+        runs = json.loads(capsys.readouterr().out)["runs"]
+        return next(r["status"] for r in runs if r["run_id"] == run_id)
+
+    (control / "hold-chatty").touch()
+    handle = lf.backfill(CHATTY_PIPELINE, lake=lake, executor="local", wait=False, concurrency=1)
+    eventually(lambda: any(p.name.startswith("held-chatty-") for p in control.iterdir()))
+    assert status(handle.id) == "running"
+    assert handle.cancel()
+    (control / "hold-chatty").unlink()
+    assert handle.wait().status == "cancelled"
+    assert status(handle.id) == "cancelled"
+
+    (control / "hold-chatty").touch()
+    resumed = lf.resume(handle.id, lake=lake, executor="local", wait=False)
+    eventually(lambda: status(handle.id) == "running")
+    (control / "hold-chatty").unlink()
+    assert resumed.wait().ok
+    assert status(handle.id) == "succeeded"
