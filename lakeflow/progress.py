@@ -76,5 +76,7 @@ class ProgressBar:
             self.console.print(
                 f"run {self._run_id}: {done}/{info['total']} units done, {not_built(info)}"
                 + (f", {rate:,.0f} units/s" if rate else "")
-                + (f", ETA {eta}" if eta else "")
+                + (f", ETA {eta}" if eta else ""),
+                soft_wrap=True,  # a log line stays one line, whatever width a pipe is given
+                highlight=False,
             )

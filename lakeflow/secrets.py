@@ -12,12 +12,32 @@ what a stored run or trigger record keeps of storage options is their names at m
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from lakeflow.errors import LakeflowError
 
-__all__ = ["EnvVar", "SecretError", "StorageOption", "resolve_options"]
+__all__ = [
+    "EnvVar",
+    "SecretError",
+    "StorageOption",
+    "redact",
+    "resolve_options",
+    "secret_names",
+]
+
+REDACTED = "[redacted]"
+MIN_SECRET = 4  # shorter values ("true", "1") are not credentials; replacing them would garble text
+# option names whose literal values are credentials too (a literal key id is used, never stored)
+_CREDENTIAL_WORDS = (
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "ACCESS_KEY",
+    "KEY_ID",
+    "CREDENTIAL",
+    "ACCOUNT_KEY",
+)
 
 
 class SecretError(LakeflowError):
@@ -61,3 +81,26 @@ def resolve_options(options: Mapping[str, StorageOption]) -> dict[str, str]:
         name = str(key).upper()
         out[name] = value.resolve(option=name) if isinstance(value, EnvVar) else str(value)
     return out
+
+
+def secret_names(options: Mapping[str, StorageOption]) -> frozenset[str]:
+    """The (upper-cased) option names whose values are secret: every `EnvVar`, and every option
+    whose name says it is a credential."""
+    return frozenset(
+        str(key).upper()
+        for key, value in options.items()
+        if isinstance(value, EnvVar) or any(w in str(key).upper() for w in _CREDENTIAL_WORDS)
+    )
+
+
+def redact(text: str, secrets: Collection[str]) -> str:
+    """`text` with every secret value in it replaced by `[redacted]` (longest first, so a secret
+    that contains another is hidden whole).
+
+    >>> redact("key=s3cr3t!", {"s3cr3t!"})
+    'key=[redacted]'
+    """
+    for value in sorted(secrets, key=len, reverse=True):
+        if len(value) >= MIN_SECRET and value in text:
+            text = text.replace(value, REDACTED)
+    return text

@@ -8,7 +8,9 @@ waiting unit leaves a `held-<asset>-<key>-<pid>` file).
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -230,3 +232,26 @@ def after_hangs(hangs: pl.LazyFrame) -> pl.LazyFrame:
 
 
 HANGS = lf.Pipeline([hangs, after_hangs], name="hangs")
+
+
+# -- a pipeline whose units print and log (tests/test_history.py) ------------------------------
+@lf.asset(partitions=DAYS, retry=lf.RetryPolicy(attempts=1))
+def chatty(ctx: lf.Context) -> pl.DataFrame:
+    """Writes to stdout, stderr, `ctx.log` and a module logger; `loud-chatty` (holding a count)
+    makes it print that many characters more; `say-chatty` makes it print that file's text."""
+    key = ctx.partition.key
+    print(f"hello from {key}")
+    print(f"a warning on stderr for {key}", file=sys.stderr)
+    ctx.log.info("built the rows of %s", key)
+    logging.getLogger("tests.chatty").warning("module logger says %s", key)
+    if (loud := control("loud-chatty")) is not None:
+        for line in range(int(loud.read_text()) // 100):
+            print(f"{line:09d} " + "x" * 89)
+    if (say := control("say-chatty")) is not None:
+        print(say.read_text())
+    steer("chatty", key)
+    print(f"done {key}")
+    return pl.DataFrame({"day": [key]})
+
+
+CHATTY = lf.Pipeline([chatty], name="chatty")

@@ -1,5 +1,5 @@
 """Nothing secret, nothing executable in the lake: storage options (literal or `lf.EnvVar`) never
-reach a file of the lake, a stored run is JSON naming its pipeline's module, `resume` re-imports
+reach a file of the lake (not even when a unit prints them: its captured logs are redacted), a stored run is JSON naming its pipeline's module, `resume` re-imports
 that module and refuses a changed definition, and an old pickle in the lake is never loaded."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import pytest
 
 import lakeflow as lf
 from lakeflow.cli import main
+from lakeflow.lake.events import read_logs
 from tests.conftest import ROOT, lake_fingerprint
-from tests.pipelines import BACKFILL
+from tests.pipelines import BACKFILL, CHATTY
 from tests.trigger_pipelines import TRIPS
 
 DAYS = "2023-01-01..2023-01-05"
@@ -67,6 +68,10 @@ def test_no_secret_reaches_the_lake_after_any_command(request, kind, control, mo
     assert "run_resumed" in kinds
     lf.up(TRIPS, **run)
     assert lf.down(TRIPS, lake=url, storage_options=storage)
+    (control / "say-chatty").write_text(f"connecting as {key_id} with {secret}")  # its logs
+    said = lf.materialize(CHATTY, partitions="2024-01-01", **run)
+    logs = read_logs(lf.Lake(url, storage), run_id=said.run_id)["logs"].to_list()
+    assert len(logs) == 1 and "connecting as [redacted] with [redacted]" in logs[0]
 
     files = _lake_files(kind, url, moto_server)
     assert any(p.startswith("_lakeflow/runs/") for p in files) and len(files) > 20

@@ -16,13 +16,19 @@ a message, with no Python traceback unless `--debug` asks for it.
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import polars as pl
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from lakeflow.api import connect
 from lakeflow.errors import (
@@ -50,6 +56,7 @@ __all__ = [
     "table",
 ]
 
+ROWS = 200  # rows a table prints; --json has them all
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 70, 130
 
 
@@ -126,17 +133,52 @@ def pipeline_from_args(args: argparse.Namespace) -> Any:
     return pipeline
 
 
-def table(frame: pl.DataFrame) -> str:
-    """A frame printed whole enough for a terminal."""
-    with pl.Config(
-        tbl_rows=200,
-        tbl_cols=20,
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        fmt_str_lengths=160,
-        tbl_width_chars=200,
-    ):
-        return str(frame)
+WIDE = 4096  # columns of a table printed to a pipe or a file: wide enough that no row wraps
+STYLES = {  # outcome and status words, coloured on a terminal only
+    **dict.fromkeys(["failed", "check_failed", "upstream_failed", "blocked", "error"], "red"),
+    **dict.fromkeys(["published", "passed", "succeeded", "fresh", "deleted"], "green"),
+    **dict.fromkeys(["running", "stale", "warn", "waiting", "cancelled", "missing"], "yellow"),
+}
+
+
+def _cell(value: Any) -> Text:
+    if value is None:
+        return Text("")
+    if isinstance(value, float):
+        return Text(f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}")
+    if isinstance(value, list | tuple):
+        return Text(", ".join(str(v) for v in value))
+    text = str(value)
+    return Text(text, style=STYLES.get(text, ""))
+
+
+def table(frame: pl.DataFrame, *, file: TextIO | None = None) -> str:
+    """A frame as a rich table for `file` (stdout by default): on a terminal its width and
+    colours; to a pipe or a file no colour and no wrapping (a row stays one line)."""
+    stream = file if file is not None else sys.stdout
+    terminal = bool(getattr(stream, "isatty", lambda: False)())
+    columns = os.environ.get("COLUMNS", "")
+    width = (
+        shutil.get_terminal_size().columns
+        if terminal
+        else int(columns)
+        if columns.isdigit()
+        else WIDE
+    )
+    out = io.StringIO()
+    console = Console(
+        file=out, width=width, force_terminal=terminal, color_system="auto" if terminal else None,
+        highlight=False, legacy_windows=False,
+    )  # fmt: skip
+    grid = Table(box=box.SIMPLE_HEAD if terminal else None, header_style="bold")
+    for name, dtype in frame.schema.items():
+        grid.add_column(name, overflow="fold", justify="right" if dtype.is_numeric() else "left")
+    for row in frame.head(ROWS).iter_rows():
+        grid.add_row(*(_cell(v) for v in row))
+    console.print(grid)
+    if frame.height > ROWS:
+        console.print(f"... {frame.height - ROWS:,} more rows (--json prints all)")
+    return out.getvalue().rstrip("\n")
 
 
 def on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:

@@ -13,7 +13,7 @@ from lakeflow.api import check_results, lineage, status
 from lakeflow.cli.common import EXIT_OK, pipeline_args, pipeline_from_args, table
 from lakeflow.maintenance import vacuum
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "graph_json"]
 
 CHECK_COLUMNS = [
     "asset",
@@ -32,6 +32,11 @@ def add_commands(commands: Any) -> None:
     """Add these commands' parsers to the `lakeflow` parser's subcommands."""
     assets = commands.add_parser("assets", help="print the asset graph")
     pipeline_args(assets)
+    assets.add_argument(
+        "--json",
+        action="store_true",
+        help="print as JSON: assets, upstream edges, partitions, checks",
+    )
     assets.set_defaults(handler=_assets)
 
     stat = commands.add_parser(
@@ -79,8 +84,28 @@ def add_commands(commands: Any) -> None:
     tidy.set_defaults(handler=_vacuum)
 
 
+def graph_json(pipeline: Any) -> dict[str, Any]:
+    """The pipeline's graph as JSON values: each asset with its partitions (description, count,
+    column), upstream edges with their mappings, checks, and whether lakeflow writes it."""
+    assets = []
+    for name, item in pipeline.assets.items():
+        assets.append({
+            "name": name, "group": item.group, "description": item.description,
+            "source": item.source, "code_version": item.code_version,
+            "partitions": {"describe": item.partitions.describe(), "count": len(item.partitions),
+                           "column": item.partitions.column},
+            "upstream": [{"asset": e.up, "mapping": e.mapping.describe()} for e in pipeline.upstream(name)],
+            "checks": [{"name": c.name, "severity": c.severity, "scope": getattr(c, "scope", "unit")}
+                       for c in item.checks],
+            "automation": item.automation.describe() if item.automation is not None else None,
+        })  # fmt: skip
+    edges = [[e["asset"], a["name"]] for a in assets for e in a["upstream"]]
+    return {"pipeline": pipeline.name, "lake": str(pipeline.lake), "assets": assets, "edges": edges}
+
+
 def _assets(args: argparse.Namespace, console: Console) -> int:
-    print(pipeline_from_args(args).describe())
+    pipeline = pipeline_from_args(args)
+    print(json.dumps(graph_json(pipeline), default=str) if args.json else pipeline.describe())
     return EXIT_OK
 
 

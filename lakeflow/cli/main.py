@@ -6,6 +6,8 @@
     lakeflow assets pipelines/flights.py
     lakeflow status pipelines/flights.py
     lakeflow checks pipelines/flights.py --failed
+    lakeflow runs [pipelines/flights.py] [--lake ./lake] [--limit 20] [--json]
+    lakeflow logs RUN_ID [ASSET [PARTITION]] [--lake ./lake]
     lakeflow up pipelines/flights.py [--http 127.0.0.1:8080] [--detach]
     lakeflow down pipelines/flights.py
     lakeflow subscribe pipelines/flights.py daily_revenue [--webhook URL]
@@ -19,7 +21,7 @@ lake's storage failed, including a run whose failed units all failed on storage 
 130 cancelled with Ctrl-C (see `cli.common`). `--debug` shows the traceback behind an error.
 
 This module only assembles the parser from the command groups (one module each: `run`, `lake`,
-`service`, `cluster`) and calls the handler a command names.
+`history`, `service`, `cluster`) and calls the handler a command names.
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
 
-from lakeflow.cli import cluster, lake, run, service
+from lakeflow.cli import cluster, history, lake, run, service
 from lakeflow.cli.common import EXIT_INTERRUPTED, EXIT_OK, guarded
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "main"]
 
-GROUPS = (run, lake, service, cluster)  # the order `lakeflow --help` lists their commands
+GROUPS = (run, lake, history, service, cluster)  # the order `lakeflow --help` lists their commands
 
 
 def _version() -> str:

@@ -137,17 +137,37 @@ def _exit(result: Any) -> int:
     return EXIT_INFRA if result.infrastructure_failed else EXIT_FAILED
 
 
+JSON_FAILURES = 1000  # failing units a run's JSON lists (`failures_total` counts them all)
+
+
+def _json(result: Any) -> dict[str, Any]:
+    """A run's end as JSON: status, counts, duration, and the failing units with their first
+    error lines, attempts and seconds, and the errors (tracebacks) by unit."""
+    failures = result.failures()
+    started, finished = result.started, result.finished
+    rows = failures.head(JSON_FAILURES).select(
+        "asset", "partition", "outcome", "attempts", "seconds",
+        pl.col("error").str.split("\n").list.first().alias("error"),
+    )  # fmt: skip
+    return {
+        "run_id": result.run_id,
+        "status": result.status,
+        "ok": result.ok,
+        "infrastructure": result.infrastructure_failed,
+        "counts": result.counts(),
+        "started": started,
+        "finished": finished,
+        "seconds": finished - started if started and finished else None,
+        "failures": rows.to_dicts(),
+        "failures_total": failures.height,
+        "errors": dict(list(result.errors.items())[:JSON_FAILURES]),
+    }
+
+
 def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
     """The end of a run: a summary line; failures by asset with their first error lines."""
     if args.json:
-        summary = {
-            "run_id": result.run_id,
-            "status": result.status,
-            "ok": result.ok,
-            "infrastructure": result.infrastructure_failed,
-            "counts": result.counts(),
-        }
-        print(json.dumps(summary))
+        print(json.dumps(_json(result), default=str))
         return _exit(result)
     console.print(result.summary(), highlight=False)
     for asset, partition, why in result.waiting().head(10).iter_rows():
@@ -156,7 +176,10 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
     if not failures.is_empty():
         if failures.height <= 20:
             print(
-                table(failures.select("asset", "partition", "outcome", "attempts", "error")),
+                table(
+                    failures.select("asset", "partition", "outcome", "attempts", "error"),
+                    file=sys.stderr,
+                ),
                 file=sys.stderr,
             )
         else:
@@ -164,7 +187,10 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
                 pl.len().alias("units"), pl.col("error").drop_nulls().head(3).alias("first errors")
             )
             print(
-                table(by_asset.with_columns(pl.col("first errors").list.join(" | "))),
+                table(
+                    by_asset.with_columns(pl.col("first errors").list.join(" | ")),
+                    file=sys.stderr,
+                ),
                 file=sys.stderr,
             )
         for where, text in list(result.errors.items())[:1]:

@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -23,6 +24,7 @@ from lakeflow.cli.common import (
 from lakeflow.control.client import controller_client
 from lakeflow.errors import RequestError
 from lakeflow.lake import Lake
+from lakeflow.plan.scheduler import NOT_BUILT
 from lakeflow.serve import service
 from lakeflow.serve.web import (
     Bearer,
@@ -155,22 +157,41 @@ def _http_server(pipeline: Any, client: Any, lake: Any, token: str, sock: socket
     return TriggerServer(app=build_app(routes), sock=sock, limits=limits)
 
 
-def _watch(client: Any, console: Console) -> int:
-    """Print the triggered runs until `lakeflow down` (the triggers stop) or Ctrl-C (stop them)."""
-    import time
+def _ended(info: dict[str, Any]) -> str:
+    """`succeeded in 3.2s: 10 published, 1 failed`: how a run ended, from its progress."""
+    if not info.get("known", True):
+        return "ended (its controller no longer holds it: `lakeflow runs` has it)"
+    counts = {"published": info.get("published", 0), **{k: info.get(k) for k in NOT_BUILT},
+              "cancelled": info.get("cancelled")}  # fmt: skip
+    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing to do"
+    took = f" in {time.time() - info['started']:.1f}s" if info.get("started") else ""
+    return f"{info.get('status', 'finished')}{took}: {shown}"
 
+
+def _watch(client: Any, console: Console, *, every: float = 1.0) -> int:
+    """Print a line when a triggered run starts and when it ends (id, origin, outcome counts),
+    until `lakeflow down` (the triggers stop) or Ctrl-C (stop them)."""
     seen: set[str] = set()
+    live: dict[str, str] = {}  # run id -> origin: started, its end not printed yet
     try:
         while True:
-            time.sleep(1.0)
+            time.sleep(every)
             status = client.call("trigger_status")
+            for run_id, origin in list(live.items()):
+                info = client.call("progress", run_id)
+                if info.get("done"):
+                    del live[run_id]
+                    line = f"  run {run_id} <- {origin} {_ended(info)}"
+                    console.print(line, highlight=False, soft_wrap=True)
             if status is None:
                 console.print("lakeflow up: stopped by `lakeflow down`", highlight=False)
                 return EXIT_OK
             for run_id, origin in status.get("recent", []):
                 if run_id not in seen:
                     seen.add(run_id)
-                    console.print(f"  run {run_id} <- {origin}", highlight=False)
+                    live[run_id] = origin
+                    line = f"  run {run_id} <- {origin} started"
+                    console.print(line, highlight=False, soft_wrap=True)
     except KeyboardInterrupt:
         client.call("down")
         console.print("lakeflow up: stopped; runs in flight were left to finish", highlight=False)

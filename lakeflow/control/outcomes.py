@@ -16,7 +16,7 @@ from lakeflow.define.graph import Pipeline
 from lakeflow.errors import ErrorInfo
 from lakeflow.execute.executors import TaskTimedOut
 from lakeflow.execute.worker import UnitRecord
-from lakeflow.lake.events import Event
+from lakeflow.lake.events import LOGS, Event
 from lakeflow.plan.planner import Plan
 from lakeflow.plan.scheduler import FINAL, RunState
 
@@ -85,9 +85,12 @@ class RunOutcomes(RunEvents):
                 )
                 continue
             for unit, record in zip(units, records, strict=True):
+                if record.logs:
+                    self.event(unit, LOGS, attempt=record.attempt, detail={"logs": record.logs})
                 self.check_events(unit, record.checks)
                 if not record.ok:
                     assert record.error is not None
+                    state.seconds[unit] += record.seconds  # its attempts' time, for the result
                     self.failure(unit, record.error, retryable=record.retryable)
                     continue
                 state.staged(unit, rows=record.rows, size=record.bytes, seconds=record.seconds)

@@ -33,6 +33,7 @@ from lakeflow.errors import (
     UserCodeError,
     user_code_boundary,
 )
+from lakeflow.execute.capture import capture
 from lakeflow.lake import Lake
 from lakeflow.lake.staging import (
     StagedFile,
@@ -102,6 +103,7 @@ class UnitRecord:
     timings: dict[str, float] = field(default_factory=dict)
     checks: tuple[CheckResult, ...] = ()
     quarantine: str | None = None  # where the staged files went when a blocking check failed
+    logs: str = ""  # its captured stdout, stderr and logging output: bounded, secrets redacted
 
     @property
     def ok(self) -> bool:
@@ -112,7 +114,7 @@ class UnitRecord:
         return (
             self.index, self.key, self.attempt, tuple(tuple(f) for f in self.files), self.schema,
             self.schema_id, self.rows, self.bytes, self.started, self.seconds, self.error,
-            self.retryable, self.timings, self.checks, self.quarantine,
+            self.retryable, self.timings, self.checks, self.quarantine, self.logs,
         )  # fmt: skip
 
     @classmethod
@@ -168,8 +170,17 @@ def _defined_at(function: Any) -> str:
     return f'File "{code.co_filename}", line {code.co_firstlineno}, in {code.co_name}'
 
 
-def run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
-    """Compute, stage and audit one unit; never raises for the unit's own failures."""
+def run_unit(
+    lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str, *, echo: bool = False
+) -> UnitRecord:
+    """Compute, stage and audit one unit, capturing what it prints and logs (`UnitRecord.logs`;
+    `echo`: to the process's stdout/stderr too); never raises for the unit's own failures."""
+    with capture(echo=echo) as tail:
+        record = _run_unit(lake, run_id, pipeline, unit, tag)
+    return replace(record, logs=tail.text(lake.secret_values()))
+
+
+def _run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: str) -> UnitRecord:
     started = time.time()
     clock = time.perf_counter()
     definition = pipeline.assets[unit.asset]
@@ -257,10 +268,13 @@ def audit(
 
 
 def execute_units(
-    lake: Lake, run_id: str, pipeline: Pipeline, units: Sequence[UnitSpec]
+    lake: Lake, run_id: str, pipeline: Pipeline, units: Sequence[UnitSpec], *, echo: bool = False
 ) -> list[UnitRecord]:
     """Run a task's units one after another; one failing unit does not stop the others."""
-    return [run_unit(lake, run_id, pipeline, unit, f"{run_id}-{unit.attempt}") for unit in units]
+    return [
+        run_unit(lake, run_id, pipeline, unit, f"{run_id}-{unit.attempt}", echo=echo)
+        for unit in units
+    ]
 
 
 def table_audit(lake: Lake, pipeline: Pipeline, asset: str, version: int) -> list[CheckResult]:
@@ -308,7 +322,8 @@ def ray_task(
         UnitSpec(asset, i, partitions.key(i), attempt, inputs, table_schema)
         for i, attempt, inputs in units
     ]
-    return [record.to_wire() for record in execute_units(lake, run_id, pipeline, specs)]
+    records = execute_units(lake, run_id, pipeline, specs, echo=True)  # to the worker's log too
+    return [record.to_wire() for record in records]
 
 
 def ray_table_task(

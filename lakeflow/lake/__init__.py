@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from lakeflow.errors import LakeError, RequestError
-from lakeflow.secrets import resolve_options
+from lakeflow.secrets import resolve_options, secret_names
 
 __all__ = ["Lake"]
 
@@ -44,6 +44,9 @@ class Lake:
 
     url: str
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    _secret_names: frozenset[str] = field(
+        default=frozenset(), init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         url = str(self.url)
@@ -54,23 +57,38 @@ class Lake:
             url = f"s3://{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
             env = {k: os.environ[k] for k in _S3_ENV if k in os.environ}
             options = {**env, **resolve_options(self.storage_options)}
+            secret = secret_names({**env, **self.storage_options})
         elif parsed.scheme in ("", "file"):
             path = parsed.path if parsed.scheme == "file" else url
             url = str(Path(path).expanduser().resolve())
             options = resolve_options(self.storage_options)
+            secret = secret_names(self.storage_options)
         else:
             raise RequestError(
                 f"unsupported lake URL {url!r}", hint="use a local path or s3://bucket/prefix"
             )
         object.__setattr__(self, "url", url)
         object.__setattr__(self, "storage_options", options)
+        object.__setattr__(self, "_secret_names", secret)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "storage_options": dict(self.storage_options)}
+        return {
+            "url": self.url,
+            "storage_options": dict(self.storage_options),
+            "secret_names": self._secret_names,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         object.__setattr__(self, "url", state["url"])
         object.__setattr__(self, "storage_options", state["storage_options"])
+        object.__setattr__(self, "_secret_names", state.get("secret_names", frozenset()))
+
+    def secret_values(self) -> frozenset[str]:
+        """The values of its secret options (`lf.EnvVar`s and credentials), resolved here: what
+        must never be written into the lake (see `lakeflow.secrets.redact`)."""
+        return frozenset(
+            value for name, value in self.storage_options.items() if name in self._secret_names
+        )
 
     @property
     def is_s3(self) -> bool:
