@@ -215,3 +215,16 @@ def test_a_pipeline_built_by_a_factory_is_stored_as_its_call_and_built_again(tmp
         return regional.__wrapped__(lake, 2)
 
     assert "cannot import" in reference(inner(str(tmp_path / "lake")))
+
+
+def test_a_lakes_repr_never_shows_a_secret(monkeypatch):
+    """A Lake is shown in tracebacks, logs and notebooks: its credentials are not."""
+    monkeypatch.setenv("LAKE_TEST_SECRET", "hunter2-very-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-environment-secret")
+    lake = lf.Lake(
+        "s3://bucket/lake",
+        {"AWS_REGION": "us-east-1", "aws_session_token": lf.EnvVar("LAKE_TEST_SECRET")},
+    )
+    shown = repr(lake)
+    assert "hunter2-very-secret" not in shown and "from-the-environment-secret" not in shown
+    assert "us-east-1" in shown and "s3://bucket/lake" in shown and "[redacted]" in shown

@@ -71,6 +71,14 @@ class Lake:
         object.__setattr__(self, "storage_options", options)
         object.__setattr__(self, "_secret_names", secret)
 
+    def __repr__(self) -> str:
+        """The URL and option names; a secret's value never (tracebacks and logs show this)."""
+        shown = {
+            k: "[redacted]" if str(k).upper() in self._secret_names else v
+            for k, v in self.storage_options.items()
+        }
+        return f"Lake({self.url!r}, storage_options={shown!r})" if shown else f"Lake({self.url!r})"
+
     def __getstate__(self) -> dict[str, Any]:
         return {
             "url": self.url,
