@@ -15,6 +15,7 @@ from typing import Any
 
 from lakeflow.control.actor import actor_class
 from lakeflow.control.controller import Controller, ControllerOptions
+from lakeflow.control.services import ServiceClient, find_service
 from lakeflow.errors import LakeflowError, RayUnavailable, RequestError, Superseded
 from lakeflow.execute.executors import LocalExecutor
 from lakeflow.lake import Lake
@@ -243,14 +244,25 @@ class _LocalClient:
 def controller_client(
     lake: Lake, executor: str, options: ControllerOptions | None, address: str | None
 ) -> Any:
+    """The lake's controller: in this process (executor "local"), in the `lakeflow dev` service
+    that serves the lake (found by its marker, unless `address` names a cluster or
+    $LAKEFLOW_NO_SERVICE=1), or the actor in the Ray at `address` (a local Ray by default)."""
     options = options or ControllerOptions()
     if executor == "local":
         return _LocalClient.get(lake, options)
+    if address is None and (service := find_service(lake.url)) is not None:
+        return ServiceClient(service, lambda: _over_ray(service.ray_address, lake, options))
     connect(address)
     return _RayClient(lake, options)
 
 
-Client = _RayClient | _LocalClient
+def _over_ray(address: str, lake: Lake, options: ControllerOptions) -> _RayClient:
+    """The service's controller through its Ray head (for a pipeline only this process has)."""
+    connect(address)
+    return _RayClient(lake, options)
+
+
+Client = _RayClient | _LocalClient | ServiceClient
 
 
 def stop(lake: str | Lake, *, storage_options: Mapping[str, str] | None = None) -> bool:
