@@ -37,6 +37,7 @@ class Dev:
     lake: str
     services: Path
     pids: list[int]  # every service started for this lake: their groups are killed at the end
+    modules: Path  # on the service's PYTHONPATH: pipelines a test writes there are importable
 
     def marker(self) -> dict | None:
         found = list(self.services.glob("*.json"))
@@ -78,7 +79,11 @@ def dev(tmp_path_factory):
     services = root / "services"
     saved = os.environ.get("LAKEFLOW_SERVICES_DIR")
     os.environ["LAKEFLOW_SERVICES_DIR"] = str(services)  # never a marker of someone else's
-    service = Dev(lake=str(root / "lake"), services=services, pids=[])
+    modules = root / "modules"
+    modules.mkdir()
+    saved_path = os.environ["PYTHONPATH"]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(modules), saved_path])
+    service = Dev(lake=str(root / "lake"), services=services, pids=[], modules=modules)
     try:
         started = start(service.lake)
         if (info := service.marker()) is not None:
@@ -96,6 +101,7 @@ def dev(tmp_path_factory):
                     os.killpg(pid, signal.SIGKILL)  # --detach made it lead its own group
                 except ProcessLookupError:
                     pass
+        os.environ["PYTHONPATH"] = saved_path
         if saved is None:
             os.environ.pop("LAKEFLOW_SERVICES_DIR", None)
         else:
@@ -163,6 +169,47 @@ def test_the_notebook_api_runs_in_the_service(dev):
     result = lf.materialize(pipeline, select="events", partitions="2024-01-05", lake=dev.lake)
     assert result.ok and result.counts() == {"published": 1}
     assert dev.call("progress", result.run_id)["known"]
+
+
+def test_backfill_and_up_attach_too(dev, capsys, tmp_path, monkeypatch):
+    code, out, err = run(capsys, "backfill", PIPELINE, "--lake", dev.lake, "--select", "events",
+                         "--partitions", "2024-01-08..2024-01-09", "--json")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (
+        summary["counts"] == {"published": 2} and dev.call("progress", summary["run_id"])["known"]
+    )
+    monkeypatch.chdir(tmp_path)  # a detached `up` of its own would leave its log here
+    code, out, err = run(capsys, "up", PIPELINE, "--lake", dev.lake, "--detach")
+    assert code == 0, err
+    assert f"(in lakeflow dev, pid {dev.marker()['pid']})" in out
+    assert list(tmp_path.iterdir()) == []  # no background `lakeflow up` process was started
+
+
+CHANGING = """import polars as pl
+import lakeflow as lf
+
+@lf.asset
+def changing() -> pl.DataFrame:
+    return pl.DataFrame({{"version": [{version}]}})
+
+pipeline = lf.Pipeline([changing], lake="./lake")
+"""
+
+
+def test_code_changed_since_the_service_loaded_it_is_refused_unchanged(dev):
+    module = dev.modules / "dev_changing.py"
+    module.write_text(CHANGING.format(version=1))
+    args = ("materialize", str(module), "--lake", dev.lake, "--no-progress")
+    first = cli(*args)
+    assert first.returncode == 0 and "1 published" in first.stdout, first.stderr
+    before = lake_fingerprint(dev.lake)
+    module.write_text(CHANGING.format(version=22))  # the service has version 1 imported
+    changed = cli(*args, "--force")
+    assert changed.returncode == 2, changed.stdout + changed.stderr
+    assert "cannot run dev_changing:pipeline" in changed.stderr
+    assert "lakeflow dev --stop" in changed.stderr
+    assert lake_fingerprint(dev.lake) == before
 
 
 def test_a_second_dev_on_the_same_lake_says_it_is_running(dev):

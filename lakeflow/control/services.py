@@ -43,11 +43,14 @@ __all__ = [
     "claim_marker",
     "decode_result",
     "encode_result",
+    "error_from",
+    "error_kind",
     "find_service",
     "marker_path",
     "pid_alive",
     "read_marker",
     "remove_marker",
+    "request_from_json",
     "services_dir",
     "write_marker",
 ]
@@ -124,7 +127,7 @@ def claim_marker(info: ServiceInfo) -> ServiceInfo | None:
         held = _read(path)
         if held is not None and _alive(held):
             return held
-        _unlink(path, held)
+        _unlink(path)
     raise LakeflowError(f"cannot claim the service marker {path}", hint="remove it by hand")
 
 
@@ -141,10 +144,10 @@ def remove_marker(lake_url: str, *, pid: int | None = None) -> None:
     held = _read(path)
     if held is not None and pid is not None and held.pid != pid:
         return
-    _unlink(path, held)
+    _unlink(path)
 
 
-def _unlink(path: Path, held: ServiceInfo | None) -> None:
+def _unlink(path: Path) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
@@ -209,7 +212,7 @@ def find_service(lake_url: str, *, wait: float = STARTING_WAIT) -> ServiceInfo |
         if info is None or info.pid == os.getpid():  # the service itself runs its controller
             return None
         if not _alive(info):
-            _unlink(path, info)
+            _unlink(path)
             return None
         if info.ready:
             return info
@@ -239,13 +242,29 @@ def decode_result(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "units": units}
 
 
+# the families that decide a command's exit code (`cli.common.exit_code`), by the name a
+# service sends with an error of a class defined outside lakeflow.errors
+KINDS: dict[str, type[LakeflowError]] = {
+    "infrastructure": errors.InfrastructureError,
+    "run": errors.RunError,
+    "user_code": errors.UserCodeError,
+}
+
+
+def error_kind(error: LakeflowError) -> str:
+    """Which of `KINDS` an error belongs to ("request" for none of them)."""
+    return next((k for k, cls in KINDS.items() if isinstance(error, cls)), "request")
+
+
 def error_from(payload: dict[str, Any]) -> Exception:
     """The error a service sent back, as the same `LakeflowError` subclass (so the exit code is
     the same as a direct run's); a bug of the service's as a plain RuntimeError."""
     if payload.get("type") == "internal":
         return RuntimeError(payload.get("error", "the service failed"))
     kind = getattr(errors, str(payload.get("type", "")), None)
-    cls = kind if isinstance(kind, type) and issubclass(kind, LakeflowError) else LakeflowError
+    if not (isinstance(kind, type) and issubclass(kind, LakeflowError)):  # a class of another
+        kind = KINDS.get(str(payload.get("kind")), LakeflowError)  # module: its family's base
+    cls = kind
     error = cls.__new__(cls)
     LakeflowError.__init__(
         error, payload.get("error", "the service failed"), hint=payload.get("hint")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -151,8 +152,6 @@ def _routes(
 
 def _shutdown_ray(lake: Lake) -> None:
     """Kill the lake's controller actor and shut down the Ray this process started."""
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return

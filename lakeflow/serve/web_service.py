@@ -18,6 +18,8 @@ the caller has: the service would run older code than the caller sees.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +28,12 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from lakeflow.control.services import ServiceInfo, encode_result, request_from_json
+from lakeflow.control.services import (
+    ServiceInfo,
+    encode_result,
+    error_kind,
+    request_from_json,
+)
 from lakeflow.define.definition import PipelineRef, ResumeError, import_pipeline
 from lakeflow.define.graph import Pipeline
 from lakeflow.errors import DefinitionError, LakeError, LakeflowError, RequestError
@@ -43,13 +50,24 @@ MAX_WAIT = 30.0  # seconds one `wait` call may block a connection
 def service_routes(
     *, info: Callable[[], ServiceInfo], client: Any, lake: Lake, bearer: Bearer, limits: HttpLimits
 ) -> list[BaseRoute]:
-    """The routes, bound to the service's controller client and lake."""
+    """The routes, bound to the service's controller client and lake. Call it where the
+    service's Ray started: the directories its workers import modules from are taken here."""
+    importable = {os.path.abspath(p or os.getcwd()) for p in sys.path} | {
+        os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+    }
 
     def pipeline_of(data: Any) -> Pipeline:
         if not isinstance(data, dict):
             raise RequestError("pipeline must be a pipeline reference")
         ref = PipelineRef.from_json(data)
         service = info()
+        if ref.root is not None and os.path.abspath(ref.root) not in importable:
+            raise DefinitionError(
+                f"the lakeflow dev service (pid {service.pid}) cannot run {ref.describe()}: its "
+                f"workers cannot import it from {ref.root}",
+                hint="start the service with this pipeline (or with its directory on "
+                "PYTHONPATH), or set LAKEFLOW_NO_SERVICE=1 to run without it",
+            )
         try:
             found = import_pipeline(ref, what=f"pipeline {ref.describe()}")
         except ResumeError as error:
@@ -135,7 +153,8 @@ def _json(value: Any, status: int = 200) -> Response:
 
 def _error(status: int, error: BaseException) -> Response:
     if isinstance(error, LakeflowError):
-        body = {"error": error.message, "hint": error.hint, "type": type(error).__name__}
+        body = {"error": error.message, "hint": error.hint, "type": type(error).__name__,
+                "kind": error_kind(error)}  # fmt: skip
     elif type(error).__module__.startswith("ray.") or isinstance(error, OSError):
         body = {"error": f"{type(error).__name__}: {error}", "type": "InfrastructureError"}
     else:
