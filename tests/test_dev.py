@@ -171,6 +171,28 @@ def test_the_notebook_api_runs_in_the_service(dev):
     assert dev.call("progress", result.run_id)["known"]
 
 
+NOTEBOOK = """import sys
+import polars as pl
+import lakeflow as lf
+
+@lf.asset
+def cell() -> pl.DataFrame:
+    return pl.DataFrame({"x": [1, 2]})
+
+result = lf.materialize(lf.Pipeline([cell]), lake=sys.argv[1])
+import ray
+print(result.summary(), "joined", ray.get_runtime_context().gcs_address)
+"""
+
+
+def test_a_pipeline_defined_in_a_notebook_runs_through_the_services_ray(dev):
+    done = subprocess.run([sys.executable, "-c", NOTEBOOK, dev.lake], capture_output=True,
+                          text=True, timeout=240)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "1 published" in done.stdout
+    assert done.stdout.split("joined ")[1].strip() == dev.marker()["ray_address"]
+
+
 def test_backfill_and_up_attach_too(dev, capsys, tmp_path, monkeypatch):
     code, out, err = run(capsys, "backfill", PIPELINE, "--lake", dev.lake, "--select", "events",
                          "--partitions", "2024-01-08..2024-01-09", "--json")  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 
 from lakeflow.control.actor import actor_class
 from lakeflow.control.controller import Controller, ControllerOptions
-from lakeflow.control.services import ServiceClient, find_service
+from lakeflow.control.services import ServiceClient, ServiceInfo, find_service
 from lakeflow.errors import LakeflowError, RayUnavailable, RequestError, Superseded
 from lakeflow.execute.executors import LocalExecutor
 from lakeflow.lake import Lake
@@ -251,14 +251,26 @@ def controller_client(
     if executor == "local":
         return _LocalClient.get(lake, options)
     if address is None and (service := find_service(lake.url)) is not None:
-        return ServiceClient(service, lambda: _over_ray(service.ray_address, lake, options))
+        return ServiceClient(service, lambda: _over_ray(service, lake, options))
     connect(address)
     return _RayClient(lake, options)
 
 
-def _over_ray(address: str, lake: Lake, options: ControllerOptions) -> _RayClient:
-    """The service's controller through its Ray head (for a pipeline only this process has)."""
-    connect(address)
+def _over_ray(service: ServiceInfo, lake: Lake, options: ControllerOptions) -> _RayClient:
+    """The service's controller through its Ray head (for a pipeline only this process has):
+    this process joins that Ray, with its auth mode and token."""
+    import ray  # deferred: only a pipeline that cannot travel by reference needs it
+
+    if ray.is_initialized() and ray.get_runtime_context().gcs_address != service.ray_address:
+        raise RequestError(
+            f"{lake.url} is served by lakeflow dev (pid {service.pid}), but this process is "
+            "attached to another Ray, and a pipeline defined here (not in a module) can reach the "
+            "service only through the service's Ray",
+            hint="define the pipeline in a module, call ray.shutdown() first, or set "
+            "LAKEFLOW_NO_SERVICE=1 to run on this process's Ray",
+        )
+    os.environ.update(service.ray_env())
+    connect(service.ray_address)
     return _RayClient(lake, options)
 
 

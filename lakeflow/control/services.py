@@ -71,6 +71,19 @@ class ServiceInfo:
     ray_address: str = ""
     token: str = ""
     log: str | None = None
+    ray_auth: str = ""  # the head's RAY_AUTH_MODE ("token" by default in Ray 2.60)
+    ray_token_path: str = ""  # where its Ray token is, for a process that joins it
+
+    def ray_env(self) -> dict[str, str]:
+        """What a process needs in its environment to join the service's Ray (a caller's own
+        RAY_AUTH_* settings win)."""
+        if not self.ray_auth or "RAY_AUTH_MODE" in os.environ:
+            return {}
+        env = {"RAY_AUTH_MODE": self.ray_auth}
+        given = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+        if self.ray_auth == "token" and self.ray_token_path and not any(map(os.environ.get, given)):
+            env["RAY_AUTH_TOKEN_PATH"] = self.ray_token_path
+        return env
 
     @property
     def ready(self) -> bool:

@@ -87,7 +87,13 @@ class DevService:
 
             client = controller_client(lake, "ray", None, None)  # the marker is ours: no attach
             client.call("up", pipeline, TriggerOptions(poll=options.poll))
-            info = replace(info, ray_address=ray.get_runtime_context().gcs_address)
+            info = replace(
+                info,
+                ray_address=ray.get_runtime_context().gcs_address,
+                ray_auth=os.environ.get("RAY_AUTH_MODE", ""),  # Ray sets it when it starts
+                ray_token_path=os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or os.path.expanduser("~/.ray/auth_token"),
+            )
             limits = HttpLimits()
             server = TriggerServer(
                 app=build_app(_routes(pipeline, client, lake, info, limits)),
