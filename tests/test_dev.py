@@ -191,6 +191,12 @@ def test_a_pipeline_defined_in_a_notebook_runs_through_the_services_ray(dev):
     assert done.returncode == 0, done.stderr
     assert "1 published" in done.stdout
     assert done.stdout.split("joined ")[1].strip() == dev.marker()["ray_address"]
+    script = "import sys, lakeflow as lf, ray\nlf.connect(lake=sys.argv[1])\n"
+    script += "print(ray.get_runtime_context().gcs_address)\n"
+    joined = subprocess.run([sys.executable, "-c", script, dev.lake], capture_output=True,
+                            text=True, timeout=240)  # fmt: skip
+    assert joined.returncode == 0, joined.stderr
+    assert joined.stdout.strip() == dev.marker()["ray_address"]  # lf.connect joins the service
 
 
 def test_backfill_and_up_attach_too(dev, capsys, tmp_path, monkeypatch):

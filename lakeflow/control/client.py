@@ -34,10 +34,14 @@ def connect(
     object_store_memory: int | None = None,
     log_to_driver: bool = True,
     connect_timeout: float | None = None,
+    lake: str | Lake | None = None,
 ) -> None:
     """Attach this process to Ray: one already initialized, a cluster at `address`
-    (`"auto"`, `"ray://host:10001"`, `"host:6379"`), or — by default — a local Ray started for
-    this process. A plain local start never joins another cluster on the machine by accident.
+    (`"auto"`, `"ray://host:10001"`, `"host:6379"`), the Ray of the `lakeflow dev` service that
+    serves `lake` (if one runs), or — by default — a local Ray started for this process. A plain
+    local start never joins another cluster on the machine by accident.
+
+    >>> lf.connect(lake="./lake")   # in a notebook: the service's Ray when `lakeflow dev` runs
 
     Raises `RayUnavailable` when Ray cannot start (after one retry) or the cluster cannot be
     reached within `connect_timeout` seconds (default $LAKEFLOW_CONNECT_TIMEOUT, else 15).
@@ -53,6 +57,11 @@ def connect(
         and os.environ.get("RAY_ADDRESS")
     ):
         address = "auto"  # a Ray Job's driver (`lakeflow submit`): use the job's cluster
+    if address is None and lake is not None:
+        where = lake if isinstance(lake, Lake) else Lake(lake)
+        if (service := find_service(where.url)) is not None:
+            os.environ.update(service.ray_env())
+            address = service.ray_address
     if address in (None, "local"):
         _start_local(num_cpus, object_store_memory, log_to_driver)
         return
