@@ -277,8 +277,7 @@ def error_from(payload: dict[str, Any]) -> Exception:
     kind = getattr(errors, str(payload.get("type", "")), None)
     if not (isinstance(kind, type) and issubclass(kind, LakeflowError)):  # a class of another
         kind = KINDS.get(str(payload.get("kind")), LakeflowError)  # module: its family's base
-    cls = kind
-    error = cls.__new__(cls)
+    error = kind.__new__(kind)
     LakeflowError.__init__(
         error, payload.get("error", "the service failed"), hint=payload.get("hint")
     )
