@@ -124,6 +124,8 @@ def test_materialize_attaches_to_the_service_without_starting_ray(dev, capsys):
     assert summary["ok"] and summary["counts"] == {"published": 1}
     assert "ray imported: False" in done.stderr
     assert dev.call("progress", summary["run_id"])["known"]  # the service's controller ran it
+    log = Path(dev.marker()["log"])
+    eventually(lambda: f"run {summary['run_id']} <- cli" in log.read_text(), timeout=10)
     frame = pl.read_delta(f"{dev.lake}/events")
     assert frame["date"].cast(pl.Utf8).to_list() == ["2024-01-02", "2024-01-02"]
 
@@ -212,6 +214,27 @@ def test_backfill_and_up_attach_too(dev, capsys, tmp_path, monkeypatch):
     assert code == 0, err
     assert f"(in lakeflow dev, pid {dev.marker()['pid']})" in out
     assert list(tmp_path.iterdir()) == []  # no background `lakeflow up` process was started
+
+
+def test_a_cancelled_backfill_resumes_through_the_service(dev, control, capsys):
+    from tests.dev_pipelines import PIPELINE as pipeline
+
+    (control / "hold-events").touch()
+    handle = lf.backfill(pipeline, select="events", partitions="2024-01-01,2024-01-10",
+                      concurrency=1, lake=dev.lake, wait=False)  # fmt: skip
+    eventually(lambda: list(control.glob("held-events-*")), timeout=60)
+    assert handle.cancel()
+    (control / "hold-events").unlink()
+    cancelled = handle.wait()
+    assert cancelled.status == "cancelled" and cancelled.counts().get("published", 0) <= 1
+    code, out, err = run(capsys, "backfill", "resume", handle.id, "--lake", dev.lake,
+                             "--no-progress", "--json")  # fmt: skip
+    assert code == 0, out + err
+    resumed = json.loads(out)
+    assert resumed["run_id"] == handle.id and resumed["ok"]
+    assert dev.call("progress", handle.id)["known"]
+    days = pl.read_delta(f"{dev.lake}/events")["date"].cast(pl.Utf8).unique().to_list()
+    assert {"2024-01-01", "2024-01-10"} <= set(days)
 
 
 CHANGING = """import polars as pl

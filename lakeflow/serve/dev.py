@@ -148,12 +148,24 @@ def _routes(
 ) -> list[Any]:
     bearer = Bearer(info.token)
     routes = [
-        *service_routes(info=lambda: info, client=client, lake=lake, bearer=bearer, limits=limits),
+        *service_routes(
+            info=lambda: info,
+            client=client,
+            lake=lake,
+            bearer=bearer,
+            limits=limits,
+            announce=_announce,
+        ),
         *run_routes(pipeline=pipeline, client=client, lake=lake, bearer=bearer, limits=limits),
     ]
     # -- THE WEB UI IS MOUNTED HERE (issue 13): once lakeflow/serve/ui.py exists, add
     #    routes += ui_routes(pipeline=pipeline, lake=lake, client=client, bearer=bearer)
     return routes
+
+
+def _announce(line: str) -> None:
+    """A run an attached command started, in the service's output (its log when detached)."""
+    print(line, flush=True)
 
 
 def _shutdown_ray(lake: Lake) -> None:

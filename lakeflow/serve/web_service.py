@@ -48,10 +48,17 @@ MAX_WAIT = 30.0  # seconds one `wait` call may block a connection
 
 
 def service_routes(
-    *, info: Callable[[], ServiceInfo], client: Any, lake: Lake, bearer: Bearer, limits: HttpLimits
+    *,
+    info: Callable[[], ServiceInfo],
+    client: Any,
+    lake: Lake,
+    bearer: Bearer,
+    limits: HttpLimits,
+    announce: Callable[[str], None] = lambda line: None,
 ) -> list[BaseRoute]:
-    """The routes, bound to the service's controller client and lake. Call it where the
-    service's Ray started: the directories its workers import modules from are taken here."""
+    """The routes, bound to the service's controller client and lake; `announce` is told of
+    each run they start. Call it where the service's Ray started: the directories its workers
+    import modules from are taken here."""
     importable = {os.path.abspath(p or os.getcwd()) for p in sys.path} | {
         os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
     }
@@ -83,7 +90,10 @@ def service_routes(
         pipeline = pipeline_of(body.get("pipeline"))
         request = request_from_json(body.get("request") or {})
         origin = str(body.get("origin") or "api")
-        return client.call("submit", pipeline, request, origin, body.get("trigger"))
+        summary = client.call("submit", pipeline, request, origin, body.get("trigger"))
+        announce(f"  run {summary.get('run_id')} <- {origin} ({request.kind} of "
+                 f"{', '.join(request.select)}: {summary.get('total', 0)} units)")  # fmt: skip
+        return summary
 
     def up(body: dict[str, Any]) -> Any:
         poll = body.get("poll", 0.1)
