@@ -48,6 +48,9 @@ def add_commands(commands: Any) -> None:
         help="a resident local service (Ray, the lake's controller, triggers, HTTP) that every "
         "command on the same lake attaches to",
         description="Start (or find) the lake's resident service; `--stop` stops it.",
+        epilog="While it runs, materialize, backfill, backfill resume and up on the same lake "
+        "(and lf.materialize in Python) run in it without starting Ray; --address or "
+        "LAKEFLOW_NO_SERVICE=1 bypass it.",
     )
     dev.add_argument(
         "pipeline", nargs="?", help="pipeline module: path/to/file.py or package.module[:NAME]"

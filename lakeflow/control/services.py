@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -134,13 +135,16 @@ def claim_marker(info: ServiceInfo) -> ServiceInfo | None:
     """Claim the lake for a starting service: None if claimed, else the live service that holds
     it (a stale marker is removed and the claim tried again)."""
     path = marker_path(info.lake)
-    for _ in range(3):
-        if _write_private(path, info.to_json(), exclusive=True):
-            return None
-        held = _read(path)
-        if held is not None and _alive(held):
-            return held
-        _unlink(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.with_suffix(".lock"), "a") as lock:  # two services starting at once: one wins
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _ in range(3):
+            if _write_private(path, info.to_json(), exclusive=True):
+                return None
+            held = _read(path)
+            if held is not None and _alive(held):
+                return held
+            _unlink(path)
     raise LakeflowError(f"cannot claim the service marker {path}", hint="remove it by hand")
 
 
