@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lakeflow.api import connect
+from lakeflow.control.services import ServiceInfo, find_service
 from lakeflow.errors import (
     InfrastructureError,
     LakeflowError,
@@ -38,6 +39,7 @@ from lakeflow.errors import (
     UserCodeError,
     storage_failure,
 )
+from lakeflow.lake import Lake
 from lakeflow.loading import load_pipeline
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "attached_service",
     "exit_code",
     "guarded",
     "on_ray",
@@ -181,9 +184,27 @@ def table(frame: pl.DataFrame, *, file: TextIO | None = None) -> str:
     return out.getvalue().rstrip("\n")
 
 
+def attached_service(args: argparse.Namespace) -> ServiceInfo | None:
+    """The `lakeflow dev` service running for the lake the arguments name, if the command
+    should send its work there: not with `--address`, `--executor local` or
+    $LAKEFLOW_NO_SERVICE=1 (`control/services.py`)."""
+    if getattr(args, "executor", "ray") != "ray" or getattr(args, "address", None):
+        return None
+    if getattr(args, "pipeline", None):
+        pipeline = pipeline_from_args(args)  # loaded already by the command: no second import
+        url = Lake(pipeline.lake, pipeline.storage_options).url
+    else:
+        url = Lake(args.lake or os.environ.get("LAKEFLOW_LAKE") or "./lake").url
+    return find_service(url)
+
+
 def on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:
-    """Run `work` with Ray attached: the given cluster, or a local Ray for this command only."""
-    import ray  # deferred: commands that only read the lake never import Ray
+    """Run `work` with Ray attached: the given cluster, or a local Ray for this command only.
+    With a `lakeflow dev` service running for the lake, `work` runs without Ray in this process:
+    the controller it reaches is the service's, over HTTP (`control.client.controller_client`)."""
+    if attached_service(args) is not None:
+        return work()
+    import ray  # deferred: commands that only read the lake or attach to a service never import Ray
 
     started_here = False
     if args.executor == "ray" and not ray.is_initialized():

@@ -10,6 +10,7 @@
     lakeflow logs RUN_ID [ASSET [PARTITION]] [--lake ./lake]
     lakeflow up pipelines/flights.py [--http 127.0.0.1:8080] [--detach]
     lakeflow down pipelines/flights.py
+    lakeflow dev pipelines/flights.py [--port 3000] [--detach]   |   lakeflow dev --stop --lake ./lake
     lakeflow subscribe pipelines/flights.py daily_revenue [--webhook URL]
     lakeflow submit --address http://127.0.0.1:8265 -- backfill pipelines/flights.py ...
     lakeflow jobs list | logs ID [--follow] | stop ID
@@ -21,7 +22,7 @@ lake's storage failed, including a run whose failed units all failed on storage 
 130 cancelled with Ctrl-C (see `cli.common`). `--debug` shows the traceback behind an error.
 
 This module only assembles the parser from the command groups (one module each: `run`, `lake`,
-`history`, `service`, `cluster`) and calls the handler a command names.
+`history`, `service`, `dev`, `cluster`) and calls the handler a command names.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
 
-from lakeflow.cli import cluster, history, lake, run, service
+from lakeflow.cli import cluster, dev, history, lake, run, service
 from lakeflow.cli.common import EXIT_INTERRUPTED, EXIT_OK, guarded
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "main"]
 
-GROUPS = (run, lake, history, service, cluster)  # the order `lakeflow --help` lists their commands
+GROUPS = (run, lake, history, service, dev, cluster)  # the order `lakeflow --help` lists them
 
 
 def _version() -> str:

@@ -17,6 +17,7 @@ from rich.console import Console
 from lakeflow.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    attached_service,
     on_ray,
     pipeline_args,
     pipeline_from_args,
@@ -92,7 +93,9 @@ def up(args: argparse.Namespace, console: Console) -> int:
     generated = not given and args.token is None  # an explicit --token "" is an error, not random
     token: str = secrets.token_urlsafe(24) if generated or given is None else given
     sock = _http_socket(args, token) if args.http else None  # before Ray: a clear error, exit 2
-    if args.detach and not args.address:  # a local Ray lives as long as its process: start one
+    attached = attached_service(args)  # `lakeflow dev` runs the lake's controller: ask it
+    if args.detach and not args.address and attached is None:  # a local Ray lives as long as
+        # its process: start one
         if sock is not None:
             sock.close()  # checked here; the background process serves it
         argv = [sys.executable, "-m", "lakeflow.cli", *[a for a in args.argv if a != "--detach"]]
@@ -114,8 +117,9 @@ def up(args: argparse.Namespace, console: Console) -> int:
         try:
             client = controller_client(lake, args.executor, None, args.address)
             status = client.call("up", pipeline, TriggerOptions(poll=args.poll))
+            where = f" (in lakeflow dev, pid {attached.pid})" if attached is not None else ""
             console.print(
-                f"lakeflow up: {pipeline.name} on {lake.url}: watching {len(status['cursors'])} "
+                f"lakeflow up: {pipeline.name} on {lake.url}{where}: watching {len(status['cursors'])} "
                 f"tables, {len(status['schedules'])} schedules, {len(status['sensors'])} file sensors",
                 highlight=False,
             )

@@ -17,6 +17,7 @@ from typing import Any
 
 from lakeflow.control.actor import actor_class
 from lakeflow.control.controller import Controller, ControllerOptions
+from lakeflow.control.services import ServiceClient, ServiceInfo, find_service
 from lakeflow.errors import LakeflowError, RayUnavailable, RequestError, Superseded
 from lakeflow.execute.executors import LocalExecutor
 from lakeflow.lake import Lake
@@ -35,10 +36,14 @@ def connect(
     object_store_memory: int | None = None,
     log_to_driver: bool = True,
     connect_timeout: float | None = None,
+    lake: str | Lake | None = None,
 ) -> None:
     """Attach this process to Ray: one already initialized, a cluster at `address`
-    (`"auto"`, `"ray://host:10001"`, `"host:6379"`), or — by default — a local Ray started for
-    this process. A plain local start never joins another cluster on the machine by accident.
+    (`"auto"`, `"ray://host:10001"`, `"host:6379"`), the Ray of the `lakeflow dev` service that
+    serves `lake` (if one runs), or — by default — a local Ray started for this process. A plain
+    local start never joins another cluster on the machine by accident.
+
+    >>> lf.connect(lake="./lake")   # in a notebook: the service's Ray when `lakeflow dev` runs
 
     Raises `RayUnavailable` when Ray cannot start (after one retry) or the cluster cannot be
     reached within `connect_timeout` seconds (default $LAKEFLOW_CONNECT_TIMEOUT, else 15).
@@ -54,6 +59,11 @@ def connect(
         and os.environ.get("RAY_ADDRESS")
     ):
         address = "auto"  # a Ray Job's driver (`lakeflow submit`): use the job's cluster
+    if address is None and lake is not None:
+        where = lake if isinstance(lake, Lake) else Lake(lake)
+        if (service := find_service(where.url)) is not None:
+            os.environ.update(service.ray_env())
+            address = service.ray_address
     if address in (None, "local"):
         _start_local(num_cpus, object_store_memory, log_to_driver)
         return
@@ -262,14 +272,37 @@ class _LocalClient:
 def controller_client(
     lake: Lake, executor: str, options: ControllerOptions | None, address: str | None
 ) -> Any:
+    """The lake's controller: in this process (executor "local"), in the `lakeflow dev` service
+    that serves the lake (found by its marker, unless `address` names a cluster or
+    $LAKEFLOW_NO_SERVICE=1), or the actor in the Ray at `address` (a local Ray by default)."""
     options = options or ControllerOptions()
     if executor == "local":
         return _LocalClient.get(lake, options)
+    if address is None and (service := find_service(lake.url)) is not None:
+        return ServiceClient(service, lambda: _over_ray(service, lake, options))
     connect(address)
     return _RayClient(lake, options)
 
 
-Client = _RayClient | _LocalClient
+def _over_ray(service: ServiceInfo, lake: Lake, options: ControllerOptions) -> _RayClient:
+    """The service's controller through its Ray head (for a pipeline only this process has):
+    this process joins that Ray, with its auth mode and token."""
+    import ray  # deferred: only a pipeline that cannot travel by reference needs it
+
+    if ray.is_initialized() and ray.get_runtime_context().gcs_address != service.ray_address:
+        raise RequestError(
+            f"{lake.url} is served by lakeflow dev (pid {service.pid}), but this process is "
+            "attached to another Ray, and a pipeline defined here (not in a module) can reach the "
+            "service only through the service's Ray",
+            hint="define the pipeline in a module, call ray.shutdown() first, or set "
+            "LAKEFLOW_NO_SERVICE=1 to run on this process's Ray",
+        )
+    os.environ.update(service.ray_env())
+    connect(service.ray_address)
+    return _RayClient(lake, options)
+
+
+Client = _RayClient | _LocalClient | ServiceClient
 
 
 def stop(lake: str | Lake, *, storage_options: Mapping[str, str] | None = None) -> bool:
