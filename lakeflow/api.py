@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from lakeflow.control.client import connect, controller_client, stop
 from lakeflow.control.controller import ControllerOptions
+from lakeflow.control.run_result import plan_result
 from lakeflow.control.runs import (
     RUNS_DIR,
     cancel_marker,
@@ -27,7 +29,7 @@ from lakeflow.define.assets import AssetDef
 from lakeflow.define.definition import reference
 from lakeflow.define.graph import Pipeline
 from lakeflow.lake import Lake
-from lakeflow.plan.planner import Request, build_plan, check_request
+from lakeflow.plan.planner import Plan, Request, build_plan, check_request
 from lakeflow.plan.scheduler import RunState, depths
 from lakeflow.plan.snapshots import needed, read_snapshots
 from lakeflow.plan.status import as_pipeline, check_results, status
@@ -46,6 +48,7 @@ __all__ = [
     "connect",
     "materialize",
     "materialize_request",
+    "nothing_to_run",
     "preview",
     "resume",
     "status",
@@ -281,13 +284,40 @@ class PlanPreview:
         return "\n".join(lines)
 
 
-def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPreview:
-    """Plan `request` against the lake as it is now, in this process (no Ray)."""
+def plan_here(pipeline: Pipeline, request: Request) -> Plan:
+    """Plan `request` against one snapshot of the lake, in this process (no Ray, no controller,
+    nothing written): what `status`, dry runs and `nothing_to_run` see."""
     lake = Lake(pipeline.lake, pipeline.storage_options)
     selected = pipeline.select(list(request.select))
     snapshots = read_snapshots(lake, pipeline, needed(pipeline, selected))
     failed = failed_partitions(lake, pipeline, selected) if request.only == "failed" else None
-    plan = build_plan(pipeline, request, snapshots, failed=failed)
+    return build_plan(pipeline, request, snapshots, failed=failed)
+
+
+def nothing_to_run(pipeline: Pipeline, request: Request) -> RunResult | None:
+    """The result of `request` when it has no unit to run (every partition fresh, or waiting on
+    an input outside the request), planned here from one snapshot of the lake; None when units
+    must run. No run is started or recorded, so the result's `run_id` is None; its units (fresh,
+    waiting) are what a controller's run of the same request would report.
+
+    >>> lf.nothing_to_run(pipeline, materialize_request("*", None)) or run_it_on_ray()
+    """
+    began = time.time()
+    check_request(pipeline, request)
+    plan = plan_here(pipeline, request)
+    if plan.size:
+        return None
+    state = RunState(plan, depth=depths(pipeline))
+    data = plan_result(
+        run_id=None, status="succeeded", plan=plan, state=state, pipeline=pipeline, prior={}
+    )
+    data["started"] = began
+    return RunResult(data, Lake(pipeline.lake, pipeline.storage_options))
+
+
+def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPreview:
+    """Plan `request` against the lake as it is now, in this process (no Ray)."""
+    plan = plan_here(pipeline, request)
     run_state = RunState(plan, depth=depths(pipeline))
     units = run_state.take(first) if plan.size else []
     leading = [plan.locate(u) for u in units]

@@ -33,7 +33,7 @@ _OUTCOMES = np.array([s.name.lower() for s in sorted(UnitStatus, key=int)], dtyp
 
 def plan_result(
     *,
-    run_id: str,
+    run_id: str | None,
     status: str,
     plan: Plan,
     state: RunState,
@@ -41,7 +41,7 @@ def plan_result(
     prior: dict[str, dict[int, int]],
 ) -> dict[str, Any]:
     """The run's units (planned, fresh, and published before a restart, `prior`) as an Arrow
-    table, with its status and errors."""
+    table, with its status and errors. `run_id` is None for a request that needed no run."""
     tables = []
     for j, asset in enumerate(plan.assets):
         lo, hi = int(plan.offsets[j]), int(plan.offsets[j + 1])
