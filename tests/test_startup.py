@@ -4,6 +4,7 @@ of the lake in the CLI process, without starting Ray and without writing to the 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -13,16 +14,18 @@ from pathlib import Path
 import pytest
 
 from lakeflow.cli import main
+from lakeflow.cli.main import GROUPS, groups
 from tests.conftest import lake_fingerprint
 
 SPEND = "tests.pipelines:PIPELINE"
-HEAVY = ("ray", "great_expectations", "pandas")
+HEAVY = ("ray", "great_expectations", "pandas", "starlette", "lakeflow.control.controller")
 
 # runs the CLI in a fresh interpreter, then says on its last stderr line which heavy packages
 # the command imported
 PROBE = """
 import json, sys
 from lakeflow.cli import main
+from lakeflow.cli.main import GROUPS, groups
 code = main(sys.argv[1:])
 sys.stdout.flush()
 heavy = [m for m in {heavy!r} if m in sys.modules]
@@ -58,11 +61,14 @@ def built(ray_session, lake, control, capsys):
     return lake
 
 
-def test_reading_commands_import_neither_ray_nor_gx_nor_pandas(built):
+def test_reading_commands_import_neither_ray_nor_gx_nor_pandas(built, tmp_path):
+    """Nor the controller, nor the web service: on a built lake and on one with nothing yet."""
+    empty = str(tmp_path / "empty")
     for command in (["status", "--json"], ["assets"], ["checks", "--failed"]):
-        done, imported = _cli(command[0], SPEND, "--lake", built, *command[1:])
-        assert done.returncode == 0, done.stderr
-        assert imported == [], (command, imported)
+        for lake in (built, empty):
+            done, imported = _cli(command[0], SPEND, "--lake", lake, *command[1:])
+            assert done.returncode == 0, done.stderr
+            assert imported == [], (command, lake, imported)
     done, _ = _cli("status", SPEND, "--lake", built, "--json")
     rows = {r["asset"]: r for r in json.loads(done.stdout)}
     assert rows["spend"]["published"] == 3 and rows["spend"]["missing"] == 7
@@ -116,3 +122,13 @@ def test_a_materialize_with_work_still_runs_it_on_ray(built, capsys):
     assert "1 published" in done.stdout and "1 fresh" in done.stdout, done.stdout
     assert "ray" in imported
     assert "token" not in done.stderr.lower(), done.stderr
+
+
+def test_the_cli_knows_which_group_adds_each_command():
+    """`cli.main.GROUPS` names, per group module, the commands it adds: what lets `lakeflow
+    status` load only its own group. A command missing there would still work, but slowly."""
+    for module in groups():
+        parser = argparse.ArgumentParser()
+        commands = parser.add_subparsers()
+        module.add_commands(commands)
+        assert tuple(commands.choices) == GROUPS[module.__name__], module.__name__

@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from lakeflow.api import connect
+from lakeflow import api
 from lakeflow.errors import (
     InfrastructureError,
     LakeflowError,
@@ -145,7 +145,7 @@ def on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:
 
     started_here = False
     if args.executor == "ray" and not ray.is_initialized():
-        connect(args.address, log_to_driver=bool(os.environ.get("LAKEFLOW_WORKER_LOGS")))
+        api.connect(args.address, log_to_driver=bool(os.environ.get("LAKEFLOW_WORKER_LOGS")))
         started_here = True
     try:
         return work()

@@ -81,7 +81,7 @@ def plan_result(
         tables.append(_simple(pipeline, asset, fresh, "fresh", None))
     for asset, indices, reasons in waiting_units(plan, pipeline):
         tables.append(_simple(pipeline, asset, indices, "waiting", None, errors=reasons))
-    units = pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
+    units = pa.concat_tables(tables) if tables else pa.Table.from_batches([], schema=RESULT_SCHEMA)
     errors_text: dict[str, str] = {}
     for unit, failure in list(state.errors.items())[:50]:
         asset, index = plan.locate(unit)
