@@ -19,6 +19,7 @@ and appended to RESULTS.md with this command.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -43,6 +44,34 @@ SHAPE = """from benchmarks.shape import build_pipeline
 pipeline = build_pipeline({days}, {lake!r})
 """
 DAGSTER = "from benchmarks.bench_pipeline import run_dagster; run_dagster({lake!r}, {days})"
+# where a one-shot command's time goes, stage by stage, in one fresh process (as the CLI does it)
+BREAKDOWN = """import json, time
+t = [time.perf_counter()]
+import lakeflow as lf
+from benchmarks.shape import build_pipeline
+pipeline = build_pipeline({days}, {lake!r})
+t.append(time.perf_counter())
+lf.connect(log_to_driver=False)
+t.append(time.perf_counter())
+from lakeflow.api import _clients
+from lakeflow.lake import Lake
+client = _clients().controller_client(Lake({lake!r}), "ray", None, None)
+client.call("progress", "none")
+t.append(time.perf_counter())
+assert lf.materialize(pipeline).ok
+t.append(time.perf_counter())
+import ray
+ray.shutdown()
+t.append(time.perf_counter())
+print("STAGES " + json.dumps([b - a for a, b in zip(t, t[1:])]))
+"""
+STAGES = [
+    "import lakeflow and load the pipeline",
+    "start the private Ray (ray.init)",
+    "start the controller actor (its process, imports, fence claim)",
+    "the run itself (cold workers: process start, imports; plan, tasks, commits)",
+    "ray.shutdown",
+]
 
 
 def timed(command: list[str], *, cwd: Path | None = None, expect: str | None = None) -> float:
@@ -55,6 +84,16 @@ def timed(command: list[str], *, cwd: Path | None = None, expect: str | None = N
             f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
         )
     return seconds
+
+
+def timed_output(command: list[str], *, cwd: Path | None = None) -> str:
+    """The stdout of a command that must exit 0."""
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    return done.stdout
 
 
 def median(command: list[str], repeat: int, **kwargs: object) -> tuple[float, float, float]:
@@ -146,6 +185,15 @@ def main() -> None:
                 one_shot,
             ]
         )
+        child = timed_output(
+            [sys.executable, "-c", BREAKDOWN.format(days=days, lake=str(work / "breakdown"))],
+            cwd=ROOT,
+        )
+        stages = json.loads(child.split("STAGES ", 1)[1].splitlines()[0])
+        breakdown = table(
+            ["stage of a one-shot run (one fresh process)", "seconds"],
+            [[n, s] for n, s in zip(STAGES, stages, strict=True)],
+        )
         ratio = ""
         if not args.skip_dagster:
             try:
@@ -172,7 +220,9 @@ def main() -> None:
             + f"\n\nLight commands: median of {repeat} runs; the one-shot and Dagster ran once each. "
             + "Goals: no-op materialize < 1 s, status < 1 s. "
             + ratio
-            + f"\nLoad average at the end: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores.\n"
+            + f"\nLoad average at the end: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores.\n\n"
+            + breakdown
+            + "\n"
         )
         record("Start-up: whole commands in fresh processes", body, quick=args.quick)
     finally:
