@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
-from lakeflow.control.client import connect, controller_client, stop
-from lakeflow.control.controller import ControllerOptions
+from lakeflow.control.options import ControllerOptions
+from lakeflow.control.run_result import plan_result
 from lakeflow.control.runs import (
     RUNS_DIR,
     cancel_marker,
@@ -32,12 +34,15 @@ from lakeflow.lake import Lake
 from lakeflow.plan import lineage as lake_lineage
 from lakeflow.plan import status as lake_status
 from lakeflow.plan.lineage import Lineage
-from lakeflow.plan.planner import Request, build_plan, check_request
+from lakeflow.plan.planner import Plan, Request, build_plan, check_request
 from lakeflow.plan.scheduler import RunState, depths
 from lakeflow.plan.snapshots import needed, read_snapshots
 from lakeflow.plan.status import as_pipeline
 from lakeflow.progress import ProgressBar, not_built
 from lakeflow.results import RunResult, events_result
+
+if TYPE_CHECKING:  # at run time these load on first use (`_clients`)
+    from lakeflow.control.client import connect, stop
 
 __all__ = [
     "CheckFrame",
@@ -56,6 +61,7 @@ __all__ = [
     "lineage",
     "materialize",
     "materialize_request",
+    "nothing_to_run",
     "preview",
     "resume",
     "status",
@@ -63,6 +69,23 @@ __all__ = [
 ]
 
 Progress = bool | Callable[[Mapping[str, Any]], None]
+LAZY = ("connect", "controller_client", "stop")  # from `lakeflow.control.client`, see `_clients`
+
+
+def _clients() -> ModuleType:
+    """The controller's clients (and, through them, the controller, its executors and the worker
+    code), loaded when a run first needs them: commands and notebooks that only read the lake
+    never pay for that import (about half of `import lakeflow` before it was deferred)."""
+    from lakeflow.control import client  # deferred for start-up time (docs/layers.md)
+
+    return client
+
+
+def __getattr__(name: str) -> Any:
+    """`connect`, `stop` (and `controller_client`) of `lakeflow.control.client`, loaded on use."""
+    if name in LAZY:
+        return getattr(_clients(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _terms(select: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -146,7 +169,7 @@ def _run(
     check_request(pipeline, request)  # a bad selection or partition fails before any controller
     lake = Lake(pipeline.lake, pipeline.storage_options)
     reference(pipeline)  # where it is defined, found here where its module is surely loaded
-    client = controller_client(lake, executor, options, address)
+    client = _clients().controller_client(lake, executor, options, address)
     summary = client.call("submit", pipeline, request, origin, _manual())
     handle = RunHandle(client, summary["run_id"], lake)
     if not wait:
@@ -296,13 +319,40 @@ class PlanPreview:
         )
 
 
-def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPreview:
-    """Plan `request` against the lake as it is now, in this process (no Ray)."""
+def plan_here(pipeline: Pipeline, request: Request) -> Plan:
+    """Plan `request` against one snapshot of the lake, in this process (no Ray, no controller,
+    nothing written): what `status`, dry runs and `nothing_to_run` see."""
     lake = Lake(pipeline.lake, pipeline.storage_options)
     selected = pipeline.select(list(request.select))
     snapshots = read_snapshots(lake, pipeline, needed(pipeline, selected))
     failed = failed_partitions(lake, pipeline, selected) if request.only == "failed" else None
-    plan = build_plan(pipeline, request, snapshots, failed=failed)
+    return build_plan(pipeline, request, snapshots, failed=failed)
+
+
+def nothing_to_run(pipeline: Pipeline, request: Request) -> RunResult | None:
+    """The result of `request` when it has no unit to run (every partition fresh, or waiting on
+    an input outside the request), planned here from one snapshot of the lake; None when units
+    must run. No run is started or recorded, so the result's `run_id` is None; its units (fresh,
+    waiting) are what a controller's run of the same request would report.
+
+    >>> api.nothing_to_run(pipeline, materialize_request("*", None)) or run_it_on_ray()
+    """
+    began = time.time()
+    check_request(pipeline, request)
+    plan = plan_here(pipeline, request)
+    if plan.size:
+        return None
+    state = RunState(plan, depth=depths(pipeline))
+    data = plan_result(
+        run_id=None, status="succeeded", plan=plan, state=state, pipeline=pipeline, prior={}
+    )
+    data["started"] = began
+    return RunResult(data, Lake(pipeline.lake, pipeline.storage_options))
+
+
+def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPreview:
+    """Plan `request` against the lake as it is now, in this process (no Ray)."""
+    plan = plan_here(pipeline, request)
     run_state = RunState(plan, depth=depths(pipeline))
     units = run_state.take(first) if plan.size else []
     leading = [plan.locate(u) for u in units]
@@ -451,7 +501,7 @@ def resume(
     where = lake if isinstance(lake, Lake) else Lake(lake, storage_options or {})
     # an unknown run, or one stored as a pickle, is refused before Ray starts for nothing
     load_stored(where, f"{where.url}/{RUNS_DIR}/{run_id}.json", what=f"run {run_id}")
-    client = controller_client(where, executor, options, address)
+    client = _clients().controller_client(where, executor, options, address)
     client.call("resume", run_id, accept_changed_code)
     handle = RunHandle(client, run_id, where)
     return handle.wait(progress) if wait else handle

@@ -27,7 +27,8 @@ class RunResult:
 
     def __init__(self, data: Mapping[str, Any], lake: Lake | None = None) -> None:
         self.lake = lake
-        self.run_id: str = data["run_id"]
+        # None: the request had nothing to run, so no run was started or recorded
+        self.run_id: str | None = data["run_id"]
         self.status: str = data["status"]
         self.started: float | None = data.get("started")
         self.finished: float | None = data.get("finished")
@@ -77,6 +78,8 @@ class RunResult:
         events = read_events(
             self.lake, run_id=self.run_id, kinds=["check_result", "unit_check_failed"]
         )
+        if self.run_id is None:  # no run: no check ran
+            events = events.clear()
         results = check_frame(events)
         return results.filter(pl.col("status") != "passed") if failed else results
 
@@ -93,6 +96,10 @@ class RunResult:
     def summary(self) -> str:
         seconds = (self.finished or time.time()) - (self.started or time.time())
         parts = ", ".join(f"{n} {o}" for o, n in self.counts().items())
+        if self.run_id is None:
+            return (
+                f"nothing to run (checked in {seconds:.1f}s, no run started): {parts or 'no units'}"
+            )
         return f"run {self.run_id} {self.status} in {seconds:.1f}s: {parts or 'nothing to do'}"
 
     def __repr__(self) -> str:

@@ -12,8 +12,11 @@ import lakeflow as lf
 
 PACKAGE = Path(lf.__file__).parent
 
-# function-level imports of lakeflow modules allowed, with why: none so far
-ALLOWED: dict[tuple[str, str], str] = {}
+# function-level imports of lakeflow modules allowed, with why
+ALLOWED: dict[tuple[str, str], str] = {
+    ("lakeflow/api.py", "lakeflow.control"): "start-up: the controller, executors and worker "
+    "load when a run first needs them, never for status, checks or a run with nothing to do",
+}
 
 
 def test_every_public_name_imports():

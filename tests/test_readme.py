@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from benchmarks import readme_table
 from tests.conftest import ROOT
 
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<why>[^)]*)\)\s*-->")
@@ -70,3 +71,18 @@ def test_the_readme_blocks_run_on_a_fresh_lake(ray_session, tmp_path, monkeypatc
             assert "lf-state" in namespace["pipeline"].status()._repr_html_()
     assert ran == ["A pipeline", "In a notebook", "Backfills"]
     assert not Path("lake").joinpath("_lakeflow", "quarantine").exists()
+
+
+def test_the_benchmark_table_is_what_readme_table_generates_from_results():
+    """README's benchmark figures come from RESULTS.md (`python benchmarks/readme_table.py`),
+    each saying whether it is warm, one-shot or in-process; a hand edit, or a RESULTS.md entry
+    the table was not regenerated after, fails here."""
+    readme = (ROOT / "README.md").read_text()
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    assert readme_table.render(readme, results) == readme
+    table = readme[readme.index(readme_table.BEGIN) : readme.index(readme_table.END)]
+    for kind in ("| warm |", "| one-shot |", "| in-process |"):
+        assert kind in table
+    # the newest pipeline-shape entry is the one quoted
+    newest = readme_table.latest(results, "bench_pipeline.py", "Pipeline shape: 3 assets x 365")
+    assert newest is not None and f"{newest[1][0]['units/s']} units/s" in table

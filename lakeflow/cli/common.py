@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lakeflow.api import connect
+from lakeflow import api
 from lakeflow.control.services import ServiceInfo, find_service
 from lakeflow.errors import (
     InfrastructureError,
@@ -208,7 +208,7 @@ def on_ray(args: argparse.Namespace, work: Callable[[], Any]) -> Any:
 
     started_here = False
     if args.executor == "ray" and not ray.is_initialized():
-        connect(args.address, log_to_driver=bool(os.environ.get("LAKEFLOW_WORKER_LOGS")))
+        api.connect(args.address, log_to_driver=bool(os.environ.get("LAKEFLOW_WORKER_LOGS")))
         started_here = True
     try:
         return work()

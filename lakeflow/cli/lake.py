@@ -9,9 +9,10 @@ from typing import Any
 
 from rich.console import Console
 
-from lakeflow.api import check_results, lineage, status
 from lakeflow.cli.common import EXIT_OK, pipeline_args, pipeline_from_args, table
 from lakeflow.maintenance import vacuum
+from lakeflow.plan.lineage import lineage
+from lakeflow.plan.status import check_results, status
 
 __all__ = ["add_commands", "graph_json"]
 

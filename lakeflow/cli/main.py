@@ -22,24 +22,44 @@ lake's storage failed, including a run whose failed units all failed on storage 
 130 cancelled with Ctrl-C (see `cli.common`). `--debug` shows the traceback behind an error.
 
 This module only assembles the parser from the command groups (one module each: `run`, `lake`,
-`history`, `service`, `dev`, `cluster`) and calls the handler a command names.
+`history`, `service`, `dev`, `cluster`) and calls the handler a command names. It imports only the group of the
+command typed (`GROUPS` says which group adds which command), so `lakeflow status` never loads
+the controller, the web service or Ray; help, a bare `lakeflow` and a command no group claims
+load them all.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
 
 from rich.console import Console
 
-from lakeflow.cli import cluster, dev, history, lake, run, service
 from lakeflow.cli.common import EXIT_INTERRUPTED, EXIT_OK, guarded
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "GROUPS", "groups", "main"]
 
-GROUPS = (run, lake, history, service, dev, cluster)  # the order `lakeflow --help` lists them
+# each command group's module and the commands it adds, in the order `lakeflow --help` lists
+# them; a command missing here still works (every group is then loaded), only slower to start
+GROUPS: dict[str, tuple[str, ...]] = {
+    "lakeflow.cli.run": ("materialize", "backfill"),
+    "lakeflow.cli.lake": ("assets", "status", "checks", "lineage", "vacuum"),
+    "lakeflow.cli.history": ("runs", "logs"),
+    "lakeflow.cli.service": ("up", "down", "subscribe"),
+    "lakeflow.cli.dev": ("dev",),
+    "lakeflow.cli.cluster": ("submit", "jobs"),
+}
+
+
+def groups(argv: Sequence[str] = ()) -> list[ModuleType]:
+    """The group modules `argv` needs: the one adding its command, else all of them."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    owners = [name for name, commands in GROUPS.items() if command in commands]
+    return [importlib.import_module(name) for name in owners or GROUPS]
 
 
 def _version() -> str:
@@ -49,7 +69,7 @@ def _version() -> str:
         return "unknown"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lakeflow",
         description="Keep a lake of Delta tables up to date on Ray.",
@@ -59,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lakeflow {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in GROUPS:
+    for group in groups(argv):
         group.add_commands(commands)
     return parser
 
@@ -71,9 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str], debug: bool) -> int:
     console = Console(stderr=False, soft_wrap=True)
-    if len(argv) > 1 and argv[0] == "backfill" and argv[1] in run.RUN_COMMANDS:
-        return run.look_after(argv[1:], console, debug)
-    parser = _parser()
+    if len(argv) > 1 and argv[0] == "backfill":
+        (run,) = groups(["backfill"])
+        if argv[1] in run.RUN_COMMANDS:
+            return run.look_after(argv[1:], console, debug)
+    parser = _parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:  # bare `lakeflow`: what it can do, not an error
         parser.print_help()

@@ -22,6 +22,7 @@ from lakeflow.api import (
     cancel,
     materialize,
     materialize_request,
+    nothing_to_run,
     resume,
 )
 from lakeflow.cli.common import (
@@ -212,12 +213,20 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
     return code
 
 
+def _nothing_to_run(args: argparse.Namespace, pipeline: Any, request: Any) -> Any:
+    """The result of a request with nothing to run, planned in this process from one snapshot
+    of the lake (no Ray started, nothing written); None when units must run or when a cluster
+    (`--address`) was named, whose controller may see a lake this process cannot."""
+    check_request(pipeline, request)  # a wrong request is refused here, before Ray starts
+    return nothing_to_run(pipeline, request) if args.address is None else None
+
+
 def _materialize(args: argparse.Namespace, console: Console) -> int:
     pipeline = pipeline_from_args(args)
-    # a wrong request is refused here, in a second, not after Ray took tens of seconds to start
-    check_request(pipeline, materialize_request(
-        args.select, args.partitions, force=args.force, order=args.order
-    ))  # fmt: skip
+    request = materialize_request(args.select, args.partitions, force=args.force, order=args.order)
+    done = _nothing_to_run(args, pipeline, request)
+    if done is not None:
+        return _report(done, args, console)
     result = on_ray(args, lambda: materialize(
         pipeline, select=args.select, partitions=args.partitions, force=args.force, order=args.order,
         executor=args.executor, progress=not args.no_progress and not args.json, origin="cli",
@@ -241,6 +250,9 @@ def _backfill(args: argparse.Namespace, console: Console) -> int:
             else repr(plan)
         )
         return EXIT_OK
+    done = _nothing_to_run(args, pipeline, backfill_request(**options))
+    if done is not None:
+        return _report(done, args, console)
     result = on_ray(args, lambda: backfill(
         pipeline, executor=args.executor, progress=not args.no_progress and not args.json, origin="cli", **options
     ))  # fmt: skip

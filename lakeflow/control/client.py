@@ -26,6 +26,9 @@ __all__ = ["NAMESPACE", "Client", "connect", "controller_client", "controller_na
 
 NAMESPACE = "lakeflow"
 DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds to reach a cluster at --address
+# Ray's notice that it turned token auth on by itself, and the logger that prints it
+TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster."
 
 
 # -- Ray -------------------------------------------------------------------------------------
@@ -108,6 +111,7 @@ def _start_local(
     # Each task here has one CPU: one polars thread per worker process, instead of a pool per
     # process as large as the machine, all fighting over the same cores.
     env = {"POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "1")}
+    _quiet_token_notice()
     for attempt in (1, 2):
         try:
             ray.init(
@@ -128,6 +132,24 @@ def _start_local(
                     hint="a loaded machine can time the start out: try again, or attach to a "
                     "running cluster with --address",
                 ) from error
+
+
+class _TokenNotice(logging.Filter):
+    """Drops Ray's notice that it turned token auth on (see `_quiet_token_notice`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOKEN_NOTICE)
+
+
+def _quiet_token_notice() -> None:
+    """Ray 2.60 turns token authentication on for a new local Ray when RAY_AUTH_MODE is unset,
+    and says so with a warning on every start: noise on every command for the private Ray a
+    command starts and stops. Only that one message is dropped (auth stays on, as Ray chose; its
+    errors, and a disabled-auth warning, still show). Setting RAY_AUTH_MODE here instead would not
+    do: Ray reads it into its config when it is imported, before this runs."""
+    logger = logging.getLogger(TOKEN_LOGGER)
+    if not any(isinstance(f, _TokenNotice) for f in logger.filters):
+        logger.addFilter(_TokenNotice())
 
 
 def _attach(address: str, log_to_driver: bool, timeout: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from lakeflow.define.graph import Pipeline
@@ -33,7 +34,7 @@ _OUTCOMES = np.array([s.name.lower() for s in sorted(UnitStatus, key=int)], dtyp
 
 def plan_result(
     *,
-    run_id: str,
+    run_id: str | None,
     status: str,
     plan: Plan,
     state: RunState,
@@ -41,7 +42,7 @@ def plan_result(
     prior: dict[str, dict[int, int]],
 ) -> dict[str, Any]:
     """The run's units (planned, fresh, and published before a restart, `prior`) as an Arrow
-    table, with its status and errors."""
+    table, with its status and errors. `run_id` is None for a request that needed no run."""
     tables = []
     for j, asset in enumerate(plan.assets):
         lo, hi = int(plan.offsets[j]), int(plan.offsets[j + 1])
@@ -61,17 +62,17 @@ def plan_result(
                     "" if verb.startswith("blocked") else " failed"
                 )
         version = state.version[lo:hi]
-        tables.append(pa.table({
-            "asset": pa.array([asset] * (hi - lo), pa.string()),
-            "partition": pa.array(pipeline[asset].partitions.keys(plan.indices[j]), pa.string()),
-            "outcome": pa.array(_outcomes(plan, state, lo, hi), pa.string()),
-            "rows": pa.array(state.rows[lo:hi]),
-            "bytes": pa.array(state.bytes[lo:hi]),
-            "seconds": pa.array(state.seconds[lo:hi].astype(np.float64)),
-            "version": pa.array(version, mask=version < 0),
-            "attempts": pa.array(state.attempts[lo:hi].astype(np.int32)),
-            "error": pa.array(errors, pa.string()),
-        }, schema=RESULT_SCHEMA))  # fmt: skip
+        tables.append(_table({
+            "asset": [asset] * (hi - lo),
+            "partition": pipeline[asset].partitions.keys(plan.indices[j]),
+            "outcome": _outcomes(plan, state, lo, hi).tolist(),
+            "rows": state.rows[lo:hi],
+            "bytes": state.bytes[lo:hi],
+            "seconds": state.seconds[lo:hi].astype(np.float64),
+            "version": [None if v < 0 else v for v in version.tolist()],
+            "attempts": state.attempts[lo:hi].astype(np.int32),
+            "error": errors.tolist(),
+        }))  # fmt: skip
     for asset, before in prior.items():
         indices = np.array(sorted(before), np.int64)
         tables.append(
@@ -81,7 +82,7 @@ def plan_result(
         tables.append(_simple(pipeline, asset, fresh, "fresh", None))
     for asset, indices, reasons in waiting_units(plan, pipeline):
         tables.append(_simple(pipeline, asset, indices, "waiting", None, errors=reasons))
-    units = pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
+    units = pa.concat_tables(tables) if tables else pa.Table.from_batches([], schema=RESULT_SCHEMA)
     errors_text: dict[str, str] = {}
     for unit, failure in list(state.errors.items())[:50]:
         asset, index = plan.locate(unit)
@@ -139,13 +140,27 @@ def _simple(
     errors: list[str] | None = None,
 ) -> pa.Table:
     n = len(indices)
-    none_int = pa.nulls(n, pa.int64())
-    return pa.table({
-        "asset": pa.array([asset] * n, pa.string()),
-        "partition": pa.array(pipeline[asset].partitions.keys(indices), pa.string()),
-        "outcome": pa.array([outcome] * n, pa.string()),
-        "rows": none_int, "bytes": none_int, "seconds": pa.nulls(n, pa.float64()),
-        "version": pa.array(versions, pa.int64()) if versions is not None else none_int,
-        "attempts": pa.array(np.zeros(n, np.int32)),
-        "error": pa.array(errors, pa.string()) if errors is not None else pa.nulls(n, pa.string()),
-    }, schema=RESULT_SCHEMA)  # fmt: skip
+    nothing = [None] * n
+    return _table({
+        "asset": [asset] * n,
+        "partition": pipeline[asset].partitions.keys(indices),
+        "outcome": [outcome] * n,
+        "rows": nothing, "bytes": nothing, "seconds": nothing,
+        "version": versions if versions is not None else nothing,
+        "attempts": np.zeros(n, np.int32),
+        "error": errors if errors is not None else nothing,
+    })  # fmt: skip
+
+
+_TYPES = {
+    f.name: pl.from_arrow(pa.Table.from_batches([], schema=RESULT_SCHEMA))[f.name].dtype
+    for f in RESULT_SCHEMA
+}
+
+
+def _table(columns: dict[str, Any]) -> pa.Table:
+    """Columns (lists, numpy arrays) as an Arrow table of `RESULT_SCHEMA`. Built through polars:
+    pyarrow's own conversion of Python and numpy values imports pandas (~0.5 s), which a run
+    with nothing to do, answered in the CLI process, should not pay."""
+    frame = pl.DataFrame({k: pl.Series(k, v, dtype=_TYPES[k]) for k, v in columns.items()})
+    return frame.to_arrow().cast(RESULT_SCHEMA)

@@ -133,13 +133,17 @@ def read_input(lake: Lake, spec: InputSpec) -> pl.LazyFrame:
         return frame
     if not spec.files:
         schema = spec.schema if spec.schema is not None else pa.schema([])
-        return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
+        return pl.from_arrow(pa.Table.from_batches([], schema=schema)).lazy()  # type: ignore[union-attr]
     by_key: dict[str, list[str]] = {}
     for key, path in spec.files:
         by_key.setdefault(key, []).append(lake.uri(spec.table_url, path))
     # Files written before a schema-merging commit lack its new columns: read every file with
     # the table's schema at the pinned version, the missing columns as nulls.
-    schema = pl.from_arrow(spec.schema.empty_table()).schema if spec.schema is not None else None
+    schema = (
+        pl.from_arrow(pa.Table.from_batches([], schema=spec.schema)).schema
+        if spec.schema is not None
+        else None
+    )
     frames = []
     for key, uris in by_key.items():
         frame = pl.scan_parquet(

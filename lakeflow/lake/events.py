@@ -241,7 +241,7 @@ def read_events(
     url = lake.table_url(EVENTS_TABLE)
     try:
         if not DeltaTable.is_deltatable(url, storage_options=lake.delta_options()):
-            return pl.DataFrame(schema=pl.DataFrame(SCHEMA.empty_table()).schema)
+            return pl.from_arrow(pa.Table.from_batches([], schema=SCHEMA))  # type: ignore[return-value]
         frame = pl.scan_delta(url, storage_options=lake.delta_options())
         if run_id is not None:
             frame = frame.filter(pl.col("run_id") == run_id)
