@@ -8,6 +8,7 @@
     lakeflow checks pipelines/flights.py --failed
     lakeflow up pipelines/flights.py [--http 127.0.0.1:8080] [--detach]
     lakeflow down pipelines/flights.py
+    lakeflow ui pipelines/flights.py [--port 3000] [--token T]
     lakeflow subscribe pipelines/flights.py daily_revenue [--webhook URL]
     lakeflow submit --address http://127.0.0.1:8265 -- backfill pipelines/flights.py ...
     lakeflow jobs list | logs ID [--follow] | stop ID
@@ -19,7 +20,7 @@ lake's storage failed, including a run whose failed units all failed on storage 
 130 cancelled with Ctrl-C (see `cli.common`). `--debug` shows the traceback behind an error.
 
 This module only assembles the parser from the command groups (one module each: `run`, `lake`,
-`service`, `cluster`) and calls the handler a command names.
+`service`, `ui`, `cluster`) and calls the handler a command names.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
 
-from lakeflow.cli import cluster, lake, run, service
+from lakeflow.cli import cluster, lake, run, service, ui
 from lakeflow.cli.common import EXIT_INTERRUPTED, EXIT_OK, guarded
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "main"]
 
-GROUPS = (run, lake, service, cluster)  # the order `lakeflow --help` lists their commands
+GROUPS = (run, lake, service, ui, cluster)  # the order `lakeflow --help` lists their commands
 
 
 def _version() -> str:
