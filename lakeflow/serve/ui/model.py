@@ -87,6 +87,7 @@ class LakeView:
         self._events = pl.DataFrame()
         self._states_key: tuple[Any, ...] | None = None
         self._states: dict[str, np.ndarray] = {}
+        self._buckets: dict[tuple[Any, ...], tuple[str, list[Bucket]]] = {}
 
     # -- reading, cached -----------------------------------------------------------------------
     def table(self, name: str) -> TableState:
@@ -165,6 +166,36 @@ class LakeView:
                 states[asset][hit] = CODE[state]
             started = ours & (kinds == "unit_started") & np.isin(runs, list(running_runs))
             states[asset][index[started]] = CODE["running"]
+
+    def warm(self) -> threading.Thread:
+        """Read the lake on a background thread now, so the first page finds it cached (a
+        million-partition table's log takes seconds to read the first time)."""
+
+        def read() -> None:
+            try:
+                self.states()
+            except Exception:  # the page that asks next reports it
+                pass
+
+        thread = threading.Thread(target=read, name="lakeflow-ui-warm", daemon=True)
+        thread.start()
+        return thread
+
+    def buckets(
+        self, name: str, *, lo: int, hi: int | None, state: str | None
+    ) -> tuple[np.ndarray, str, list[Bucket]]:
+        """`buckets()` of asset `name` as the lake is now, cached with the states."""
+        codes = self.states()[name]
+        key = (self._states_key, name, lo, hi, state)
+        with self._lock:
+            found = self._buckets.get(key)
+        if found is None:
+            found = buckets(self.pipeline, name, codes, lo=lo, hi=hi, state=state)
+            with self._lock:
+                if len(self._buckets) > 256:
+                    self._buckets.clear()
+                self._buckets[key] = found
+        return codes, found[0], found[1]
 
     # -- what the pages ask --------------------------------------------------------------------
     def counts(self) -> dict[str, dict[str, int]]:

@@ -39,7 +39,7 @@ from lakeflow.errors import LakeflowError
 from lakeflow.lake import Lake
 from lakeflow.serve.ui import pages
 from lakeflow.serve.ui.bodies import partition_body, run_body, runs_body
-from lakeflow.serve.ui.model import STATES, LakeView, asset_health, buckets
+from lakeflow.serve.ui.model import STATES, LakeView, asset_health
 from lakeflow.serve.ui.pages import PREFIX, badge, e, table
 from lakeflow.serve.ui.triggers import triggers_body
 from lakeflow.serve.web import Bearer, HttpLimits, error_response
@@ -56,6 +56,7 @@ def ui_routes(
     """The UI's routes. Without `bearer` (or without `client`) the UI is read-only: the write
     routes answer 403."""
     view = LakeView(pipeline=pipeline, lake=lake)
+    view.warm()
     writable = bearer is not None and client is not None
     limits = HttpLimits()
 
@@ -101,13 +102,13 @@ def ui_routes(
         return html(f"{pipeline.name}: assets", body)
 
     def heat(name: str, request: HttpRequest) -> tuple[Any, ...]:
-        codes = view.states()[name]
         state = request.query_params.get("state") or None
         if state is not None and state not in STATES:
             raise HTTPException(400, f"unknown state {state}; one of {', '.join(STATES)}")
-        lo, hi = _int(request, "lo", 0), _int(request, "hi", len(codes))
-        unit, cells = buckets(pipeline, name, codes, lo=lo, hi=hi, state=state)
-        return codes, state, max(0, lo), min(hi, len(codes)), unit, cells
+        lo, hi = _int(request, "lo", 0), _int(request, "hi", -1)
+        codes, unit, cells = view.buckets(name, lo=lo, hi=None if hi < 0 else hi, state=state)
+        hi = len(codes) if hi < 0 else min(hi, len(codes))
+        return codes, state, max(0, min(lo, hi)), hi, unit, cells
 
     async def asset(request: HttpRequest) -> Response:
         name = request.path_params["name"]
