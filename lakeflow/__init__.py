@@ -9,6 +9,7 @@
 """
 
 from lakeflow.api import (
+    Lineage,
     PlanPreview,
     RunHandle,
     RunResult,
@@ -17,6 +18,7 @@ from lakeflow.api import (
     cancel,
     check_results,
     connect,
+    lineage,
     materialize,
     resume,
     status,
@@ -103,6 +105,7 @@ __all__ = [
     "Lake",
     "LakeError",
     "LakeflowError",
+    "Lineage",
     "MonthlyPartitions",
     "OnPublish",
     "OnUpstreamCommit",
@@ -144,6 +147,7 @@ __all__ = [
     "gx_suite",
     "identity",
     "in_set",
+    "lineage",
     "load_pipeline",
     "lookback",
     "matches",

@@ -26,24 +26,34 @@ from lakeflow.control.runs import (
 from lakeflow.define.assets import AssetDef
 from lakeflow.define.definition import reference
 from lakeflow.define.graph import Pipeline
+from lakeflow.display import CheckFrame, LineageView, StatusFrame, preview_html
+from lakeflow.jupyter import NotebookProgress, in_kernel
 from lakeflow.lake import Lake
+from lakeflow.plan import lineage as lake_lineage
+from lakeflow.plan import status as lake_status
+from lakeflow.plan.lineage import Lineage
 from lakeflow.plan.planner import Request, build_plan, check_request
 from lakeflow.plan.scheduler import RunState, depths
 from lakeflow.plan.snapshots import needed, read_snapshots
-from lakeflow.plan.status import as_pipeline, check_results, status
+from lakeflow.plan.status import as_pipeline
 from lakeflow.progress import ProgressBar, not_built
 from lakeflow.results import RunResult, events_result
 
 __all__ = [
+    "CheckFrame",
+    "Lineage",
+    "LineageView",
     "PlanPreview",
     "RunHandle",
     "RunResult",
+    "StatusFrame",
     "backfill",
     "backfill_request",
     "backfill_status",
     "cancel",
     "check_results",
     "connect",
+    "lineage",
     "materialize",
     "materialize_request",
     "preview",
@@ -280,6 +290,11 @@ class PlanPreview:
             lines.append("first units: " + ", ".join(f"{a} {p}".strip() for a, p in self.first))
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        return preview_html(
+            units=self.units, fresh=self.fresh, missing_inputs=self.missing_inputs, first=self.first
+        )
+
 
 def preview(pipeline: Pipeline, request: Request, *, first: int = 10) -> PlanPreview:
     """Plan `request` against the lake as it is now, in this process (no Ray)."""
@@ -314,7 +329,8 @@ def follow(client: Any, run_id: str, progress: Progress) -> None:
                     done = done or info["done"]
                 if done:
                     return
-        with ProgressBar(run_id) as bar:
+        # in a Jupyter kernel, a line updated in place (rich's live display needs ipywidgets)
+        with NotebookProgress(run_id) if in_kernel() else ProgressBar(run_id) as bar:
             while True:
                 done = client.call("wait", run_id, 0.25)
                 info = client.call("progress", run_id)
@@ -326,6 +342,68 @@ def follow(client: Any, run_id: str, progress: Progress) -> None:
         while not client.call("wait", run_id, 1.0):
             pass
         raise
+
+
+def status(
+    target: Pipeline | Iterable[AssetDef],
+    *,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> StatusFrame:
+    return StatusFrame(lake_status.status(target, lake=lake, storage_options=storage_options))
+
+
+status.__doc__ = lake_status.status.__doc__
+
+
+def check_results(
+    target: Pipeline | Iterable[AssetDef],
+    *,
+    asset: str | None = None,
+    failed: bool = False,
+    history: bool = False,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> CheckFrame:
+    frame = lake_status.check_results(
+        target,
+        asset=asset,
+        failed=failed,
+        history=history,
+        lake=lake,
+        storage_options=storage_options,
+    )
+    return CheckFrame(frame)
+
+
+check_results.__doc__ = lake_status.check_results.__doc__
+
+
+def lineage(
+    target: Pipeline | Iterable[AssetDef],
+    asset: str,
+    partition: str | None = None,
+    *,
+    version: int | None = None,
+    downstream: bool = False,
+    depth: int | None = None,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> LineageView:
+    found = lake_lineage.lineage(
+        target,
+        asset,
+        partition,
+        version=version,
+        downstream=downstream,
+        depth=depth,
+        lake=lake,
+        storage_options=storage_options,
+    )
+    return LineageView(root=found.root, direction=found.direction)
+
+
+lineage.__doc__ = lake_lineage.lineage.__doc__
 
 
 def backfill_status(

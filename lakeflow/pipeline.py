@@ -10,6 +10,7 @@ from typing import Any
 
 from lakeflow import api
 from lakeflow.define import graph
+from lakeflow.graph_view import pipeline_html
 
 __all__ = ["Pipeline"]
 
@@ -28,6 +29,14 @@ class Pipeline(graph.Pipeline):
         """Materialize a selection of this pipeline; see `lakeflow.materialize`."""
         return api.materialize(self, select=select, partitions=partitions, **options)
 
-    def status(self, **options: Any) -> Any:
+    def status(self, **options: Any) -> api.StatusFrame:
         """Per-asset partition counts; see `lakeflow.status`."""
         return api.status(self, **options)
+
+    def lineage(self, asset: str, partition: str | None = None, **options: Any) -> api.Lineage:
+        """What a partition was built from (or fed, `downstream=True`); see `lakeflow.lineage`."""
+        return api.lineage(self, asset, partition, **options)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the asset graph in layers (SVG) and a table of the assets."""
+        return pipeline_html(self)

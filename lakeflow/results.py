@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from lakeflow.control.run_result import RESULT_SCHEMA
+from lakeflow.display import run_html
 from lakeflow.errors import RunError
 from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events
@@ -98,7 +99,17 @@ class RunResult:
         return f"{self.summary()}\n{self.units}"
 
     def _repr_html_(self) -> str:
-        return f"<p><b>{self.summary()}</b></p>" + self.units._repr_html_()
+        """In a notebook: the status, counts per outcome, per asset its outcomes, rows and
+        seconds, the failures with their first error line, and every unit folded away."""
+        seconds = (self.finished - self.started) if self.finished and self.started else None
+        return run_html(
+            run_id=self.run_id,
+            status=self.status,
+            seconds=seconds,
+            units=self.units,
+            failures=self.failures(),
+            counts=self.counts(),
+        )
 
 
 def events_result(lake: Lake, run_id: str) -> RunResult:

@@ -106,6 +106,12 @@ def test_a_partition_deleted_upstream_is_deleted_downstream_by_plain_runs(lake):
     for asset in ("daily", "daily_copy"):
         assert_deleted_once(lake, asset, before[asset])
     assert_nothing_left_to_do(pipeline, "local")
+    # lineage follows the deletes back to the outside commit that started them
+    trace = lf.lineage(pipeline, "daily_copy", GONE).rows()
+    assert trace.select("depth", "asset", "kind").rows() == [
+        (0, "daily_copy", "deleted"), (1, "daily", "deleted"), (2, "trips", "deleted"),
+    ]  # fmt: skip
+    assert trace["run_id"].to_list()[:2] == [result.run_id] * 2
 
 
 def test_an_outside_delete_cascades_through_the_triggers(ray_session, lake):

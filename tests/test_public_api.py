@@ -60,3 +60,57 @@ def test_no_lakeflow_module_is_imported_inside_a_function():
         if (str(path.relative_to(PACKAGE.parent)), module) not in ALLOWED
     ]
     assert hidden == []
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the lakeflow modules it imports when it loads (not under TYPE_CHECKING)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+    def owner(name: str) -> str:
+        while name not in modules:
+            name = name.rsplit(".", 1)[0]
+        return name
+
+    def imported(body: list[ast.stmt]) -> set[str]:
+        out: set[str] = set()
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Import):
+                out |= {owner(a.name) for a in node.names if a.name.startswith("lakeflow")}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lakeflow"):
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    out.add(full if full in modules else owner(node.module or ""))
+            elif isinstance(node, ast.If | ast.Try):
+                out |= imported(node.body) | imported(node.orelse)
+        return out
+
+    return {
+        name: imported(ast.parse(path.read_text()).body) - {name} for name, path in modules.items()
+    }
+
+
+def test_the_module_import_graph_has_no_cycle():
+    """Drawn from every module's load-time imports: a cycle anywhere fails, named."""
+    graph = _import_graph()
+    assert graph["lakeflow.api"] >= {"lakeflow.plan.status", "lakeflow.control.client"}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycle = [*path[path.index(module) :], module]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

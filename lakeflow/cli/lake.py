@@ -1,14 +1,15 @@
-"""`lakeflow assets`, `status`, `checks` and `vacuum`: the commands that read (or tidy) the lake
+"""`lakeflow assets`, `status`, `checks`, `lineage` and `vacuum`: the commands that read (or tidy) the lake
 and never run a unit, so they never start Ray."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from rich.console import Console
 
-from lakeflow.api import check_results, status
+from lakeflow.api import check_results, lineage, status
 from lakeflow.cli.common import EXIT_OK, pipeline_args, pipeline_from_args, table
 from lakeflow.maintenance import vacuum
 
@@ -48,6 +49,21 @@ def add_commands(commands: Any) -> None:
     audit.add_argument("--json", action="store_true", help="print as JSON")
     audit.set_defaults(handler=_checks)
 
+    trace = commands.add_parser(
+        "lineage",
+        help="what a partition was built from, recursively (or what it fed: --downstream)",
+        description="The exact upstream partition versions a partition version read, as the "
+        "commits recorded them; with --downstream, the consumer partition versions built from it.",
+    )
+    pipeline_args(trace)
+    trace.add_argument("asset")
+    trace.add_argument("partition", nargs="?", help="its key (none for an unpartitioned asset)")
+    trace.add_argument("--version", type=int, help="as this table version left it (default: now)")
+    trace.add_argument("--downstream", action="store_true", help="what was built from it")
+    trace.add_argument("--depth", type=int, help="levels to follow at most (default: all)")
+    trace.add_argument("--json", action="store_true", help="print the tree as JSON")
+    trace.set_defaults(handler=_lineage)
+
     tidy = commands.add_parser(
         "vacuum",
         help="delete replaced files and never-committed staged files older than the retention",
@@ -82,6 +98,15 @@ def _checks(args: argparse.Namespace, console: Console) -> int:
         [*CHECK_COLUMNS, "ts", "run_id", "version", "scope"] if args.json else CHECK_COLUMNS
     )
     print(frame.write_json() if args.json else table(frame))
+    return EXIT_OK
+
+
+def _lineage(args: argparse.Namespace, console: Console) -> int:
+    found = lineage(
+        pipeline_from_args(args), args.asset, args.partition,
+        version=args.version, downstream=args.downstream, depth=args.depth,
+    )  # fmt: skip
+    print(json.dumps(found.to_dict()) if args.json else str(found))
     return EXIT_OK
 
 

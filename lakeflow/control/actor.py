@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import warnings
 from typing import Any
 
 from lakeflow.control.controller import Controller, ControllerOptions
@@ -18,6 +19,17 @@ from lakeflow.lake import Lake
 from lakeflow.plan.planner import Request
 
 __all__ = ["actor_class"]
+
+
+def _was_restarted(ray: Any) -> bool:
+    """This actor was restarted by Ray. Ray 2.60's own property reads its deprecated
+    `actor_id` and warns (RayDeprecationWarning, printed into the driver's output, a notebook
+    cell's too): that one warning, from that one call, is not shown."""
+    from ray.util.annotations import RayDeprecationWarning  # Ray: only inside the actor
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RayDeprecationWarning, module="ray")
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 def actor_class() -> Any:
@@ -38,7 +50,7 @@ def actor_class() -> Any:
         ) -> None:
             lake = Lake(lake_url, storage_options)
             self.controller = Controller(lake, RayExecutor(options.max_in_flight), options)
-            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            restarted = _was_restarted(ray)
             start = self.controller.start(resume=True if restarted else None, restarted=restarted)
             self._ready = asyncio.get_running_loop().create_task(start)
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,7 +43,7 @@ def connect(
     Raises `RayUnavailable` when Ray cannot start (after one retry) or the cluster cannot be
     reached within `connect_timeout` seconds (default $LAKEFLOW_CONNECT_TIMEOUT, else 15).
     """
-    import ray
+    ray = _import_ray()
 
     if ray.is_initialized():
         return
@@ -56,6 +58,23 @@ def connect(
         _start_local(num_cpus, object_store_memory, log_to_driver)
         return
     _attach(address, log_to_driver, _connect_timeout(connect_timeout))
+
+
+def _not_asking_for_ipywidgets(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Missing packages: ['ipywidgets']")
+
+
+def _import_ray() -> Any:
+    """`import ray`, without the two notices it gives when imported in a notebook that has no
+    ipywidgets (lakeflow shows none of Ray's widgets): tqdm's "IProgress not found" warning
+    (`ray.experimental.tqdm_ray` imports `tqdm.auto`) and `ray.widgets`' "Missing packages:
+    ['ipywidgets']" log line. Nothing else is filtered."""
+    logging.getLogger("ray.widgets.util").addFilter(_not_asking_for_ipywidgets)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
+        import ray  # deferred: importing lakeflow needs no Ray
+
+    return ray
 
 
 def _connect_timeout(given: float | None) -> float:
