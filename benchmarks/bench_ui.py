@@ -86,13 +86,19 @@ def build(lake: Path, count: int) -> None:
                 "path": f"hour={key}/part-00000.parquet", "partitionValues": {"hour": key},
                 "size": 512, "modificationTime": now, "dataChange": True,
             }}))  # fmt: skip
-        meta = {"run": "19000101T000000-00000000", "code": "v1", "groups": [{"keys": group, "in": {}}]}
+        meta = {
+            "run": "19000101T000000-00000000",
+            "code": "v1",
+            "groups": [{"keys": group, "in": {}}],
+        }
         lines.append(json.dumps({"commitInfo": {
             "timestamp": now, "operation": "WRITE", "lakeflow": meta,
         }}))  # fmt: skip
         (log / f"{version:020d}.json").write_text("\n".join(lines) + "\n")
     events = EventLog(Lake(str(lake)))
-    for key in present[:: max(1, len(present) // max(1, len(present) // 100))][: len(present) // 100]:
+    for key in present[:: max(1, len(present) // max(1, len(present) // 100))][
+        : len(present) // 100
+    ]:
         events.emit(Event("19000102T000000-00000001", "unit_failed", asset="hourly", partition=key,
                           attempt=1, message="ValueError: bad hour"))  # fmt: skip
     events.emit(Event("19000102T000000-00000001", "run_requested", message="manual",
@@ -137,7 +143,9 @@ def measure(count: int, screenshot: str | None) -> dict:
     first = get("/ui/assets/hourly")  # the server's own first read is cold: measured above
     page, size = get("/ui/assets/hourly")
     data, data_size = get("/ui/api/assets/hourly/buckets")
-    buckets = json.loads(urllib.request.urlopen(server.address + "/ui/api/assets/hourly/buckets").read())
+    buckets = json.loads(
+        urllib.request.urlopen(server.address + "/ui/api/assets/hourly/buckets").read()
+    )
     one = buckets["buckets"][len(buckets["buckets"]) // 2]
     zoom, _ = get(f"/ui/assets/hourly?lo={one['lo']}&hi={one['hi']}")
     graph, _ = get("/ui/")
@@ -161,7 +169,12 @@ def browser_paint(url: str, screenshot: str | None) -> float | None:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1300,900",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:

@@ -1,7 +1,7 @@
 """The web UI in a real browser: headless Chromium from the system's packages (chromium,
 chromium-driver: the README's test command installs them), driven by selenium with the system's
 chromedriver. `lakeflow ui` runs as the user types it, on a lake with a failed check; the tests
-click graph -> asset -> partition -> run, start a materialize from the form (refused without the
+click graph -> asset -> partition -> lineage -> run, start a materialize from the form (refused without the
 token), cancel a run whose progress streams in, and save screenshots under their tmp dir."""
 
 from __future__ import annotations
@@ -153,6 +153,27 @@ def test_click_through_graph_asset_partition_run(server, browser, tmp_path):
     assert "orders" in per_asset and "check_failed" in per_asset and "blocked" in per_asset
     browser.save_screenshot(str(tmp_path / "run.png"))
     assert all((tmp_path / f"{n}.png").stat().st_size > 1000 for n in ("graph", "asset", "run"))
+
+
+def test_partition_lineage_to_the_run_that_built_its_input(server, browser, tmp_path):
+    browser.get(server.url + "/ui/assets/order_totals")
+    _css(browser, 'a.cell[data-state="fresh"]').click()  # the first day
+    eventually(lambda: browser.current_url.endswith("/partitions/2024-01-01"))
+    _css(browser, "a.lineage").click()
+    eventually(lambda: "/ui/lineage/order_totals/2024-01-01" in browser.current_url)
+    trace = _css(browser, "ul.lineage").text
+    assert "order_totals 2024-01-01 @ v" in trace and "orders 2024-01-01 @ v" in trace
+    browser.save_screenshot(str(tmp_path / "lineage.png"))
+    upstream = _css(browser, 'ul.lineage ul a.unit[data-asset="orders"]')
+    run = upstream.find_element("xpath", "..").find_element("css selector", "a.run")
+    run_id = run.text
+    run.click()
+    eventually(lambda: browser.current_url.endswith(f"/ui/runs/{run_id}"))
+    assert "orders" in _css(browser, "table.per-asset").text
+    browser.back()
+    _css(browser, "a.flip").click()  # and forward: what order_totals 2024-01-01 fed
+    eventually(lambda: "downstream=1" in browser.current_url)
+    assert "downstream" in _css(browser, "p.meta").text
 
 
 def test_filter_and_zoom_by_state(server, browser):

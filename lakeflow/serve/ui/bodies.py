@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import polars as pl
 
+from lakeflow.plan.lineage import Lineage, LineageNode
 from lakeflow.plan.status import check_frame
 from lakeflow.serve.ui.model import STATES, LakeView
-from lakeflow.serve.ui.pages import PREFIX, badge, e, table
+from lakeflow.serve.ui.pages import PREFIX, badge, e, partition_url, table
 
-__all__ = ["partition_body", "run_body", "runs_body"]
+__all__ = ["lineage_body", "lineage_url", "partition_body", "run_body", "runs_body"]
 
 
 def _detail(text: str | None) -> dict[str, Any]:
@@ -38,7 +40,9 @@ def partition_body(view: LakeView, name: str, key: str) -> str:
     files = tables.files.get(key, {})
     out = [f'<p class="meta">{badge(state)} asset <a href="{PREFIX}/assets/{e(name)}">{e(name)}</a>'
            f", table version {tables.version}, last touched at version "
-           f"{tables.touched.get(key, '-')}, {len(files)} files, {sum(files.values()):,} bytes</p>"]  # fmt: skip
+           f"{tables.touched.get(key, '-')}, {len(files)} files, {sum(files.values()):,} bytes</p>",
+           f'<p>lineage: <a class="lineage" href="{lineage_url(name, key)}">what it read</a> · '
+           f'<a class="lineage-down" href="{lineage_url(name, key)}?downstream=1">what it fed</a></p>']  # fmt: skip
     if info is not None:
         ins = ", ".join(f"{u}@v{v}" for u, v in sorted(info.inputs.items())) or "none"
         built = datetime.fromtimestamp(info.timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
@@ -50,9 +54,10 @@ def partition_body(view: LakeView, name: str, key: str) -> str:
     mine = events.filter((pl.col("asset") == name) & (pl.col("partition").fill_null("") == key))
     versions = mine.filter(pl.col("kind").is_in(["unit_published", "unit_deleted"]))
     out.append("<h2>versions</h2>" + table(
-        ["version", "kind", "run", "rows", "bytes", "seconds", "at"],
+        ["version", "kind", "run", "rows", "bytes", "seconds", "at", "lineage"],
         [(v, k.removeprefix("unit_"), _run_link(r), rows, b,
-          f"{s:.2f}" if s is not None else "", e(ts))
+          f"{s:.2f}" if s is not None else "", e(ts),
+          f'<a href="{lineage_url(name, key)}?version={v}">read</a>' if v is not None else "")
          for v, k, r, rows, b, s, ts in versions.reverse().select(
              "version", "kind", "run_id", "rows", "bytes", "seconds", "ts").iter_rows()],
         raw=True, cls="versions",
@@ -197,4 +202,43 @@ def run_body(view: LakeView, info: dict[str, Any], writable: bool) -> str:
         f"{e(info.get('partitions') or 'all')}</p></div>{buttons}"
         + table(["asset", *kinds], rows, cls="per-asset")
         + (f"<h2>failures</h2><ul>{failures}</ul>" if failures else "")
+    )
+
+
+def lineage_body(lineage: Lineage, *, asset: str, key: str) -> str:
+    """A lineage trace as nested lists: each partition version with its kind, run and code
+    version, a link to its page and to its own lineage."""
+    other = "upstream" if lineage.direction == "downstream" else "downstream"
+    flip = "" if other == "upstream" else "?downstream=1"
+    head = (
+        f'<p class="meta">{e(lineage.direction)}: what {e(asset)} {e(key)} '
+        f"{'read' if lineage.direction == 'upstream' else 'fed'}, recursively, from the commits' "
+        f'recorded inputs · <a class="flip" href="{lineage_url(asset, key)}{flip}">{other}</a></p>'
+    )
+    return head + '<ul class="lineage">' + _lineage_node(lineage.root, lineage.direction) + "</ul>"
+
+
+def lineage_url(asset: str, key: str) -> str:
+    return f"{PREFIX}/lineage/{quote(asset)}/{quote(key or '-', safe='')}"
+
+
+def _lineage_node(node: LineageNode, direction: str) -> str:
+    unit = node.unit
+    what = f"v{unit.version}" if unit.version is not None else unit.kind
+    built = (
+        f" run {_run_link(unit.run_id)} code <code>{e(unit.code_version)}</code>"
+        if unit.kind == "lakeflow"
+        else f" ({e(unit.kind)})"
+    )
+    via = f' <span class="via">[{e(node.via)}]</span>' if node.via else ""
+    more = " (see above)" if node.repeated else ""
+    link = (
+        f'<a class="unit" data-asset="{e(unit.asset)}" href="{partition_url(unit.asset, unit.partition)}">'
+        f"{e(unit.asset)} {e(unit.partition or '(unpartitioned)')}</a>"
+    )
+    children = "".join(_lineage_node(edge, direction) for edge in node.edges)
+    return (
+        f"<li>{link} @ {e(what)}{built}{via}{more}"
+        + (f"<ul>{children}</ul>" if children else "")
+        + "</li>"
     )

@@ -2,6 +2,7 @@
 
     GET  /ui/                         the asset graph          GET /ui/assets/NAME     its heatmap
     GET  /ui/assets/NAME/partitions/KEY                         versions, run, checks, error, logs
+    GET  /ui/lineage/NAME/KEY         what it read, recursively (?downstream=1: what it fed)
     GET  /ui/runs, /ui/runs/ID        runs; /ui/runs/ID/stream  its progress (server-sent events)
     GET  /ui/triggers                 cursors, pending partitions, schedules
     GET  /ui/api/assets/NAME/buckets  the heatmap's data as JSON (?lo=&hi=&state=)
@@ -37,8 +38,9 @@ from starlette.routing import BaseRoute, Route
 from lakeflow.control.runs import cancel_marker, run_status
 from lakeflow.errors import LakeflowError
 from lakeflow.lake import Lake
+from lakeflow.plan.lineage import trace
 from lakeflow.serve.ui import pages
-from lakeflow.serve.ui.bodies import partition_body, run_body, runs_body
+from lakeflow.serve.ui.bodies import lineage_body, partition_body, run_body, runs_body
 from lakeflow.serve.ui.model import STATES, LakeView, asset_health
 from lakeflow.serve.ui.pages import PREFIX, badge, e, table
 from lakeflow.serve.ui.triggers import triggers_body
@@ -143,6 +145,21 @@ def ui_routes(
         body = await run_in_threadpool(partition_body, view, name, key)
         return html(f"{name} {key}".strip(), body)
 
+    async def lineage(request: HttpRequest) -> Response:
+        name = request.path_params["name"]
+        asset_or_404(name)
+        key = request.path_params["key"]
+        key = "" if key == "-" else key
+        given = request.query_params.get("version")
+        version = _int(request, "version", -1) if given else None
+        down = request.query_params.get("downstream") in ("1", "true")
+        found = await run_in_threadpool(
+            trace, lake, pipeline, name, key or None, version=version, downstream=down,
+            depth=_int(request, "depth", 8),
+        )  # fmt: skip
+        title = f"lineage of {name} {key}".strip()
+        return html(title, lineage_body(found, asset=name, key=key))
+
     async def runs(request: HttpRequest) -> Response:
         body = await run_in_threadpool(runs_body, view)
         return html("runs and backfills", body)
@@ -236,6 +253,7 @@ def ui_routes(
         Route(
             f"{PREFIX}/assets/{{name}}/partitions/{{key:path}}", guard(partition), methods=["GET"]
         ),
+        Route(f"{PREFIX}/lineage/{{name}}/{{key:path}}", guard(lineage), methods=["GET"]),
         Route(f"{PREFIX}/runs", guard(runs), methods=["GET"]),
         Route(f"{PREFIX}/runs/{{run_id}}", guard(run), methods=["GET"]),
         Route(f"{PREFIX}/runs/{{run_id}}/stream", guard(stream), methods=["GET"]),
