@@ -21,9 +21,9 @@ import pytest
 import lakeflow as lf
 from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events
-from lakeflow.serve.ui.model import MAX_BUCKETS, STATES, buckets
+from lakeflow.serve.ui.model import MAX_BUCKETS, STATES, LakeView, buckets
 from tests.conftest import CONTROL, ROOT, eventually, lake_fingerprint
-from tests.pipelines import GATED
+from tests.pipelines import GATED, PIPELINE
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "ui-test-token"
@@ -143,7 +143,7 @@ def test_click_through_graph_asset_partition_run(server, browser, tmp_path):
     page = _css(browser, "main").text
     assert "check failed" in page
     assert "between(amount" in page and "failed" in _css(browser, "table.checks").text
-    assert f"/_lakeflow/quarantine/orders/{BAD_DAY}/" in page
+    assert f"<lake>/_lakeflow/quarantine/orders/{BAD_DAY}/" in page
     assert str(server.url) not in page and "lake/_lakeflow" not in page  # no absolute path
     browser.save_screenshot(str(tmp_path / "partition.png"))
 
@@ -271,6 +271,42 @@ HOURS = lf.HourlyPartitions(start="1950-01-01T00", end="2064-02-01T00")
 @lf.asset(partitions=HOURS)
 def hourly() -> pl.DataFrame:
     return pl.DataFrame({"x": [1]})
+
+
+def test_the_view_follows_new_commits_as_a_fresh_read_sees_them(tmp_path):
+    """The UI patches its cached snapshot with the partitions new commits touched (no pass
+    over every key): after more runs, a forced rebuild and a failure, what it shows is what a
+    view that reads the lake afresh shows."""
+    lake = str(tmp_path / "lake")
+    view = LakeView(pipeline=PIPELINE.with_lake(lake), lake=Lake(lake))
+    lf.materialize(PIPELINE, lake=lake, executor="local", partitions="2024-01-01..2024-01-04")
+    before = {name: codes.copy() for name, codes in view.states().items()}
+    lf.materialize(PIPELINE, lake=lake, executor="local")
+    lf.materialize(PIPELINE, select="events", partitions="2024-01-02", force=True, lake=lake,
+                   executor="local")  # fmt: skip
+    (CONTROL / "fail-spend-2024-01-09").touch()
+    try:
+        lf.materialize(PIPELINE, select="spend", partitions="2024-01-09", force=True, lake=lake,
+                       executor="local")  # fmt: skip
+    finally:
+        (CONTROL / "fail-spend-2024-01-09").unlink()
+    after = view.states()
+    fresh = LakeView(pipeline=PIPELINE.with_lake(lake), lake=Lake(lake)).states()
+    assert after.keys() == fresh.keys()
+    for name in fresh:
+        assert after[name].tolist() == fresh[name].tolist(), name
+    assert any(before[n].tolist() != after[n].tolist() for n in fresh)  # it did move
+    assert STATES[after["spend"][8]] == "failed"
+    for name, (_, snap) in view._snaps.items():
+        again = LakeView(pipeline=PIPELINE.with_lake(lake), lake=Lake(lake))
+        again.states()
+        expected = again._snaps[name][1]
+        assert snap.version == expected.version
+        for field in ("present", "touched", "code", "run"):
+            assert getattr(snap, field).tolist() == getattr(expected, field).tolist(), (name, field)
+        assert {k: v.tolist() for k, v in snap.inputs.items()} == {
+            k: v.tolist() for k, v in expected.inputs.items()
+        }
 
 
 def test_buckets_of_a_million_hourly_partitions():

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from lakeflow.cli.common import EXIT_OK, pipeline_args, pipeline_from_args
 from lakeflow.control.client import connect, controller_client
+from lakeflow.errors import RequestError
 from lakeflow.lake import Lake
 from lakeflow.serve.ui import ui_routes
 from lakeflow.serve.web import Bearer, HttpLimits, TriggerServer, bind, build_app, check_token
@@ -64,6 +65,8 @@ def serve_ui(args: argparse.Namespace, console: Console) -> int:
     token = args.token if args.token is not None else os.environ.get("LAKEFLOW_HTTP_TOKEN")
     if token is not None:
         check_token(token)
+    if not 0 <= args.port <= 65535:
+        raise RequestError(f"--port {args.port}: the port must be a number from 0 to 65535")
     sock = bind(args.host, args.port)  # a taken port is exit 2 before anything starts
     lake = Lake(pipeline.lake, pipeline.storage_options)
     writes = token is not None

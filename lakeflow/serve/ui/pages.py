@@ -170,7 +170,7 @@ def heatmap_svg(asset: str, unit: str, cells: Sequence[Bucket], *, state: str | 
         out.append(
             f'<a href="{href}" class="cell" data-lo="{cell.lo}" data-hi="{cell.hi}" '
             f'data-state="{colour}"><title>{e(cell.label)}: {e(tip or "none")}</title>'
-            f'<rect class="s-{colour}" x="{x}" y="{y}" width="{size}" height="{size}" rx="2"/></a>'
+            f"{_stack(cell.counts, colour, x, y, size)}</a>"
         )
     slots = len(cells) + offset
     cols = -(-slots // 7) if calendar else min(slots, 25)
@@ -179,6 +179,27 @@ def heatmap_svg(asset: str, unit: str, cells: Sequence[Bucket], *, state: str | 
     return (
         f'<svg class="heatmap" width="{w}" height="{h}" viewBox="0 0 {w} {h}">{"".join(out)}</svg>'
     )
+
+
+def _stack(counts: Mapping[str, int], colour: str, x: int, y: int, size: int) -> str:
+    """One cell: its worst state's colour, or for a bucket of mixed states a bar per state,
+    its height the state's share (worst on top), so 1% failed reads as a sliver, not a wall."""
+    total = sum(counts.values())
+    shown = [s for s in _SEVERITY if counts.get(s, 0)]
+    if len(shown) <= 1 or total == 0:
+        return f'<rect class="s-{colour}" x="{x}" y="{y}" width="{size}" height="{size}" rx="2"/>'
+    out, top = (
+        [f'<rect class="s-empty" x="{x}" y="{y}" width="{size}" height="{size}" rx="2"/>'],
+        0.0,
+    )
+    for state in shown:
+        height = max(1.5, size * counts[state] / total)
+        height = min(height, size - top)
+        out.append(
+            f'<rect class="s-{state}" x="{x}" y="{y + top:.1f}" width="{size}" height="{height:.1f}"/>'
+        )
+        top += height
+    return "".join(out)
 
 
 def _looks_daily(cells: Sequence[Bucket]) -> bool:

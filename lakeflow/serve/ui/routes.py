@@ -35,8 +35,8 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from lakeflow.control.runs import cancel_marker, run_status
-from lakeflow.errors import LakeflowError
+from lakeflow.control.runs import UnknownRun, cancel_marker, run_status
+from lakeflow.errors import LakeError, LakeflowError
 from lakeflow.lake import Lake
 from lakeflow.plan.lineage import trace
 from lakeflow.serve.ui import pages
@@ -66,7 +66,8 @@ def ui_routes(
         return text.replace(lake.url, "<lake>")
 
     def html(title: str, body: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(pages.page(title, public(body), writable=writable), status)
+        shown = body.replace(e(lake.url), "&lt;lake&gt;")
+        return HTMLResponse(pages.page(title, shown, writable=writable), status)
 
     def guard(handler: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
         async def wrapped(request: HttpRequest) -> Response:
@@ -74,8 +75,9 @@ def ui_routes(
                 return await handler(request)
             except HTTPException:
                 raise
-            except LakeflowError as error:
-                return html("error", f'<p class="error">{e(str(error))}</p>', 400)
+            except LakeflowError as error:  # the lake unreachable: 503; a bad request: 400
+                status = 503 if isinstance(error, LakeError) else 400
+                return html("error", f'<p class="error">{e(str(error))}</p>', status)
 
         return wrapped
 
@@ -279,5 +281,5 @@ def _int(request: HttpRequest, name: str, default: int) -> int:
 def _status_or_404(lake: Lake, run_id: str) -> dict[str, Any]:
     try:
         return run_status(lake, run_id)
-    except LakeflowError:
+    except UnknownRun:
         raise HTTPException(404, f"no run {run_id}") from None
