@@ -12,6 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,10 @@ import pytest
 import lakeflow as lf
 from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events
+from lakeflow.serve.ui import ui_routes
 from lakeflow.serve.ui.model import MAX_BUCKETS, STATES, LakeView, buckets
+from lakeflow.serve.web import HttpLimits, TriggerServer, bind, build_app
+from lakeflow.triggers.follow import STATE_URL, TriggerState
 from tests.conftest import CONTROL, ROOT, eventually, lake_fingerprint
 from tests.pipelines import GATED, PIPELINE
 
@@ -307,6 +311,29 @@ def test_the_view_follows_new_commits_as_a_fresh_read_sees_them(tmp_path):
         assert {k: v.tolist() for k, v in snap.inputs.items()} == {
             k: v.tolist() for k, v in expected.inputs.items()
         }
+
+
+def test_triggers_page_shows_cursors_pending_partitions_and_schedules(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    hourly = lf.schedule("0 * * * *", select="events", name="hourly events")
+    pipeline = lf.Pipeline(list(PIPELINE.assets.values()), name="spend", triggers=[hourly])
+    state = TriggerState(
+        cursors={"events": 7}, pending={"spend": {"2024-01-02": ["events"]}},
+        ticks={"hourly events": datetime(2024, 1, 1, 5, tzinfo=UTC).timestamp()},
+    )  # fmt: skip
+    lake.write_bytes(f"{lake.url}/{STATE_URL}", state.dumps())
+    app = build_app(ui_routes(pipeline=pipeline.with_lake(lake.url), lake=lake))
+    server = TriggerServer(app=app, sock=bind("127.0.0.1", 0), limits=HttpLimits())
+    try:
+        with urllib.request.urlopen(server.address + "/ui/triggers", timeout=30) as response:
+            page = response.read().decode()
+    finally:
+        server.close()
+    assert "<td>events</td><td>7</td>" in page
+    assert "<td>spend</td><td>1</td><td>2024-01-02</td>" in page
+    assert "hourly events" in page and "2024-01-01T05:00:00+00:00" in page  # the last tick
+    assert ":00:00+00:00</td></tr>" in page  # the next tick, on the hour
+    assert str(tmp_path) not in page
 
 
 def test_buckets_of_a_million_hourly_partitions():
