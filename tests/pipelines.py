@@ -111,6 +111,7 @@ def customers() -> pl.DataFrame:
 )
 def orders(ctx: lf.Context) -> pl.DataFrame:
     key = ctx.partition.key
+    steer("orders", key)
     amounts = [10.0, 20.0, -5.0 if control(f"bad-orders-{key}") else 30.0]
     customer = "zz" if control(f"orphan-orders-{key}") else "c3"
     rows = 2 if control(f"short-orders-{key}") else 3

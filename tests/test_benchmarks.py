@@ -20,6 +20,7 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
         ("bench_planning.py", [], "| empty lake: plan | 100,000 |"),
         ("bench_triggers.py", [], "| outside commit -> consumer starts | 4 |"),
         ("bench_nodes.py", [], "| 1 | 15 |"),
+        ("bench_ui.py", [], "| 10,000 |"),
     ],
 )
 def test_benchmark_script_runs_quick(script, args, expected, tmp_path):

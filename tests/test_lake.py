@@ -10,7 +10,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from lakeflow.errors import LakeError, SchemaError
-from lakeflow.lake import Lake
+from lakeflow.lake import Lake, log
 from lakeflow.lake import publish as publish_module
 from lakeflow.lake.log import APP_ID, TableState
 from lakeflow.lake.publish import UnitOutput, publish, split_by_schema
@@ -398,3 +398,23 @@ def test_another_writers_commit_with_our_transaction_number_is_not_taken_for_our
         "2024-01-02",
         "2024-01-09",
     ]
+
+
+def test_a_commit_of_many_files_reads_as_one_of_few(tmp_path, monkeypatch):
+    """A group commit of hundreds of partitions (parsed in bulk) gives the state, keys, paths,
+    sizes and removes that reading it line by line gives."""
+    url = str(tmp_path / "wide")
+    days = [f"d{i:04d}" for i in range(600)]
+    write_deltalake(url, pa.table({"day": days, "x": list(range(600))}), partition_by=["day"])
+    redo = pa.table({"day": days[:300], "x": [-1] * 300})
+    write_deltalake(url, redo, partition_by=["day"], mode="overwrite", predicate="day < 'd0300'")
+    raws = [(tmp_path / "wide" / "_delta_log" / f"{v:020d}.json").read_bytes() for v in (0, 1)]
+    bulk = [log.parse_commit(raw, v, "day") for v, raw in enumerate(raws)]
+    state = TableState.load(Lake(str(tmp_path)), url, column="day")
+    monkeypatch.setattr(log, "BULK", 10**9)  # every line through json.loads
+    assert bulk == [log.parse_commit(raw, v, "day") for v, raw in enumerate(raws)]
+    assert len(bulk[0].added) == 600 and not bulk[0].removed
+    assert set(bulk[1].removed) == set(days[:300]) == set(bulk[1].added)
+    assert all(size > 0 for files in bulk[1].added.values() for _, size in files)
+    assert state.touched == {d: (1 if d < "d0300" else 0) for d in days}
+    assert state.files == TableState.load(Lake(str(tmp_path)), url, column="day").files

@@ -11,6 +11,7 @@
     lakeflow up pipelines/flights.py [--http 127.0.0.1:8080] [--detach]
     lakeflow down pipelines/flights.py
     lakeflow dev pipelines/flights.py [--port 3000] [--detach]   |   lakeflow dev --stop --lake ./lake
+    lakeflow ui pipelines/flights.py [--port 3000] [--token T]
     lakeflow subscribe pipelines/flights.py daily_revenue [--webhook URL]
     lakeflow submit --address http://127.0.0.1:8265 -- backfill pipelines/flights.py ...
     lakeflow jobs list | logs ID [--follow] | stop ID
@@ -22,7 +23,7 @@ lake's storage failed, including a run whose failed units all failed on storage 
 130 cancelled with Ctrl-C (see `cli.common`). `--debug` shows the traceback behind an error.
 
 This module only assembles the parser from the command groups (one module each: `run`, `lake`,
-`history`, `service`, `dev`, `cluster`) and calls the handler a command names. It imports only the group of the
+`history`, `service`, `dev`, `ui`, `cluster`) and calls the handler a command names. It imports only the group of the
 command typed (`GROUPS` says which group adds which command), so `lakeflow status` never loads
 the controller, the web service or Ray; help, a bare `lakeflow` and a command no group claims
 load them all.
@@ -51,6 +52,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "lakeflow.cli.history": ("runs", "logs"),
     "lakeflow.cli.service": ("up", "down", "subscribe"),
     "lakeflow.cli.dev": ("dev",),
+    "lakeflow.cli.ui": ("ui",),
     "lakeflow.cli.cluster": ("submit", "jobs"),
 }
 

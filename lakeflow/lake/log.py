@@ -10,12 +10,14 @@ commit added or removed.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
@@ -96,10 +98,18 @@ def _partition_key(values: Mapping[str, str | None] | None, column: str | None) 
     return "" if value is None else value
 
 
+BULK = 256  # add/remove actions from which a commit's are parsed by polars, not line by line
+
+
 def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
     """Parse a `_delta_log/NNN.json` commit file. A `metaData` action in the commit overrides
-    `column` (the table's partition column) for the commit's own actions."""
-    actions = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    `column` (the table's partition column) for the commit's own actions. A commit of many
+    files (a backfill's group commit: 100,000 adds) has its add and remove lines parsed by
+    polars in one go, several times faster than `json.loads` per line."""
+    lines = [line for line in raw.splitlines() if line.strip()]
+    files = [line for line in lines if line.lstrip().startswith((b'{"add"', b'{"remove"'))]
+    bulk = len(files) >= BULK
+    actions = [json.loads(line) for line in (lines if not bulk else _others(lines))]
     partition_columns: tuple[str, ...] | None = None
     schema_json: str | None = None
     for action in actions:
@@ -111,6 +121,8 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
     txn: dict[str, int] = {}
     added: dict[str, list[tuple[str, int]]] = {}
     removed: dict[str, list[str]] = {}
+    if bulk:
+        _bulk_files(files, column, added, removed)
     for action in actions:
         if "add" in action:
             add = action["add"]
@@ -141,6 +153,40 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
         partition_columns,
         schema_json,
     )
+
+
+def _others(lines: list[bytes]) -> list[bytes]:
+    return [line for line in lines if not line.lstrip().startswith((b'{"add"', b'{"remove"'))]
+
+
+def _bulk_files(
+    files: list[bytes],
+    column: str | None,
+    added: dict[str, list[tuple[str, int]]],
+    removed: dict[str, list[str]],
+) -> None:
+    """Add and remove actions (one JSON object a line) into `added` and `removed`, by polars."""
+    values = pl.Struct({column: pl.String}) if column else pl.Struct({"_": pl.String})
+    action = pl.Struct({"path": pl.String, "size": pl.Int64, "partitionValues": values})
+    frame = pl.read_ndjson(io.BytesIO(b"\n".join(files)), schema={"add": action, "remove": action})
+    for kind in ("add", "remove"):
+        rows = frame.get_column(kind).drop_nulls()
+        if rows.is_empty():
+            continue
+        parts = rows.struct.unnest()
+        keys = (
+            parts.get_column("partitionValues").struct.field(column).fill_null("").to_list()
+            if column
+            else [""] * len(parts)
+        )
+        paths = parts.get_column("path").to_list()
+        if kind == "add":
+            sizes = parts.get_column("size").to_list()
+            for key, path, size in zip(keys, paths, sizes, strict=True):
+                added.setdefault(key, []).append((path, size))
+        else:
+            for key, path in zip(keys, paths, strict=True):
+                removed.setdefault(key, []).append(path)
 
 
 def _unreadable_commit(lake: Lake, url: str) -> str | None:
