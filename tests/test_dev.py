@@ -133,6 +133,27 @@ def test_materialize_attaches_to_the_service_without_starting_ray(dev, capsys):
     assert code == 0 and "1 fresh" in out, err
 
 
+def test_the_service_serves_the_web_ui(dev):
+    """`lakeflow dev` serves the web UI beside its endpoints: the graph names the assets; a
+    write from the UI without the token is refused."""
+    import urllib.error
+    import urllib.request
+
+    base = dev.marker()["http"]
+
+    def graph() -> str:
+        with urllib.request.urlopen(base + "/ui/", timeout=10) as answer:
+            return answer.read().decode()
+
+    eventually(lambda: "trips_daily" in graph() and "events" in graph(), timeout=30)
+    refused = urllib.request.Request(
+        base + "/ui/api/materialize", data=b'{"select": "events"}', method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(refused, timeout=10)
+    assert error.value.code in (401, 403)
+
+
 def test_a_failing_unit_exits_1_and_a_bad_request_exits_2_with_the_lake_unchanged(
     dev, control, capsys
 ):

@@ -30,6 +30,7 @@ from lakeflow.define.definition import reference as pipeline_reference
 from lakeflow.define.graph import Pipeline
 from lakeflow.lake import Lake
 from lakeflow.serve.web import Bearer, HttpLimits, TriggerServer, bind, build_app, check_token
+from lakeflow.serve.ui.routes import ui_routes
 from lakeflow.serve.web_runs import run_routes
 from lakeflow.serve.web_service import service_routes
 from lakeflow.triggers.host import TriggerOptions
@@ -158,9 +159,8 @@ def _routes(
         ),
         *run_routes(pipeline=pipeline, client=client, lake=lake, bearer=bearer, limits=limits),
     ]
-    # -- THE WEB UI IS MOUNTED HERE (issue 13): once lakeflow/serve/ui.py exists, add
-    #    routes += ui_routes(pipeline=pipeline, lake=lake, client=client, bearer=bearer)
-    return routes
+    # the web UI: pages read the lake; its writes (materialize, cancel, resume) take the token
+    return routes + ui_routes(pipeline=pipeline, lake=lake, client=client, bearer=bearer)
 
 
 def _announce(line: str) -> None:
