@@ -69,6 +69,14 @@ def test_reading_commands_import_neither_ray_nor_gx_nor_pandas(built, tmp_path):
             done, imported = _cli(command[0], SPEND, "--lake", lake, *command[1:])
             assert done.returncode == 0, done.stderr
             assert imported == [], (command, lake, imported)
+    for args in (["lineage", SPEND, "spend_3d", "2024-01-03"], ["runs"]):
+        done, imported = _cli(*args, "--lake", built)
+        assert done.returncode == 0, done.stderr
+        assert imported == [], (args, imported)
+    assert (
+        "events 2024-01-03 @ v0"
+        in _cli("lineage", SPEND, "spend", "2024-01-03", "--lake", built)[0].stdout
+    )
     done, _ = _cli("status", SPEND, "--lake", built, "--json")
     rows = {r["asset"]: r for r in json.loads(done.stdout)}
     assert rows["spend"]["published"] == 3 and rows["spend"]["missing"] == 7

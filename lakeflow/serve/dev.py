@@ -29,8 +29,8 @@ from lakeflow.control.services import (
 from lakeflow.define.definition import reference as pipeline_reference
 from lakeflow.define.graph import Pipeline
 from lakeflow.lake import Lake
-from lakeflow.serve.web import Bearer, HttpLimits, TriggerServer, bind, build_app, check_token
 from lakeflow.serve.ui.routes import ui_routes
+from lakeflow.serve.web import Bearer, HttpLimits, TriggerServer, bind, build_app, check_token
 from lakeflow.serve.web_runs import run_routes
 from lakeflow.serve.web_service import service_routes
 from lakeflow.triggers.host import TriggerOptions
