@@ -102,6 +102,41 @@ def median(command: list[str], repeat: int, **kwargs: object) -> tuple[float, fl
     return statistics.median(times), min(times), max(times)
 
 
+def attached_one_shot(work: Path, days: int, *, skip: bool) -> float | None:
+    """The one-shot shape again, on a new lake, as a fresh process attached to a `lakeflow dev`
+    service started (and stopped) around it; the service's start is not timed."""
+    if skip:
+        return None
+    shape = work / "shape_dev_pipeline.py"
+    shape.write_text(SHAPE.format(days=days, lake=str(work / "shape_dev")))
+    saved = os.environ.get("LAKEFLOW_SERVICES_DIR")
+    os.environ["LAKEFLOW_SERVICES_DIR"] = str(work / "services")
+    try:
+        start = subprocess.run(
+            [*LAKEFLOW, "dev", str(shape), "--port", "0", "--detach"],
+            cwd=work, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if start.returncode != 0:
+            print(f"lakeflow dev did not start: {start.stdout}{start.stderr}")
+            return None
+        try:
+            return timed(
+                [*LAKEFLOW, "materialize", str(shape), "--no-progress"],
+                cwd=work,
+                expect=f"{3 * days} published",
+            )
+        finally:
+            subprocess.run(
+                [*LAKEFLOW, "dev", "--stop", "--lake", str(work / "shape_dev")],
+                cwd=work, capture_output=True, timeout=180,
+            )  # fmt: skip
+    finally:
+        if saved is None:
+            os.environ.pop("LAKEFLOW_SERVICES_DIR", None)
+        else:
+            os.environ["LAKEFLOW_SERVICES_DIR"] = saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,6 +147,7 @@ def main() -> None:
     )
     parser.add_argument("--days", type=int, default=100, help="days of the one-shot shape")
     parser.add_argument("--skip-dagster", action="store_true")
+    parser.add_argument("--skip-dev", action="store_true", help="no attached-to-dev figure")
     parser.add_argument("--quick", action="store_true", help="small and fast; nothing recorded")
     args = parser.parse_args()
     repeat, span, days = (
@@ -185,6 +221,15 @@ def main() -> None:
                 one_shot,
             ]
         )
+        attached = attached_one_shot(work, days, skip=args.skip_dev)
+        if attached is not None:
+            rows.append(
+                [
+                    f"the same command attached to `lakeflow dev` (a fresh process; the service "
+                    f"was started before and is not timed), 3 x {days} days on a new lake",
+                    attached, attached, attached,
+                ]
+            )  # fmt: skip
         child = timed_output(
             [sys.executable, "-c", BREAKDOWN.format(days=days, lake=str(work / "breakdown"))],
             cwd=ROOT,
@@ -214,6 +259,11 @@ def main() -> None:
                     ]
                 )
                 ratio = f"One-shot lakeflow is {dagster_s / one_shot:.2f}x Dagster's whole process (goal: 5x)."
+                if attached is not None:
+                    ratio += (
+                        f" Attached to `lakeflow dev`, the same command in a fresh process is "
+                        f"{dagster_s / attached:.2f}x."
+                    )
         headers = ["command (a fresh process each time)", "median s", "min s", "max s"]
         body = (
             table(headers, rows)
