@@ -340,6 +340,39 @@ def test_table_state_follows_outside_commits(table):
     assert reloaded.published.keys() == state.published.keys()
 
 
+@pytest.mark.parametrize("named", ["by path", "nowhere"])
+def test_a_remove_without_partition_values_is_followed(table, named):
+    """The protocol lets a writer leave a remove's partitionValues out: the file must still go
+    from its partition (else a consumer reads it and the new file both: rows doubled)."""
+    lake, url = table
+    _, state = commit(
+        lake, url, [stage(lake, url, k, day_frame(k)) for k in ("2024-01-01", "2024-01-02")]
+    )
+    (old,) = state.files["2024-01-02"]
+    new = (
+        "date=2024-01-02/replacement.parquet" if named == "by path" else "flat-replacement.parquet"
+    )
+    pl.DataFrame({"id": [9], "label": ["x"]}).write_parquet(f"{url}/{new}")
+    moved = old if named == "by path" else "flat-old.parquet"
+    if named == "nowhere":  # a writer that keeps files flat: the path names no partition
+        state.files["2024-01-02"][moved] = state.files["2024-01-02"].pop(old)
+    lines = [
+        {"remove": {"path": moved, "deletionTimestamp": 1, "dataChange": True}},
+        {"add": {"path": new, "size": 10, "partitionValues": {"date": "2024-01-02"},
+                 "modificationTime": 1, "dataChange": True}},
+        {"commitInfo": {"timestamp": 1, "operation": "WRITE"}},
+    ]  # fmt: skip
+    path = f"{url}/_delta_log/{state.version + 1:020d}.json"
+    with open(path, "w") as out:
+        out.write("\n".join(json.dumps(line) for line in lines) + "\n")
+    (applied,) = state.refresh(lake)
+    assert list(state.files["2024-01-02"]) == [new]
+    assert len(state.files["2024-01-01"]) == 1
+    if named == "by path":
+        assert applied.touched == {"2024-01-02"}
+        assert state.touched["2024-01-02"] == applied.version
+
+
 def test_a_table_that_appears_later_is_followed_from_its_first_version(table):
     lake, url = table
     state = TableState.load(lake, url, column="date")

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
@@ -142,6 +143,8 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
             metadata = meta if isinstance(meta, dict) else None
         elif "txn" in action:
             txn[action["txn"]["appId"]] = int(action["txn"]["version"])
+    if column and "" in removed:  # the protocol lets a remove leave its partition values out
+        _key_removes_by_path(removed, column)
     return Commit(
         version,
         timestamp,
@@ -153,6 +156,22 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
         partition_columns,
         schema_json,
     )
+
+
+def _key_removes_by_path(removed: dict[str, list[str]], column: str) -> None:
+    """File removes that named no partition under the partition their path names (`col=value/`,
+    as every Delta writer lays a partitioned table out); a path that names none stays under ""
+    and `TableState` finds it by path."""
+    unknown = removed.pop("")
+    for path in unknown:
+        key = ""
+        for part in path.split("/")[:-1]:
+            name, eq, value = part.partition("=")
+            if eq and unquote(name) == column:
+                value = unquote(value)
+                key = "" if value == "__HIVE_DEFAULT_PARTITION__" else value
+                break
+        removed.setdefault(key, []).append(path)
 
 
 def _others(lines: list[bytes]) -> list[bytes]:
@@ -321,9 +340,13 @@ class TableState:
             )
         for key, paths in commit.removed.items():
             current = self.files.get(key)
-            if current is not None:
-                for path in paths:
-                    current.pop(path, None)
+            for path in paths:
+                if current is not None and path in current:
+                    current.pop(path)
+                elif key == "" and self.column:  # a remove that named no partition: by path
+                    for held in self.files.values():
+                        if held.pop(path, None) is not None:
+                            break
         for key, added in commit.added.items():
             self.files.setdefault(key, {}).update(added)
         self._note(commit)
