@@ -230,6 +230,7 @@ def _materialize(args: argparse.Namespace, console: Console) -> int:
     result = on_ray(args, lambda: materialize(
         pipeline, select=args.select, partitions=args.partitions, force=args.force, order=args.order,
         executor=args.executor, progress=not args.no_progress and not args.json, origin="cli",
+        address=args.address,
     ))  # fmt: skip
     return _report(result, args, console)
 
@@ -254,7 +255,8 @@ def _backfill(args: argparse.Namespace, console: Console) -> int:
     if done is not None:
         return _report(done, args, console)
     result = on_ray(args, lambda: backfill(
-        pipeline, executor=args.executor, progress=not args.no_progress and not args.json, origin="cli", **options
+        pipeline, executor=args.executor, progress=not args.no_progress and not args.json, origin="cli",
+        address=args.address, **options
     ))  # fmt: skip
     return _report(result, args, console)
 
@@ -296,6 +298,7 @@ def look_after(argv: Sequence[str], console: Console, debug: bool) -> int:
             args.run_id,
             lake=lake,
             executor=args.executor,
+            address=args.address,
             progress=not args.no_progress and not args.json,
             accept_changed_code=args.accept_changed_code,
         ),
