@@ -115,6 +115,7 @@ def orders(ctx: lf.Context) -> pl.DataFrame:
     amounts = [10.0, 20.0, -5.0 if control(f"bad-orders-{key}") else 30.0]
     customer = "zz" if control(f"orphan-orders-{key}") else "c3"
     rows = 2 if control(f"short-orders-{key}") else 3
+    ctx.log.info("orders %s: %d rows", key, rows)  # captured: the web UI shows it
     frame = pl.DataFrame(
         {
             "order_id": [f"{key}-{i}" for i in range(3)],

@@ -159,6 +159,12 @@ def test_click_through_graph_asset_partition_run(server, browser, tmp_path):
     assert all((tmp_path / f"{n}.png").stat().st_size > 1000 for n in ("graph", "asset", "run"))
 
 
+def test_a_partitions_page_shows_what_the_unit_logged(server):
+    status, page = server.get(f"/ui/assets/orders/partitions/{BAD_DAY}")
+    assert status == 200
+    assert "<h2>logs (run" in page and f"orders {BAD_DAY}: 3 rows" in page
+
+
 def test_partition_lineage_to_the_run_that_built_its_input(server, browser, tmp_path):
     browser.get(server.url + "/ui/assets/order_totals")
     _css(browser, 'a.cell[data-state="fresh"]').click()  # the first day

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import polars as pl
 
+from lakeflow.lake.events import LOGS, read_logs
 from lakeflow.plan.lineage import Lineage, LineageNode
 from lakeflow.plan.status import check_frame
 from lakeflow.serve.ui.model import STATES, LakeView
@@ -99,27 +100,21 @@ def partition_body(view: LakeView, name: str, key: str) -> str:
             f'{f" (attempt {attempt})" if attempt else ""}</h2><p class="error">{e(message)}</p>'
             + (f'<pre class="traceback">{e(tb)}</pre>' if tb else "")
         )
-    logs = [
-        (r, _logs(row))
-        for r, row in zip(mine["run_id"].to_list(), mine.iter_rows(named=True), strict=True)
-    ]
-    logs = [(r, text) for r, text in logs if text]
-    if logs:
-        run_id, text = logs[-1]
-        out.append(f'<h2>logs (run {_run_link(run_id)})</h2><pre class="logs">{e(text)}</pre>')
+    logged = mine.filter(pl.col("kind") == LOGS)["run_id"].to_list()
+    if logged:  # the text is in the logs table; the event log says which run has some
+        run_id = logged[-1]
+        found = read_logs(view.lake, run_id=run_id, asset=name, partition=key)
+        if not found.is_empty():
+            attempt, text = found.select("attempt", "logs").row(-1)
+            out.append(
+                f"<h2>logs (run {_run_link(run_id)}, attempt {e(attempt)})</h2>"
+                f'<pre class="logs">{e(text)}</pre>'
+            )
     return "".join(out)
 
 
 def _run_link(run_id: str | None) -> str:
     return f'<a class="run" href="{PREFIX}/runs/{e(run_id)}">{e(run_id)}</a>' if run_id else ""
-
-
-def _logs(row: dict[str, Any]) -> str:
-    """A unit event's captured logs: a `logs` column, or `logs` in its detail."""
-    value = row.get("logs") or _detail(row.get("detail")).get("logs")
-    if isinstance(value, list):
-        return "\n".join(str(v) for v in value)
-    return str(value) if value else ""
 
 
 def _per_asset(events: pl.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
