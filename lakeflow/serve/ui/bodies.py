@@ -37,8 +37,9 @@ def partition_body(view: LakeView, name: str, key: str) -> str:
     index = int(parts.indices([key])[0]) if parts.is_partitioned else 0
     state = STATES[int(codes[index])]
     tables = view.table(name)
-    info = tables.published.get(key)
-    files = tables.files.get(key, {})
+    with tables.lock:  # another request's refresh may be applying a commit to it
+        info = tables.published.get(key)
+        files = dict(tables.files.get(key, {}))
     out = [f'<p class="meta">{badge(state)} asset <a href="{PREFIX}/assets/{e(name)}">{e(name)}</a>'
            f", table version {tables.version}, last touched at version "
            f"{tables.touched.get(key, '-')}, {len(files)} files, {sum(files.values()):,} bytes</p>",

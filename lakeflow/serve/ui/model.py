@@ -80,7 +80,7 @@ class LakeView:
     def __init__(self, *, pipeline: Pipeline, lake: Lake) -> None:
         self.pipeline = pipeline
         self.lake = lake
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one reader of the lake at a time; re-entered
         self._tables: dict[str, TableState] = {}
         self._snaps: dict[str, tuple[int, AssetSnapshot]] = {}
         self._changed: dict[str, set[str]] = {}  # partitions touched since the cached snapshot
@@ -92,46 +92,55 @@ class LakeView:
 
     # -- reading, cached -----------------------------------------------------------------------
     def table(self, name: str) -> TableState:
-        """Asset `name`'s table, brought up to date."""
-        state = self._tables.get(name)
-        if state is None:
-            state = self._tables[name] = open_table(self.lake, self.pipeline, name)
+        """Asset `name`'s table, brought up to date. Under the view's lock: the partitions a
+        refresh touched are noted before any snapshot of the new version can be cached."""
+        with self._lock:
+            state = self._tables.get(name)
+            if state is None:
+                state = self._tables[name] = open_table(self.lake, self.pipeline, name)
+                return state
+            for commit in state.refresh(self.lake):
+                if commit.schema_changed:  # a new partitioning: no patching the old arrays
+                    self._snaps.pop(name, None)
+                self._changed.setdefault(name, set()).update(commit.touched)
             return state
-        for commit in state.refresh(self.lake):
-            if commit.schema_changed:  # a new partitioning: no patching the old arrays
-                self._snaps.pop(name, None)
-            self._changed.setdefault(name, set()).update(commit.touched)
-        return state
 
     def events(self) -> pl.DataFrame:
-        """The event log, read again only when it has a new version."""
-        url = self.lake.table_url(EVENTS_TABLE)
-        version = self._events_version
-        if version >= 0 and self.lake.read_bytes(commit_path(url, version + 1)) is None:
-            return self._events
-        frame = read_events(self.lake)
-        versions = [
-            int(n[:20])
-            for n in self.lake.list_dir(f"{url}/_delta_log")
-            if n.endswith(".json") and n[:20].isdigit()
-        ]
-        self._events, self._events_version = frame, max(versions, default=-1)
-        return frame
+        """The event log, read again only when it has a new version. The version is listed
+        before the events are read: a flush in between makes the frame newer than the version
+        noted (read again next time), never older (a missed event shown until the next one)."""
+        with self._lock:
+            url = self.lake.table_url(EVENTS_TABLE)
+            version = self._events_version
+            if version >= 0 and self.lake.read_bytes(commit_path(url, version + 1)) is None:
+                return self._events
+            versions = [
+                int(n[:20])
+                for n in self.lake.list_dir(f"{url}/_delta_log")
+                if n.endswith(".json") and n[:20].isdigit()
+            ]
+            frame = read_events(self.lake)
+            self._events, self._events_version = frame, max(versions, default=-1)
+            return frame
 
     def states(self) -> dict[str, np.ndarray]:
         """asset -> int8 code (index in STATES) per partition index."""
+        return self._keyed_states()[1]
+
+    def _keyed_states(self) -> tuple[tuple[Any, ...] | None, dict[str, np.ndarray]]:
+        """The states and the lake state they are of, read together."""
         with self._lock:
             tables = {name: self.table(name) for name in self.pipeline.assets}
             events = self.events()
             key = (tuple(t.version for t in tables.values()), self._events_version)
             if key == self._states_key:
-                return self._states
+                return key, self._states
             snaps = {name: self._snapshot(name, t) for name, t in tables.items()}
             flags = partition_status(self.pipeline, snaps)
             states = {name: _FROM_PLAN[codes] for name, codes in flags.items()}
             self._overlay(states, flags, events)
             self._states_key, self._states = key, states
-            return states
+            return key, states
 
     def _snapshot(self, name: str, table: TableState) -> AssetSnapshot:
         parts = self.pipeline[name].partitions
@@ -195,8 +204,9 @@ class LakeView:
         self, name: str, *, lo: int, hi: int | None, state: str | None
     ) -> tuple[np.ndarray, str, list[Bucket]]:
         """`buckets()` of asset `name` as the lake is now, cached with the states."""
-        codes = self.states()[name]
-        key = (self._states_key, name, lo, hi, state)
+        lake_state, states = self._keyed_states()
+        codes = states[name]
+        key = (lake_state, name, lo, hi, state)
         with self._lock:
             found = self._buckets.get(key)
         if found is None:
