@@ -94,13 +94,14 @@ def secret_names(options: Mapping[str, StorageOption]) -> frozenset[str]:
 
 
 def redact(text: str, secrets: Collection[str]) -> str:
-    """`text` with every secret value in it replaced by `[redacted]` (longest first, so a secret
-    that contains another is hidden whole).
+    """`text` with every secret value in it, or its repr (an error's `KeyError('...')`), replaced
+    by `[redacted]` (longest first, so a secret that contains another is hidden whole).
 
     >>> redact("key=s3cr3t!", {"s3cr3t!"})
     'key=[redacted]'
     """
-    for value in sorted(secrets, key=len, reverse=True):
+    forms = {form for value in secrets for form in (value, repr(value)[1:-1])}  # as in errors
+    for value in sorted(forms, key=len, reverse=True):
         if len(value) >= MIN_SECRET and value in text:
             text = text.replace(value, REDACTED)
     return text

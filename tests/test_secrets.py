@@ -228,3 +228,27 @@ def test_a_lakes_repr_never_shows_a_secret(monkeypatch):
     shown = repr(lake)
     assert "hunter2-very-secret" not in shown and "from-the-environment-secret" not in shown
     assert "us-east-1" in shown and "s3://bucket/lake" in shown and "[redacted]" in shown
+
+
+def test_a_secret_is_redacted_however_it_is_escaped_or_cut():
+    """A secret with a quote, a backslash and non-ASCII is hidden in an event's JSON detail as
+    well as its message; a unit's output cut mid-secret keeps no fragment of it."""
+    from lakeflow.execute.capture import Tail
+    from lakeflow.lake.events import Event, _table
+
+    secret = 'pa"ss\\wörd-0123456789'
+    event = Event(
+        "run", "unit_failed", message=f"failed with {secret}",
+        detail={"traceback": f"KeyError: {secret!r}", "env": secret},
+    )  # fmt: skip
+    row = _table([event], frozenset({secret})).to_pylist()[0]
+    stored = json.dumps(row, default=str)
+    for form in (secret, json.dumps(secret)[1:-1], "wörd-0123456789", "w\\u00f6rd-0123456789"):
+        assert form not in stored and form not in row["detail"] and form not in row["message"]
+    assert "[redacted]" in row["detail"]
+
+    tail = Tail(limit=40)
+    tail.write("x" * 30 + secret + "y" * 25)  # the 40 kept characters start inside the secret
+    kept = tail.text(frozenset({secret}))
+    assert "earlier characters" in kept
+    assert not any(secret[i:] in kept for i in range(len(secret) - 3))

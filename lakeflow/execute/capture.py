@@ -69,6 +69,8 @@ class Tail:
         if not self.cut:
             return redact(body, secrets)
         cut, start = self.cut, body.find("\n", 0, 4096) + 1  # from the first whole line kept
+        if start == 0 and secrets:  # no line to start at: the cut may have split a secret
+            start = min(len(body), max(len(value) for value in secrets))
         body, cut = body[start:], cut + start
         note = f"[lakeflow: {cut:,} earlier characters of this unit's output were cut; the last {self.limit:,} are kept]\n"
         return note + redact(body, secrets)

@@ -100,8 +100,12 @@ def _table(events: Iterable[Event], secrets: frozenset[str] = frozenset()) -> pa
         rows["message"].append(e.message)
         rows["detail"].append(json.dumps(e.detail, default=str) if e.detail is not None else None)
     if secrets:
-        for name in ("message", "detail"):
-            rows[name] = [redact(t, secrets) if t else t for t in rows[name]]
+        # in the JSON of `detail` a secret (or its repr) holding a quote, a backslash or
+        # non-ASCII is escaped once more
+        forms = {*secrets, *(repr(value)[1:-1] for value in secrets)}
+        escaped = {*secrets, *(json.dumps(value)[1:-1] for value in forms)}
+        rows["message"] = [redact(t, secrets) if t else t for t in rows["message"]]
+        rows["detail"] = [redact(t, escaped) if t else t for t in rows["detail"]]
     return pa.table(rows, schema=SCHEMA)
 
 
