@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,6 +299,33 @@ def test_code_changed_since_the_service_loaded_it_is_refused_unchanged(dev):
     assert "cannot run dev_changing:pipeline" in changed.stderr
     assert "lakeflow dev --stop" in changed.stderr
     assert lake_fingerprint(dev.lake) == before
+
+
+def test_stop_never_signals_a_process_that_took_a_dead_services_pid(dev, tmp_path):
+    """A marker left by a crashed service whose pid another program now has: `--stop` sees
+    that pid does not answer as the service, removes the marker and signals nothing."""
+    from lakeflow.control.services import ServiceInfo, marker_path, write_marker
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lake = str(tmp_path / "other-lake")
+        url = lf.Lake(lake).url
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()  # a port nothing listens on
+        write_marker(ServiceInfo(
+            pid=other.pid, lake=url, pipeline=PIPELINE, started=time.time() - 3600,
+            http=f"http://127.0.0.1:{port}", token="t" * 32,
+        ))  # fmt: skip
+        stopped = cli("dev", "--stop", "--lake", lake)
+        assert stopped.returncode == 1, stopped.stdout + stopped.stderr
+        assert "not signalled" in stopped.stdout
+        assert other.poll() is None  # still running: never signalled
+        assert not marker_path(url).exists()
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_second_dev_on_the_same_lake_says_it_is_running(dev):

@@ -9,12 +9,14 @@ same lake send their work to it (`control/services.py`) instead of starting a Ra
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,11 @@ def _stop(lake: Lake, console: Console) -> int:
         remove_marker(lake.url)
         _say(console, f"lakeflow dev: no service was running for {lake.url}")
         return EXIT_FAILED
+    if info.ready and not _answers_as(info):  # its pid may now be another program's
+        remove_marker(lake.url, pid=info.pid)
+        _say(console, f"lakeflow dev: the service of {lake.url} is gone (pid {info.pid} does not "
+                      "answer as it; not signalled): its marker was removed")  # fmt: skip
+        return EXIT_FAILED
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while pid_alive(info.pid) and time.monotonic() < deadline:
@@ -181,6 +188,20 @@ def _stop(lake: Lake, console: Console) -> int:
     remove_marker(lake.url, pid=info.pid)
     _say(console, f"lakeflow dev: stopped the service of {lake.url} (pid {info.pid})")
     return EXIT_OK
+
+
+def _answers_as(info: ServiceInfo) -> bool:
+    """Whether the service at the marker's address, asked with its token, says it is that pid
+    started at that time: only then is the pid signalled."""
+    request = urllib.request.Request(
+        info.http + "/service", headers={"Authorization": f"Bearer {info.token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            about = json.loads(answer.read())["value"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return about.get("pid") == info.pid and about.get("started") == info.started
 
 
 def _kill_group(pid: int) -> None:
