@@ -23,10 +23,12 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,29 +117,53 @@ def marker_path(lake_url: str) -> Path:
 
 
 def _write_private(path: Path, text: str, *, exclusive: bool) -> bool:
-    """Write `text` to `path` with mode 0600: atomically replaced, or (`exclusive`) only if the
-    path does not exist yet (False then)."""
+    """Write `text` to `path` with mode 0600, whole or not at all (a reader never sees half a
+    marker): atomically replaced, or (`exclusive`) only if the path does not exist yet (False
+    then)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = path if exclusive else path.with_suffix(f".{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    try:
-        fd = os.open(target, flags, 0o600)
-    except FileExistsError:
-        return False
+    target = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
-    if not exclusive:
-        os.replace(target, path)
-    return True
+    try:
+        if not exclusive:
+            os.replace(target, path)
+            return True
+        try:
+            os.link(target, path)  # atomic, and fails when a marker is there
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        _unlink(target)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """The lake's marker lock: claims, replacements and removals of stale markers take it, so
+    none of them acts on a marker another has replaced meanwhile."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _same(a: ServiceInfo | None, b: ServiceInfo | None) -> bool:
+    return a is not None and b is not None and (a.pid, a.started) == (b.pid, b.started)
+
+
+def _remove_stale(path: Path, seen: ServiceInfo) -> None:
+    """Remove the marker found stale, only if it is still that one (not a new claim)."""
+    with _locked(path):
+        if _same(_read(path), seen):
+            _unlink(path)
 
 
 def claim_marker(info: ServiceInfo) -> ServiceInfo | None:
     """Claim the lake for a starting service: None if claimed, else the live service that holds
     it (a stale marker is removed and the claim tried again)."""
     path = marker_path(info.lake)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(path.with_suffix(".lock"), "a") as lock:  # two services starting at once: one wins
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(path):  # two services starting at once: one wins
         for _ in range(3):
             if _write_private(path, info.to_json(), exclusive=True):
                 return None
@@ -149,19 +175,28 @@ def claim_marker(info: ServiceInfo) -> ServiceInfo | None:
 
 
 def write_marker(info: ServiceInfo) -> Path:
-    """Replace the marker with `info` (the service is ready)."""
+    """Replace the marker with `info` (the service is ready); only the service's own claim may
+    be replaced (`LakeflowError` when another took the lake meanwhile)."""
     path = marker_path(info.lake)
-    _write_private(path, info.to_json(), exclusive=False)
+    with _locked(path):
+        held = _read(path)
+        if held is not None and held.pid != info.pid:
+            raise LakeflowError(
+                f"another lakeflow dev service (pid {held.pid}) took {info.lake}",
+                hint="stop one of them: `lakeflow dev --stop --lake ...`",
+            )
+        _write_private(path, info.to_json(), exclusive=False)
     return path
 
 
 def remove_marker(lake_url: str, *, pid: int | None = None) -> None:
     """Remove the lake's marker (only the one of process `pid`, if given)."""
     path = marker_path(lake_url)
-    held = _read(path)
-    if held is not None and pid is not None and held.pid != pid:
-        return
-    _unlink(path)
+    with _locked(path):
+        held = _read(path)
+        if held is not None and pid is not None and held.pid != pid:
+            return
+        _unlink(path)
 
 
 def _unlink(path: Path) -> None:
@@ -229,7 +264,7 @@ def find_service(lake_url: str, *, wait: float = STARTING_WAIT) -> ServiceInfo |
         if info is None or info.pid == os.getpid():  # the service itself runs its controller
             return None
         if not _alive(info):
-            _unlink(path)
+            _remove_stale(path, info)
             return None
         if info.ready:
             return info
