@@ -29,7 +29,7 @@ def load_pipeline(target: str) -> Pipeline:
         found = getattr(module, attribute, None)
         if not isinstance(found, Pipeline):
             raise DefinitionError(f"{location} has no Pipeline named {attribute!r}")
-        return found
+        return _loaded_from(found, module)
     pipelines = {name: value for name, value in vars(module).items() if isinstance(value, Pipeline)}
     if len(pipelines) != 1:
         names = ", ".join(pipelines) or "none"
@@ -37,7 +37,14 @@ def load_pipeline(target: str) -> Pipeline:
             f"{location} defines {len(pipelines)} pipelines ({names})",
             hint="pick one with FILE:NAME",
         )
-    return next(iter(pipelines.values()))
+    return _loaded_from(next(iter(pipelines.values())), module)
+
+
+def _loaded_from(pipeline: Pipeline, module: object) -> Pipeline:
+    """Note the module that binds it (a pipeline built by a helper function of another module
+    is then still referenced by where it was loaded from: `define.definition.reference`)."""
+    pipeline.__dict__.setdefault("_loaded_from", getattr(module, "__name__", None))
+    return pipeline
 
 
 def _load_file(path: Path) -> object:

@@ -286,6 +286,30 @@ def test_code_changed_since_the_service_loaded_it_is_refused_unchanged(dev):
     assert lake_fingerprint(dev.lake) == before
 
 
+BUILDER = """import polars as pl
+import lakeflow as lf
+
+def build():
+    @lf.asset
+    def built_by_a_helper() -> pl.DataFrame:
+        return pl.DataFrame({"x": [1, 2]})
+
+    return lf.Pipeline([built_by_a_helper], lake="./lake", name="helper")
+"""
+
+
+def test_a_pipeline_a_helper_function_builds_is_sent_by_where_it_was_loaded(dev):
+    """A pipeline file that binds what a function of another module builds (`pipeline =
+    build()`) attaches by reference: the CLI loaded it from that file, the service imports it."""
+    (dev.modules / "dev_builder.py").write_text(BUILDER)
+    module = dev.modules / "dev_built.py"
+    module.write_text("from dev_builder import build\n\npipeline = build()\n")
+    done = cli("materialize", str(module), "--lake", dev.lake, "--no-progress")
+    assert done.returncode == 0 and "1 published" in done.stdout, done.stdout + done.stderr
+    assert "ray imported: False" in done.stderr  # over the service's HTTP, not its Ray
+    assert pl.read_delta(f"{dev.lake}/built_by_a_helper")["x"].to_list() == [1, 2]
+
+
 def test_stop_never_signals_a_process_that_took_a_dead_services_pid(dev, tmp_path):
     """A marker left by a crashed service whose pid another program now has: `--stop` sees
     that pid does not answer as the service, removes the marker and signals nothing."""

@@ -196,7 +196,17 @@ def _find(pipeline: Pipeline) -> PipelineRef | str:
     factory = pipeline.__dict__.get("_factory")
     if factory is not None:
         return _factory_ref(pipeline, *factory)
-    name = pipeline.defined_in
+    found = _bound_in(pipeline, pipeline.defined_in)
+    loaded = pipeline.__dict__.get("_loaded_from")  # the module `load_pipeline` took it from
+    if not isinstance(found, PipelineRef) and loaded and loaded != pipeline.defined_in:
+        bound = _bound_in(pipeline, loaded)
+        if isinstance(bound, PipelineRef):
+            return bound
+    return found
+
+
+def _bound_in(pipeline: Pipeline, name: str | None) -> PipelineRef | str:
+    """The reference to `pipeline` under a module-level name of module `name`, or why not."""
     if name is None or name == "__main__":
         return (
             f"pipeline {pipeline.name!r} was defined in a notebook or a script's __main__, "

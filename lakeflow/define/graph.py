@@ -111,7 +111,7 @@ class Pipeline:
             timeout=self.timeout,
         )
         other.defined_in = self.defined_in
-        for kept in ("_reference", "_factory"):  # where it is defined travels with it
+        for kept in ("_reference", "_factory", "_loaded_from"):  # where it is defined travels
             if kept in self.__dict__:
                 other.__dict__[kept] = self.__dict__[kept]
         return other
