@@ -92,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str], debug: bool) -> int:
+    if argv == ["--version"]:  # without building every group's parser
+        print(f"lakeflow {_version()}")
+        return EXIT_OK
     console = Console(stderr=False, soft_wrap=True)
     if len(argv) > 1 and argv[0] == "backfill":
         (run,) = groups(["backfill"])

@@ -29,6 +29,7 @@ from lakeflow.cli.common import (
     EXIT_FAILED,
     EXIT_INFRA,
     EXIT_OK,
+    attached_service,
     on_ray,
     pipeline_args,
     pipeline_from_args,
@@ -215,10 +216,14 @@ def _report(result: Any, args: argparse.Namespace, console: Console) -> int:
 
 def _nothing_to_run(args: argparse.Namespace, pipeline: Any, request: Any) -> Any:
     """The result of a request with nothing to run, planned in this process from one snapshot
-    of the lake (no Ray started, nothing written); None when units must run or when a cluster
-    (`--address`) was named, whose controller may see a lake this process cannot."""
+    of the lake (no Ray started, nothing written); None when units must run, when a cluster
+    (`--address`) was named, whose controller may see a lake this process cannot, or when a
+    `lakeflow dev` service serves the lake (its warm controller answers faster than a read of
+    the lake here)."""
     check_request(pipeline, request)  # a wrong request is refused here, before Ray starts
-    return nothing_to_run(pipeline, request) if args.address is None else None
+    if args.address is not None or attached_service(args) is not None:
+        return None
+    return nothing_to_run(pipeline, request)
 
 
 def _materialize(args: argparse.Namespace, console: Console) -> int:
