@@ -84,7 +84,43 @@ def _startup(rows: Rows) -> str:
             one_shot["median s"].replace(",", "")
         )
         text += f", {ratio:.2f}x Dagster's whole process ({dagster['median s']} s)"
+        attached = next(
+            (
+                r
+                for r in rows
+                if "attached to `lakeflow dev`" in r["command (a fresh process each time)"]
+            ),
+            None,
+        )
+        if attached is not None:
+            ratio = float(dagster["median s"].replace(",", "")) / float(
+                attached["median s"].replace(",", "")
+            )
+            text += f"; attached to `lakeflow dev` {attached['median s']} s, {ratio:.2f}x"
     return text
+
+
+def _dev(rows: Rows) -> str:
+    def median(command: str, how: str) -> str:
+        return next(
+            r["median s"] for r in rows if r["command"].startswith(command) and r["how"] == how
+        )
+
+    return (
+        f"new process: one fresh unit {median('materialize 1 fresh unit, attached', 'new process')} s, "
+        f"no-op {median('materialize no-op', 'new process')} s; in process: one fresh unit "
+        f"{median('materialize 1 fresh unit, attached', 'in process')} s, no-op "
+        f"{median('materialize no-op', 'in process')} s"
+    )
+
+
+def _ui(rows: Rows) -> str:
+    million = _row(rows, "partitions", "1,000,000")
+    return (
+        f"1,000,000 partitions: asset page {million['asset page ms']} ms, heatmap JSON "
+        f"{million['heatmap JSON ms']} ms, first paint {million['first paint ms']} ms; cold first "
+        f"read of the log {million['first read: log + states s (cold)']} s"
+    )
 
 
 def _control_plane(rows: Rows) -> str:
@@ -136,6 +172,14 @@ TABLE: list[tuple[str, str, str, str, Callable[[Rows], str]]] = [
         "one-shot",
         _startup,
     ),
+    (
+        "bench_dev.py",
+        "",
+        "`materialize` and a no-op attached to a running `lakeflow dev`",
+        "attached",
+        _dev,
+    ),
+    ("bench_ui.py", "", "web UI server time and first paint", "warm", _ui),
     ("bench_control_plane.py", "", "tiny units vs bare Ray tasks", "warm", _control_plane),
     ("bench_tpch.py", "", "TPC-H SF 1 lineitem backfill vs raw polars", "warm", _tpch),
     ("bench_planning.py", "", "plan + bookkeeping of 1,000,000 units", "in-process", _planning),
