@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -394,66 +395,20 @@ def follow(client: Any, run_id: str, progress: Progress) -> None:
         raise
 
 
-def status(
-    target: Pipeline | Iterable[AssetDef],
-    *,
-    lake: str | None = None,
-    storage_options: Mapping[str, str] | None = None,
-) -> StatusFrame:
-    return StatusFrame(lake_status.status(target, lake=lake, storage_options=storage_options))
+def _shown(view: Callable[[Any], Any], compute: Callable[..., Any]) -> Callable[..., Any]:
+    """`compute` (a read of the lake in `plan/`, which knows nothing of notebooks) with its result
+    wrapped in `view`, the type a notebook shows as HTML; same arguments, same docstring."""
+
+    @functools.wraps(compute)
+    def shown(*args: Any, **kwargs: Any) -> Any:
+        return view(compute(*args, **kwargs))
+
+    return shown
 
 
-status.__doc__ = lake_status.status.__doc__
-
-
-def check_results(
-    target: Pipeline | Iterable[AssetDef],
-    *,
-    asset: str | None = None,
-    failed: bool = False,
-    history: bool = False,
-    lake: str | None = None,
-    storage_options: Mapping[str, str] | None = None,
-) -> CheckFrame:
-    frame = lake_status.check_results(
-        target,
-        asset=asset,
-        failed=failed,
-        history=history,
-        lake=lake,
-        storage_options=storage_options,
-    )
-    return CheckFrame(frame)
-
-
-check_results.__doc__ = lake_status.check_results.__doc__
-
-
-def lineage(
-    target: Pipeline | Iterable[AssetDef],
-    asset: str,
-    partition: str | None = None,
-    *,
-    version: int | None = None,
-    downstream: bool = False,
-    depth: int | None = None,
-    lake: str | None = None,
-    storage_options: Mapping[str, str] | None = None,
-) -> LineageView:
-    found = lake_lineage.lineage(
-        target,
-        asset,
-        partition,
-        version=version,
-        downstream=downstream,
-        depth=depth,
-        lake=lake,
-        storage_options=storage_options,
-    )
-    return LineageView(root=found.root, direction=found.direction)
-
-
-lineage.__doc__ = lake_lineage.lineage.__doc__
+status = _shown(StatusFrame, lake_status.status)
+check_results = _shown(CheckFrame, lake_status.check_results)
+lineage = _shown(LineageView.of, lake_lineage.lineage)
 
 
 def backfill_status(

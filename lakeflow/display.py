@@ -328,5 +328,9 @@ class LineageView(Lineage):
 
     __slots__ = ()
 
+    @classmethod
+    def of(cls, found: Lineage) -> LineageView:
+        return cls(root=found.root, direction=found.direction)
+
     def _repr_html_(self) -> str:
         return lineage_html(self)

@@ -6,7 +6,6 @@ never a controller), so it answers from any process, for runs of any controller,
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import polars as pl
@@ -14,7 +13,7 @@ import polars as pl
 from lakeflow.control.runs import RUN_ID, UnknownRun
 from lakeflow.errors import RequestError
 from lakeflow.lake import Lake
-from lakeflow.lake.events import LOGS, read_events, read_logs
+from lakeflow.lake.events import LOGS, event_detail, read_events, read_logs
 
 __all__ = ["FAILING", "OUTCOMES", "UnknownRun", "run_history", "run_logs"]
 
@@ -30,14 +29,6 @@ OUTCOMES = [
     "unit_waiting",
 ]
 FAILING = ["failed", "check_failed"]  # outcomes whose own code or check went wrong
-
-
-def _detail(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _iso(stamp: dt.datetime | None) -> str | None:
@@ -81,7 +72,7 @@ def run_history(lake: Lake, *, limit: int = 20) -> list[dict[str, Any]]:
     now = dt.datetime.now(dt.UTC)
     runs = []
     for row in requested.iter_rows(named=True):
-        detail = _detail(row["detail"])
+        detail = event_detail(row["detail"])
         ended, status = finished.get(row["run_id"], (None, "running"))
         mine = dict(sorted(counts.get(row["run_id"], {}).items()))
         if detail.get("fresh"):
@@ -168,7 +159,7 @@ def run_logs(
     for name, key, kind in keys:
         mine = outcome.filter((pl.col("asset") == name) & (pl.col("partition") == key))
         last = mine.row(0, named=True) if len(mine) else {}
-        detail = _detail(last.get("detail"))
+        detail = event_detail(last.get("detail"))
         if not detail.get("traceback"):  # a retried failure keeps its error on the retry events
             tried = failures.filter((pl.col("asset") == name) & (pl.col("partition") == key))
             detail = {"message": tried["message"][-1]} if len(tried) else detail

@@ -25,7 +25,16 @@ from deltalake.transaction import PostCommitHookProperties
 from lakeflow.lake import Lake
 from lakeflow.secrets import redact
 
-__all__ = ["EVENTS_TABLE", "LOGS", "LOGS_TABLE", "Event", "EventLog", "read_events", "read_logs"]
+__all__ = [
+    "EVENTS_TABLE",
+    "LOGS",
+    "LOGS_TABLE",
+    "Event",
+    "EventLog",
+    "event_detail",
+    "read_events",
+    "read_logs",
+]
 
 EVENTS_TABLE = "_lakeflow/events"
 LOGS = "logs"  # the kind of a unit attempt's captured output; `detail` is {"logs": text}
@@ -80,6 +89,15 @@ class Event:
     message: str | None = None
     detail: Mapping[str, Any] | None = None
     ts: float = field(default_factory=time.time)
+
+
+def event_detail(text: str | None) -> dict[str, Any]:
+    """An event's `detail` column read back as a dict ({} when empty or not a JSON object)."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _table(events: Iterable[Event], secrets: frozenset[str] = frozenset()) -> pa.Table:

@@ -6,28 +6,19 @@ per-asset counts. Pure reads of a `LakeView`; HTML escaped here.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import polars as pl
 
-from lakeflow.lake.events import LOGS, read_logs
+from lakeflow.lake.events import LOGS, event_detail, read_logs
 from lakeflow.plan.lineage import Lineage, LineageNode
 from lakeflow.plan.status import check_frame
 from lakeflow.serve.ui.model import STATES, LakeView
 from lakeflow.serve.ui.pages import PREFIX, badge, e, partition_url, table
 
 __all__ = ["lineage_body", "lineage_url", "partition_body", "run_body", "runs_body"]
-
-
-def _detail(text: str | None) -> dict[str, Any]:
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def partition_body(view: LakeView, name: str, key: str) -> str:
@@ -95,7 +86,7 @@ def partition_body(view: LakeView, name: str, key: str) -> str:
         .select("kind", "run_id", "attempt", "message", "detail")
         .iter_rows()
     ):
-        tb = _detail(detail).get("traceback") or ""
+        tb = event_detail(detail).get("traceback") or ""
         out.append(
             f"<h2>{e(kind.removeprefix('unit_').replace('_', ' '))} in run {_run_link(run_id)}"
             f'{f" (attempt {attempt})" if attempt else ""}</h2><p class="error">{e(message)}</p>'
@@ -148,7 +139,7 @@ def runs_body(view: LakeView) -> str:
     for run_id, origin, ts, detail, status in runs.select(
         "run_id", "origin", "ts", "detail", "status"
     ).iter_rows():
-        d = _detail(detail)
+        d = event_detail(detail)
         rows.append((
             f'<a class="run" href="{PREFIX}/runs/{e(run_id)}">{e(run_id)}</a>', e(d.get("kind", "materialize")),
             e(origin), e(ts), e(",".join(d.get("select") or [])), e(d.get("partitions") or "all"),
