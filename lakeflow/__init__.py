@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers; at run time they loa
         StaticPartitions,
         Unpartitioned,
     )
+    from lakeflow.define.sql import sql_asset, sql_assets
     from lakeflow.define.time_windows import DailyPartitions, HourlyPartitions, MonthlyPartitions
     from lakeflow.errors import (
         DefinitionError,
@@ -169,6 +170,8 @@ __all__ = [
     "schedule",
     "schema",
     "source",
+    "sql_asset",
+    "sql_assets",
     "status",
     "stop",
     "subscribe",
@@ -231,6 +234,8 @@ _HOMES: dict[str, str] = {
     "row_count": "lakeflow.define.native_checks",
     "schema": "lakeflow.define.native_checks",
     "unique": "lakeflow.define.native_checks",
+    "sql_asset": "lakeflow.define.sql",
+    "sql_assets": "lakeflow.define.sql",
     "FilePartitions": "lakeflow.define.partitions",
     "Partition": "lakeflow.define.partitions",
     "Partitions": "lakeflow.define.partitions",

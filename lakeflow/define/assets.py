@@ -19,7 +19,16 @@ from lakeflow.define.mappings import AllPartitions, PartitionMapping
 from lakeflow.define.partitions import Partition, Partitions, Unpartitioned
 from lakeflow.errors import DefinitionError
 
-__all__ = ["DEFAULT_RETRY", "AssetDef", "Context", "Resources", "RetryPolicy", "asset", "source"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "AssetDef",
+    "Context",
+    "Resources",
+    "RetryPolicy",
+    "asset",
+    "define_asset",
+    "source",
+]
 
 
 def _is_name(name: str) -> bool:
@@ -130,6 +139,7 @@ class AssetDef:
     timeout: float | None = None  # seconds one unit may run before it is cancelled
     source: bool = False  # a table someone else writes; lakeflow watches it, never writes it
     url: str | None = None  # where the table lives when not at <lake>/<name> (sources)
+    sql: Any = None  # a `lakeflow.define.sql.SqlModel`: DuckDB computes the unit, not `fn`
 
     @property
     def unit_checks(self) -> tuple[Any, ...]:
@@ -205,10 +215,14 @@ def asset(
       changed while `lakeflow up` runs.
     """
 
+    options = dict(
+        partitions=partitions, deps=deps, inputs=inputs, checks=checks, code_version=code_version,
+        retry=retry, resources=resources, description=description, group=group, on_fail=on_fail,
+        compression=compression, automation=automation, timeout=timeout,
+    )  # fmt: skip
+
     def build(function: Callable[..., Any]) -> AssetDef:
         asset_name = name or function.__name__
-        if not _is_name(asset_name):
-            raise DefinitionError(f"asset name {asset_name!r} must be a Python identifier")
         signature = inspect.signature(function)
         context_param = None
         data_inputs: list[str] = []
@@ -219,72 +233,110 @@ def asset(
                 context_param = param.name
             elif param.default is param.empty:
                 data_inputs.append(param.name)
-        mappings: dict[str, PartitionMapping | None] = dict.fromkeys(data_inputs)
-        for dep in deps:
-            mappings.setdefault(dep, None)
-        for item in checks:
-            if not (
-                hasattr(item, "name")
-                and hasattr(item, "severity")
-                and callable(getattr(item, "run", None))
-            ):
-                raise DefinitionError(
-                    f"asset {asset_name}: {item!r} is not a check (it needs name, severity and run)"
-                )
-            for needed in getattr(item, "needs", ()):  # references(...) reads another asset
-                mappings.setdefault(needed, AllPartitions())
-        if compression not in ("snappy", "zstd", "lz4", "gzip", "uncompressed"):
-            raise DefinitionError(f"asset {asset_name}: unknown compression {compression!r}")
-        if on_fail not in ("hold", "rollback"):
-            raise DefinitionError(f"asset {asset_name}: on_fail must be 'hold' or 'rollback'")
-        for upstream, mapping in (inputs or {}).items():
-            if upstream not in mappings:
-                raise DefinitionError(
-                    f"asset {asset_name}: inputs names {upstream!r}, which is neither a parameter nor in deps"
-                )
-            if not isinstance(mapping, PartitionMapping):
-                raise DefinitionError(
-                    f"asset {asset_name}: inputs[{upstream!r}] is not a partition mapping"
-                )
-            mappings[upstream] = mapping
-        policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or DEFAULT_RETRY)
-        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
-            raise DefinitionError(
-                f"asset {asset_name}: timeout must be a positive number of seconds, got {timeout!r}"
-            )
-        if automation is not None and not hasattr(automation, "require"):
-            raise DefinitionError(
-                f"asset {asset_name}: automation must be lf.on_upstream_commit(...), not {automation!r}"
-            )
-        if automation is not None and not mappings:
-            raise DefinitionError(
-                f"asset {asset_name}: automation=on_upstream_commit needs upstream assets or sources"
-            )
-        for name_ in getattr(automation, "inputs", None) or ():
-            if name_ not in mappings:
-                raise DefinitionError(
-                    f"asset {asset_name}: on_upstream_commit names {name_!r}, which it does not read"
-                )
-        return AssetDef(
-            name=asset_name,
-            fn=function,
-            partitions=partitions if partitions is not None else Unpartitioned(),
-            inputs=mappings,
-            data_inputs=tuple(data_inputs),
-            context_param=context_param,
-            code_version=code_version or default_code_version(function),
-            retry=policy,
-            resources=resources or Resources(),
-            checks=tuple(checks),
-            description=description or inspect.getdoc(function) or "",
-            group=group,
-            on_fail=on_fail,
-            compression=compression,
-            automation=automation,
-            timeout=float(timeout) if timeout is not None else None,
+        return define_asset(
+            asset_name, function, data_inputs=data_inputs, context_param=context_param, **options
         )
 
     return build(fn) if fn is not None else build
+
+
+def define_asset(
+    name: str,
+    fn: Callable[..., Any],
+    *,
+    data_inputs: Sequence[str] | None = None,
+    context_param: str | None = None,
+    sql: Any = None,
+    partitions: Partitions | None = None,
+    deps: Iterable[str] = (),
+    inputs: Mapping[str, PartitionMapping] | None = None,
+    checks: Sequence[Any] = (),
+    code_version: str | None = None,
+    retry: RetryPolicy | int | None = None,
+    resources: Resources | None = None,
+    description: str | None = None,
+    group: str = "default",
+    on_fail: Literal["hold", "rollback"] = "hold",
+    compression: str = "snappy",
+    automation: Any = None,
+    timeout: float | None = None,
+) -> AssetDef:
+    """Check an asset's options and build its `AssetDef`: what `@asset` does once it has read the
+    function's parameters, and what `lf.sql_asset` does with a `SqlModel` (whose refs are its
+    data inputs, read by DuckDB rather than passed to a function)."""
+    if not _is_name(name):
+        raise DefinitionError(f"asset name {name!r} must be a Python identifier")
+    if sql is not None:
+        data_inputs = list(sql.refs)
+    data_inputs = list(data_inputs or ())
+    mappings: dict[str, PartitionMapping | None] = dict.fromkeys(data_inputs)
+    for dep in deps:
+        mappings.setdefault(dep, None)
+    for item in checks:
+        if not (
+            hasattr(item, "name")
+            and hasattr(item, "severity")
+            and callable(getattr(item, "run", None))
+        ):
+            raise DefinitionError(
+                f"asset {name}: {item!r} is not a check (it needs name, severity and run)"
+            )
+        for needed in getattr(item, "needs", ()):  # references(...) reads another asset
+            mappings.setdefault(needed, AllPartitions())
+    if compression not in ("snappy", "zstd", "lz4", "gzip", "uncompressed"):
+        raise DefinitionError(f"asset {name}: unknown compression {compression!r}")
+    if on_fail not in ("hold", "rollback"):
+        raise DefinitionError(f"asset {name}: on_fail must be 'hold' or 'rollback'")
+    reads = "a ref in its SQL" if sql is not None else "a parameter"
+    for upstream, mapping in (inputs or {}).items():
+        if upstream not in mappings:
+            raise DefinitionError(
+                f"asset {name}: inputs names {upstream!r}, which is neither {reads} nor in deps"
+            )
+        if not isinstance(mapping, PartitionMapping):
+            raise DefinitionError(f"asset {name}: inputs[{upstream!r}] is not a partition mapping")
+        mappings[upstream] = mapping
+    policy = RetryPolicy(attempts=retry) if isinstance(retry, int) else (retry or DEFAULT_RETRY)
+    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+        raise DefinitionError(
+            f"asset {name}: timeout must be a positive number of seconds, got {timeout!r}"
+        )
+    if automation is not None and not hasattr(automation, "require"):
+        raise DefinitionError(
+            f"asset {name}: automation must be lf.on_upstream_commit(...), not {automation!r}"
+        )
+    if automation is not None and not mappings:
+        raise DefinitionError(
+            f"asset {name}: automation=on_upstream_commit needs upstream assets or sources"
+        )
+    for name_ in getattr(automation, "inputs", None) or ():
+        if name_ not in mappings:
+            raise DefinitionError(
+                f"asset {name}: on_upstream_commit names {name_!r}, which it does not read"
+            )
+    if code_version is None:
+        code_version = sql.code_version() if sql is not None else default_code_version(fn)
+    if description is None:
+        description = f"SQL: {sql.origin}" if sql is not None else inspect.getdoc(fn) or ""
+    return AssetDef(
+        name=name,
+        fn=fn,
+        partitions=partitions if partitions is not None else Unpartitioned(),
+        inputs=mappings,
+        data_inputs=tuple(data_inputs),
+        context_param=context_param,
+        code_version=code_version,
+        retry=policy,
+        resources=resources or Resources(),
+        checks=tuple(checks),
+        description=description,
+        group=group,
+        on_fail=on_fail,
+        compression=compression,
+        automation=automation,
+        timeout=float(timeout) if timeout is not None else None,
+        sql=sql,
+    )
 
 
 def _written_elsewhere(*args: Any, **kwargs: Any) -> Any:

@@ -34,6 +34,7 @@ from lakeflow.errors import (
     user_code_boundary,
 )
 from lakeflow.execute.capture import capture
+from lakeflow.execute.sql import run_sql_unit
 from lakeflow.lake import Lake
 from lakeflow.lake.staging import (
     StagedFile,
@@ -208,7 +209,10 @@ def _run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: 
             )
         timings["read"] = time.perf_counter() - clock
         with user_code_boundary(where):
-            output = definition.fn(**kwargs)
+            if definition.sql is not None:  # DuckDB reads the pinned files itself
+                output = run_sql_unit(lake, definition, unit.inputs, unit.partition)
+            else:
+                output = definition.fn(**kwargs)
             frame = normalize_output(output, where=where, column=column, key=unit.key)
             schema = polars_to_arrow_schema(frame.collect_schema())
         order = check_schema(schema, unit.table_schema, where=where, column=column)

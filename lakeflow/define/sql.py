@@ -1,0 +1,344 @@
+"""SQL assets: a SELECT over upstream tables, run by DuckDB inside the unit's task.
+
+    daily_revenue = lf.sql_asset(
+        "daily_revenue",
+        "select customer, sum(amount) as revenue from {{ ref('orders') }} group by customer",
+        partitions=days,
+    )
+
+The SQL is a Jinja template. `{{ ref('orders') }}` names an upstream asset and
+`{{ source('shop', 'orders') }}` a table someone else writes (an `lf.source` named `orders`);
+either way the SQL reads exactly the upstream partitions the asset's mapping gives for the unit,
+pinned at the versions the run planned with, straight from their Parquet files. `{{ partition.key }}`,
+`{{ partition.start }}` and `{{ partition.end }}` are the unit's partition; `{{ var('name') }}` reads
+the `vars=` given to the asset. A unit runs like any other: its output is staged, checked and
+group-committed; only the computing is DuckDB's.
+
+The template is rendered once when the asset is declared (with a placeholder partition) to find
+what it reads, to refuse a Jinja or SQL syntax error before anything runs, and to hash it: the
+asset's code version is the hash of that rendered SQL, so editing the SQL makes its partitions
+stale and nothing else's. dbt models (`lf.dbt_project`) arrive here already compiled by dbt, with
+`relations` saying which upstream each of dbt's relation names stands for.
+
+DuckDB and Jinja are the optional extra `lakeflow[sql]`; this module imports them only when a
+pipeline declares SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lakeflow.define.partitions import Partition
+from lakeflow.errors import DefinitionError
+
+__all__ = ["SqlError", "SqlModel", "connect", "duckdb_module", "quote", "sql_asset", "sql_assets"]
+
+_PLACEHOLDER_TIME = datetime(1970, 1, 1)
+
+
+class SqlError(Exception):
+    """DuckDB refused a unit's SQL: its message, with the file and line it points at."""
+
+
+def duckdb_module() -> Any:
+    """DuckDB, or a clear error naming the extra that installs it."""
+    try:
+        import duckdb
+    except ImportError:
+        raise DefinitionError(
+            "SQL assets need DuckDB", hint="pip install 'lakeflow[sql]'"
+        ) from None
+    return duckdb
+
+
+def quote(name: str) -> str:
+    """`name` as a DuckDB identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def connect(*, threads: float | None = None, memory: int | None = None) -> Any:
+    """An in-memory DuckDB sized to the unit's resources: it would otherwise take every core of
+    the node, and a node runs as many units as it has CPUs."""
+    duckdb = duckdb_module()
+    config: dict[str, Any] = {}
+    if threads:
+        config["threads"] = max(1, round(threads))
+    if memory:
+        config["memory_limit"] = f"{max(1, memory // 2**20)}MB"
+    return duckdb.connect(":memory:", config=config)
+
+
+@dataclass(frozen=True)
+class _PartitionVars:
+    """What `{{ partition }}` shows a template: the key, and a window's start and end (UTC)."""
+
+    key: str
+    start: datetime | None
+    end: datetime | None
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    """What a SQL asset runs. Calling it runs the SQL over frames you pass (a notebook, a test):
+
+    >>> daily_revenue.fn(orders=orders_frame, partition="2024-01-02")
+
+    - template: Jinja SQL (`sql_asset`), or SQL already compiled by dbt (`jinja=False`).
+    - relations: text in the compiled SQL -> the upstream asset it stands for (dbt's
+      `"db"."schema"."model"`); replaced by the upstream's view before DuckDB sees it.
+    - origin: where the SQL came from (a file path, or `sql_asset(name)`), for error messages.
+    - line: the template's first line in `origin` (a SQL string starts at line 1).
+    """
+
+    asset: str
+    template: str
+    origin: str
+    refs: tuple[str, ...]
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    relations: Mapping[str, str] = field(default_factory=dict)
+    jinja: bool = True
+    line: int = 1
+
+    # -- rendering ------------------------------------------------------------------------------
+    def render(self, partition: Partition | None = None) -> str:
+        """The SQL DuckDB runs for `partition` (None: a placeholder, for parsing and hashing)."""
+        if not self.jinja:
+            return _replace_relations(self.template, self.relations)
+        return _render(self.template, self.origin, self.line, self.vars, partition)[0]
+
+    def code_version(self) -> str:
+        """The hash of the SQL as rendered for a placeholder partition, with its vars."""
+        text = json.dumps(
+            [self.render(), dict(self.vars), sorted(self.relations.items())],
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self, con: Any, partition: Partition | None) -> Any:
+        """Run the SQL on `con`, where each ref is a view already; returns a pyarrow Table."""
+        sql = self.render(partition)
+        try:
+            return con.execute(sql).to_arrow_table()
+        except Exception as error:  # DuckDB's own errors: parser, binder, catalog, conversion
+            raise SqlError(self.explain(error, sql)) from None
+
+    def explain(self, error: BaseException, sql: str) -> str:
+        """DuckDB's message, led by the file and line of the SQL it points at."""
+        message = str(error).strip()
+        found = re.search(r"LINE (\d+):", message)
+        where = self.origin
+        if found and self.jinja:  # a template renders line for line (Jinja keeps newlines)
+            where += f", line {int(found.group(1)) + self.line - 1}"
+        elif found:
+            lines = sql.splitlines()
+            number = int(found.group(1))
+            if 0 < number <= len(lines):
+                where += f" (compiled SQL line {number}: {lines[number - 1].strip()[:120]})"
+        return f"{where}: {message}"
+
+    def __call__(self, partition: str | Partition | None = None, **frames: Any) -> Any:
+        """Run the SQL in this process over `frames` (polars or Arrow), one per ref; a polars
+        DataFrame back."""
+        import polars as pl
+
+        missing = sorted(set(self.refs) - set(frames))
+        if missing:
+            raise DefinitionError(
+                f"asset {self.asset} reads {', '.join(missing)}: pass each as a keyword argument"
+            )
+        if isinstance(partition, str):
+            partition = Partition(partition)
+        con = connect()
+        try:
+            for name in self.refs:
+                frame = frames[name]
+                if isinstance(frame, pl.LazyFrame):
+                    frame = frame.collect()
+                data = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+                con.register(name, data)
+            return pl.from_arrow(self.run(con, partition))
+        finally:
+            con.close()
+
+
+def _placeholder(partition: Partition | None) -> _PartitionVars:
+    if partition is None:
+        return _PartitionVars("__partition__", _PLACEHOLDER_TIME, _PLACEHOLDER_TIME)
+    return _PartitionVars(partition.key, partition.start, partition.end)
+
+
+def _render(
+    template: str,
+    origin: str,
+    line: int,
+    variables: Mapping[str, Any],
+    partition: Partition | None,
+) -> tuple[str, tuple[str, ...]]:
+    """Render `template`; returns the SQL and the upstream assets it read, in order."""
+    import jinja2
+
+    reads: list[str] = []
+
+    def ref(name: str) -> str:
+        if name not in reads:
+            reads.append(name)
+        return quote(name)
+
+    def source(source_name: str, table: str) -> str:
+        return ref(table)
+
+    def var(name: str, default: Any = jinja2.Undefined) -> Any:
+        if name in variables:
+            return variables[name]
+        if default is jinja2.Undefined:
+            raise DefinitionError(f"{origin}: var({name!r}) is not set", hint="pass vars={...}")
+        return default
+
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    try:
+        compiled = environment.from_string(template)
+        sql = compiled.render(ref=ref, source=source, var=var, partition=_placeholder(partition))
+    except jinja2.TemplateSyntaxError as error:
+        raise DefinitionError(
+            f"{origin}, line {(error.lineno or 1) + line - 1}: Jinja syntax error: {error.message}"
+        ) from None
+    except jinja2.UndefinedError as error:
+        raise DefinitionError(f"{origin}: {error.message}", hint="ref('asset'), source('s', 't'), "
+                              "partition.key/start/end and var('name') are defined") from None  # fmt: skip
+    return sql, tuple(reads)
+
+
+def _replace_relations(sql: str, relations: Mapping[str, str]) -> str:
+    """dbt's compiled relation names replaced by the views of the upstreams they stand for
+    (longest first: one name may contain another)."""
+    for text in sorted(relations, key=len, reverse=True):
+        sql = sql.replace(text, quote(relations[text]))
+    return sql
+
+
+def parse_check(sql: str, origin: str) -> None:
+    """Refuse SQL that is not exactly one SELECT (or WITH ... SELECT), with DuckDB's message."""
+    duckdb = duckdb_module()
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise DefinitionError(f"{origin}: {str(error).strip()}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise DefinitionError(
+            f"{origin}: a SQL asset is one SELECT statement, got "
+            + (
+                f"{len(statements)} statements" if len(statements) != 1 else str(statements[0].type)
+            ),
+        )
+
+
+def sql_model(
+    asset: str,
+    template: str,
+    *,
+    origin: str,
+    vars: Mapping[str, Any] | None = None,
+    relations: Mapping[str, str] | None = None,
+    jinja: bool = True,
+    line: int = 1,
+    reads: Iterable[str] = (),
+) -> SqlModel:
+    """A checked `SqlModel`: rendered, parsed by DuckDB, its refs found (`reads` adds more)."""
+    variables = dict(vars or {})
+    if jinja:
+        sql, refs = _render(template, origin, line, variables, None)
+    else:
+        sql, refs = _replace_relations(template, relations or {}), ()
+    parse_check(sql, origin)
+    ordered = list(refs)
+    for name in [*(relations or {}).values(), *reads]:
+        if name not in ordered:
+            ordered.append(name)
+    return SqlModel(
+        asset=asset,
+        template=template,
+        origin=origin,
+        refs=tuple(ordered),
+        vars=variables,
+        relations=dict(relations or {}),
+        jinja=jinja,
+        line=line,
+    )
+
+
+def sql_asset(
+    name: str,
+    sql: str,
+    *,
+    vars: Mapping[str, Any] | None = None,
+    origin: str | None = None,
+    **options: Any,
+) -> Any:
+    """Declare an asset computed by a SQL query run in DuckDB.
+
+    >>> daily = lf.sql_asset(
+    ...     "daily_revenue",
+    ...     "select customer, sum(amount) as revenue from {{ ref('orders') }} group by customer",
+    ...     partitions=lf.DailyPartitions(start="2024-01-01"),
+    ... )
+
+    The other keywords are `lf.asset`'s: partitions, inputs (mappings of the refs), deps, checks,
+    retry, resources (DuckDB gets the unit's CPUs and memory), timeout, automation, ...; a
+    `code_version=` replaces the hash of the rendered SQL.
+    """
+    from lakeflow.define.assets import define_asset
+
+    model = sql_model(name, sql, origin=origin or f"sql_asset({name})", vars=vars)
+    return define_asset(name, model, sql=model, **options)
+
+
+def sql_assets(
+    folder: str | Path,
+    *,
+    vars: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    **options: Any,
+) -> list[Any]:
+    """One SQL asset per `*.sql` file under `folder` (subfolders too), named after the file.
+
+    >>> models = lf.sql_assets("models/", partitions=days,
+    ...                        overrides={"monthly_revenue": {"partitions": months}})
+
+    Keywords are `sql_asset`'s, given to every asset; `overrides` sets them per asset.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DefinitionError(f"sql_assets: {str(root)!r} is not a folder")
+    files = sorted(root.rglob("*.sql"))
+    if not files:
+        raise DefinitionError(f"sql_assets: no .sql files under {str(root)!r}")
+    names: dict[str, Path] = {}
+    for path in files:
+        if path.stem in names:
+            raise DefinitionError(
+                f"sql_assets: two files define asset {path.stem!r}: {names[path.stem]} and {path}"
+            )
+        names[path.stem] = path
+    unknown = sorted(set(overrides or {}) - set(names))
+    if unknown:
+        raise DefinitionError(
+            f"sql_assets: overrides name {', '.join(unknown)}, which no .sql file under "
+            f"{str(root)!r} defines"
+        )
+    assets = []
+    for name, path in names.items():
+        settings = {**options, **(overrides or {}).get(name, {})}
+        assets.append(sql_asset(name, path.read_text(), vars=vars, origin=str(path), **settings))
+    return assets
