@@ -46,7 +46,8 @@ def landing_size(folder: Path) -> tuple[int, int]:
     return len(files), sum((folder / f).stat().st_size for f in files)
 
 
-def pipeline(folder: Path, lake: str):
+def pipeline(folder: Path, lake: str, *, sql: bool = False):
+    """lineitem and its daily mart; `sql` adds the mart again as a SQL asset (lakeflow[sql])."""
     import lakeflow as lf
 
     days = sorted(f.removesuffix(".parquet") for f in os.listdir(folder) if f.endswith(".parquet"))
@@ -78,8 +79,25 @@ def pipeline(folder: Path, lake: str):
             .sort("l_returnflag", "l_linestatus")
         )
 
-    return lf.Pipeline(
-        [lf.asset(lineitem, partitions=partitions), lf.asset(daily_revenue, partitions=partitions)],
-        lake=lake,
-        name="tpch",
-    )
+    assets = [
+        lf.asset(lineitem, partitions=partitions),
+        lf.asset(daily_revenue, partitions=partitions),
+    ]
+    if sql:
+        assets.append(lf.sql_asset("daily_revenue_sql", DAILY_REVENUE_SQL, partitions=partitions))
+    return lf.Pipeline(assets, lake=lake, name="tpch")
+
+
+# `daily_revenue` in SQL: the same measures and types, for the SQL-asset benchmark (bench_sql.py)
+DAILY_REVENUE_SQL = """
+select
+    l_returnflag,
+    l_linestatus,
+    sum(cast(l_quantity as double)) as sum_qty,
+    sum(cast(l_extendedprice as double)) as sum_base_price,
+    sum(cast(l_extendedprice as double) * (1 - cast(l_discount as double))) as sum_disc_price,
+    count(*) as count_order
+from {{ ref('lineitem') }}
+group by l_returnflag, l_linestatus
+order by l_returnflag, l_linestatus
+"""
