@@ -10,7 +10,9 @@ Run it: `lakeflow materialize pipelines/flights.py --partitions 2013-01-01..2013
 The gates: raw flights must have a carrier known to `airlines`, no negative air time and one of
 the three origins; the cleaned flights pass a Great Expectations suite
 (`suites/flights_clean.json`), and no flight may appear in two partitions of the published table.
-Set FLIGHTS_PLANT_BAD_DAY=2013-02-14 to plant bad rows in that day and watch the gate hold it.
+Set FLIGHTS_PLANT_BAD_DAY=2013-02-14 to plant bad rows in that day and watch the gate hold it. The
+same day's weather is planted too, with nothing here to catch it: each airport's first hourly
+observation arrives twice, a feed delivered twice (the dbt project in `flights_dbt/` tests for it).
 """
 
 from __future__ import annotations
@@ -73,9 +75,14 @@ def airlines() -> pl.DataFrame:
     return pl.read_csv(str(_data_file("airlines.csv")))
 
 
+def _is_planted_day(ctx: lf.Context) -> bool:
+    """Whether this unit's day is the one named by FLIGHTS_PLANT_BAD_DAY, the demonstration's bad day."""
+    return os.environ.get("FLIGHTS_PLANT_BAD_DAY") == ctx.partition.key
+
+
 def _planted(day: pl.DataFrame, ctx: lf.Context) -> pl.DataFrame:
-    """The demonstration's bad data: negative air times on the day named by FLIGHTS_PLANT_BAD_DAY."""
-    if os.environ.get("FLIGHTS_PLANT_BAD_DAY") != ctx.partition.key:
+    """The demonstration's bad flights: negative air times on the planted day."""
+    if not _is_planted_day(ctx):
         return day
     return day.with_columns(
         pl.when(pl.int_range(pl.len()) % 100 == 0)
@@ -106,9 +113,19 @@ def raw_flights(ctx: lf.Context) -> pl.DataFrame:
 @lf.asset(partitions=DAYS)
 def raw_weather(ctx: lf.Context) -> pl.DataFrame:
     """Hourly weather observations at the three airports that day."""
-    return _on_day(_all_weather(), ctx).with_columns(
+    day = _on_day(_all_weather(), ctx).with_columns(
         pl.col("time_hour").str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_zone="UTC")
     )
+    return _delivered_twice(day, ctx)
+
+
+def _delivered_twice(day: pl.DataFrame, ctx: lf.Context) -> pl.DataFrame:
+    """The demonstration's bad weather, which no gate here checks: on the planted day each
+    airport's first observation arrives a second time, as a feed delivered twice would."""
+    if not _is_planted_day(ctx):
+        return day
+    first = day.filter(pl.col("time_hour") == pl.col("time_hour").min().over("origin"))
+    return pl.concat([day, first])
 
 
 COLUMNS = [

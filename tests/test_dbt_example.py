@@ -1,0 +1,109 @@
+"""The example dbt project (`pipelines/flights_dbt`) built by plain dbt over January of the flights
+lake: every model builds, every test passes, the marts agree with the Python pipeline, and the
+planted weather day fails exactly the test written for it."""
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import lakeflow as lf
+from pipelines import flights
+from tests.dbt_reference import FLIGHTS_DBT, dbt_build, export_sources
+
+MODELS = {"stg_flights", "stg_weather", "daily_carrier_delays", "carrier_summary"}
+
+
+@pytest.fixture(scope="module")
+def january(tmp_path_factory):
+    lake = str(tmp_path_factory.mktemp("flights") / "lake")
+    result = lf.materialize(
+        flights.pipeline, partitions="2013-01-01..2013-01-31", lake=lake, executor="local"
+    )
+    assert result.ok, result
+    yield lake
+    lf.stop(lake)
+
+
+@pytest.fixture(scope="module")
+def reference(january, tmp_path_factory):
+    work = tmp_path_factory.mktemp("dbt")
+    project_files = _files(FLIGHTS_DBT)
+    built = dbt_build(FLIGHTS_DBT, export_sources(january, work / "sources"), work / "run")
+    assert _files(FLIGHTS_DBT) == project_files  # dbt wrote nothing into the repository
+    return built
+
+
+def _files(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_every_model_builds_and_every_test_passes(reference):
+    assert reference.model_status == dict.fromkeys(MODELS, "success")
+    tests = reference.results.filter(pl.col("resource_type") == "test")
+    assert tests.height == 20 and set(tests["status"].to_list()) == {"pass"}
+    unique_obs_id = tests.filter(pl.col("name") == "unique_stg_weather_obs_id")["unique_id"][0]
+    assert unique_obs_id.startswith("test.flights_dbt.unique_stg_weather_obs_id.")
+    assert (
+        reference.test_status[unique_obs_id] == reference.test_status["unique_stg_weather_obs_id"]
+    )
+    assert set(reference.tables) == MODELS
+
+
+def test_the_models_count_what_the_data_holds(reference):
+    january = flights._all_flights().filter(pl.col("month") == 1)
+    departed = january.filter(pl.col("dep_time").is_not_null() & pl.col("air_time").is_not_null())
+    tables = reference.tables
+    assert tables["stg_flights"].height == departed.height == 26_398
+    assert (
+        tables["stg_weather"].height == flights._all_weather().filter(pl.col("month") == 1).height
+    )
+    assert (
+        tables["stg_flights"]["date"].n_unique() == tables["stg_weather"]["date"].n_unique() == 31
+    )
+    assert tables["daily_carrier_delays"]["flights"].sum() == departed.height
+    summary = tables["carrier_summary"]
+    assert (
+        summary.height == departed["carrier"].n_unique()
+        and summary["carrier_name"].null_count() == 0
+    )
+
+
+def test_the_daily_mart_equals_the_pipelines_daily_delays(january, reference):
+    """The dbt mart and the Python asset compute the same figures in different languages."""
+    ours = pl.read_delta(f"{january}/daily_delays").rename(
+        {"mean_dep_delay": "mean_dep_delay_minutes", "mean_arr_delay": "mean_arr_delay_minutes",
+         "precip_in": "precipitation_in"}
+    )  # fmt: skip
+    key = ["date", "carrier", "origin"]
+    columns = ["flights", "mean_dep_delay_minutes", "mean_arr_delay_minutes", "share_delayed",
+               "mean_wind_mph", "precipitation_in", "mean_visibility_mi"]  # fmt: skip
+    dbt = reference.tables["daily_carrier_delays"].select(*key, *columns).sort(key)
+    assert dbt.height == ours.height == 974
+    assert_frame_equal(dbt, ours.select(*key, *columns).sort(key), check_dtypes=False, rel_tol=1e-9)
+
+
+def test_a_feed_delivered_twice_fails_only_the_unique_obs_id_test(january, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLIGHTS_PLANT_BAD_DAY", "2013-01-15")
+    planted = lf.materialize(
+        flights.pipeline, select="raw_weather", partitions="2013-01-15", force=True, lake=january,
+        executor="local",
+    )  # fmt: skip
+    assert planted.ok  # nothing in the pipeline checks the weather feed
+    try:
+        built = dbt_build(FLIGHTS_DBT, export_sources(january, tmp_path / "sources"), tmp_path)
+    finally:
+        monkeypatch.delenv("FLIGHTS_PLANT_BAD_DAY")
+        restored = lf.materialize(
+            flights.pipeline, select="raw_weather", partitions="2013-01-15", force=True,
+            lake=january, executor="local",
+        )  # fmt: skip
+        assert restored.ok
+    assert built.failed_tests() == {"unique_stg_weather_obs_id"}
+    failed = built.results.filter(pl.col("name") == "unique_stg_weather_obs_id")
+    assert failed["failures"].to_list() == [3]  # one repeated observation per airport
+    duplicated = built.tables["stg_weather"].filter(pl.col("obs_id").is_duplicated())
+    assert set(duplicated["date"].to_list()) == {"2013-01-15"}
+    # dbt build skips what depends on a failed test: the daily mart and its tests
+    skipped = built.results.filter(pl.col("status") == "skipped")["name"].to_list()
+    assert "daily_carrier_delays" in skipped and "assert_share_delayed_within_0_and_1" in skipped
+    assert built.model_status["carrier_summary"] == "success"
