@@ -53,10 +53,15 @@ def doubled(numbers):
     return numbers.with_columns(pl.col("n") * 2)
 """
 # doubled as the SQL file models/doubled.sql (a row's files write it), or as a SQL string
-SQL_FOLDER = GOOD.replace("import lakeflow as lf\n", "import lakeflow as lf\nfrom pathlib import Path\n").replace(
+SQL_FOLDER = GOOD.replace(
+    "import lakeflow as lf\n", "import lakeflow as lf\nfrom pathlib import Path\n"
+).replace(
     DOUBLED, 'doubled = lf.sql_assets(Path(__file__).parent / "models", partitions=days)[0]\n'
 )
-SQL_STRING = GOOD.replace(DOUBLED, 'doubled = lf.sql_asset("doubled", "select n * 2 as n\\nfrom {{ ref(\'numbers\') }}\\nwher n > 1", partitions=days)\n')
+SQL_STRING = GOOD.replace(
+    DOUBLED,
+    'doubled = lf.sql_asset("doubled", "select n * 2 as n\\nfrom {{ ref(\'numbers\') }}\\nwher n > 1", partitions=days)\n',
+)
 
 
 def _sql(text: str) -> tuple[tuple[str, str], ...]:
