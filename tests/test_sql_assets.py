@@ -514,3 +514,29 @@ def test_duckdb_gets_the_units_cpus_and_memory(lake):
     )
     assert lf.materialize(lf.Pipeline([settings], lake=lake), executor="local").ok
     assert table(lake, "settings").row(0) == (2, "512.0 MiB", "UTC")
+
+
+def test_checks_gate_a_sql_assets_output_before_it_is_published(lake):
+    gated = lf.sql_asset(
+        "gated",
+        "select customer, sum(amount) as revenue from {{ ref('orders') }} group by customer "
+        "union all select 'zed', 1 where '{{ partition.key }}' = '2024-01-03'",
+        partitions=DAYS,
+        checks=[lf.references("customer", "orders"), lf.not_null("revenue")],
+    )
+
+    @lf.asset(partitions=DAYS)
+    def downstream(gated: pl.LazyFrame) -> pl.LazyFrame:
+        return gated.select(pl.len())
+
+    pipeline = lf.Pipeline([orders, gated, downstream], lake=lake)
+    result = lf.materialize(pipeline, executor="local")
+    outcomes = {
+        (a, p): o for a, p, o in result.units.select("asset", "partition", "outcome").iter_rows()
+    }
+    assert outcomes[("gated", "2024-01-03")] == "check_failed"
+    assert outcomes[("downstream", "2024-01-03")] == "blocked"
+    assert outcomes[("gated", "2024-01-02")] == outcomes[("downstream", "2024-01-02")] == "published"
+    assert "zed" not in table(lake, "gated")["customer"].to_list()
+    failed = result.checks(failed=True)
+    assert failed.select("asset", "partition").rows() == [("gated", "2024-01-03")]
