@@ -536,7 +536,9 @@ def test_checks_gate_a_sql_assets_output_before_it_is_published(lake):
     }
     assert outcomes[("gated", "2024-01-03")] == "check_failed"
     assert outcomes[("downstream", "2024-01-03")] == "blocked"
-    assert outcomes[("gated", "2024-01-02")] == outcomes[("downstream", "2024-01-02")] == "published"
+    assert (
+        outcomes[("gated", "2024-01-02")] == outcomes[("downstream", "2024-01-02")] == "published"
+    )
     assert "zed" not in table(lake, "gated")["customer"].to_list()
     failed = result.checks(failed=True)
     assert failed.select("asset", "partition").rows() == [("gated", "2024-01-03")]
