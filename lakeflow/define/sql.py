@@ -39,6 +39,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lakeflow.define.assets import define_asset
 from lakeflow.define.partitions import Partition
 from lakeflow.errors import DefinitionError
 
@@ -404,8 +405,6 @@ def sql_asset(
     retry, resources (DuckDB gets the unit's CPUs and memory), timeout, automation, ...; a
     `code_version=` replaces the hash of the rendered SQL.
     """
-    from lakeflow.define.assets import define_asset
-
     origin = origin or f"sql_asset {name!r} ({_call_site()})"
     model = sql_model(name, sql, origin=origin, vars=vars)
     return define_asset(name, model, sql=model, **options)
