@@ -129,9 +129,10 @@ class _PartitionVars:
 
 @dataclass(frozen=True)
 class SqlModel:
-    """What a SQL asset runs. Calling it runs the SQL over frames you pass (a notebook, a test):
+    """What a SQL asset runs. Calling the asset runs the SQL over frames you pass (a notebook, a
+    test), for the partition a key names:
 
-    >>> daily_revenue.fn(orders=orders_frame, partition="2024-01-02")
+    >>> daily_revenue(orders=orders_frame, partition="2024-01-02")
 
     - template: Jinja SQL (`sql_asset`), or SQL already compiled by dbt (`jinja=False`).
     - relations: text in the compiled SQL -> the upstream asset it stands for (dbt's
