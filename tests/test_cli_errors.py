@@ -48,6 +48,24 @@ def _with(old: str, new: str) -> str:
 
 
 NUMBERS = 'return pl.DataFrame({"n": [1, 2]})'
+DOUBLED = """@lf.asset(partitions=days)
+def doubled(numbers):
+    return numbers.with_columns(pl.col("n") * 2)
+"""
+# doubled as the SQL file models/doubled.sql (a row's files write it), or as a SQL string
+SQL_FOLDER = GOOD.replace(
+    "import lakeflow as lf\n", "import lakeflow as lf\nfrom pathlib import Path\n"
+).replace(
+    DOUBLED, 'doubled = lf.sql_assets(Path(__file__).parent / "models", partitions=days)[0]\n'
+)
+SQL_STRING = GOOD.replace(
+    DOUBLED,
+    'doubled = lf.sql_asset("doubled", "select n * 2 as n\\nfrom {{ ref(\'numbers\') }}\\nwher n > 1", partitions=days)\n',
+)
+
+
+def _sql(text: str) -> tuple[tuple[str, str], ...]:
+    return (("models/doubled.sql", text),)
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,7 @@ class Row:
     env: dict[str, str] = field(default_factory=dict)
     subprocess: bool = False
     corrupt: bool = False  # break the last commit of numbers' log
+    files: tuple[tuple[str, str], ...] = ()  # (path under the test's folder, text) written first
 
 
 M = ("materialize", "{pipe}", "--lake", "{lake}", "--executor", "local", "--no-progress")
@@ -85,6 +104,17 @@ ROWS = [
     Row("bad cron", ("assets", "{pipe}"), 2, "malformed cron expression '61 * * * *'", _with("[numbers, doubled])", "[numbers, doubled], triggers=[lf.schedule('61 * * * *')])")),
     Row("bad timezone", ("assets", "{pipe}"), 2, "unknown timezone", _with("[numbers, doubled])", "[numbers, doubled], triggers=[lf.schedule('0 * * * *', tz='Mars/Olympus')])")),
     Row("bad partitions def", ("assets", "{pipe}"), 2, "2024-13-01", _with('start="2024-01-01"', 'start="2024-13-01"')),
+    # -- SQL assets: the asset or the .sql file, and the line
+    Row("sql ref to a missing asset", M, 2, "doubled.sql) depends on unknown asset 'numbrs'\n  hint: did you mean 'numbers'?", SQL_FOLDER, files=_sql("select n * 2 as n from {{ ref('numbrs') }}")),
+    Row("sql syntax error", M, 2, "doubled.sql, line 3: Parser Error: syntax error at or near", SQL_FOLDER, files=_sql("select n * 2 as n\nfrom {{ ref('numbers') }}\nwher n > 1\n")),
+    Row("sql syntax error in a string", M, 2, "pipe.py:12), line 3: Parser Error: syntax error at or near", SQL_STRING),
+    Row("jinja syntax error", M, 2, "doubled.sql, line 2: Jinja syntax error: unexpected '}'", SQL_FOLDER, files=_sql("select n * 2 as n\nfrom {{ ref('numbers') }\n")),
+    Row("undefined jinja variable", M, 2, "doubled.sql, line 2: 'factor' is undefined", SQL_FOLDER, files=_sql("select n\n  * {{ factor }} as n\nfrom {{ ref('numbers') }}\n")),
+    Row("two sql statements", M, 2, "doubled.sql: a SQL asset is one SELECT statement, got 2 statements", SQL_FOLDER, files=_sql("select 1 as n; select 2 as n")),
+    Row("sql not a select", M, 2, "doubled.sql: a SQL asset is one SELECT statement, got a DROP statement", SQL_FOLDER, files=_sql("drop table numbers")),
+    Row("sql_assets missing folder", M, 2, "models' is not a folder", SQL_FOLDER),
+    Row("sql_assets empty folder", M, 2, "no .sql files under", SQL_FOLDER, files=(("models/README.md", "models go here"),)),
+    Row("sql_assets same stem twice", M, 2, "two files define asset 'doubled'", SQL_FOLDER, files=(*_sql("select 1 as n"), ("models/old/doubled.sql", "select 2 as n"))),
     # -- the request: exit 2, nothing changed
     Row("unknown asset", (*M, "--select", "nope"), 2, "unknown asset 'nope'"),
     Row("unknown asset in list", (*M, "--select", "numbers,nope+"), 2, "unknown asset 'nope'"),
@@ -123,6 +153,7 @@ ROWS = [
     Row("Int32 into Int64", (*M, "--select", "numbers", "--partitions", "2024-01-02"), 1, "column n: table has long, output has integer", _with(NUMBERS, 'return pl.DataFrame({"n": [1, 2]}, schema={"n": pl.Int32})'), built=True),
     Row("int into string", (*M, "--select", "numbers", "--partitions", "2024-01-02"), 1, "column n: table has long, output has string", _with(NUMBERS, 'return pl.DataFrame({"n": ["1", "2"]})'), built=True),
     Row("user raises", (*M, "--select", "numbers", "--partitions", "2024-01-02"), 1, "ZeroDivisionError: division by zero", _with(NUMBERS, "return 1 / 0")),
+    Row("sql column missing", (*M, "--select", "doubled", "--partitions", "2024-01-01"), 1, 'doubled.sql, line 2: Binder Error: Referenced column "m" not found in FROM clause!', SQL_FOLDER, built=True, files=_sql("select n,\n  m * 2 as n2\nfrom {{ ref('numbers') }}\n")),
 ]  # fmt: skip
 
 
@@ -176,6 +207,9 @@ def test_bad_input_gets_its_exit_code_a_message_and_no_traceback(
     row, tmp_path, built_lake, capsys, monkeypatch
 ):
     (tmp_path / "pipe.py").write_text(row.pipeline)
+    for path, text in row.files:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
     lake = tmp_path / "lake"
     if row.built:
         shutil.copytree(built_lake, lake)

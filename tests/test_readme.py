@@ -66,10 +66,14 @@ def test_the_readme_blocks_run_on_a_fresh_lake(ray_session, tmp_path, monkeypatc
             monthly = pl.read_delta(str(tmp_path / "lake" / "monthly"))
             # two AA flights a day in January; UA's flight has no dep_time: cleaned away
             assert monthly.to_dicts() == [{"carrier": "AA", "flights": 62, "month": "2013-01"}]
+        if heading == "SQL assets":  # 31 days of the SQL asset and the month over them
+            assert namespace["sql_result"].counts() == {"published": 31 + 1}
+            month = pl.read_delta(str(tmp_path / "lake" / "carrier_month"))
+            assert month.sort("carrier").rows() == [("AA", 62, "2013-01")]
         if heading == "In a notebook":  # what it shows there
             assert "<svg" in namespace["pipeline"]._repr_html_()
             assert "lf-state" in namespace["pipeline"].status()._repr_html_()
-    assert ran == ["A pipeline", "In a notebook", "Backfills"]
+    assert ran == ["A pipeline", "SQL assets", "In a notebook", "Backfills"]
     assert not Path("lake").joinpath("_lakeflow", "quarantine").exists()
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from lakeflow.define.code_version import code_version as default_code_version
 from lakeflow.define.mappings import AllPartitions, PartitionMapping
 from lakeflow.define.partitions import Partition, Partitions, Unpartitioned
-from lakeflow.errors import DefinitionError
+from lakeflow.errors import DefinitionError, PartitionError
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -152,7 +152,24 @@ class AssetDef:
         return tuple(c for c in self.checks if getattr(c, "scope", "unit") == "table")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.sql is not None:
+            kwargs["partition"] = self._sql_partition(kwargs.get("partition"))
         return self.fn(*args, **kwargs)
+
+    def _sql_partition(self, partition: Any) -> Any:
+        """The partition a SQL asset called in a notebook renders for: a key becomes the
+        partition a run's unit sees (a window's start and end included); an unpartitioned asset
+        needs none; a partitioned one needs one, rather than render a placeholder."""
+        if isinstance(partition, str):
+            return self.partitions.partition(self.partitions.index(partition))
+        if partition is None and isinstance(self.partitions, Unpartitioned):
+            return self.partitions.partition(0)
+        if partition is None:
+            raise PartitionError(
+                f"asset {self.name} is partitioned ({self.partitions.describe()})",
+                hint="pass partition='<key>'",
+            )
+        return partition
 
     @property
     def deps(self) -> tuple[str, ...]:

@@ -123,8 +123,9 @@ class Pipeline:
         for down in defined.values():
             for up_name, mapping in down.inputs.items():
                 if up_name not in defined:
+                    where = f" ({down.sql.origin})" if down.sql is not None else ""  # its SQL file
                     raise DefinitionError(
-                        f"asset {down.name} depends on unknown asset {up_name!r}",
+                        f"asset {down.name}{where} depends on unknown asset {up_name!r}",
                         hint=_suggest(up_name, defined) or "add it to the pipeline",
                     )
                 up = defined[up_name]

@@ -29,18 +29,33 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
+import threading
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
+from lakeflow.define.assets import define_asset
 from lakeflow.define.partitions import Partition
 from lakeflow.errors import DefinitionError
 
-__all__ = ["SqlError", "SqlModel", "connect", "duckdb_module", "quote", "sql_asset", "sql_assets"]
+__all__ = [
+    "SqlError",
+    "SqlModel",
+    "connect",
+    "duckdb_module",
+    "quote",
+    "sql_asset",
+    "sql_assets",
+    "sql_model",
+]
 
-_PLACEHOLDER_TIME = datetime(1970, 1, 1)
+_PLACEHOLDER_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SqlError(Exception):
@@ -64,15 +79,40 @@ def quote(name: str) -> str:
 
 
 def connect(*, threads: float | None = None, memory: int | None = None) -> Any:
-    """An in-memory DuckDB sized to the unit's resources: it would otherwise take every core of
-    the node, and a node runs as many units as it has CPUs."""
+    """A DuckDB connection of its own (the views a unit registers are its own, and go with it
+    when it is closed) to an in-memory database sized to the unit's resources: DuckDB would
+    otherwise take every core of the node, and a node runs as many units as it has CPUs.
+
+    The database is opened once per process for each size and shared by the units of that size:
+    opening one costs about 20 ms, more than a small unit's whole work; a connection to it, some
+    microseconds. Its session time zone is UTC, as lakeflow's partitions and timestamps are:
+    DuckDB would take the machine's, and `ts::date` or `date_trunc('day', ts)` of a zoned
+    timestamp would then give another day on a machine set to another zone."""
+    size = (max(1, round(threads)) if threads is not None else None, memory or None)
+    with _DATABASES_LOCK:
+        database = _DATABASES.get(size)
+        if database is None:
+            database = _DATABASES[size] = _open_database(*size)
+        return database.cursor()
+
+
+_DATABASES: dict[tuple[int | None, int | None], Any] = {}  # (threads, memory) -> database
+_DATABASES_LOCK = threading.Lock()  # units of the local executor connect from several threads
+
+
+def _open_database(threads: int | None, memory: int | None) -> Any:
     duckdb = duckdb_module()
     config: dict[str, Any] = {}
-    if threads:
-        config["threads"] = max(1, round(threads))
+    if threads is not None:
+        config["threads"] = threads
     if memory:
-        config["memory_limit"] = f"{max(1, memory // 2**20)}MB"
-    return duckdb.connect(":memory:", config=config)
+        config["memory_limit"] = f"{max(1, memory // 2**20)}MiB"
+    database = duckdb.connect(":memory:", config=config)
+    # not in config=, which cannot load the ICU extension that time zones need
+    database.execute("SET GLOBAL TimeZone = 'UTC'")
+    # the SQL reads the views lakeflow registers, never a Python variable that shares a name
+    database.execute("SET GLOBAL python_enable_replacements = false")
+    return database
 
 
 @dataclass(frozen=True)
@@ -89,14 +129,16 @@ class _PartitionVars:
 
 @dataclass(frozen=True)
 class SqlModel:
-    """What a SQL asset runs. Calling it runs the SQL over frames you pass (a notebook, a test):
+    """What a SQL asset runs. Calling the asset runs the SQL over frames you pass (a notebook, a
+    test), for the partition a key names:
 
-    >>> daily_revenue.fn(orders=orders_frame, partition="2024-01-02")
+    >>> daily_revenue(orders=orders_frame, partition="2024-01-02")
 
     - template: Jinja SQL (`sql_asset`), or SQL already compiled by dbt (`jinja=False`).
     - relations: text in the compiled SQL -> the upstream asset it stands for (dbt's
       `"db"."schema"."model"`); replaced by the upstream's view before DuckDB sees it.
-    - origin: where the SQL came from (a file path, or `sql_asset(name)`), for error messages.
+    - origin: where the SQL came from (a .sql file, or `sql_asset 'name' (file.py:line)`), for
+      error messages.
     - line: the template's first line in `origin` (a SQL string starts at line 1).
     """
 
@@ -117,22 +159,75 @@ class SqlModel:
         return _render(self.template, self.origin, self.line, self.vars, partition)[0]
 
     def code_version(self) -> str:
-        """The hash of the SQL as rendered for a placeholder partition, with its vars."""
+        """The hash of the SQL as rendered for a placeholder partition, with the vars it reads.
+
+        The values of the vars the template reads are hashed too, not only the rendered text: a
+        var may steer a branch the placeholder partition does not take. Vars it never reads are
+        left out, so that `sql_assets(folder, vars=...)` rebuilds only the assets that read the
+        var that changed."""
+        read = _vars_read(self.template) if self.jinja else None
+        variables = {k: v for k, v in self.vars.items() if read is None or k in read}
         text = json.dumps(
-            [self.render(), dict(self.vars), sorted(self.relations.items())],
+            [self.render(), variables, sorted(self.relations.items())],
             sort_keys=True,
             default=str,
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    def parse_check(self) -> None:
+        """Refuse SQL that is not exactly one SELECT (or WITH/FROM/VALUES ... query), with
+        DuckDB's message and the line it points at."""
+        duckdb = duckdb_module()
+        sql = self.render()
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as error:
+            raise DefinitionError(self.explain(error, sql)) from None
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            got = (
+                f"{len(statements)} statements"
+                if len(statements) != 1
+                else f"a {statements[0].type.name} statement"
+            )
+            raise DefinitionError(
+                f"{self.origin}: a SQL asset is one SELECT statement, got {got}",
+                hint="lakeflow writes the query's rows to the asset's table itself",
+            )
+
     # -- running --------------------------------------------------------------------------------
-    def run(self, con: Any, partition: Partition | None) -> Any:
+    def run(self, con: Any, partition: Partition | None) -> pa.Table:
         """Run the SQL on `con`, where each ref is a view already; returns a pyarrow Table."""
+        duckdb = duckdb_module()
         sql = self.render(partition)
         try:
-            return con.execute(sql).to_arrow_table()
-        except Exception as error:  # DuckDB's own errors: parser, binder, catalog, conversion
+            relation = con.sql(sql)  # a relation's Arrow result is not copied again, a cursor's is
+        except (duckdb.BinderException, duckdb.CatalogException) as error:
+            raise SqlError(self.explain(_located(con, sql, error), sql)) from None
+        try:
+            table = relation.to_arrow_table()
+        except duckdb.Error as error:  # conversion, out of memory, a file it could not read
             raise SqlError(self.explain(error, sql)) from None
+        return self._narrow_hugeints(table, [kind.id for kind in relation.types])
+
+    def _narrow_hugeints(self, table: pa.Table, kinds: list[str]) -> pa.Table:
+        """HUGEINT columns as BIGINT. DuckDB sums integers into 128-bit HUGEINTs, which reach
+        Arrow as DECIMAL(38, 0); a table of sums would hold decimals where the same query in
+        polars (or Spark, or a Python asset) gives 64-bit integers. A sum beyond BIGINT is an
+        error naming the column: a cast to DOUBLE or DECIMAL in the SQL keeps such values."""
+        for index, kind in enumerate(kinds):
+            if kind not in ("hugeint", "uhugeint"):
+                continue
+            name = table.schema.names[index]
+            try:
+                column = table.column(index).cast(pa.int64())
+            except pa.ArrowInvalid:
+                raise SqlError(
+                    f"{self.origin}: column {name!r} is a {kind.upper()} (a sum of integers, say) "
+                    "holding a value beyond BIGINT, the largest integer lakeflow stores; cast it "
+                    "to DOUBLE or DECIMAL(38, 0) in the SQL"
+                ) from None
+            table = table.set_column(index, name, column)
+        return table
 
     def explain(self, error: BaseException, sql: str) -> str:
         """DuckDB's message, led by the file and line of the SQL it points at."""
@@ -203,7 +298,7 @@ def _render(
         if name in variables:
             return variables[name]
         if default is jinja2.Undefined:
-            raise DefinitionError(f"{origin}: var({name!r}) is not set", hint="pass vars={...}")
+            raise _VarNotSet(f"var({name!r}) is not set")
         return default
 
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
@@ -214,10 +309,29 @@ def _render(
         raise DefinitionError(
             f"{origin}, line {(error.lineno or 1) + line - 1}: Jinja syntax error: {error.message}"
         ) from None
+    except _VarNotSet as error:
+        where = _template_line(error, origin, line)
+        raise DefinitionError(
+            f"{where}: {error}", hint="pass vars={...} or var(name, default)"
+        ) from None
     except jinja2.UndefinedError as error:
-        raise DefinitionError(f"{origin}: {error.message}", hint="ref('asset'), source('s', 't'), "
+        where = _template_line(error, origin, line)
+        raise DefinitionError(f"{where}: {error.message}", hint="ref('asset'), source('s', 't'), "
                               "partition.key/start/end and var('name') are defined") from None  # fmt: skip
     return sql, tuple(reads)
+
+
+class _VarNotSet(Exception):
+    """`var(name)` without a value or a default, raised through Jinja to `_render`."""
+
+
+def _template_line(error: BaseException, origin: str, line: int) -> str:
+    """`origin, line N` for an error raised while rendering: Jinja maps the template's frames
+    in the traceback back to template lines."""
+    lines = [
+        f.lineno for f in traceback.extract_tb(error.__traceback__) if f.filename == "<template>"
+    ]
+    return f"{origin}, line {lines[-1] + line - 1}" if lines and lines[-1] else origin
 
 
 def _replace_relations(sql: str, relations: Mapping[str, str]) -> str:
@@ -228,20 +342,34 @@ def _replace_relations(sql: str, relations: Mapping[str, str]) -> str:
     return sql
 
 
-def parse_check(sql: str, origin: str) -> None:
-    """Refuse SQL that is not exactly one SELECT (or WITH ... SELECT), with DuckDB's message."""
-    duckdb = duckdb_module()
+def _located(con: Any, sql: str, error: Exception) -> Exception:
+    """The binder's error with the SQL line it points at. `con.sql` binds a parsed statement,
+    whose errors lack it; `con.execute` binds the text, and fails the same way before it runs
+    anything."""
+    if "LINE " in str(error):
+        return error
     try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as error:
-        raise DefinitionError(f"{origin}: {str(error).strip()}") from None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise DefinitionError(
-            f"{origin}: a SQL asset is one SELECT statement, got "
-            + (
-                f"{len(statements)} statements" if len(statements) != 1 else str(statements[0].type)
-            ),
-        )
+        con.execute(sql)
+    except duckdb_module().Error as located:
+        return located
+    return error
+
+
+def _vars_read(template: str) -> set[str] | None:
+    """The names the template passes to `var()`; None when one is not a literal (all may be)."""
+    import jinja2
+    from jinja2 import nodes
+
+    names: set[str] = set()
+    parsed = jinja2.Environment().parse(template)  # it rendered already: it parses
+    for call in parsed.find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "var"):
+            continue
+        first = call.args[0] if call.args else None
+        if not (isinstance(first, nodes.Const) and isinstance(first.value, str)):
+            return None
+        names.add(first.value)
+    return names
 
 
 def sql_model(
@@ -257,16 +385,12 @@ def sql_model(
 ) -> SqlModel:
     """A checked `SqlModel`: rendered, parsed by DuckDB, its refs found (`reads` adds more)."""
     variables = dict(vars or {})
-    if jinja:
-        sql, refs = _render(template, origin, line, variables, None)
-    else:
-        sql, refs = _replace_relations(template, relations or {}), ()
-    parse_check(sql, origin)
+    refs = _render(template, origin, line, variables, None)[1] if jinja else ()
     ordered = list(refs)
     for name in [*(relations or {}).values(), *reads]:
         if name not in ordered:
             ordered.append(name)
-    return SqlModel(
+    model = SqlModel(
         asset=asset,
         template=template,
         origin=origin,
@@ -276,6 +400,8 @@ def sql_model(
         jinja=jinja,
         line=line,
     )
+    model.parse_check()
+    return model
 
 
 def sql_asset(
@@ -298,10 +424,18 @@ def sql_asset(
     retry, resources (DuckDB gets the unit's CPUs and memory), timeout, automation, ...; a
     `code_version=` replaces the hash of the rendered SQL.
     """
-    from lakeflow.define.assets import define_asset
-
-    model = sql_model(name, sql, origin=origin or f"sql_asset({name})", vars=vars)
+    origin = origin or f"sql_asset {name!r} ({_call_site()})"
+    model = sql_model(name, sql, origin=origin, vars=vars)
     return define_asset(name, model, sql=model, **options)
+
+
+def _call_site() -> str:
+    """`file:line` of the user's code declaring a SQL asset (the first frame outside lakeflow),
+    so that an error in SQL given as a string points at the file it is in."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "lakeflow":
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
 
 
 def sql_assets(

@@ -196,8 +196,15 @@ def _run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: 
     where = f"asset {unit.asset}" + (f" partition {unit.key}" if unit.key else "")
     timings: dict[str, float] = {}
     try:
-        frames = {spec.name: read_input(lake, spec) for spec in unit.inputs}
-        kwargs: dict[str, Any] = {name: frames[name] for name in definition.data_inputs}
+        # DuckDB reads a SQL asset's pinned files itself: its frames serve only its unit checks
+        # (a whole-table input would otherwise have its Delta log read twice)
+        sql = definition.sql is not None
+        frames = (
+            {spec.name: read_input(lake, spec) for spec in unit.inputs}
+            if not sql or definition.unit_checks
+            else {}
+        )
+        kwargs: dict[str, Any] = {} if sql else {n: frames[n] for n in definition.data_inputs}
         if definition.context_param:
             kwargs[definition.context_param] = Context(
                 asset=unit.asset,
@@ -209,7 +216,7 @@ def _run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: 
             )
         timings["read"] = time.perf_counter() - clock
         with user_code_boundary(where):
-            if definition.sql is not None:  # DuckDB reads the pinned files itself
+            if sql:
                 output = run_sql_unit(lake, definition, unit.inputs, unit.partition)
             else:
                 output = definition.fn(**kwargs)
