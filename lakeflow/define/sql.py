@@ -164,11 +164,13 @@ class SqlModel:
         The values of the vars the template reads are hashed too, not only the rendered text: a
         var may steer a branch the placeholder partition does not take. Vars it never reads are
         left out, so that `sql_assets(folder, vars=...)` rebuilds only the assets that read the
-        var that changed."""
+        var that changed. Of dbt's relations only the upstream names count, not the text dbt
+        compiled them to: that holds the target database's name or, for a source read from files,
+        a path from the environment, neither of which changes what the SQL computes."""
         read = _vars_read(self.template) if self.jinja else None
         variables = {k: v for k, v in self.vars.items() if read is None or k in read}
         text = json.dumps(
-            [self.render(), variables, sorted(self.relations.items())],
+            [self.render(), variables, sorted(set(self.relations.values()))],
             sort_keys=True,
             default=str,
         )
