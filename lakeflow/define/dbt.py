@@ -155,19 +155,22 @@ class _Mapper:
     # -- names ---------------------------------------------------------------------------------
     def _source_names(self) -> dict[str, str]:
         """Each source table's asset: its `meta.lakeflow.asset`, else the table's name."""
-        names: dict[str, str] = {}
+        return {
+            uid: table["meta"].get("asset", table["name"])
+            for uid, table in self.compiled.sources.items()
+        }
+
+    def _distinct_sources(self, read: set[str]) -> None:
+        """Two source tables the models read must not stand for one asset."""
         seen: dict[str, str] = {}
-        for uid, table in self.compiled.sources.items():
-            name = table["meta"].get("asset", table["name"])
-            where = f"source {table['source']}.{table['name']} ({table['path']})"
+        for uid in sorted(read & set(self.source_names)):
+            name = self.source_names[uid]
             if name in seen:
                 raise DefinitionError(
-                    f"{where} and {seen[name]} would both be asset {name!r}",
+                    f"{seen[name]} and {self.where(uid)} would both be asset {name!r}",
                     hint="give one another name with meta: {lakeflow: {asset: ...}}",
                 )
-            seen[name] = where
-            names[uid] = name
-        return names
+            seen[name] = self.where(uid)
 
     def where(self, uid: str) -> str:
         """A node as an error message names it: kind, name and file."""
@@ -266,8 +269,9 @@ class _Mapper:
             self._model(uid, checks.get(uid, []), {**options, **overrides.get(name, {})})
             for name, uid in names.items()
         ]
+        read = {p for uid in [*models, *tests] for p in self.parents(uid, self.where(uid))}
+        self._distinct_sources(read)
         if declare_sources:
-            read = {p for uid in [*models, *tests] for p in self.parents(uid, self.where(uid))}
             out[:0] = [self._source(uid) for uid in self.compiled.sources if uid in read]
         return out
 
@@ -321,7 +325,7 @@ class _Mapper:
                 continue
             owner = self._owner(uid)
             if owner is None:
-                log.warning("%s tests only sources: lakeflow does not run it", self.where(uid))
+                log.warning("%s tests no model (a source or seed): not run", self.where(uid))
             elif owner in models:
                 out[uid] = owner
         return out

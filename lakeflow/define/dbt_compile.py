@@ -34,8 +34,8 @@ from lakeflow.errors import DefinitionError
 __all__ = ["CompiledProject", "compile_project"]
 
 CACHE_FORMAT = 1
-# folders of a dbt project that hold what dbt wrote, not what it reads
-_OUTPUT_FOLDERS = frozenset({"target", "logs", "__pycache__"})
+# top folders of a dbt project that hold what dbt wrote, not what it reads
+_OUTPUT_FOLDERS = frozenset({"target", "logs"})
 _ENV_VAR = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
 # the profile used when the project brings none: compiling needs only the adapter's dialect,
 # and DuckDB's is the one lakeflow runs
@@ -132,10 +132,14 @@ def _digest(value: Any) -> str:
 
 
 def _project_files(project: Path) -> Iterator[Path]:
-    """The files dbt may read: everything under the project but its outputs and hidden folders."""
+    """The files dbt may read: everything under the project but its outputs (target/, logs/)
+    and hidden and __pycache__ folders."""
     for folder, subfolders, files in os.walk(project):
+        top = Path(folder) == project
         subfolders[:] = sorted(
-            s for s in subfolders if s not in _OUTPUT_FOLDERS and not s.startswith(".")
+            s
+            for s in subfolders
+            if not (top and s in _OUTPUT_FOLDERS) and not s.startswith(".") and s != "__pycache__"
         )
         for name in sorted(files):
             yield Path(folder, name)
@@ -217,7 +221,7 @@ def _run_dbt(
             "--target-path", str(Path(scratch, "target")), "--log-path", str(Path(scratch, "logs")),
             "--log-level", "none", "--log-level-file", "none", "--full-refresh", "--no-introspect",
             "--no-partial-parse", "--no-send-anonymous-usage-stats", "--no-version-check",
-            "--vars", json.dumps(dict(variables)),
+            "--vars", json.dumps(dict(variables), default=str),
         ]  # fmt: skip
         if profiles.parent == Path(scratch):
             args += ["--profile", "lakeflow"]
@@ -306,9 +310,11 @@ def _source(source: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _distill(manifest: Mapping[str, Any], selected: tuple[str, ...]) -> CompiledProject:
+    """The manifest as lakeflow maps it; dbt's unit tests (of a model's logic on fixed rows,
+    not of its data) are left out."""
     return CompiledProject(
         name=manifest["metadata"].get("project_name") or "dbt",
         nodes={uid: _node(node) for uid, node in manifest["nodes"].items()},
         sources={uid: _source(source) for uid, source in manifest["sources"].items()},
-        selected=selected,
+        selected=tuple(uid for uid in selected if uid in manifest["nodes"]),
     )
