@@ -4,6 +4,7 @@ is also built by plain `dbt build` (dbt-duckdb, sources as Parquet) and compared
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -233,10 +234,11 @@ def test_static_partitions_and_a_named_source_asset(project):
 
 
 # -- code versions and the compile cache -----------------------------------------------------------
-def test_the_code_version_moves_for_the_edited_model_only(project):
+def test_the_code_version_moves_for_the_edited_model_only(project, capfd, caplog):
     def versions():
         return {a.name: a.code_version for a in lf.dbt_project(project) if not a.source}
 
+    root = (list(logging.root.handlers), logging.root.level)
     before = versions()
     (project / "models/revenue.sql").write_text(
         PROJECT["models/revenue.sql"].replace("count(*) as orders", "count(*) as n_orders")
@@ -252,6 +254,11 @@ def test_the_code_version_moves_for_the_edited_model_only(project):
         a.name: a.code_version for a in lf.dbt_project(project, vars={"rate": 1000}) if not a.source
     }
     assert {n for n in macro if macro[n] != rate[n]} == {"stg_orders"}
+    # four compiles by dbt: not a line on the console, and lakeflow's logging as it was
+    assert capfd.readouterr() == ("", "")
+    assert (list(logging.root.handlers), logging.root.level) == root
+    logging.getLogger("lakeflow.test").warning("still heard")
+    assert "still heard" in caplog.text
 
 
 def test_a_valid_cache_is_read_without_importing_dbt(project):
