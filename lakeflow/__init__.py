@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers; at run time they loa
         schedule,
     )
     from lakeflow.define.checks import Check, CheckEnv, CheckResult
+    from lakeflow.define.dbt import dbt_project
     from lakeflow.define.definition import ResumeError, pipeline_factory
     from lakeflow.define.gx import gx_suite
     from lakeflow.define.mappings import (
@@ -147,6 +148,7 @@ __all__ = [
     "check",
     "check_results",
     "connect",
+    "dbt_project",
     "down",
     "freshness",
     "gx_suite",
@@ -215,6 +217,7 @@ _HOMES: dict[str, str] = {
     "Check": "lakeflow.define.checks",
     "CheckEnv": "lakeflow.define.checks",
     "CheckResult": "lakeflow.define.checks",
+    "dbt_project": "lakeflow.define.dbt",
     "ResumeError": "lakeflow.define.definition",
     "pipeline_factory": "lakeflow.define.definition",
     "gx_suite": "lakeflow.define.gx",

@@ -1,6 +1,7 @@
 """Every fenced python block of README.md runs, in order, in one namespace (as a reader pastes
 them into one notebook), in a fresh directory. A block that needs what a test machine lacks (a
-cluster, S3) says so with `<!-- readme-test: skip (why) -->` on the line before its fence."""
+cluster, S3, a dbt project) says so with `<!-- readme-test: skip (why) -->` on the line before
+its fence."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ FENCE = re.compile(r"^```python\n(?P<code>.*?)^```", re.S | re.M)
 # blocks that are fragments in a section another branch is rewriting; strict: once it runs, the
 # mark must go
 FRAGMENTS = {"Quality gates"}
-# the only blocks that may be skipped, with the heading they sit under
-SKIPPED = {"Triggers: commits, schedules, files, HTTP", "Run on a cluster"}
+# the only blocks that may be skipped, with the heading they sit under (a cluster, S3, a dbt
+# project on disk)
+SKIPPED = {"Triggers: commits, schedules, files, HTTP", "Run on a cluster", "dbt projects"}
 
 
 def _blocks() -> list[tuple[str, int, str, str | None]]:
@@ -39,7 +41,7 @@ def _blocks() -> list[tuple[str, int, str, str | None]]:
 BLOCKS = _blocks()
 
 
-def test_only_blocks_that_need_a_cluster_or_s3_are_skipped():
+def test_only_blocks_that_need_a_cluster_s3_or_a_dbt_project_are_skipped():
     skipped = {heading for heading, _, _, why in BLOCKS if why is not None}
     assert skipped == SKIPPED
     assert len(BLOCKS) >= 5
