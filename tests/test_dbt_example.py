@@ -1,13 +1,15 @@
-"""The example dbt project (`pipelines/flights_dbt`) built by plain dbt over January of the flights
-lake: every model builds, every test passes, the marts agree with the Python pipeline, and the
-planted weather day fails exactly the test written for it."""
+"""The example dbt project (`pipelines/flights_dbt`) over January of the flights lake, built by
+lakeflow (`pipelines/flights_dbt.py`: each model an asset) and by plain `dbt build` with dbt-duckdb
+from the same inputs: every row of every model equal, every test passing in both, the marts
+agreeing with the Python pipeline's, and the planted weather day failing exactly the test written
+for it in both — where lakeflow holds that one day and dbt skips the whole mart."""
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 import lakeflow as lf
-from pipelines import flights
+from pipelines import flights, flights_dbt
 from tests.dbt_reference import FLIGHTS_DBT, dbt_build, export_sources
 
 MODELS = {"stg_flights", "stg_weather", "daily_carrier_delays", "carrier_summary"}
@@ -17,9 +19,10 @@ MODELS = {"stg_flights", "stg_weather", "daily_carrier_delays", "carrier_summary
 def january(tmp_path_factory):
     lake = str(tmp_path_factory.mktemp("flights") / "lake")
     result = lf.materialize(
-        flights.pipeline, partitions="2013-01-01..2013-01-31", lake=lake, executor="local"
+        flights_dbt.pipeline, partitions="2013-01-01..2013-01-31", lake=lake, executor="local"
     )
     assert result.ok, result
+    assert result.counts() == {"published": 1 + 4 * 31 + 1 + 3 * 31 + 1 + 1}  # flights, dbt, Python
     yield lake
     lf.stop(lake)
 
@@ -82,28 +85,66 @@ def test_the_daily_mart_equals_the_pipelines_daily_delays(january, reference):
     assert_frame_equal(dbt, ours.select(*key, *columns).sort(key), check_dtypes=False, rel_tol=1e-9)
 
 
+def _dbt_checks(lake):
+    checks = lf.check_results(flights_dbt.pipeline, lake=lake)
+    return checks.filter(pl.col("asset").is_in([m.name for m in flights_dbt.models]))
+
+
+def test_lakeflow_builds_every_row_dbt_builds(january, reference):
+    for model in sorted(MODELS):
+        dbt = reference.tables[model]  # DuckDB calls the lake's UTC zone Etc/UTC
+        dbt = dbt.with_columns(pl.col(pl.Datetime(time_zone="Etc/UTC")).dt.convert_time_zone("UTC"))
+        ours = pl.read_delta(f"{january}/{model}").select(dbt.columns)
+        assert ours.height == dbt.height > 0, model
+        exact = [c for c, t in dbt.schema.items() if not t.is_float()]  # row order: exact columns
+        assert_frame_equal(
+            ours.sort(exact), dbt.sort(exact), check_dtypes=False, rel_tol=1e-9
+        )  # sums may add in another order
+
+
+def test_lakeflow_runs_every_dbt_test_and_agrees_with_dbt(january, reference):
+    checks = _dbt_checks(january)
+    dbt_tests = reference.results.filter(pl.col("resource_type") == "test")
+    assert set(checks["check"].to_list()) == set(dbt_tests["name"].to_list())
+    assert (
+        set(checks["status"].to_list())
+        == {"passed"}
+        == {"passed" for s in dbt_tests["status"].to_list() if s == "pass"}
+    )
+
+
 def test_a_feed_delivered_twice_fails_only_the_unique_obs_id_test(january, tmp_path, monkeypatch):
     monkeypatch.setenv("FLIGHTS_PLANT_BAD_DAY", "2013-01-15")
-    planted = lf.materialize(
-        flights.pipeline, select="raw_weather", partitions="2013-01-15", force=True, lake=january,
-        executor="local",
-    )  # fmt: skip
-    assert planted.ok  # nothing in the pipeline checks the weather feed
+    rerun = dict(
+        select="raw_weather+", partitions="2013-01-15", force=True, lake=january, executor="local"
+    )
+    before = pl.read_delta(f"{january}/stg_weather")
+    planted = lf.materialize(flights_dbt.pipeline, **rerun)
     try:
         built = dbt_build(FLIGHTS_DBT, export_sources(january, tmp_path / "sources"), tmp_path)
+        after = pl.read_delta(f"{january}/stg_weather")
+        failing = _dbt_checks(january).filter(pl.col("status") == "failed")
     finally:
         monkeypatch.delenv("FLIGHTS_PLANT_BAD_DAY")
-        restored = lf.materialize(
-            flights.pipeline, select="raw_weather", partitions="2013-01-15", force=True,
-            lake=january, executor="local",
-        )  # fmt: skip
-        assert restored.ok
+        restored = lf.materialize(flights_dbt.pipeline, **rerun)
+        assert restored.ok, restored
+    # plain dbt: the one test fails, on that day's three repeated observations
     assert built.failed_tests() == {"unique_stg_weather_obs_id"}
     failed = built.results.filter(pl.col("name") == "unique_stg_weather_obs_id")
     assert failed["failures"].to_list() == [3]  # one repeated observation per airport
     duplicated = built.tables["stg_weather"].filter(pl.col("obs_id").is_duplicated())
     assert set(duplicated["date"].to_list()) == {"2013-01-15"}
-    # dbt build skips what depends on a failed test: the daily mart and its tests
+    # dbt build skips what depends on a failed test: the whole daily mart and its tests
     skipped = built.results.filter(pl.col("status") == "skipped")["name"].to_list()
     assert "daily_carrier_delays" in skipped and "assert_share_delayed_within_0_and_1" in skipped
     assert built.model_status["carrier_summary"] == "success"
+    # lakeflow: the same test fails, and only that day of stg_weather is held; readers never saw it
+    assert set(failing["check"].to_list()) == {"unique_stg_weather_obs_id"}
+    assert set(failing["partition"].to_list()) <= {"2013-01-15", ""}
+    outcome = {
+        (a, p): o for a, p, o in planted.units.select("asset", "partition", "outcome").iter_rows()
+    }
+    assert outcome[("stg_weather", "2013-01-15")] == "check_failed"
+    assert outcome[("daily_carrier_delays", "2013-01-15")] == "blocked"
+    assert outcome[("raw_weather", "2013-01-15")] == "published"
+    assert after.sort(after.columns).equals(before.sort(before.columns))

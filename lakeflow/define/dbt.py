@@ -74,8 +74,8 @@ def dbt_project(
 
     >>> assets = lf.dbt_project("analytics/", select="staging+", vars={"since": "2024-01-01"})
 
-    - profiles_dir, target: the profile dbt compiles with; default the project's profiles.yml,
-      else an in-memory DuckDB (lakeflow runs the SQL in DuckDB either way).
+    - profiles_dir, target: the profile dbt compiles with; default an in-memory DuckDB (lakeflow
+      runs the SQL in DuckDB either way; the project's own profiles.yml is for plain dbt).
     - vars, select: dbt's `--vars` and `--select`; models outside the selection that a selected
       one reads are upstream assets the pipeline must supply.
     - declare_sources: declare each source table read as `lf.source(name)` (named by its

@@ -90,11 +90,11 @@ def compile_project(
     """The compiled project: from the cache when it is valid, else by dbt (and cached)."""
     if not (project / "dbt_project.yml").is_file():
         raise DefinitionError(f"{project} is not a dbt project: it has no dbt_project.yml")
-    profiles = _profiles_dir(project, profiles_dir)
+    profiles = _profiles_dir(profiles_dir)
     if profiles is None and target is not None:
         raise DefinitionError(
             f"dbt project {project}: target={target!r} needs a profiles.yml",
-            hint="pass profiles_dir=, or put profiles.yml in the project",
+            hint="pass profiles_dir=, the folder of the profiles.yml that defines it",
         )
     selection = [select] if isinstance(select, str) else list(select or [])
     settings = {
@@ -115,15 +115,16 @@ def compile_project(
     return compiled
 
 
-def _profiles_dir(project: Path, given: str | Path | None) -> Path | None:
-    """Where profiles.yml is: the given folder, else the project's own, else None (the built-in
-    in-memory DuckDB profile)."""
-    if given is not None:
-        folder = Path(given)
-        if not (folder / "profiles.yml").is_file():
-            raise DefinitionError(f"profiles_dir {str(folder)!r} has no profiles.yml")
-        return folder
-    return project if (project / "profiles.yml").is_file() else None
+def _profiles_dir(given: str | Path | None) -> Path | None:
+    """Where profiles.yml is: the folder given, else None (the built-in in-memory DuckDB profile).
+    A project's own profiles.yml is for plain dbt runs: the database file it names need not exist
+    (nor be creatable) where lakeflow compiles, and the units run in DuckDB whatever it says."""
+    if given is None:
+        return None
+    folder = Path(given)
+    if not (folder / "profiles.yml").is_file():
+        raise DefinitionError(f"profiles_dir {str(folder)!r} has no profiles.yml")
+    return folder
 
 
 # -- the cache -----------------------------------------------------------------------------------
