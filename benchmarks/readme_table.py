@@ -156,6 +156,21 @@ def _nodes(rows: Rows) -> str:
     return ", ".join(f"{r['units/s']} units/s on {r['worker nodes']}" for r in rows)
 
 
+def _sql_tpch(rows: Rows) -> str:
+    sql = _row(rows, "run", "lakeflow, SQL asset")
+    return f"SQL asset {sql['units/s']} units/s, {sql['vs polars asset']}x the polars asset's"
+
+
+def _sql_dbt(rows: Rows) -> str:
+    def ratio(run: str) -> str:
+        return _row(rows, "run", run)["vs dbt build (same kind)"]
+
+    return (
+        f"whole command (local executor) {ratio('lakeflow materialize, a whole command (local')}x "
+        f"`dbt build`'s; warm in process {ratio('lakeflow materialize, in process')}x"
+    )
+
+
 # script, section title prefix, what it measures, warm / one-shot / in-process, the figure
 TABLE: list[tuple[str, str, str, str, Callable[[Rows], str]]] = [
     (
@@ -182,6 +197,20 @@ TABLE: list[tuple[str, str, str, str, Callable[[Rows], str]]] = [
     ("bench_ui.py", "", "web UI server time and first paint", "warm", _ui),
     ("bench_control_plane.py", "", "tiny units vs bare Ray tasks", "warm", _control_plane),
     ("bench_tpch.py", "", "TPC-H SF 1 lineitem backfill vs raw polars", "warm", _tpch),
+    (
+        "bench_sql.py",
+        "SQL assets: TPC-H",
+        "TPC-H SF 1 daily Q1 mart: SQL asset (DuckDB) vs polars asset",
+        "warm",
+        _sql_tpch,
+    ),
+    (
+        "bench_sql.py",
+        "SQL assets: the dbt example",
+        "the dbt example's models: lakeflow vs plain `dbt build`",
+        "one-shot / in-process",
+        _sql_dbt,
+    ),
     ("bench_planning.py", "", "plan + bookkeeping of 1,000,000 units", "in-process", _planning),
     ("bench_checks.py", "", "native checks and a GX suite per unit", "in-process", _checks),
     ("bench_triggers.py", "", "commit to consumer start", "warm", _triggers),
