@@ -542,3 +542,27 @@ def test_checks_gate_a_sql_assets_output_before_it_is_published(lake):
     assert "zed" not in table(lake, "gated")["customer"].to_list()
     failed = result.checks(failed=True)
     assert failed.select("asset", "partition").rows() == [("gated", "2024-01-03")]
+
+
+def test_a_null_in_the_partition_column_is_refused_like_another_key(lake):
+    """A Python or SQL asset returning the partition column must hold the unit's key in every
+    row: a null there would be dropped with the column, its row published under the key."""
+
+    @lf.asset(partitions=DAYS)
+    def python_nulls(ctx: lf.Context) -> pl.DataFrame:
+        return pl.DataFrame({"date": [ctx.partition.key, None], "x": [1, 2]})
+
+    sql_nulls = lf.sql_asset(
+        "sql_nulls",
+        "select '{{ partition.key }}' as date, 1 as x union all select null, 2",
+        partitions=DAYS,
+    )
+    pipeline = lf.Pipeline([python_nulls, sql_nulls], lake=lake)
+    result = lf.materialize(pipeline, partitions="2024-01-02", executor="local")
+    errors = dict(result.units.select("asset", "error").iter_rows())
+    for asset in ("python_nulls", "sql_nulls"):
+        assert errors[asset].startswith(f"SchemaError: asset {asset} partition 2024-01-02: "), errors
+        assert "column 'date' is the partition column but holds nulls or values other than" in (
+            errors[asset]
+        )
+    assert lake_fingerprint(lake) == {}
