@@ -416,6 +416,19 @@ def test_a_var_moves_the_code_version_of_the_assets_that_read_it():
     assert (moved[0] != base[0], moved[1] == base[1], moved[2] != base[2]) == (True, True, True)
 
 
+def test_an_edit_in_a_branch_the_placeholder_partition_skips_moves_the_code_version():
+    template = (
+        "select {% if partition.start.year >= 2024 %}2{% else %}1{% endif %} as generation "
+        "from {{ ref('orders') }}"
+    )
+
+    def version(sql: str) -> str:
+        return lf.sql_asset("generation", sql, partitions=DAYS).code_version
+
+    assert version(template) == version(template)  # declared again: not stale
+    assert version(template.replace("2{%", "3{%")) != version(template)
+
+
 def test_a_missing_column_fails_its_units_with_the_file_line_and_duckdbs_message(lake, tmp_path):
     models = tmp_path / "models"
     models.mkdir()

@@ -16,8 +16,8 @@ group-committed; only the computing is DuckDB's.
 
 The template is rendered once when the asset is declared (with a placeholder partition) to find
 what it reads, to refuse a Jinja or SQL syntax error before anything runs, and to hash it: the
-asset's code version is the hash of that rendered SQL, so editing the SQL makes its partitions
-stale and nothing else's. dbt models (`lf.dbt_project`) arrive here already compiled by dbt, with
+asset's code version is the hash of that rendered SQL and of the template itself, so editing the
+SQL makes its partitions stale and nothing else's. dbt models (`lf.dbt_project`) arrive here already compiled by dbt, with
 `relations` saying which upstream each of dbt's relation names stands for.
 
 DuckDB and Jinja are the optional extra `lakeflow[sql]`; this module imports them only when a
@@ -159,18 +159,21 @@ class SqlModel:
         return _render(self.template, self.origin, self.line, self.vars, partition)[0]
 
     def code_version(self) -> str:
-        """The hash of the SQL as rendered for a placeholder partition, with the vars it reads.
+        """The hash of the SQL as rendered for a placeholder partition, of the template's source
+        and of the vars it reads.
 
-        The values of the vars the template reads are hashed too, not only the rendered text: a
-        var may steer a branch the placeholder partition does not take. Vars it never reads are
-        left out, so that `sql_assets(folder, vars=...)` rebuilds only the assets that read the
-        var that changed. Of dbt's relations only the upstream names count, not the text dbt
-        compiled them to: that holds the target database's name or, for a source read from files,
-        a path from the environment, neither of which changes what the SQL computes."""
+        The rendering alone would miss what the placeholder partition does not reach: an edit in
+        a branch it does not take, a var read only there. Vars the template never reads are left
+        out, so that `sql_assets(folder, vars=...)` rebuilds only the assets that read the var
+        that changed. SQL compiled by dbt has no template beyond its rendering, and of its
+        relations only the upstream names count, not the text dbt compiled them to: that holds
+        the target database's name or, for a source read from files, a path from the
+        environment, neither of which changes what the SQL computes."""
         read = _vars_read(self.template) if self.jinja else None
         variables = {k: v for k, v in self.vars.items() if read is None or k in read}
+        source = self.template if self.jinja else None
         text = json.dumps(
-            [self.render(), variables, sorted(set(self.relations.values()))],
+            [self.render(), source, variables, sorted(set(self.relations.values()))],
             sort_keys=True,
             default=str,
         )
