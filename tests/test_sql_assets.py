@@ -429,6 +429,35 @@ def test_an_edit_in_a_branch_the_placeholder_partition_skips_moves_the_code_vers
     assert version(template.replace("2{%", "3{%")) != version(template)
 
 
+def test_upstreams_whose_names_differ_only_in_case_are_read_apart(lake):
+    """DuckDB's names ignore case; asset names do not."""
+
+    @lf.asset
+    def Orders() -> pl.DataFrame:  # noqa: N802 - the point of the test
+        return pl.DataFrame({"amount": [100, 200]})
+
+    @lf.asset(name="orders")
+    def small_orders() -> pl.DataFrame:
+        return pl.DataFrame({"amount": [1, 2]})
+
+    both = lf.sql_asset(
+        "both",
+        "select (select sum(amount) from {{ ref('orders') }}) as lower, "
+        "(select sum(amount) from {{ ref('Orders') }}) as upper",
+    )
+    wrong = lf.sql_asset("wrong", "select amount, nope from {{ ref('Orders') }}, {{ ref('orders') }}")
+    pipeline = lf.Pipeline([Orders, small_orders, both, wrong], lake=lake)
+    result = lf.materialize(pipeline, executor="local")
+    assert table(lake, "both").rows() == [(3, 300)]
+    assert both(orders=pl.DataFrame({"amount": [5]}), Orders=pl.DataFrame({"amount": [7]})).rows() == [
+        (5, 7)
+    ]
+    # DuckDB's messages speak of the assets, not of the names lakeflow gave their views
+    (error,) = result.failures()["error"].to_list()
+    assert 'Binder Error: Ambiguous reference to column name "amount"' in error
+    assert "#" not in error, error
+
+
 def test_a_missing_column_fails_its_units_with_the_file_line_and_duckdbs_message(lake, tmp_path):
     models = tmp_path / "models"
     models.mkdir()

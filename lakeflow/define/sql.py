@@ -32,9 +32,11 @@ import re
 import sys
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +154,26 @@ class SqlModel:
     line: int = 1
 
     # -- rendering ------------------------------------------------------------------------------
+    @cached_property
+    def views(self) -> dict[str, str]:
+        """Upstream -> the name of its DuckDB view: its own name, but for upstreams whose names
+        differ only in case (DuckDB's names ignore case, asset names do not), each of which gets
+        `name#position` among the refs (no asset name holds a `#`)."""
+        folded = Counter(name.casefold() for name in self.refs)
+        return {
+            name: name if folded[name.casefold()] == 1 else f"{name}#{position}"
+            for position, name in enumerate(self.refs)
+        }
+
+    def view(self, upstream: str) -> str:
+        """The name to register `upstream`'s data under on a connection this SQL runs on."""
+        return self.views.get(upstream, upstream)
+
     def render(self, partition: Partition | None = None) -> str:
         """The SQL DuckDB runs for `partition` (None: a placeholder, for parsing and hashing)."""
         if not self.jinja:
-            return _replace_relations(self.template, self.relations)
-        return _render(self.template, self.origin, self.line, self.vars, partition)[0]
+            return _replace_relations(self.template, self.relations, self.views)
+        return _render(self.template, self.origin, self.line, self.vars, partition, self.views)[0]
 
     def code_version(self) -> str:
         """The hash of the SQL as rendered for a placeholder partition, of the template's source
@@ -235,8 +252,12 @@ class SqlModel:
         return table
 
     def explain(self, error: BaseException, sql: str) -> str:
-        """DuckDB's message, led by the file and line of the SQL it points at."""
+        """DuckDB's message, led by the file and line of the SQL it points at, speaking of the
+        upstreams by their names rather than by their views'."""
         message = str(error).strip()
+        renamed = {view: name for name, view in self.views.items() if view != name}
+        for view in sorted(renamed, key=len, reverse=True):  # `a#1` is in `a#12`
+            message = message.replace(view, renamed[view])
         found = re.search(r"LINE (\d+):", message)
         where = self.origin
         if found and self.jinja:  # a template renders line for line (Jinja keeps newlines)
@@ -267,7 +288,7 @@ class SqlModel:
                 if isinstance(frame, pl.LazyFrame):
                     frame = frame.collect()
                 data = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
-                con.register(name, data)
+                con.register(self.view(name), data)
             return pl.from_arrow(self.run(con, partition))
         finally:
             con.close()
@@ -285,8 +306,10 @@ def _render(
     line: int,
     variables: Mapping[str, Any],
     partition: Partition | None,
+    views: Mapping[str, str],
 ) -> tuple[str, tuple[str, ...]]:
-    """Render `template`; returns the SQL and the upstream assets it read, in order."""
+    """Render `template`, each ref as its upstream's view (`views`, the upstream's name when
+    absent); returns the SQL and the upstream assets it read, in order."""
     import jinja2
 
     reads: list[str] = []
@@ -294,7 +317,7 @@ def _render(
     def ref(name: str) -> str:
         if name not in reads:
             reads.append(name)
-        return quote(name)
+        return quote(views.get(name, name))
 
     def source(source_name: str, table: str) -> str:
         return ref(table)
@@ -339,11 +362,11 @@ def _template_line(error: BaseException, origin: str, line: int) -> str:
     return f"{origin}, line {lines[-1] + line - 1}" if lines and lines[-1] else origin
 
 
-def _replace_relations(sql: str, relations: Mapping[str, str]) -> str:
+def _replace_relations(sql: str, relations: Mapping[str, str], views: Mapping[str, str]) -> str:
     """dbt's compiled relation names replaced by the views of the upstreams they stand for
     (longest first: one name may contain another)."""
     for text in sorted(relations, key=len, reverse=True):
-        sql = sql.replace(text, quote(relations[text]))
+        sql = sql.replace(text, quote(views.get(relations[text], relations[text])))
     return sql
 
 
@@ -390,7 +413,7 @@ def sql_model(
 ) -> SqlModel:
     """A checked `SqlModel`: rendered, parsed by DuckDB, its refs found (`reads` adds more)."""
     variables = dict(vars or {})
-    refs = _render(template, origin, line, variables, None)[1] if jinja else ()
+    refs = _render(template, origin, line, variables, None, {})[1] if jinja else ()
     ordered = list(refs)
     for name in [*(relations or {}).values(), *reads]:
         if name not in ordered:

@@ -34,7 +34,7 @@ def run_sql_unit(
     con = connect(threads=definition.resources.num_cpus, memory=definition.resources.memory)
     try:
         for spec in inputs:
-            con.register(spec.name, _dataset(lake, spec))
+            con.register(definition.sql.view(spec.name), _dataset(lake, spec))
         return definition.sql.run(con, partition)
     finally:
         con.close()
