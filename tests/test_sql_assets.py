@@ -21,6 +21,7 @@ from deltalake import write_deltalake
 from polars.testing import assert_frame_equal
 
 import lakeflow as lf
+from lakeflow.define.sql import SqlError
 from tests.conftest import ROOT, assert_status_agrees, lake_fingerprint
 
 DAYS = lf.DailyPartitions(start="2024-01-01", end="2024-01-07")  # six days
@@ -487,6 +488,21 @@ def test_a_missing_column_fails_its_units_with_the_file_line_and_duckdbs_message
     detail = failed["detail"][0]
     assert "LINE 2:        amount * discount as net" in detail
     assert "lakeflow/" not in detail and 'File "' not in detail, detail
+
+
+def test_an_error_on_a_long_line_joined_by_jinja_is_placed_on_its_template_line():
+    """DuckDB shows a window of a long rendered line; the caret under it still finds the
+    template line the text came from (the CLI rows test the short ones)."""
+    template = (
+        "select {%- for i in range(40) %} {{ i }} as c{{ i }},{% endfor %}\n"
+        "{#- the loop's columns end here -#}\n"
+        "  nope as x from {{ ref('orders') }}"
+    )
+    wide = lf.sql_asset("wide", template)
+    with pytest.raises(SqlError) as error:
+        wide(orders=orders_of(date(2024, 1, 2)))
+    assert ", line 3: Binder Error: Referenced column \"nope\" not found" in str(error.value)
+    assert "LINE 1: ..." in str(error.value)  # the rendered line, cut to a window
 
 
 def test_a_folder_of_sql_files_with_partitions_per_asset(lake, tmp_path):

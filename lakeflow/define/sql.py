@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,7 @@ class SqlModel:
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as error:
-            raise DefinitionError(self.explain(error, sql)) from None
+            raise DefinitionError(self.explain(error, sql, None)) from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             got = (
                 f"{len(statements)} statements"
@@ -224,11 +224,11 @@ class SqlModel:
         try:
             relation = con.sql(sql)  # a relation's Arrow result is not copied again, a cursor's is
         except (duckdb.BinderException, duckdb.CatalogException) as error:
-            raise SqlError(self.explain(_located(con, sql, error), sql)) from None
+            raise SqlError(self.explain(_located(con, sql, error), sql, partition)) from None
         try:
             table = relation.to_arrow_table()
         except duckdb.Error as error:  # conversion, out of memory, a file it could not read
-            raise SqlError(self.explain(error, sql)) from None
+            raise SqlError(self.explain(error, sql, partition)) from None
         return self._narrow_hugeints(table, [kind.id for kind in relation.types])
 
     def _narrow_hugeints(self, table: pa.Table, kinds: list[str]) -> pa.Table:
@@ -251,22 +251,25 @@ class SqlModel:
             table = table.set_column(index, name, column)
         return table
 
-    def explain(self, error: BaseException, sql: str) -> str:
-        """DuckDB's message, led by the file and line of the SQL it points at, speaking of the
-        upstreams by their names rather than by their views'."""
+    def explain(self, error: BaseException, sql: str, partition: Partition | None) -> str:
+        """DuckDB's message about `sql` (rendered for `partition`), led by the file and line it
+        points at, speaking of the upstreams by their names rather than by their views'."""
         message = str(error).strip()
-        renamed = {view: name for name, view in self.views.items() if view != name}
-        for view in sorted(renamed, key=len, reverse=True):  # `a#1` is in `a#12`
-            message = message.replace(view, renamed[view])
-        found = re.search(r"LINE (\d+):", message)
+        found = _LOCATION.search(message)
         where = self.origin
-        if found and self.jinja:  # a template renders line for line (Jinja keeps newlines)
-            where += f", line {int(found.group(1)) + self.line - 1}"
+        if found and self.jinja:  # the line of the template the rendered text came from
+            marked = _render(
+                self.template, self.origin, self.line, self.vars, partition, self.views, marked=True
+            )[0]
+            where += f", line {_source_line(marked, _offset(found, sql)) + self.line - 1}"
         elif found:
             lines = sql.splitlines()
             number = int(found.group(1))
             if 0 < number <= len(lines):
                 where += f" (compiled SQL line {number}: {lines[number - 1].strip()[:120]})"
+        renamed = {view: name for name, view in self.views.items() if view != name}
+        for view in sorted(renamed, key=len, reverse=True):  # `a#1` is in `a#12`
+            message = message.replace(view, renamed[view])
         return f"{where}: {message}"
 
     def __call__(self, partition: str | Partition | None = None, **frames: Any) -> Any:
@@ -307,9 +310,12 @@ def _render(
     variables: Mapping[str, Any],
     partition: Partition | None,
     views: Mapping[str, str],
+    *,
+    marked: bool = False,
 ) -> tuple[str, tuple[str, ...]]:
     """Render `template`, each ref as its upstream's view (`views`, the upstream's name when
-    absent); returns the SQL and the upstream assets it read, in order."""
+    absent); returns the SQL and the upstream assets it read, in order. `marked`: with the
+    template's line numbers in the text (`_source_line`)."""
     import jinja2
 
     reads: list[str] = []
@@ -329,9 +335,8 @@ def _render(
             raise _VarNotSet(f"var({name!r}) is not set")
         return default
 
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     try:
-        compiled = environment.from_string(template)
+        compiled = _environment(marked).from_string(template)
         sql = compiled.render(ref=ref, source=source, var=var, partition=_placeholder(partition))
     except jinja2.TemplateSyntaxError as error:
         raise DefinitionError(
@@ -347,6 +352,70 @@ def _render(
         raise DefinitionError(f"{where}: {error.message}", hint="ref('asset'), source('s', 't'), "
                               "partition.key/start/end and var('name') are defined") from None  # fmt: skip
     return sql, tuple(reads)
+
+
+@cache
+def _environment(marked: bool) -> Any:
+    """The Jinja environment templates render in. `marked`: each line of the template's text
+    renders led by its number between NULs, after Jinja's whitespace control (`{%- ... -%}`)
+    has joined lines; the text without the marks is the plain rendering."""
+    import jinja2
+    from jinja2.ext import Extension
+    from jinja2.lexer import Token
+
+    class LineMarks(Extension):
+        def filter_stream(self, stream: Any) -> Iterable[Any]:
+            for token in stream:
+                if token.type == "data":
+                    lines = token.value.split("\n")
+                    value = "\n".join(
+                        f"\0{token.lineno + i}\0{text}" for i, text in enumerate(lines)
+                    )
+                    token = Token(token.lineno, "data", value)
+                yield token
+
+    return jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        extensions=[LineMarks] if marked else [],
+    )
+
+
+_MARK = re.compile(r"\0(\d+)\0")
+# DuckDB's pointer into the SQL: the line's number and text (a window of a long line, its cuts
+# shown as "..."), and a caret under the place
+_LOCATION = re.compile(r"LINE (\d+): (.*)(?:\n( *)\^)?")
+
+
+def _offset(found: re.Match[str], sql: str) -> int:
+    """The offset in `sql` that DuckDB's `LINE n: ...` and caret point at (the line's start when
+    the caret cannot be placed)."""
+    number = int(found.group(1))
+    lines = sql.split("\n")
+    start = sum(len(line) + 1 for line in lines[: number - 1])
+    if found.group(3) is None or number > len(lines):
+        return start
+    shown = found.group(2)
+    cut = 3 if shown.startswith("...") else 0
+    at = lines[number - 1].find(shown[cut:].removesuffix("..."))
+    if at < 0:
+        return start
+    return start + at + max(0, len(found.group(3)) - len(f"LINE {number}: ") - cut)
+
+
+def _source_line(marked: str, offset: int) -> int:
+    """The template line the text at `offset` of the plain rendering came from, read off the
+    marked rendering (`_environment(marked=True)`); text a Jinja expression printed counts as
+    the line of the template's text before it."""
+    line, position = 1, 0
+    for index, piece in enumerate(_MARK.split(marked)):
+        if index % 2:  # a mark's number
+            line = int(piece)
+            continue
+        position += len(piece)
+        if position > offset:
+            break
+    return line
 
 
 class _VarNotSet(Exception):
