@@ -155,6 +155,7 @@ ROWS = [
     Row("int into string", (*M, "--select", "numbers", "--partitions", "2024-01-02"), 1, "column n: table has long, output has string", _with(NUMBERS, 'return pl.DataFrame({"n": ["1", "2"]})'), built=True),
     Row("user raises", (*M, "--select", "numbers", "--partitions", "2024-01-02"), 1, "ZeroDivisionError: division by zero", _with(NUMBERS, "return 1 / 0")),
     Row("sql column missing", (*M, "--select", "doubled", "--partitions", "2024-01-01"), 1, 'doubled.sql, line 2: Binder Error: Referenced column "m" not found in FROM clause!', SQL_FOLDER, built=True, files=_sql("select n,\n  m * 2 as n2\nfrom {{ ref('numbers') }}\n")),
+    Row("sql interval column", (*M, "--select", "doubled", "--partitions", "2024-01-01"), 1, "doubled.sql: column 'waited' is an INTERVAL, which a Delta table cannot store; give it as a number in the SQL", SQL_FOLDER, built=True, files=_sql("select n, timestamp '2024-01-02' - timestamp '2024-01-01' as waited\nfrom {{ ref('numbers') }}\n")),
     Row("sql column missing after a jinja loop", (*M, "--select", "doubled", "--partitions", "2024-01-01"), 1, 'doubled.sql, line 5: Binder Error: Referenced column "m" not found in FROM clause!', SQL_FOLDER, built=True, files=_sql("select n\n{%- for i in [1, 2] %}\n  , n * {{ i }} as n{{ i }}\n{%- endfor %}\n  , m as missing\nfrom {{ ref('numbers') }}\n")),
 ]  # fmt: skip
 

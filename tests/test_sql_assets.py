@@ -329,6 +329,38 @@ def test_a_sum_beyond_bigint_is_an_error_naming_the_column_and_a_cast_keeps_it(l
     assert not (Path(lake) / "overflow").exists()
 
 
+def test_duckdb_types_delta_lacks_are_stored_as_polars_would_or_refused_by_name(lake):
+    kinds = lf.sql_asset(
+        "kinds",
+        "select 200::utinyint as u8, 60000::usmallint as u16, 4000000000::uinteger as u32, "
+        "hash(42) as u64, {'total': sum(x), 'parts': [sum(x)]} as nested, "
+        "map(['n'], [sum(x)]) as by_name from range(3) t(x)",
+    )
+    refused = {
+        "hashed": "select hash('x') as h",
+        "waited": "select timestamp '2024-01-02' - timestamp '2024-01-01' as waited",
+        "deep": "select {'sums': [9223372036854775807::hugeint + 1]} as deep",
+    }
+    bad = [lf.sql_asset(name, sql) for name, sql in refused.items()]
+    result = lf.materialize(lf.Pipeline([kinds, *bad], lake=lake), executor="local")
+    out = table(lake, "kinds")
+    assert out.schema == {
+        "u8": pl.Int16, "u16": pl.Int32, "u32": pl.Int64, "u64": pl.Int64,
+        "nested": pl.Struct({"total": pl.Int64, "parts": pl.List(pl.Int64)}),
+        "by_name": pl.Map(pl.String, pl.Int64),
+    }  # fmt: skip
+    assert out.row(0) == (
+        200, 60000, 4000000000, 7199933130570745587, {"total": 3, "parts": [3]}, {"n": 3},
+    )  # fmt: skip
+    errors = dict(result.units.select("asset", "error").iter_rows())
+    hashed = "column 'h' is a UBIGINT (hash() gives one, say) holding a value beyond BIGINT"
+    assert hashed in errors["hashed"]
+    assert "column 'waited' is an INTERVAL, which a Delta table cannot store" in errors["waited"]
+    assert "date_diff('second', start, end)" in errors["waited"]
+    assert "column 'deep' (at deep.sums[]) is a HUGEINT" in errors["deep"]
+    assert sorted(lake_fingerprint(lake)) == ["kinds"]
+
+
 def test_the_session_time_zone_is_utc_whatever_the_machines(tmp_path):
     """On a machine set to Los Angeles, 01:30 UTC on the 3rd is still the 3rd: DuckDB's default
     session zone, the machine's, would make its day the 2nd and zone the timestamps there."""
@@ -434,7 +466,7 @@ def test_upstreams_whose_names_differ_only_in_case_are_read_apart(lake):
     """DuckDB's names ignore case; asset names do not."""
 
     @lf.asset
-    def Orders() -> pl.DataFrame:  # noqa: N802 - the point of the test
+    def Orders() -> pl.DataFrame:  # an upper-case name: the point of the test
         return pl.DataFrame({"amount": [100, 200]})
 
     @lf.asset(name="orders")
@@ -446,13 +478,15 @@ def test_upstreams_whose_names_differ_only_in_case_are_read_apart(lake):
         "select (select sum(amount) from {{ ref('orders') }}) as lower, "
         "(select sum(amount) from {{ ref('Orders') }}) as upper",
     )
-    wrong = lf.sql_asset("wrong", "select amount, nope from {{ ref('Orders') }}, {{ ref('orders') }}")
+    wrong = lf.sql_asset(
+        "wrong", "select amount, nope from {{ ref('Orders') }}, {{ ref('orders') }}"
+    )
     pipeline = lf.Pipeline([Orders, small_orders, both, wrong], lake=lake)
     result = lf.materialize(pipeline, executor="local")
     assert table(lake, "both").rows() == [(3, 300)]
-    assert both(orders=pl.DataFrame({"amount": [5]}), Orders=pl.DataFrame({"amount": [7]})).rows() == [
-        (5, 7)
-    ]
+    assert both(
+        orders=pl.DataFrame({"amount": [5]}), Orders=pl.DataFrame({"amount": [7]})
+    ).rows() == [(5, 7)]
     # DuckDB's messages speak of the assets, not of the names lakeflow gave their views
     (error,) = result.failures()["error"].to_list()
     assert 'Binder Error: Ambiguous reference to column name "amount"' in error
@@ -501,7 +535,7 @@ def test_an_error_on_a_long_line_joined_by_jinja_is_placed_on_its_template_line(
     wide = lf.sql_asset("wide", template)
     with pytest.raises(SqlError) as error:
         wide(orders=orders_of(date(2024, 1, 2)))
-    assert ", line 3: Binder Error: Referenced column \"nope\" not found" in str(error.value)
+    assert ', line 3: Binder Error: Referenced column "nope" not found' in str(error.value)
     assert "LINE 1: ..." in str(error.value)  # the rendered line, cut to a window
 
 
@@ -619,8 +653,8 @@ def test_a_null_in_the_partition_column_is_refused_like_another_key(lake):
     result = lf.materialize(pipeline, partitions="2024-01-02", executor="local")
     errors = dict(result.units.select("asset", "error").iter_rows())
     for asset in ("python_nulls", "sql_nulls"):
-        assert errors[asset].startswith(f"SchemaError: asset {asset} partition 2024-01-02: "), errors
-        assert "column 'date' is the partition column but holds nulls or values other than" in (
-            errors[asset]
+        assert errors[asset].startswith(f"SchemaError: asset {asset} partition 2024-01-02: "), (
+            errors
         )
+        assert "is the partition column but holds nulls or values other than" in errors[asset]
     assert lake_fingerprint(lake) == {}

@@ -17,8 +17,9 @@ group-committed; only the computing is DuckDB's.
 The template is rendered once when the asset is declared (with a placeholder partition) to find
 what it reads, to refuse a Jinja or SQL syntax error before anything runs, and to hash it: the
 asset's code version is the hash of that rendered SQL and of the template itself, so editing the
-SQL makes its partitions stale and nothing else's. dbt models (`lf.dbt_project`) arrive here already compiled by dbt, with
-`relations` saying which upstream each of dbt's relation names stands for.
+SQL makes its partitions stale and nothing else's. dbt models (`lf.dbt_project`) arrive here
+already compiled by dbt, with `relations` saying which upstream each of dbt's relation names
+stands for.
 
 DuckDB and Jinja are the optional extra `lakeflow[sql]`; this module imports them only when a
 pipeline declares SQL.
@@ -115,6 +116,16 @@ def _open_database(threads: int | None, memory: int | None) -> Any:
     # the SQL reads the views lakeflow registers, never a Python variable that shares a name
     database.execute("SET GLOBAL python_enable_replacements = false")
     return database
+
+
+# DuckDB types Delta lacks: integers that become BIGINT (a value beyond it is an error), and
+# unsigned ones that widen to the next signed type, as a Python asset's polars output does
+_NARROWED = {
+    "hugeint": "HUGEINT (a sum of integers, say)",
+    "uhugeint": "UHUGEINT",
+    "ubigint": "UBIGINT (hash() gives one, say)",
+}
+_WIDENED = {"utinyint": pa.int16(), "usmallint": pa.int32(), "uinteger": pa.int64()}
 
 
 @dataclass(frozen=True)
@@ -229,24 +240,34 @@ class SqlModel:
             table = relation.to_arrow_table()
         except duckdb.Error as error:  # conversion, out of memory, a file it could not read
             raise SqlError(self.explain(error, sql, partition)) from None
-        return self._narrow_hugeints(table, [kind.id for kind in relation.types])
+        return self._stored(table, relation.types)
 
-    def _narrow_hugeints(self, table: pa.Table, kinds: list[str]) -> pa.Table:
-        """HUGEINT columns as BIGINT. DuckDB sums integers into 128-bit HUGEINTs, which reach
-        Arrow as DECIMAL(38, 0); a table of sums would hold decimals where the same query in
-        polars (or Spark, or a Python asset) gives 64-bit integers. A sum beyond BIGINT is an
-        error naming the column: a cast to DOUBLE or DECIMAL in the SQL keeps such values."""
+    def _stored(self, table: pa.Table, kinds: list[Any]) -> pa.Table:
+        """The result in the types lakeflow stores, for DuckDB's types that Delta lacks (`kinds`:
+        DuckDB's type of each column). Unsigned integers widen as a Python asset's do
+        (`normalize_output`); HUGEINTs, which DuckDB sums integers into and Arrow would hold as
+        DECIMAL(38, 0), and UBIGINTs (`hash()`) become BIGINT, as the same query in polars (or
+        Spark, or a Python asset) gives 64-bit integers, and a value beyond BIGINT is an error
+        naming the column; so inside structs, lists and maps. An INTERVAL is refused by name."""
         for index, kind in enumerate(kinds):
-            if kind not in ("hugeint", "uhugeint"):
-                continue
-            name = table.schema.names[index]
-            try:
-                column = table.column(index).cast(pa.int64())
-            except pa.ArrowInvalid:
+            name, arrow = table.schema.names[index], table.schema.types[index]
+            seen: list[tuple[str, str]] = []
+            stored = _stored_type(kind, arrow, "", seen)
+            for interval in [path for kind_id, path in seen if kind_id == "interval"]:
                 raise SqlError(
-                    f"{self.origin}: column {name!r} is a {kind.upper()} (a sum of integers, say) "
-                    "holding a value beyond BIGINT, the largest integer lakeflow stores; cast it "
-                    "to DOUBLE or DECIMAL(38, 0) in the SQL"
+                    f"{self.origin}: {_where(name, interval)} is an INTERVAL, which a Delta table "
+                    "cannot store; give it as a number in the SQL: date_diff('second', start, "
+                    "end) or epoch(end - start) for seconds, say"
+                )
+            if stored == arrow:
+                continue
+            try:
+                column = table.column(index).cast(stored)
+            except pa.ArrowInvalid:
+                found = " or ".join(f"{_where(name, p)} is a {_NARROWED[k]}" for k, p in seen)
+                raise SqlError(
+                    f"{self.origin}: {found} holding a value beyond BIGINT, the largest integer "
+                    "lakeflow stores; cast it to DOUBLE or DECIMAL(38, 0) in the SQL"
                 ) from None
             table = table.set_column(index, name, column)
         return table
@@ -295,6 +316,40 @@ class SqlModel:
             return pl.from_arrow(self.run(con, partition))
         finally:
             con.close()
+
+
+def _stored_type(kind: Any, arrow: pa.DataType, path: str, seen: list[tuple[str, str]]) -> Any:
+    """The Arrow type a value of DuckDB type `kind` (in Arrow `arrow`) is stored as; adds to
+    `seen` the (type, path) of what becomes BIGINT and of INTERVALs, for the errors."""
+    if kind.id in _NARROWED or kind.id == "interval":
+        seen.append((kind.id, path))
+        return pa.int64()
+    if kind.id in _WIDENED:
+        return _WIDENED[kind.id]
+    if kind.id not in ("struct", "list", "array", "map"):
+        return arrow
+    children = [child for _, child in kind.children]
+    if kind.id == "struct":
+        return pa.struct([
+            f.with_type(_stored_type(child, f.type, f"{path}.{f.name}", seen))
+            for f, child in zip(arrow, children, strict=True)
+        ])  # fmt: skip
+    if kind.id == "map":
+        key, value = arrow.key_field, arrow.item_field
+        return pa.map_(
+            key.with_type(_stored_type(children[0], key.type, f"{path}.key", seen)),
+            value.with_type(_stored_type(children[1], value.type, f"{path}.value", seen)),
+        )
+    item = arrow.value_field
+    stored = item.with_type(_stored_type(children[0], item.type, f"{path}[]", seen))
+    if kind.id == "array":
+        return pa.list_(stored, arrow.list_size)
+    return pa.large_list(stored) if pa.types.is_large_list(arrow) else pa.list_(stored)
+
+
+def _where(column: str, path: str) -> str:
+    """A column, or a value inside it (`path`: `.field`, `[]` for a list's items)."""
+    return f"column {column!r}" + (f" (at {column}{path})" if path else "")
 
 
 def _placeholder(partition: Partition | None) -> _PartitionVars:
