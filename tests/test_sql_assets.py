@@ -222,13 +222,14 @@ def sql_inputs(monkeypatch):
     from lakeflow.execute import worker
 
     seen: list[tuple[str, tuple[bool, ...]]] = []
-    run = worker.run_sql_unit
+    run = worker._run_unit
 
-    def recording(lake, definition, inputs, partition):
-        seen.append((definition.name, tuple(spec.whole_table for spec in inputs)))
-        return run(lake, definition, inputs, partition)
+    def recording(lake, run_id, pipeline, unit, tag):
+        if pipeline.assets[unit.asset].sql is not None:
+            seen.append((unit.asset, tuple(spec.whole_table for spec in unit.inputs)))
+        return run(lake, run_id, pipeline, unit, tag)
 
-    monkeypatch.setattr(worker, "run_sql_unit", recording)
+    monkeypatch.setattr(worker, "_run_unit", recording)
     return seen
 
 
@@ -258,14 +259,41 @@ def test_files_written_before_a_column_was_added_read_it_as_null(
         "select date, count(*) as orders, count(coupon) as with_coupon "
         "from {{ ref('orders') }} group by date",
     )
-    pipeline = lf.Pipeline([lf.source("orders", partitions=DAYS), coupons], lake=lake)
+
+    @lf.asset
+    def python_coupons(orders: pl.LazyFrame) -> pl.LazyFrame:  # the same, read by polars
+        return orders.group_by("date").agg(
+            pl.len().cast(pl.Int64).alias("orders"),
+            pl.col("coupon").count().cast(pl.Int64).alias("with_coupon"),
+        )
+
+    source = lf.source("orders", partitions=DAYS)
+    pipeline = lf.Pipeline([source, coupons, python_coupons], lake=lake)
     assert lf.materialize(pipeline, executor="local").ok
     out = table(lake, "coupons").sort("date")
     heights = [all_orders().filter(pl.col("date") == k).height for k in KEYS]
     assert out.rows() == [
         (k, h, h if i >= 3 else 0) for i, (k, h) in enumerate(zip(KEYS, heights, strict=True))
     ]
+    assert_frame_equal(table(lake, "python_coupons").sort("date"), out)
     assert sql_inputs == [("coupons", (whole_table,))]
+
+
+def test_a_file_the_storage_lost_is_a_lake_error_and_retried_not_the_sqls(lake):
+    """DuckDB failing to read an upstream's file is the storage's failure: retried as one, and
+    reported as one rather than as an error in the asset's SQL."""
+    once = lf.RetryPolicy(attempts=2, backoff=0, retry_on=(TimeoutError,))  # SQL errors: no retry
+    reads = lf.sql_asset("reads", REVENUE, partitions=DAYS, retry=once)
+    pipeline = lf.Pipeline([orders, reads], lake=lake)
+    assert lf.materialize(pipeline, select="orders", partitions="2024-01-02", executor="local").ok
+    (lost,) = (Path(lake) / "orders" / "date=2024-01-02").glob("*.parquet")
+    lost.unlink()
+    before = lake_fingerprint(lake)
+    result = lf.materialize(pipeline, select="reads", partitions="2024-01-02", executor="local")
+    (row,) = result.units.select("attempts", "error").rows()
+    assert row[0] == 2, row
+    assert row[1].startswith("LakeError: ") and str(lost) in row[1], row
+    assert lake_fingerprint(lake) == before
 
 
 TYPED = pl.DataFrame(

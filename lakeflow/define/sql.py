@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from lakeflow.define.assets import define_asset
 from lakeflow.define.partitions import Partition
-from lakeflow.errors import DefinitionError
+from lakeflow.errors import DefinitionError, LakeError
 
 __all__ = [
     "SqlError",
@@ -235,12 +235,26 @@ class SqlModel:
         try:
             relation = con.sql(sql)  # a relation's Arrow result is not copied again, a cursor's is
         except (duckdb.BinderException, duckdb.CatalogException) as error:
-            raise SqlError(self.explain(_located(con, sql, error), sql, partition)) from None
+            raise self._failure(_located(con, sql, error), sql, partition) from None
+        except duckdb.Error as error:  # a file the SQL names could not be read, say
+            raise self._failure(error, sql, partition) from None
         try:
             table = relation.to_arrow_table()
         except duckdb.Error as error:  # conversion, out of memory, a file it could not read
-            raise SqlError(self.explain(error, sql, partition)) from None
+            raise self._failure(error, sql, partition) from None
         return self._stored(table, relation.types)
+
+    def _failure(self, error: Exception, sql: str, partition: Partition | None) -> Exception:
+        """DuckDB's error as lakeflow's: the storage's failure (`LakeError`, retried like any)
+        when DuckDB could not read a file, be it one of an upstream's, which reach it through
+        Arrow, or one the SQL names; else the SQL's (`SqlError`)."""
+        duckdb = duckdb_module()
+        message = self.explain(error, sql, partition)
+        if isinstance(error, duckdb.IOException | duckdb.HTTPException) or _ARROW_IO.search(
+            str(error)
+        ):
+            return LakeError(message, hint="the storage failed while DuckDB read it")
+        return SqlError(message)
 
     def _stored(self, table: pa.Table, kinds: list[Any]) -> pa.Table:
         """The result in the types lakeflow stores, for DuckDB's types that Delta lacks (`kinds`:
@@ -436,6 +450,8 @@ def _environment(marked: bool) -> Any:
     )
 
 
+# how DuckDB reports a registered Arrow dataset failing to read a file
+_ARROW_IO = re.compile(r"reading the stream registered as .* failed: IOError")
 _MARK = re.compile(r"\0(\d+)\0")
 # DuckDB's pointer into the SQL: the line's number and text (a window of a long line, its cuts
 # shown as "..."), and a caret under the place
