@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 import threading
 import traceback
 from collections import Counter
@@ -44,6 +43,7 @@ from typing import Any
 import pyarrow as pa
 
 from lakeflow.define.assets import define_asset
+from lakeflow.define.graph import user_frame
 from lakeflow.define.partitions import Partition
 from lakeflow.errors import DefinitionError, LakeError
 
@@ -598,11 +598,9 @@ def sql_asset(
 
 
 def _call_site() -> str:
-    """`file:line` of the user's code declaring a SQL asset (the first frame outside lakeflow),
-    so that an error in SQL given as a string points at the file it is in."""
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "lakeflow":
-        frame = frame.f_back
+    """`file:line` of the user's code declaring a SQL asset, so that an error in SQL given as a
+    string points at the file it is in."""
+    frame = user_frame()
     return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
 
 
