@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from polars.testing import assert_frame_equal
 
 import lakeflow as lf
 from lakeflow.define.sql import SqlError
-from tests.conftest import ROOT, assert_status_agrees, lake_fingerprint
+from tests.conftest import ROOT, assert_status_agrees, eventually, lake_fingerprint
 
 DAYS = lf.DailyPartitions(start="2024-01-01", end="2024-01-07")  # six days
 MONTHS = lf.MonthlyPartitions(start="2024-01", end="2024-02")
@@ -634,6 +635,86 @@ def test_duckdb_gets_the_units_cpus_and_memory(lake):
     )
     assert lf.materialize(lf.Pipeline([settings], lake=lake), executor="local").ok
     assert table(lake, "settings").row(0) == (2, "512.0 MiB", "UTC")
+
+
+def test_units_running_at_once_each_get_a_database_of_their_own(lake, monkeypatch):
+    """DuckDB's memory limit holds for a database: two units sharing one would share one unit's
+    memory. Two units are held until both have their connection, so that they run at once."""
+    from lakeflow.execute import sql as execute_sql
+
+    both = threading.Barrier(2, timeout=30)
+    connect = execute_sql.connect
+
+    def at_once(**size):
+        connection = connect(**size)
+        both.wait()
+        return connection
+
+    monkeypatch.setattr(execute_sql, "connect", at_once)
+    settings = lf.sql_asset(
+        "settings",
+        "select current_setting('temp_directory') as scratch, "
+        "current_setting('memory_limit') as memory_limit",
+        partitions=DAYS,
+        resources=lf.Resources(memory=256 * 2**20),
+    )
+    pipeline = lf.Pipeline([settings], lake=lake)
+    options = lf.ControllerOptions(max_in_flight=2)
+    two = "2024-01-01..2024-01-02"
+    run = lf.materialize(pipeline, partitions=two, executor="local", options=options)
+    assert run.ok, run.failures()
+    first = table(lake, "settings")
+    assert first["memory_limit"].to_list() == ["256.0 MiB"] * 2
+    assert first["scratch"].n_unique() == 2  # two databases
+    # and a database spills into a folder of lakeflow's, not into the working directory
+    assert all(Path(p).parent.name.startswith("lakeflow-duckdb-") for p in first["scratch"])
+    again = lf.materialize(pipeline, partitions=two, force=True, executor="local", options=options)
+    assert again.ok  # the databases are used again, one unit at a time
+    assert set(table(lake, "settings")["scratch"]) == set(first["scratch"])
+
+
+def test_duckdb_spills_outside_the_working_directory_and_its_folder_goes_at_exit(
+    lake, tmp_path, monkeypatch
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    spills = lf.sql_asset(  # a sort of 3 million rows in 100 MiB: DuckDB writes to disk
+        "spills",
+        "select i from range(3000000) t(i) order by hash(i) limit 1 offset 2999999",
+        resources=lf.Resources(memory=100 * 2**20),
+    )
+    assert lf.materialize(lf.Pipeline([spills], lake=lake), executor="local").ok
+    assert list(work.iterdir()) == []  # DuckDB's default: a .tmp folder here
+    script = (
+        "from lakeflow.define.sql import connect\n"
+        "print(connect().execute(\"select current_setting('temp_directory')\").fetchone()[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scratch = Path(done.stdout.strip())
+    assert scratch.parent.name.startswith("lakeflow-duckdb-")
+    assert not scratch.parent.exists()  # removed when the process exited
+
+
+def test_a_sql_unit_past_its_timeout_on_the_local_executor_stops_its_query(lake):
+    forever = lf.sql_asset(  # a trillion rows: hours
+        "forever", "select sum(i) as total from range(1000000000000) t(i)", timeout=1
+    )
+    before = set(threading.enumerate())
+    result = lf.materialize(lf.Pipeline([forever], lake=lake), executor="local")
+    assert "did not finish within its timeout of 1s" in result.failures()["error"][0]
+    started = [t for t in threading.enumerate() if t not in before and t.name == "lakeflow-unit"]
+
+    def stopped() -> bool:
+        """the unit's thread ended: DuckDB was interrupted"""
+        return not any(thread.is_alive() for thread in started)
+
+    eventually(stopped, timeout=20)
+    assert not (Path(lake) / "forever").exists()
 
 
 def test_checks_gate_a_sql_assets_output_before_it_is_published(lake):

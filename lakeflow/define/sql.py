@@ -27,9 +27,12 @@ pipeline declares SQL.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import re
+import shutil
+import tempfile
 import threading
 import traceback
 from collections import Counter
@@ -48,6 +51,7 @@ from lakeflow.define.partitions import Partition
 from lakeflow.errors import DefinitionError, LakeError
 
 __all__ = [
+    "Connection",
     "SqlError",
     "SqlModel",
     "connect",
@@ -81,31 +85,60 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def connect(*, threads: float | None = None, memory: int | None = None) -> Any:
-    """A DuckDB connection of its own (the views a unit registers are its own, and go with it
-    when it is closed) to an in-memory database sized to the unit's resources: DuckDB would
-    otherwise take every core of the node, and a node runs as many units as it has CPUs.
+def connect(*, threads: float | None = None, memory: int | None = None) -> Connection:
+    """A DuckDB connection to an in-memory database sized to a unit's resources, which no other
+    unit uses until this one is closed: DuckDB limits memory (and threads) per database, and
+    would otherwise take every core and most of the memory of the node, which runs as many
+    units as it has CPUs. The views a unit registers are its connection's, and go with it.
 
-    The database is opened once per process for each size and shared by the units of that size:
-    opening one costs about 20 ms, more than a small unit's whole work; a connection to it, some
-    microseconds. Its session time zone is UTC, as lakeflow's partitions and timestamps are:
-    DuckDB would take the machine's, and `ts::date` or `date_trunc('day', ts)` of a zoned
-    timestamp would then give another day on a machine set to another zone."""
+    Databases are kept per size and used again: opening one costs about 25 ms, more than a
+    small unit's whole work, and holds some 7 MB; a connection to an open one, microseconds. A
+    process opens as many of a size as it runs units of that size at once (one in a Ray
+    worker). Each spills to a folder of its own under the process's scratch folder, removed at
+    exit: DuckDB's default is `.tmp` in the working directory, the user's repository, say. The
+    session time zone is UTC, as lakeflow's partitions and timestamps are: DuckDB would take
+    the machine's, and `ts::date` or `date_trunc('day', ts)` of a zoned timestamp would then
+    give another day on a machine set to another zone."""
     size = (max(1, round(threads)) if threads is not None else None, memory or None)
-    with _DATABASES_LOCK:
-        database = _DATABASES.get(size)
-        if database is None:
-            database = _DATABASES[size] = _open_database(*size)
-        return database.cursor()
+    with _POOL_LOCK:
+        idle = _IDLE.setdefault(size, [])
+        database = idle.pop() if idle else None
+    if database is None:
+        database = _open_database(*size)
+    return Connection(database, idle)
 
 
-_DATABASES: dict[tuple[int | None, int | None], Any] = {}  # (threads, memory) -> database
-_DATABASES_LOCK = threading.Lock()  # units of the local executor connect from several threads
+class Connection:
+    """A connection to a database of the pool (`connect`), DuckDB's methods and all; `close()`
+    hands the database back for the next unit of its size."""
+
+    def __init__(self, database: Any, idle: list[Any]) -> None:
+        self._cursor = database.cursor()
+        self._database = database
+        self._idle = idle
+
+    def __getattr__(self, name: str) -> Any:  # register, sql, execute, interrupt, ...
+        return getattr(self._cursor, name)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._cursor.close()
+        with _POOL_LOCK:
+            self._idle.append(self._database)
+
+
+_IDLE: dict[tuple[int | None, int | None], list[Any]] = {}  # (threads, memory) -> databases
+_POOL_LOCK = threading.Lock()  # units of the local executor connect from several threads
 
 
 def _open_database(threads: int | None, memory: int | None) -> Any:
     duckdb = duckdb_module()
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = {"temp_directory": tempfile.mkdtemp(dir=_scratch())}
     if threads is not None:
         config["threads"] = threads
     if memory:
@@ -116,6 +149,14 @@ def _open_database(threads: int | None, memory: int | None) -> Any:
     # the SQL reads the views lakeflow registers, never a Python variable that shares a name
     database.execute("SET GLOBAL python_enable_replacements = false")
     return database
+
+
+@cache
+def _scratch() -> str:
+    """This process's scratch folder for DuckDB's spills, removed when the process exits."""
+    folder = tempfile.mkdtemp(prefix="lakeflow-duckdb-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 # DuckDB types Delta lacks: integers that become BIGINT (a value beyond it is an error), and
@@ -319,8 +360,7 @@ class SqlModel:
             )
         if isinstance(partition, str):
             partition = Partition(partition)
-        con = connect()
-        try:
+        with connect() as con:
             for name in self.refs:
                 frame = frames[name]
                 if isinstance(frame, pl.LazyFrame):
@@ -328,8 +368,6 @@ class SqlModel:
                 data = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
                 con.register(self.view(name), data)
             return pl.from_arrow(self.run(con, partition))
-        finally:
-            con.close()
 
 
 def _stored_type(kind: Any, arrow: pa.DataType, path: str, seen: list[tuple[str, str]]) -> Any:
