@@ -92,7 +92,7 @@ def connect(*, threads: float | None = None, memory: int | None = None) -> Conne
     units as it has CPUs. The views a unit registers are its connection's, and go with it.
 
     Databases are kept per size and used again: opening one costs about 25 ms, more than a
-    small unit's whole work, and holds some 7 MB; a connection to an open one, microseconds. A
+    small unit's whole work, and holds a few MB; a connection to an open one, microseconds. A
     process opens as many of a size as it runs units of that size at once (one in a Ray
     worker). Each spills to a folder of its own under the process's scratch folder, removed at
     exit: DuckDB's default is `.tmp` in the working directory, the user's repository, say. The
