@@ -1,7 +1,9 @@
 """SQL assets from the outside: what DuckDB publishes equals the same computation in polars, over
 exactly the mapped upstream partitions, in a graph mixed with Python assets; the template's
 variables, sources, the whole-table read path, schema evolution and types; S3 and Ray; code
-versions; errors at run time; `sql_assets` folders; the notebook call; DuckDB's resources.
+versions; errors at run time (their template lines, the storage's failures); upstreams whose
+names differ in case; `sql_assets` folders; the notebook call; DuckDB's resources, a database
+per running unit, its spill folder and timeouts; the partition column in an output.
 
 Everything runs on the local executor over tiny frames, apart from one Ray and one S3 test. Bad
 definitions through the command line are rows of tests/test_cli_errors.py."""
@@ -762,8 +764,8 @@ def test_a_null_in_the_partition_column_is_refused_like_another_key(lake):
     result = lf.materialize(pipeline, partitions="2024-01-02", executor="local")
     errors = dict(result.units.select("asset", "error").iter_rows())
     for asset in ("python_nulls", "sql_nulls"):
-        assert errors[asset].startswith(f"SchemaError: asset {asset} partition 2024-01-02: "), (
-            errors
-        )
-        assert "is the partition column but holds nulls or values other than" in errors[asset]
+        assert errors[asset].startswith(
+            f"SchemaError: asset {asset} partition 2024-01-02: column 'date' is the partition "
+            "column but holds nulls or values other than '2024-01-02'"
+        ), errors
     assert lake_fingerprint(lake) == {}
