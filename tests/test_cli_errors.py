@@ -108,6 +108,7 @@ ROWS = [
     Row("sql ref to a missing asset", M, 2, "doubled.sql) depends on unknown asset 'numbrs'\n  hint: did you mean 'numbers'?", SQL_FOLDER, files=_sql("select n * 2 as n from {{ ref('numbrs') }}")),
     Row("sql syntax error", M, 2, "doubled.sql, line 3: Parser Error: syntax error at or near", SQL_FOLDER, files=_sql("select n * 2 as n\nfrom {{ ref('numbers') }}\nwher n > 1\n")),
     Row("sql syntax error in a string", M, 2, "pipe.py:12), line 3: Parser Error: syntax error at or near", SQL_STRING),
+    Row("sql syntax error after jinja whitespace control", M, 2, "doubled.sql, line 6: Parser Error: syntax error at or near", SQL_FOLDER, files=_sql("select n\n{%- if true %}\n  , n * 2 as n2\n{%- endif %}\nfrom {{ ref('numbers') }} {#- a comment -#}\n  wher n > 1\n")),
     Row("jinja syntax error", M, 2, "doubled.sql, line 2: Jinja syntax error: unexpected '}'", SQL_FOLDER, files=_sql("select n * 2 as n\nfrom {{ ref('numbers') }\n")),
     Row("undefined jinja variable", M, 2, "doubled.sql, line 2: 'factor' is undefined", SQL_FOLDER, files=_sql("select n\n  * {{ factor }} as n\nfrom {{ ref('numbers') }}\n")),
     Row("two sql statements", M, 2, "doubled.sql: a SQL asset is one SELECT statement, got 2 statements", SQL_FOLDER, files=_sql("select 1 as n; select 2 as n")),
@@ -154,6 +155,8 @@ ROWS = [
     Row("int into string", (*M, "--select", "numbers", "--partitions", "2024-01-02"), 1, "column n: table has long, output has string", _with(NUMBERS, 'return pl.DataFrame({"n": ["1", "2"]})'), built=True),
     Row("user raises", (*M, "--select", "numbers", "--partitions", "2024-01-02"), 1, "ZeroDivisionError: division by zero", _with(NUMBERS, "return 1 / 0")),
     Row("sql column missing", (*M, "--select", "doubled", "--partitions", "2024-01-01"), 1, 'doubled.sql, line 2: Binder Error: Referenced column "m" not found in FROM clause!', SQL_FOLDER, built=True, files=_sql("select n,\n  m * 2 as n2\nfrom {{ ref('numbers') }}\n")),
+    Row("sql interval column", (*M, "--select", "doubled", "--partitions", "2024-01-01"), 1, "doubled.sql: column 'waited' is an INTERVAL, which a Delta table cannot store; give it as a number in the SQL", SQL_FOLDER, built=True, files=_sql("select n, timestamp '2024-01-02' - timestamp '2024-01-01' as waited\nfrom {{ ref('numbers') }}\n")),
+    Row("sql column missing after a jinja loop", (*M, "--select", "doubled", "--partitions", "2024-01-01"), 1, 'doubled.sql, line 5: Binder Error: Referenced column "m" not found in FROM clause!', SQL_FOLDER, built=True, files=_sql("select n\n{%- for i in [1, 2] %}\n  , n * {{ i }} as n{{ i }}\n{%- endfor %}\n  , m as missing\nfrom {{ ref('numbers') }}\n")),
 ]  # fmt: skip
 
 

@@ -169,8 +169,11 @@ def test_partition_column_in_the_output_must_hold_the_key():
     assert normalize_output(same, where="a", column="date", key="2024-01-01").columns == ["x"]
     lazy = normalize_output(same.lazy(), where="a", column="date", key="2024-01-01")
     assert isinstance(lazy, pl.LazyFrame) and lazy.collect().columns == ["x"]  # lazy stays lazy
-    with pytest.raises(SchemaError, match="holds values other than '2024-01-02'"):
+    with pytest.raises(SchemaError, match="holds nulls or values other than '2024-01-02'"):
         normalize_output(same, where="a", column="date", key="2024-01-02")
+    with_null = pl.DataFrame({"date": ["2024-01-01", None], "x": [1, 2]})
+    with pytest.raises(SchemaError, match="column 'date' is the partition column but holds null"):
+        normalize_output(with_null, where="a", column="date", key="2024-01-01")
 
 
 def test_schema_conflicts_name_the_columns():

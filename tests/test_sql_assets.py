@@ -1,7 +1,9 @@
 """SQL assets from the outside: what DuckDB publishes equals the same computation in polars, over
 exactly the mapped upstream partitions, in a graph mixed with Python assets; the template's
 variables, sources, the whole-table read path, schema evolution and types; S3 and Ray; code
-versions; errors at run time; `sql_assets` folders; the notebook call; DuckDB's resources.
+versions; errors at run time (their template lines, the storage's failures); upstreams whose
+names differ in case; `sql_assets` folders; the notebook call; DuckDB's resources, a database
+per running unit, its spill folder and timeouts; the partition column in an output.
 
 Everything runs on the local executor over tiny frames, apart from one Ray and one S3 test. Bad
 definitions through the command line are rows of tests/test_cli_errors.py."""
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +24,8 @@ from deltalake import write_deltalake
 from polars.testing import assert_frame_equal
 
 import lakeflow as lf
-from tests.conftest import ROOT, assert_status_agrees, lake_fingerprint
+from lakeflow.define.sql import SqlError
+from tests.conftest import ROOT, assert_status_agrees, eventually, lake_fingerprint
 
 DAYS = lf.DailyPartitions(start="2024-01-01", end="2024-01-07")  # six days
 MONTHS = lf.MonthlyPartitions(start="2024-01", end="2024-02")
@@ -221,13 +225,14 @@ def sql_inputs(monkeypatch):
     from lakeflow.execute import worker
 
     seen: list[tuple[str, tuple[bool, ...]]] = []
-    run = worker.run_sql_unit
+    run = worker._run_unit
 
-    def recording(lake, definition, inputs, partition):
-        seen.append((definition.name, tuple(spec.whole_table for spec in inputs)))
-        return run(lake, definition, inputs, partition)
+    def recording(lake, run_id, pipeline, unit, tag):
+        if pipeline.assets[unit.asset].sql is not None:
+            seen.append((unit.asset, tuple(spec.whole_table for spec in unit.inputs)))
+        return run(lake, run_id, pipeline, unit, tag)
 
-    monkeypatch.setattr(worker, "run_sql_unit", recording)
+    monkeypatch.setattr(worker, "_run_unit", recording)
     return seen
 
 
@@ -257,14 +262,41 @@ def test_files_written_before_a_column_was_added_read_it_as_null(
         "select date, count(*) as orders, count(coupon) as with_coupon "
         "from {{ ref('orders') }} group by date",
     )
-    pipeline = lf.Pipeline([lf.source("orders", partitions=DAYS), coupons], lake=lake)
+
+    @lf.asset
+    def python_coupons(orders: pl.LazyFrame) -> pl.LazyFrame:  # the same, read by polars
+        return orders.group_by("date").agg(
+            pl.len().cast(pl.Int64).alias("orders"),
+            pl.col("coupon").count().cast(pl.Int64).alias("with_coupon"),
+        )
+
+    source = lf.source("orders", partitions=DAYS)
+    pipeline = lf.Pipeline([source, coupons, python_coupons], lake=lake)
     assert lf.materialize(pipeline, executor="local").ok
     out = table(lake, "coupons").sort("date")
     heights = [all_orders().filter(pl.col("date") == k).height for k in KEYS]
     assert out.rows() == [
         (k, h, h if i >= 3 else 0) for i, (k, h) in enumerate(zip(KEYS, heights, strict=True))
     ]
+    assert_frame_equal(table(lake, "python_coupons").sort("date"), out)
     assert sql_inputs == [("coupons", (whole_table,))]
+
+
+def test_a_file_the_storage_lost_is_a_lake_error_and_retried_not_the_sqls(lake):
+    """DuckDB failing to read an upstream's file is the storage's failure: retried as one, and
+    reported as one rather than as an error in the asset's SQL."""
+    once = lf.RetryPolicy(attempts=2, backoff=0, retry_on=(TimeoutError,))  # SQL errors: no retry
+    reads = lf.sql_asset("reads", REVENUE, partitions=DAYS, retry=once)
+    pipeline = lf.Pipeline([orders, reads], lake=lake)
+    assert lf.materialize(pipeline, select="orders", partitions="2024-01-02", executor="local").ok
+    (lost,) = (Path(lake) / "orders" / "date=2024-01-02").glob("*.parquet")
+    lost.unlink()
+    before = lake_fingerprint(lake)
+    result = lf.materialize(pipeline, select="reads", partitions="2024-01-02", executor="local")
+    (row,) = result.units.select("attempts", "error").rows()
+    assert row[0] == 2, row
+    assert row[1].startswith("LakeError: ") and str(lost) in row[1], row
+    assert lake_fingerprint(lake) == before
 
 
 TYPED = pl.DataFrame(
@@ -326,6 +358,38 @@ def test_a_sum_beyond_bigint_is_an_error_naming_the_column_and_a_cast_keeps_it(l
     assert "column 'total' is a HUGEINT" in errors["overflow"]
     assert "cast it to DOUBLE or DECIMAL(38, 0)" in errors["overflow"]
     assert not (Path(lake) / "overflow").exists()
+
+
+def test_duckdb_types_delta_lacks_are_stored_as_polars_would_or_refused_by_name(lake):
+    kinds = lf.sql_asset(
+        "kinds",
+        "select 200::utinyint as u8, 60000::usmallint as u16, 4000000000::uinteger as u32, "
+        "hash(42) as u64, {'total': sum(x), 'parts': [sum(x)]} as nested, "
+        "map(['n'], [sum(x)]) as by_name from range(3) t(x)",
+    )
+    refused = {
+        "hashed": "select hash('x') as h",
+        "waited": "select timestamp '2024-01-02' - timestamp '2024-01-01' as waited",
+        "deep": "select {'sums': [9223372036854775807::hugeint + 1]} as deep",
+    }
+    bad = [lf.sql_asset(name, sql) for name, sql in refused.items()]
+    result = lf.materialize(lf.Pipeline([kinds, *bad], lake=lake), executor="local")
+    out = table(lake, "kinds")
+    assert out.schema == {
+        "u8": pl.Int16, "u16": pl.Int32, "u32": pl.Int64, "u64": pl.Int64,
+        "nested": pl.Struct({"total": pl.Int64, "parts": pl.List(pl.Int64)}),
+        "by_name": pl.Map(pl.String, pl.Int64),
+    }  # fmt: skip
+    assert out.row(0) == (
+        200, 60000, 4000000000, 7199933130570745587, {"total": 3, "parts": [3]}, {"n": 3},
+    )  # fmt: skip
+    errors = dict(result.units.select("asset", "error").iter_rows())
+    hashed = "column 'h' is a UBIGINT (hash() gives one, say) holding a value beyond BIGINT"
+    assert hashed in errors["hashed"]
+    assert "column 'waited' is an INTERVAL, which a Delta table cannot store" in errors["waited"]
+    assert "date_diff('second', start, end)" in errors["waited"]
+    assert "column 'deep' (at deep.sums[]) is a HUGEINT" in errors["deep"]
+    assert sorted(lake_fingerprint(lake)) == ["kinds"]
 
 
 def test_the_session_time_zone_is_utc_whatever_the_machines(tmp_path):
@@ -416,6 +480,50 @@ def test_a_var_moves_the_code_version_of_the_assets_that_read_it():
     assert (moved[0] != base[0], moved[1] == base[1], moved[2] != base[2]) == (True, True, True)
 
 
+def test_an_edit_in_a_branch_the_placeholder_partition_skips_moves_the_code_version():
+    template = (
+        "select {% if partition.start.year >= 2024 %}2{% else %}1{% endif %} as generation "
+        "from {{ ref('orders') }}"
+    )
+
+    def version(sql: str) -> str:
+        return lf.sql_asset("generation", sql, partitions=DAYS).code_version
+
+    assert version(template) == version(template)  # declared again: not stale
+    assert version(template.replace("2{%", "3{%")) != version(template)
+
+
+def test_upstreams_whose_names_differ_only_in_case_are_read_apart(lake):
+    """DuckDB's names ignore case; asset names do not."""
+
+    @lf.asset
+    def Orders() -> pl.DataFrame:  # an upper-case name: the point of the test
+        return pl.DataFrame({"amount": [100, 200]})
+
+    @lf.asset(name="orders")
+    def small_orders() -> pl.DataFrame:
+        return pl.DataFrame({"amount": [1, 2]})
+
+    both = lf.sql_asset(
+        "both",
+        "select (select sum(amount) from {{ ref('orders') }}) as lower, "
+        "(select sum(amount) from {{ ref('Orders') }}) as upper",
+    )
+    wrong = lf.sql_asset(
+        "wrong", "select amount, nope from {{ ref('Orders') }}, {{ ref('orders') }}"
+    )
+    pipeline = lf.Pipeline([Orders, small_orders, both, wrong], lake=lake)
+    result = lf.materialize(pipeline, executor="local")
+    assert table(lake, "both").rows() == [(3, 300)]
+    assert both(
+        orders=pl.DataFrame({"amount": [5]}), Orders=pl.DataFrame({"amount": [7]})
+    ).rows() == [(5, 7)]
+    # DuckDB's messages speak of the assets, not of the names lakeflow gave their views
+    (error,) = result.failures()["error"].to_list()
+    assert 'Binder Error: Ambiguous reference to column name "amount"' in error
+    assert "#" not in error, error
+
+
 def test_a_missing_column_fails_its_units_with_the_file_line_and_duckdbs_message(lake, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
@@ -445,6 +553,21 @@ def test_a_missing_column_fails_its_units_with_the_file_line_and_duckdbs_message
     detail = failed["detail"][0]
     assert "LINE 2:        amount * discount as net" in detail
     assert "lakeflow/" not in detail and 'File "' not in detail, detail
+
+
+def test_an_error_on_a_long_line_joined_by_jinja_is_placed_on_its_template_line():
+    """DuckDB shows a window of a long rendered line; the caret under it still finds the
+    template line the text came from (the CLI rows test the short ones)."""
+    template = (
+        "select {%- for i in range(40) %} {{ i }} as c{{ i }},{% endfor %}\n"
+        "{#- the loop's columns end here -#}\n"
+        "  nope as x from {{ ref('orders') }}"
+    )
+    wide = lf.sql_asset("wide", template)
+    with pytest.raises(SqlError) as error:
+        wide(orders=orders_of(date(2024, 1, 2)))
+    assert ', line 3: Binder Error: Referenced column "nope" not found' in str(error.value)
+    assert "LINE 1: ..." in str(error.value)  # the rendered line, cut to a window
 
 
 def test_a_folder_of_sql_files_with_partitions_per_asset(lake, tmp_path):
@@ -516,6 +639,86 @@ def test_duckdb_gets_the_units_cpus_and_memory(lake):
     assert table(lake, "settings").row(0) == (2, "512.0 MiB", "UTC")
 
 
+def test_units_running_at_once_each_get_a_database_of_their_own(lake, monkeypatch):
+    """DuckDB's memory limit holds for a database: two units sharing one would share one unit's
+    memory. Two units are held until both have their connection, so that they run at once."""
+    from lakeflow.execute import sql as execute_sql
+
+    both = threading.Barrier(2, timeout=30)
+    connect = execute_sql.connect
+
+    def at_once(**size):
+        connection = connect(**size)
+        both.wait()
+        return connection
+
+    monkeypatch.setattr(execute_sql, "connect", at_once)
+    settings = lf.sql_asset(
+        "settings",
+        "select current_setting('temp_directory') as scratch, "
+        "current_setting('memory_limit') as memory_limit",
+        partitions=DAYS,
+        resources=lf.Resources(memory=256 * 2**20),
+    )
+    pipeline = lf.Pipeline([settings], lake=lake)
+    options = lf.ControllerOptions(max_in_flight=2)
+    two = "2024-01-01..2024-01-02"
+    run = lf.materialize(pipeline, partitions=two, executor="local", options=options)
+    assert run.ok, run.failures()
+    first = table(lake, "settings")
+    assert first["memory_limit"].to_list() == ["256.0 MiB"] * 2
+    assert first["scratch"].n_unique() == 2  # two databases
+    # and a database spills into a folder of lakeflow's, not into the working directory
+    assert all(Path(p).parent.name.startswith("lakeflow-duckdb-") for p in first["scratch"])
+    again = lf.materialize(pipeline, partitions=two, force=True, executor="local", options=options)
+    assert again.ok  # the databases are used again, one unit at a time
+    assert set(table(lake, "settings")["scratch"]) == set(first["scratch"])
+
+
+def test_duckdb_spills_outside_the_working_directory_and_its_folder_goes_at_exit(
+    lake, tmp_path, monkeypatch
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    spills = lf.sql_asset(  # a sort of 3 million rows in 100 MiB: DuckDB writes to disk
+        "spills",
+        "select i from range(3000000) t(i) order by hash(i) limit 1 offset 2999999",
+        resources=lf.Resources(memory=100 * 2**20),
+    )
+    assert lf.materialize(lf.Pipeline([spills], lake=lake), executor="local").ok
+    assert list(work.iterdir()) == []  # DuckDB's default: a .tmp folder here
+    script = (
+        "from lakeflow.define.sql import connect\n"
+        "print(connect().execute(\"select current_setting('temp_directory')\").fetchone()[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scratch = Path(done.stdout.strip())
+    assert scratch.parent.name.startswith("lakeflow-duckdb-")
+    assert not scratch.parent.exists()  # removed when the process exited
+
+
+def test_a_sql_unit_past_its_timeout_on_the_local_executor_stops_its_query(lake):
+    forever = lf.sql_asset(  # a trillion rows: hours
+        "forever", "select sum(i) as total from range(1000000000000) t(i)", timeout=1
+    )
+    before = set(threading.enumerate())
+    result = lf.materialize(lf.Pipeline([forever], lake=lake), executor="local")
+    assert "did not finish within its timeout of 1s" in result.failures()["error"][0]
+    started = [t for t in threading.enumerate() if t not in before and t.name == "lakeflow-unit"]
+
+    def stopped() -> bool:
+        """the unit's thread ended: DuckDB was interrupted"""
+        return not any(thread.is_alive() for thread in started)
+
+    eventually(stopped, timeout=20)
+    assert not (Path(lake) / "forever").exists()
+
+
 def test_checks_gate_a_sql_assets_output_before_it_is_published(lake):
     gated = lf.sql_asset(
         "gated",
@@ -542,3 +745,27 @@ def test_checks_gate_a_sql_assets_output_before_it_is_published(lake):
     assert "zed" not in table(lake, "gated")["customer"].to_list()
     failed = result.checks(failed=True)
     assert failed.select("asset", "partition").rows() == [("gated", "2024-01-03")]
+
+
+def test_a_null_in_the_partition_column_is_refused_like_another_key(lake):
+    """A Python or SQL asset returning the partition column must hold the unit's key in every
+    row: a null there would be dropped with the column, its row published under the key."""
+
+    @lf.asset(partitions=DAYS)
+    def python_nulls(ctx: lf.Context) -> pl.DataFrame:
+        return pl.DataFrame({"date": [ctx.partition.key, None], "x": [1, 2]})
+
+    sql_nulls = lf.sql_asset(
+        "sql_nulls",
+        "select '{{ partition.key }}' as date, 1 as x union all select null, 2",
+        partitions=DAYS,
+    )
+    pipeline = lf.Pipeline([python_nulls, sql_nulls], lake=lake)
+    result = lf.materialize(pipeline, partitions="2024-01-02", executor="local")
+    errors = dict(result.units.select("asset", "error").iter_rows())
+    for asset in ("python_nulls", "sql_nulls"):
+        assert errors[asset].startswith(
+            f"SchemaError: asset {asset} partition 2024-01-02: column 'date' is the partition "
+            "column but holds nulls or values other than '2024-01-02'"
+        ), errors
+    assert lake_fingerprint(lake) == {}

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from lakeflow.define.assets import AssetDef
@@ -18,7 +19,7 @@ from lakeflow.define.mappings import PartitionMapping, Previous, default_mapping
 from lakeflow.errors import DefinitionError, SelectionError
 from lakeflow.secrets import StorageOption
 
-__all__ = ["Edge", "Pipeline"]
+__all__ = ["Edge", "Pipeline", "user_frame"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +37,13 @@ def _suggest(name: str, known: Iterable[str]) -> str | None:
     return f"did you mean {close[0]!r}?" if close else None
 
 
-def _caller_module() -> str | None:
-    """The module whose code is building a pipeline: the first frame outside lakeflow."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        name = frame.f_globals.get("__name__", "")
-        if name != "lakeflow" and not name.startswith("lakeflow."):
-            return name or None
+def user_frame() -> FrameType | None:
+    """The innermost frame of code outside lakeflow: the user's code declaring an asset or
+    building a pipeline (None when lakeflow was called by nothing else)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "lakeflow":
         frame = frame.f_back
-    return None
+    return frame
 
 
 class Pipeline:
@@ -75,7 +74,8 @@ class Pipeline:
         self.lake = str(lake)
         # literal values or `lf.EnvVar` references, resolved by whoever opens the lake
         self.storage_options: dict[str, StorageOption] = dict(storage_options or {})
-        self.defined_in = _caller_module()  # the module a stored run re-imports it from
+        caller = user_frame()  # the module a stored run re-imports the pipeline from
+        self.defined_in = (caller.f_globals.get("__name__") or None) if caller else None
         defined: dict[str, AssetDef] = {}
         for item in assets:
             if not isinstance(item, AssetDef):

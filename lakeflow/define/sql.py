@@ -16,9 +16,10 @@ group-committed; only the computing is DuckDB's.
 
 The template is rendered once when the asset is declared (with a placeholder partition) to find
 what it reads, to refuse a Jinja or SQL syntax error before anything runs, and to hash it: the
-asset's code version is the hash of that rendered SQL, so editing the SQL makes its partitions
-stale and nothing else's. dbt models (`lf.dbt_project`) arrive here already compiled by dbt, with
-`relations` saying which upstream each of dbt's relation names stands for.
+asset's code version is the hash of that rendered SQL and of the template itself, so editing the
+SQL makes its partitions stale and nothing else's. dbt models (`lf.dbt_project`) arrive here
+already compiled by dbt, with `relations` saying which upstream each of dbt's relation names
+stands for.
 
 DuckDB and Jinja are the optional extra `lakeflow[sql]`; this module imports them only when a
 pipeline declares SQL.
@@ -26,25 +27,31 @@ pipeline declares SQL.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import re
-import sys
+import shutil
+import tempfile
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from lakeflow.define.assets import define_asset
+from lakeflow.define.graph import user_frame
 from lakeflow.define.partitions import Partition
-from lakeflow.errors import DefinitionError
+from lakeflow.errors import DefinitionError, LakeError
 
 __all__ = [
+    "Connection",
     "SqlError",
     "SqlModel",
     "connect",
@@ -78,31 +85,60 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def connect(*, threads: float | None = None, memory: int | None = None) -> Any:
-    """A DuckDB connection of its own (the views a unit registers are its own, and go with it
-    when it is closed) to an in-memory database sized to the unit's resources: DuckDB would
-    otherwise take every core of the node, and a node runs as many units as it has CPUs.
+def connect(*, threads: float | None = None, memory: int | None = None) -> Connection:
+    """A DuckDB connection to an in-memory database sized to a unit's resources, which no other
+    unit uses until this one is closed: DuckDB limits memory (and threads) per database, and
+    would otherwise take every core and most of the memory of the node, which runs as many
+    units as it has CPUs. The views a unit registers are its connection's, and go with it.
 
-    The database is opened once per process for each size and shared by the units of that size:
-    opening one costs about 20 ms, more than a small unit's whole work; a connection to it, some
-    microseconds. Its session time zone is UTC, as lakeflow's partitions and timestamps are:
-    DuckDB would take the machine's, and `ts::date` or `date_trunc('day', ts)` of a zoned
-    timestamp would then give another day on a machine set to another zone."""
+    Databases are kept per size and used again: opening one costs about 25 ms, more than a
+    small unit's whole work, and holds a few MB; a connection to an open one, microseconds. A
+    process opens as many of a size as it runs units of that size at once (one in a Ray
+    worker). Each spills to a folder of its own under the process's scratch folder, removed at
+    exit: DuckDB's default is `.tmp` in the working directory, the user's repository, say. The
+    session time zone is UTC, as lakeflow's partitions and timestamps are: DuckDB would take
+    the machine's, and `ts::date` or `date_trunc('day', ts)` of a zoned timestamp would then
+    give another day on a machine set to another zone."""
     size = (max(1, round(threads)) if threads is not None else None, memory or None)
-    with _DATABASES_LOCK:
-        database = _DATABASES.get(size)
-        if database is None:
-            database = _DATABASES[size] = _open_database(*size)
-        return database.cursor()
+    with _POOL_LOCK:
+        idle = _IDLE.setdefault(size, [])
+        database = idle.pop() if idle else None
+    if database is None:
+        database = _open_database(*size)
+    return Connection(database, idle)
 
 
-_DATABASES: dict[tuple[int | None, int | None], Any] = {}  # (threads, memory) -> database
-_DATABASES_LOCK = threading.Lock()  # units of the local executor connect from several threads
+class Connection:
+    """A connection to a database of the pool (`connect`), DuckDB's methods and all; `close()`
+    hands the database back for the next unit of its size."""
+
+    def __init__(self, database: Any, idle: list[Any]) -> None:
+        self._cursor = database.cursor()
+        self._database = database
+        self._idle = idle
+
+    def __getattr__(self, name: str) -> Any:  # register, sql, execute, interrupt, ...
+        return getattr(self._cursor, name)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._cursor.close()
+        with _POOL_LOCK:
+            self._idle.append(self._database)
+
+
+_IDLE: dict[tuple[int | None, int | None], list[Any]] = {}  # (threads, memory) -> databases
+_POOL_LOCK = threading.Lock()  # units of the local executor connect from several threads
 
 
 def _open_database(threads: int | None, memory: int | None) -> Any:
     duckdb = duckdb_module()
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = {"temp_directory": tempfile.mkdtemp(dir=_scratch())}
     if threads is not None:
         config["threads"] = threads
     if memory:
@@ -113,6 +149,24 @@ def _open_database(threads: int | None, memory: int | None) -> Any:
     # the SQL reads the views lakeflow registers, never a Python variable that shares a name
     database.execute("SET GLOBAL python_enable_replacements = false")
     return database
+
+
+@cache
+def _scratch() -> str:
+    """This process's scratch folder for DuckDB's spills, removed when the process exits."""
+    folder = tempfile.mkdtemp(prefix="lakeflow-duckdb-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+# DuckDB types Delta lacks: integers that become BIGINT (a value beyond it is an error), and
+# unsigned ones that widen to the next signed type, as a Python asset's polars output does
+_NARROWED = {
+    "hugeint": "HUGEINT (a sum of integers, say)",
+    "uhugeint": "UHUGEINT",
+    "ubigint": "UBIGINT (hash() gives one, say)",
+}
+_WIDENED = {"utinyint": pa.int16(), "usmallint": pa.int32(), "uinteger": pa.int64()}
 
 
 @dataclass(frozen=True)
@@ -152,25 +206,43 @@ class SqlModel:
     line: int = 1
 
     # -- rendering ------------------------------------------------------------------------------
+    @cached_property
+    def views(self) -> dict[str, str]:
+        """Upstream -> the name of its DuckDB view: its own name, but for upstreams whose names
+        differ only in case (DuckDB's names ignore case, asset names do not), each of which gets
+        `name#position` among the refs (no asset name holds a `#`)."""
+        folded = Counter(name.casefold() for name in self.refs)
+        return {
+            name: name if folded[name.casefold()] == 1 else f"{name}#{position}"
+            for position, name in enumerate(self.refs)
+        }
+
+    def view(self, upstream: str) -> str:
+        """The name to register `upstream`'s data under on a connection this SQL runs on."""
+        return self.views.get(upstream, upstream)
+
     def render(self, partition: Partition | None = None) -> str:
         """The SQL DuckDB runs for `partition` (None: a placeholder, for parsing and hashing)."""
         if not self.jinja:
-            return _replace_relations(self.template, self.relations)
-        return _render(self.template, self.origin, self.line, self.vars, partition)[0]
+            return _replace_relations(self.template, self.relations, self.views)
+        return _render(self.template, self.origin, self.line, self.vars, partition, self.views)[0]
 
     def code_version(self) -> str:
-        """The hash of the SQL as rendered for a placeholder partition, with the vars it reads.
+        """The hash of the SQL as rendered for a placeholder partition, of the template's source
+        and of the vars it reads.
 
-        The values of the vars the template reads are hashed too, not only the rendered text: a
-        var may steer a branch the placeholder partition does not take. Vars it never reads are
-        left out, so that `sql_assets(folder, vars=...)` rebuilds only the assets that read the
-        var that changed. Of dbt's relations only the upstream names count, not the text dbt
-        compiled them to: that holds the target database's name or, for a source read from files,
-        a path from the environment, neither of which changes what the SQL computes."""
+        The rendering alone would miss what the placeholder partition does not reach: an edit in
+        a branch it does not take, a var read only there. Vars the template never reads are left
+        out, so that `sql_assets(folder, vars=...)` rebuilds only the assets that read the var
+        that changed. SQL compiled by dbt has no template beyond its rendering, and of its
+        relations only the upstream names count, not the text dbt compiled them to: that holds
+        the target database's name or, for a source read from files, a path from the
+        environment, neither of which changes what the SQL computes."""
         read = _vars_read(self.template) if self.jinja else None
         variables = {k: v for k, v in self.vars.items() if read is None or k in read}
+        source = self.template if self.jinja else None
         text = json.dumps(
-            [self.render(), variables, sorted(set(self.relations.values()))],
+            [self.render(), source, variables, sorted(set(self.relations.values()))],
             sort_keys=True,
             default=str,
         )
@@ -184,7 +256,7 @@ class SqlModel:
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as error:
-            raise DefinitionError(self.explain(error, sql)) from None
+            raise DefinitionError(self.explain(error, sql, None)) from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             got = (
                 f"{len(statements)} statements"
@@ -204,45 +276,76 @@ class SqlModel:
         try:
             relation = con.sql(sql)  # a relation's Arrow result is not copied again, a cursor's is
         except (duckdb.BinderException, duckdb.CatalogException) as error:
-            raise SqlError(self.explain(_located(con, sql, error), sql)) from None
+            raise self._failure(_located(con, sql, error), sql, partition) from None
+        except duckdb.Error as error:  # a file the SQL names could not be read, say
+            raise self._failure(error, sql, partition) from None
         try:
             table = relation.to_arrow_table()
         except duckdb.Error as error:  # conversion, out of memory, a file it could not read
-            raise SqlError(self.explain(error, sql)) from None
-        return self._narrow_hugeints(table, [kind.id for kind in relation.types])
+            raise self._failure(error, sql, partition) from None
+        return self._stored(table, relation.types)
 
-    def _narrow_hugeints(self, table: pa.Table, kinds: list[str]) -> pa.Table:
-        """HUGEINT columns as BIGINT. DuckDB sums integers into 128-bit HUGEINTs, which reach
-        Arrow as DECIMAL(38, 0); a table of sums would hold decimals where the same query in
-        polars (or Spark, or a Python asset) gives 64-bit integers. A sum beyond BIGINT is an
-        error naming the column: a cast to DOUBLE or DECIMAL in the SQL keeps such values."""
+    def _failure(self, error: Exception, sql: str, partition: Partition | None) -> Exception:
+        """DuckDB's error as lakeflow's: the storage's failure (`LakeError`, retried like any)
+        when DuckDB could not read a file, be it one of an upstream's, which reach it through
+        Arrow, or one the SQL names; else the SQL's (`SqlError`)."""
+        duckdb = duckdb_module()
+        message = self.explain(error, sql, partition)
+        if isinstance(error, duckdb.IOException | duckdb.HTTPException) or _ARROW_IO.search(
+            str(error)
+        ):
+            return LakeError(message, hint="the storage failed while DuckDB read it")
+        return SqlError(message)
+
+    def _stored(self, table: pa.Table, kinds: list[Any]) -> pa.Table:
+        """The result in the types lakeflow stores, for DuckDB's types that Delta lacks (`kinds`:
+        DuckDB's type of each column). Unsigned integers widen as a Python asset's do
+        (`normalize_output`); HUGEINTs, which DuckDB sums integers into and Arrow would hold as
+        DECIMAL(38, 0), and UBIGINTs (`hash()`) become BIGINT, as the same query in polars (or
+        Spark, or a Python asset) gives 64-bit integers, and a value beyond BIGINT is an error
+        naming the column; so inside structs, lists and maps. An INTERVAL is refused by name."""
         for index, kind in enumerate(kinds):
-            if kind not in ("hugeint", "uhugeint"):
-                continue
-            name = table.schema.names[index]
-            try:
-                column = table.column(index).cast(pa.int64())
-            except pa.ArrowInvalid:
+            name, arrow = table.schema.names[index], table.schema.types[index]
+            seen: list[tuple[str, str]] = []
+            stored = _stored_type(kind, arrow, "", seen)
+            for interval in [path for kind_id, path in seen if kind_id == "interval"]:
                 raise SqlError(
-                    f"{self.origin}: column {name!r} is a {kind.upper()} (a sum of integers, say) "
-                    "holding a value beyond BIGINT, the largest integer lakeflow stores; cast it "
-                    "to DOUBLE or DECIMAL(38, 0) in the SQL"
+                    f"{self.origin}: {_where(name, interval)} is an INTERVAL, which a Delta table "
+                    "cannot store; give it as a number in the SQL: date_diff('second', start, "
+                    "end) or epoch(end - start) for seconds, say"
+                )
+            if stored == arrow:
+                continue
+            try:
+                column = table.column(index).cast(stored)
+            except pa.ArrowInvalid:
+                found = " or ".join(f"{_where(name, p)} is a {_NARROWED[k]}" for k, p in seen)
+                raise SqlError(
+                    f"{self.origin}: {found} holding a value beyond BIGINT, the largest integer "
+                    "lakeflow stores; cast it to DOUBLE or DECIMAL(38, 0) in the SQL"
                 ) from None
             table = table.set_column(index, name, column)
         return table
 
-    def explain(self, error: BaseException, sql: str) -> str:
-        """DuckDB's message, led by the file and line of the SQL it points at."""
+    def explain(self, error: BaseException, sql: str, partition: Partition | None) -> str:
+        """DuckDB's message about `sql` (rendered for `partition`), led by the file and line it
+        points at, speaking of the upstreams by their names rather than by their views'."""
         message = str(error).strip()
-        found = re.search(r"LINE (\d+):", message)
+        found = _LOCATION.search(message)
         where = self.origin
-        if found and self.jinja:  # a template renders line for line (Jinja keeps newlines)
-            where += f", line {int(found.group(1)) + self.line - 1}"
+        if found and self.jinja:  # the line of the template the rendered text came from
+            marked = _render(
+                self.template, self.origin, self.line, self.vars, partition, self.views, marked=True
+            )[0]
+            where += f", line {_source_line(marked, _offset(found, sql)) + self.line - 1}"
         elif found:
             lines = sql.splitlines()
             number = int(found.group(1))
             if 0 < number <= len(lines):
                 where += f" (compiled SQL line {number}: {lines[number - 1].strip()[:120]})"
+        renamed = {view: name for name, view in self.views.items() if view != name}
+        for view in sorted(renamed, key=len, reverse=True):  # `a#1` is in `a#12`
+            message = message.replace(view, renamed[view])
         return f"{where}: {message}"
 
     def __call__(self, partition: str | Partition | None = None, **frames: Any) -> Any:
@@ -257,17 +360,48 @@ class SqlModel:
             )
         if isinstance(partition, str):
             partition = Partition(partition)
-        con = connect()
-        try:
+        with connect() as con:
             for name in self.refs:
                 frame = frames[name]
                 if isinstance(frame, pl.LazyFrame):
                     frame = frame.collect()
                 data = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
-                con.register(name, data)
+                con.register(self.view(name), data)
             return pl.from_arrow(self.run(con, partition))
-        finally:
-            con.close()
+
+
+def _stored_type(kind: Any, arrow: pa.DataType, path: str, seen: list[tuple[str, str]]) -> Any:
+    """The Arrow type a value of DuckDB type `kind` (in Arrow `arrow`) is stored as; adds to
+    `seen` the (type, path) of what becomes BIGINT and of INTERVALs, for the errors."""
+    if kind.id in _NARROWED or kind.id == "interval":
+        seen.append((kind.id, path))
+        return pa.int64()
+    if kind.id in _WIDENED:
+        return _WIDENED[kind.id]
+    if kind.id not in ("struct", "list", "array", "map"):
+        return arrow
+    children = [child for _, child in kind.children]
+    if kind.id == "struct":
+        return pa.struct([
+            f.with_type(_stored_type(child, f.type, f"{path}.{f.name}", seen))
+            for f, child in zip(arrow, children, strict=True)
+        ])  # fmt: skip
+    if kind.id == "map":
+        key, value = arrow.key_field, arrow.item_field
+        return pa.map_(
+            key.with_type(_stored_type(children[0], key.type, f"{path}.key", seen)),
+            value.with_type(_stored_type(children[1], value.type, f"{path}.value", seen)),
+        )
+    item = arrow.value_field
+    stored = item.with_type(_stored_type(children[0], item.type, f"{path}[]", seen))
+    if kind.id == "array":
+        return pa.list_(stored, arrow.list_size)
+    return pa.large_list(stored) if pa.types.is_large_list(arrow) else pa.list_(stored)
+
+
+def _where(column: str, path: str) -> str:
+    """A column, or a value inside it (`path`: `.field`, `[]` for a list's items)."""
+    return f"column {column!r}" + (f" (at {column}{path})" if path else "")
 
 
 def _placeholder(partition: Partition | None) -> _PartitionVars:
@@ -282,8 +416,13 @@ def _render(
     line: int,
     variables: Mapping[str, Any],
     partition: Partition | None,
+    views: Mapping[str, str],
+    *,
+    marked: bool = False,
 ) -> tuple[str, tuple[str, ...]]:
-    """Render `template`; returns the SQL and the upstream assets it read, in order."""
+    """Render `template`, each ref as its upstream's view (`views`, the upstream's name when
+    absent); returns the SQL and the upstream assets it read, in order. `marked`: with the
+    template's line numbers in the text (`_source_line`)."""
     import jinja2
 
     reads: list[str] = []
@@ -291,7 +430,7 @@ def _render(
     def ref(name: str) -> str:
         if name not in reads:
             reads.append(name)
-        return quote(name)
+        return quote(views.get(name, name))
 
     def source(source_name: str, table: str) -> str:
         return ref(table)
@@ -303,9 +442,8 @@ def _render(
             raise _VarNotSet(f"var({name!r}) is not set")
         return default
 
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     try:
-        compiled = environment.from_string(template)
+        compiled = _environment(marked).from_string(template)
         sql = compiled.render(ref=ref, source=source, var=var, partition=_placeholder(partition))
     except jinja2.TemplateSyntaxError as error:
         raise DefinitionError(
@@ -323,6 +461,72 @@ def _render(
     return sql, tuple(reads)
 
 
+@cache
+def _environment(marked: bool) -> Any:
+    """The Jinja environment templates render in. `marked`: each line of the template's text
+    renders led by its number between NULs, after Jinja's whitespace control (`{%- ... -%}`)
+    has joined lines; the text without the marks is the plain rendering."""
+    import jinja2
+    from jinja2.ext import Extension
+    from jinja2.lexer import Token
+
+    class LineMarks(Extension):
+        def filter_stream(self, stream: Any) -> Iterable[Any]:
+            for token in stream:
+                if token.type == "data":
+                    lines = token.value.split("\n")
+                    value = "\n".join(
+                        f"\0{token.lineno + i}\0{text}" for i, text in enumerate(lines)
+                    )
+                    token = Token(token.lineno, "data", value)
+                yield token
+
+    return jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        extensions=[LineMarks] if marked else [],
+    )
+
+
+# how DuckDB reports a registered Arrow dataset failing to read a file
+_ARROW_IO = re.compile(r"reading the stream registered as .* failed: IOError")
+_MARK = re.compile(r"\0(\d+)\0")
+# DuckDB's pointer into the SQL: the line's number and text (a window of a long line, its cuts
+# shown as "..."), and a caret under the place
+_LOCATION = re.compile(r"LINE (\d+): (.*)(?:\n( *)\^)?")
+
+
+def _offset(found: re.Match[str], sql: str) -> int:
+    """The offset in `sql` that DuckDB's `LINE n: ...` and caret point at (the line's start when
+    the caret cannot be placed)."""
+    number = int(found.group(1))
+    lines = sql.split("\n")
+    start = sum(len(line) + 1 for line in lines[: number - 1])
+    if found.group(3) is None or number > len(lines):
+        return start
+    shown = found.group(2)
+    cut = 3 if shown.startswith("...") else 0
+    at = lines[number - 1].find(shown[cut:].removesuffix("..."))
+    if at < 0:
+        return start
+    return start + at + max(0, len(found.group(3)) - len(f"LINE {number}: ") - cut)
+
+
+def _source_line(marked: str, offset: int) -> int:
+    """The template line the text at `offset` of the plain rendering came from, read off the
+    marked rendering (`_environment(marked=True)`); text a Jinja expression printed counts as
+    the line of the template's text before it."""
+    line, position = 1, 0
+    for index, piece in enumerate(_MARK.split(marked)):
+        if index % 2:  # a mark's number
+            line = int(piece)
+            continue
+        position += len(piece)
+        if position > offset:
+            break
+    return line
+
+
 class _VarNotSet(Exception):
     """`var(name)` without a value or a default, raised through Jinja to `_render`."""
 
@@ -336,11 +540,11 @@ def _template_line(error: BaseException, origin: str, line: int) -> str:
     return f"{origin}, line {lines[-1] + line - 1}" if lines and lines[-1] else origin
 
 
-def _replace_relations(sql: str, relations: Mapping[str, str]) -> str:
+def _replace_relations(sql: str, relations: Mapping[str, str], views: Mapping[str, str]) -> str:
     """dbt's compiled relation names replaced by the views of the upstreams they stand for
     (longest first: one name may contain another)."""
     for text in sorted(relations, key=len, reverse=True):
-        sql = sql.replace(text, quote(relations[text]))
+        sql = sql.replace(text, quote(views.get(relations[text], relations[text])))
     return sql
 
 
@@ -387,7 +591,7 @@ def sql_model(
 ) -> SqlModel:
     """A checked `SqlModel`: rendered, parsed by DuckDB, its refs found (`reads` adds more)."""
     variables = dict(vars or {})
-    refs = _render(template, origin, line, variables, None)[1] if jinja else ()
+    refs = _render(template, origin, line, variables, None, {})[1] if jinja else ()
     ordered = list(refs)
     for name in [*(relations or {}).values(), *reads]:
         if name not in ordered:
@@ -432,11 +636,9 @@ def sql_asset(
 
 
 def _call_site() -> str:
-    """`file:line` of the user's code declaring a SQL asset (the first frame outside lakeflow),
-    so that an error in SQL given as a string points at the file it is in."""
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "lakeflow":
-        frame = frame.f_back
+    """`file:line` of the user's code declaring a SQL asset, so that an error in SQL given as a
+    string points at the file it is in."""
+    frame = user_frame()
     return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
 
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from lakeflow.define.checks import CheckResult
 from lakeflow.define.graph import Pipeline
+from lakeflow.execute.sql import interrupt
 from lakeflow.execute.table_audit import TableAudit, Verdict, ray_table_audit, run_table_audit
 from lakeflow.execute.worker import (
     UnitRecord,
@@ -48,7 +49,8 @@ def _budget(pipeline: Pipeline, asset: str, units: Sequence[UnitSpec]) -> float 
 async def _in_daemon_thread(work: Callable[[], Any], budget: float) -> Any:
     """Run `work` in a daemon thread, waiting `budget` seconds at most. A thread cannot be
     killed: past the budget it is abandoned (a daemon thread keeps no process alive, unlike the
-    default executor's threads, which `asyncio.run` waits for on exit)."""
+    default executor's threads, which `asyncio.run` waits for on exit), and the SQL it runs, if
+    any, is interrupted."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -67,8 +69,13 @@ async def _in_daemon_thread(work: Callable[[], Any], budget: float) -> Any:
             except RuntimeError:  # the loop closed meanwhile: nobody waits any more
                 pass
 
-    threading.Thread(target=body, name="lakeflow-unit", daemon=True).start()
-    return await asyncio.wait_for(future, budget)
+    thread = threading.Thread(target=body, name="lakeflow-unit", daemon=True)
+    thread.start()
+    try:
+        return await asyncio.wait_for(future, budget)
+    except TimeoutError:
+        interrupt(thread.ident)
+        raise
 
 
 class Executor(Protocol):
@@ -112,7 +119,8 @@ class LocalExecutor:
     """Threads in this process: for tests, notebooks without a cluster, and debugging.
 
     A task past its timeout cannot be stopped here (Python cannot kill a thread): its units fail
-    with a TimeoutError and the thread is abandoned; what it stages later is never committed."""
+    with a TimeoutError and the thread is abandoned, its DuckDB query interrupted; what it
+    stages later is never committed."""
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads or max(1, os.cpu_count() or 1)

@@ -20,6 +20,10 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from lakeflow.define.assets import Context
 from lakeflow.define.checks import CheckEnv, CheckResult, run_checks
@@ -124,39 +128,97 @@ class UnitRecord:
         return cls(asset, index, key, attempt, tuple(StagedFile(*f) for f in files), *rest)
 
 
+@dataclass(frozen=True, slots=True)
+class PinnedInput:
+    """What both readers of an input start from, polars for a Python asset and DuckDB for a SQL
+    one, so that they read the same rows and types."""
+
+    files: dict[str, list[str]]  # partition key -> the URIs of its Parquet files
+    # the table's schema at the pinned version without the partition column: files written
+    # before a schema-merging commit are read with its new columns as nulls (None: as they are)
+    schema: pa.Schema | None
+    column: str | None  # added to each file's rows as its key, a string
+
+
+def pin_input(lake: Lake, spec: InputSpec) -> PinnedInput:
+    """The input's files at its pinned version by partition key, and the schema to read them
+    with. With `whole_table` the files are listed from the table's log at that version (the
+    controller did not send them) and kept to the mapped keys. A storage failure on the way is
+    the lake's `LakeError`."""
+    try:
+        files = _logged_files(lake, spec) if spec.whole_table else spec.files
+    except (OSError, DeltaError) as error:
+        raise lake.unreachable(error) from error
+    by_key: dict[str, list[str]] = {}
+    for key, path in files:
+        by_key.setdefault(key, []).append(lake.uri(spec.table_url, path))
+    schema = spec.schema
+    if schema is not None and spec.column in schema.names:
+        schema = schema.remove(schema.get_field_index(spec.column))
+    return PinnedInput(by_key, schema, spec.column)
+
+
+def _logged_files(lake: Lake, spec: InputSpec) -> list[tuple[str, str]]:
+    """(partition key, relative path) of the table's files at `spec.version`, of `spec.keys`."""
+    table = DeltaTable(spec.table_url, version=spec.version, storage_options=lake.delta_options())
+    # the Arrow C stream: `pa.table(...)` of deltalake's arro3 table would import pandas
+    actions = pa.RecordBatchReader.from_stream(table.get_add_actions(flatten=True)).read_all()
+    paths = actions.column("path").to_pylist()
+    if not spec.column:
+        return [("", path) for path in paths]
+    keys = actions.column(f"partition.{spec.column}").cast(pa.string()).to_pylist()
+    wanted = set(spec.keys) if spec.keys is not None else None
+    return [(k, p) for k, p in zip(keys, paths, strict=True) if wanted is None or k in wanted]
+
+
 def read_input(lake: Lake, spec: InputSpec) -> pl.LazyFrame:
     """The input as a LazyFrame, partition column included."""
-    options = lake.delta_options()
-    if spec.whole_table:
-        frame = pl.scan_delta(spec.table_url, version=spec.version, storage_options=options)
-        if spec.keys is not None and spec.column:
-            frame = frame.filter(pl.col(spec.column).is_in(list(spec.keys)))
-        return frame
-    if not spec.files:
-        schema = spec.schema if spec.schema is not None else pa.schema([])
-        return pl.from_arrow(pa.Table.from_batches([], schema=schema)).lazy()  # type: ignore[union-attr]
-    by_key: dict[str, list[str]] = {}
-    for key, path in spec.files:
-        by_key.setdefault(key, []).append(lake.uri(spec.table_url, path))
-    # Files written before a schema-merging commit lack its new columns: read every file with
-    # the table's schema at the pinned version, the missing columns as nulls.
+    return scan_input(lake, pin_input(lake, spec))
+
+
+def scan_input(lake: Lake, pinned: PinnedInput) -> pl.LazyFrame:
+    """A pinned input as a LazyFrame: each key's files, with the key as the partition column."""
     schema = (
-        pl.from_arrow(pa.Table.from_batches([], schema=spec.schema)).schema
-        if spec.schema is not None
+        pl.from_arrow(pa.Table.from_batches([], schema=pinned.schema)).schema  # type: ignore[union-attr]
+        if pinned.schema is not None
         else None
     )
+    if not pinned.files:
+        frame = pl.DataFrame(schema=schema)
+        if pinned.column:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(pinned.column))
+        return frame.lazy()
     frames = []
-    for key, uris in by_key.items():
+    for key, uris in pinned.files.items():
         frame = pl.scan_parquet(
             uris,
-            storage_options=options,
+            storage_options=lake.delta_options(),
             schema=schema,
             missing_columns="insert" if schema is not None else "raise",
         )
-        if spec.column:
-            frame = frame.with_columns(pl.lit(key, dtype=pl.String).alias(spec.column))
+        if pinned.column:
+            frame = frame.with_columns(pl.lit(key, dtype=pl.String).alias(pinned.column))
         frames.append(frame)
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+
+
+def input_dataset(lake: Lake, pinned: PinnedInput) -> ds.Dataset:
+    """A pinned input as one pyarrow dataset for DuckDB to scan: each file's key is a constant
+    of its fragment, so that a filter on the partition column skips the other keys' files."""
+    schema = pinned.schema if pinned.schema is not None else pa.schema([])
+    if pinned.column:
+        schema = schema.append(pa.field(pinned.column, pa.string()))
+    paths, keys = [], []
+    for key, uris in pinned.files.items():
+        paths += [lake.path(uri) for uri in uris]
+        keys += [pc.field(pinned.column) == key if pinned.column else pc.scalar(True)] * len(uris)
+    return ds.FileSystemDataset.from_paths(
+        paths,
+        schema=schema,
+        format=ds.ParquetFileFormat(),
+        filesystem=lake.filesystem(),
+        partitions=keys,
+    )
 
 
 def _retryable(error: BaseException, pipeline: Pipeline, asset: str) -> bool:
@@ -196,13 +258,17 @@ def _run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: 
     where = f"asset {unit.asset}" + (f" partition {unit.key}" if unit.key else "")
     timings: dict[str, float] = {}
     try:
-        # DuckDB reads a SQL asset's pinned files itself: its frames serve only its unit checks
-        # (a whole-table input would otherwise have its Delta log read twice)
+        # the inputs are opened here, outside the user's code: their storage failing is the lake's
+        pinned = {spec.name: pin_input(lake, spec) for spec in unit.inputs}
+        # DuckDB scans a SQL asset's pinned files itself: its frames serve only its unit checks
         sql = definition.sql is not None
         frames = (
-            {spec.name: read_input(lake, spec) for spec in unit.inputs}
+            {name: scan_input(lake, files) for name, files in pinned.items()}
             if not sql or definition.unit_checks
             else {}
+        )
+        datasets = (
+            {name: input_dataset(lake, files) for name, files in pinned.items()} if sql else {}
         )
         kwargs: dict[str, Any] = {} if sql else {n: frames[n] for n in definition.data_inputs}
         if definition.context_param:
@@ -217,7 +283,7 @@ def _run_unit(lake: Lake, run_id: str, pipeline: Pipeline, unit: UnitSpec, tag: 
         timings["read"] = time.perf_counter() - clock
         with user_code_boundary(where):
             if sql:
-                output = run_sql_unit(lake, definition, unit.inputs, unit.partition)
+                output = run_sql_unit(definition, datasets, unit.partition)
             else:
                 output = definition.fn(**kwargs)
             frame = normalize_output(output, where=where, column=column, key=unit.key)

@@ -99,16 +99,19 @@ def normalize_output(output: Any, *, where: str, column: str | None, key: str) -
     if casts:
         frame = frame.with_columns(casts)
     if column and column in schema:
+        # a null is another key too: dropping the column would publish its row under this key
+        value = pl.col(column)
         mismatched = (
             frame.lazy()
-            .filter(pl.col(column).cast(pl.String) != key)
+            .filter(value.is_null() | (value.cast(pl.String) != key))
             .select(pl.len())
             .collect()
             .item()
         )
         if mismatched:
             raise SchemaError(
-                f"{where}: column {column!r} is the partition column but holds values other than {key!r}",
+                f"{where}: column {column!r} is the partition column but holds nulls or values "
+                f"other than {key!r}",
                 hint="drop it, or give the partitions another column name (column='...')",
             )
         frame = frame.drop(column)
