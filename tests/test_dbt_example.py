@@ -7,7 +7,6 @@ for it in both — where lakeflow holds that one day and dbt skips the whole mar
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -35,52 +34,49 @@ def january(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(january, tmp_path_factory):
     work = tmp_path_factory.mktemp("dbt")
-    before = _files(ROOT)
+    before = _writable()
     built = dbt_build(FLIGHTS_DBT, export_sources(january, work / "sources"), work / "run")
-    assert _files(ROOT) == before  # dbt wrote nothing into the repository
+    assert _writable() == before  # dbt wrote nothing into the repository
     return built
 
 
-def _files(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `folder` (but git's and the virtual environment's) with its size and
-    modification time."""
+def _writable() -> dict[str, tuple[int, int] | None]:
+    """What running dbt or loading the example could write in the repository: every file under
+    pipelines/ (the project and its pipeline module), with its size and modification time, and
+    the names at the top (dbt's logs/ and target/, DuckDB's .tmp/ would land in the working
+    folder). The rest is left out: an edit made elsewhere while the tests run is not theirs."""
+    files = [p for p in (ROOT / "pipelines").rglob("*") if p.is_file()]
     return {
-        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
-        for path in folder.rglob("*")
-        if path.is_file() and path.relative_to(folder).parts[0] not in (".git", ".venv")
+        **{str(p.relative_to(ROOT)): None for p in ROOT.iterdir()},
+        **{str(p.relative_to(ROOT)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files},
     }
-
-
-def _git_status() -> str:
-    return subprocess.run(
-        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
 
 
 def test_loading_the_example_writes_its_compile_cache_and_nothing_else(tmp_path):
     """Importing pipelines/flights_dbt.py compiles the dbt project when its cache is not valid
     (a new DBT_ variable makes it so): the one thing written is that cache, in the project's
     target/lakeflow/ that git ignores."""
-    before, status = _files(ROOT), _git_status()
+    status = ["git", "status", "--porcelain", "--", "pipelines"]
+    tracked = subprocess.run(status, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    before = _writable()
     environment = {**os.environ, "DBT_LAKEFLOW_TEST_RUN": tmp_path.name, "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
     code = "import sys, pipelines.flights_dbt; print('dbt' in sys.modules)"
     run = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True
     )
-    after = _files(ROOT)
+    after = _writable()
     written = sorted(
-        name for name in after.keys() | before.keys() if after.get(name) != before.get(name)
+        name for name in after.keys() | before.keys() if after.get(name, 0) != before.get(name, 0)
     )
+    cache = "pipelines/flights_dbt/target/lakeflow/"
     try:
         assert run.stdout.split() == ["True"], run.stderr  # it compiled, with dbt
-        assert written and all(
-            n.startswith("pipelines/flights_dbt/target/lakeflow/") for n in written
-        )
-        assert _git_status() == status
+        assert written and all(name.startswith(cache) for name in written), written
+        assert subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout == tracked
     finally:
         for name in written:
             if name not in before:
-                (ROOT / name).unlink(missing_ok=True)
+                (ROOT / name).unlink()
 
 
 def test_every_model_builds_and_every_test_passes(reference):

@@ -150,7 +150,7 @@ class _Mapper:
         self.compiled = compiled
         self.nodes = compiled.nodes
         self.source_names = self._source_names()
-        self.partitioning: dict[str, Partitions | None] = {}  # model -> its final partitions
+        self._partitioning: dict[str, Partitions | None] = {}  # model -> its final partitions
         self._ancestors: dict[str, frozenset[str]] = {}
         self._columns: dict[str, list[str] | None] = {}
 
@@ -281,7 +281,7 @@ class _Mapper:
             f"which are not selected models of {self.project}",
         )  # fmt: skip
         for uid, name in names.items():
-            self.partitioning[uid] = self._partitions_of(uid, settings[name], overrides.get(name))
+            self._partitioning[uid] = self._partitions_of(uid, settings[name], overrides.get(name))
         checks: dict[str, list[Any]] = {}
         for uid, owner in tests.items():
             checks.setdefault(owner, []).append(self._check(uid, owner))
@@ -306,7 +306,7 @@ class _Mapper:
         return partitions
 
     def _is_partitioned(self, uid: str) -> bool:
-        partitions = self.partitioning[uid]
+        partitions = self._partitioning[uid]
         return partitions is not None and partitions.is_partitioned
 
     def _check_model(self, uid: str) -> None:
@@ -332,7 +332,7 @@ class _Mapper:
             relations=self.relations(self.parents(uid, self.where(uid))),
             jinja=False,
         )
-        settings["partitions"] = self.partitioning[uid]
+        settings["partitions"] = self._partitioning[uid]
         settings.setdefault("group", self.compiled.name)
         settings.setdefault("description", node["description"] or None)
         settings["checks"] = [*checks, *settings.get("checks", ())]
@@ -474,7 +474,7 @@ class _Mapper:
         if self._columns[owner] is None:
             return column
         columns = list(self._columns[owner] or ())
-        partitions = self.partitioning[owner]
+        partitions = self._partitioning[owner]
         known = {name.lower() for name in columns}
         if partitions is not None and partitions.column and partitions.column.lower() not in known:
             columns.append(partitions.column)  # lakeflow adds it to the output
