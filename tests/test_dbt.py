@@ -386,10 +386,11 @@ def test_the_cache_holds_while_what_dbt_reads_is_unchanged(
     (project / "README.md").write_text("notes\n")
     edit_project(project, {"logs/dbt.log": "a run\n", "target/run_results.json": "{}"})
     assert (versions(), compiles) == (before, [])
-    # a model folder outside the project, named by dbt_project.yml
+    # a model folder outside the project, named by dbt_project.yml (through an env var)
     shared = tmp_path / "shared"
     edit_project(shared, {"totals.sql": "select count(*) as n from {{ ref('dim_customers') }}\n"})
-    edit_project(project, {"dbt_project.yml": PROJECT["dbt_project.yml"] + "model-paths: [models, ../shared]\n"})  # fmt: skip
+    monkeypatch.setenv("SHOP_SHARED_MODELS", "../shared")
+    edit_project(project, {"dbt_project.yml": PROJECT["dbt_project.yml"] + "model-paths: [models, \"{{ env_var('SHOP_SHARED_MODELS') }}\"]\n"})  # fmt: skip
     first = versions()
     edit_project(shared, {"totals.sql": "select count(*) as m from {{ ref('dim_customers') }}\n"})
     assert moved(first, versions()) == {"totals"} and len(compiles) == 2

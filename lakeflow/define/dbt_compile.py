@@ -206,12 +206,12 @@ def _read_files(
         if (project / name).is_file():
             yield project / name
     for setting, default in _FOLDER_SETTINGS.items():
-        folders = config.get(setting, default)
+        folders = config.get(setting) or default  # dbt reads an empty setting as its default
         for folder in folders if isinstance(folders, list) else [folders]:
             yield from _walk(project / _rendered(folder, variables))
     if not root:
         return
-    packages = project / _rendered(config.get("packages-install-path", "dbt_packages"), variables)
+    packages = project / _rendered(config.get("packages-install-path") or "dbt_packages", variables)
     if packages.is_dir():
         for package in sorted(packages.iterdir()):
             if (package / "dbt_project.yml").is_file():
