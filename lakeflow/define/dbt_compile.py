@@ -63,10 +63,9 @@ _ENV_VAR = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
 # dispatches to (`default__test_unique`, `duckdb__test_unique`)
 _TEST_MACRO = re.compile(r"(?:\w+__)?test_(\w+)")
 # what dbt says when a macro queries the database while compiling: lakeflow compiles with
-# --no-introspect, so there is no connection to query
-_INTROSPECTION = re.compile(
-    r"in (\w+) (\S+) \(([^)]*)\)\s+Connection Error: Connection already closed"
-)
+# --no-introspect, so any query finds no connection ("Connection already closed!" in a fresh
+# process, "connection never acquired for thread" after an earlier dbt command in it)
+_INTROSPECTION = re.compile(r"in (\w+) (\S+) \(([^)]*)\)\s+[^\n]*\b[Cc]onnection\b")
 # the profile used when the project brings none: compiling needs only the adapter's dialect,
 # and DuckDB's is the one lakeflow runs
 _BUILTIN_PROFILE = """\
