@@ -159,3 +159,30 @@ def test_references_make_the_other_asset_a_dependency():
     assert "airlines" in flights.inputs and "airlines" not in flights.data_inputs
     assert [c.scope for c in flights.checks] == ["unit"]
     assert lf.unique("id", scope="table").scope == "table"
+
+
+def test_unique_may_set_rows_with_a_null_aside_as_sql_does():
+    frame = pl.LazyFrame({"code": ["a", None, None, "b"], "part": [1, 1, None, None]})
+    counted = run(lf.unique("code"), frame=frame)["unique(code)"]
+    assert (counted.status, counted.failing) == ("failed", 1)  # by default a null is a value
+    assert run(lf.unique("code", ignore_nulls=True), frame=frame)["unique(code)"].status == "passed"
+    # a null in any of the columns sets its row aside; the rest must still be unique
+    both = run(lf.unique("code", "part", ignore_nulls=True), frame=frame.with_columns(part=1))
+    assert both["unique(code, part)"].status == "passed"
+    repeated = pl.LazyFrame({"code": ["a", "a", None, None]})
+    kept = run(lf.unique("code", ignore_nulls=True), frame=repeated)["unique(code)"]
+    assert (kept.failing, kept.rows, kept.examples) == (1, 2, ({"code": "a", "copies": 2},))
+
+
+def test_in_set_compares_values_as_the_column_type():
+    results = run(
+        lf.in_set("id", ["1", "2", "3", "4"]),  # quoted numbers, as a YAML list often has them
+        lf.in_set("carrier", [1, 2]),
+        lf.in_set("day", ["2013-01-01", "2013-01-02"]),
+    )
+    assert results["in_set(id)"].failing == 2  # 6 and 7
+    assert results["in_set(carrier)"].failing == 6  # every carrier but the null one
+    assert results["in_set(day)"].failing == 3
+    bad = run(lf.in_set("id", ["1", "x"]))["in_set(id)"]
+    assert bad.status == "error" and bad.blocking
+    assert "in_set(id): value 'x' is not a Int64, the type of column 'id'" in bad.message

@@ -4,13 +4,17 @@ from the same inputs: every row of every model equal, every test passing in both
 agreeing with the Python pipeline's, and the planted weather day failing exactly the test written
 for it in both — where lakeflow holds that one day and dbt skips the whole mart."""
 
+import os
+import subprocess
+import sys
+
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 import lakeflow as lf
 from pipelines import flights, flights_dbt
-from tests.dbt_reference import FLIGHTS_DBT, dbt_build, export_sources
+from tests.dbt_reference import FLIGHTS_DBT, ROOT, dbt_build, export_sources
 
 MODELS = {"stg_flights", "stg_weather", "daily_carrier_delays", "carrier_summary"}
 
@@ -30,14 +34,49 @@ def january(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(january, tmp_path_factory):
     work = tmp_path_factory.mktemp("dbt")
-    project_files = _files(FLIGHTS_DBT)
+    before = _writable()
     built = dbt_build(FLIGHTS_DBT, export_sources(january, work / "sources"), work / "run")
-    assert _files(FLIGHTS_DBT) == project_files  # dbt wrote nothing into the repository
+    assert _writable() == before  # dbt wrote nothing into the repository
     return built
 
 
-def _files(folder):
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+def _writable() -> dict[str, tuple[int, int] | None]:
+    """What running dbt or loading the example could write in the repository: every file under
+    pipelines/ (the project and its pipeline module), with its size and modification time, and
+    the names at the top (dbt's logs/ and target/, DuckDB's .tmp/ would land in the working
+    folder). The rest is left out: an edit made elsewhere while the tests run is not theirs."""
+    files = [p for p in (ROOT / "pipelines").rglob("*") if p.is_file()]
+    return {
+        **{str(p.relative_to(ROOT)): None for p in ROOT.iterdir()},
+        **{str(p.relative_to(ROOT)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files},
+    }
+
+
+def test_loading_the_example_writes_its_compile_cache_and_nothing_else(tmp_path):
+    """Importing pipelines/flights_dbt.py compiles the dbt project when its cache is not valid
+    (a new DBT_ variable makes it so): the one thing written is that cache, in the project's
+    target/lakeflow/ that git ignores."""
+    status = ["git", "status", "--porcelain", "--", "pipelines"]
+    tracked = subprocess.run(status, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    before = _writable()
+    environment = {**os.environ, "DBT_LAKEFLOW_TEST_RUN": tmp_path.name, "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    code = "import sys, pipelines.flights_dbt; print('dbt' in sys.modules)"
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+    after = _writable()
+    written = sorted(
+        name for name in after.keys() | before.keys() if after.get(name, 0) != before.get(name, 0)
+    )
+    cache = "pipelines/flights_dbt/target/lakeflow/"
+    try:
+        assert run.stdout.split() == ["True"], run.stderr  # it compiled, with dbt
+        assert written and all(name.startswith(cache) for name in written), written
+        assert subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout == tracked
+    finally:
+        for name in written:
+            if name not in before:
+                (ROOT / name).unlink()
 
 
 def test_every_model_builds_and_every_test_passes(reference):
@@ -92,14 +131,14 @@ def _dbt_checks(lake):
 
 def test_lakeflow_builds_every_row_dbt_builds(january, reference):
     for model in sorted(MODELS):
-        dbt = reference.tables[model]  # DuckDB calls the lake's UTC zone Etc/UTC
+        dbt = reference.tables[
+            model
+        ]  # DuckDB calls the lake's UTC zone Etc/UTC: the one difference
         dbt = dbt.with_columns(pl.col(pl.Datetime(time_zone="Etc/UTC")).dt.convert_time_zone("UTC"))
         ours = pl.read_delta(f"{january}/{model}").select(dbt.columns)
         assert ours.height == dbt.height > 0, model
         exact = [c for c, t in dbt.schema.items() if not t.is_float()]  # row order: exact columns
-        assert_frame_equal(
-            ours.sort(exact), dbt.sort(exact), check_dtypes=False, rel_tol=1e-9
-        )  # sums may add in another order
+        assert_frame_equal(ours.sort(exact), dbt.sort(exact), rel_tol=1e-9)  # sums: any order
 
 
 def test_lakeflow_runs_every_dbt_test_and_agrees_with_dbt(january, reference):

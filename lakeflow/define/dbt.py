@@ -4,21 +4,26 @@
     pipeline = lf.Pipeline([orders, *assets, report], lake="./lake")
 
 dbt compiles the project (its Jinja, macros, vars; `dbt_compile.py`), and each model becomes a
-SQL asset (`define/sql.py`) named after the model, whose SQL is the compiled SQL with the relation
-names of the model's parents (models and sources, seen through ephemeral models, which dbt
-inlines) standing for those upstream assets. Its code version is the hash of that SQL, so an
-edit to a model, or to a macro or var it uses, makes that model's partitions stale and no other's.
+SQL asset (`define/sql.py`) named after the model (a versioned model: each version after its
+relation, `dim_v2`), whose SQL is the compiled SQL with the relation names of the model's parents
+(models and sources, seen through ephemeral models, which dbt inlines) standing for those
+upstream assets. Its code version is the hash of that SQL, so an edit to a model, or to a macro or
+var it uses, makes that model's partitions stale and no other's.
 
 Partitions come from the model's meta, `meta: {lakeflow: {partitions: daily, start: ...,
-end: ..., column: ...}}` (or `static: [keys]`); without them a model is one partition, rebuilt
-whole. An incremental model is expected to carry them: dbt compiles it in its full-refresh form
-and lakeflow runs that SQL per partition over exactly the partition's mapped inputs, which is
-what makes it incremental; without them it is rebuilt whole like a table.
+end: ..., column: ...}}` (or `static: [keys]`), else from `partitions=` or `overrides=`; without
+them a model is one partition, rebuilt whole. An incremental model is expected to carry them: dbt
+compiles it in its full-refresh form and lakeflow runs that SQL per partition over exactly the
+partition's mapped inputs, which is what makes it incremental; without them it is rebuilt whole.
 
-Tests become checks run before publish: `not_null`, `unique`, `accepted_values` and
-`relationships` are lakeflow's own checks, any other test (singular ones, packages' generic ones,
-or one configured with `where`, `limit`, `fail_calc`, `warn_if` or `error_if`) runs its compiled
-SQL in DuckDB over the unit's staged output (`DbtTest`).
+Tests become checks run before publish, each judged as dbt judges it, on the whole table:
+`not_null`, `accepted_values` and `relationships` test rows, so lakeflow's own row checks run
+them on each unit; `unique` (nulls aside, as dbt's) is a table check on a partitioned model. Any
+other test (singular ones, packages' generic ones, one configured with `where`, `limit`,
+`fail_calc`, `warn_if` or `error_if`, or one of dbt's four that the project's macros replace)
+runs its compiled SQL in DuckDB (`DbtTest`), on a partitioned model over the table as each commit
+would leave it, since its thresholds count the table's rows; `meta: {lakeflow: {scope: unit}}`
+runs it on each unit's output instead.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ from lakeflow.define.checks import EXAMPLES, CheckEnv, CheckResult, Scope, Sever
 from lakeflow.define.dbt_compile import CompiledProject, compile_project
 from lakeflow.define.native_checks import in_set, not_null, references, unique
 from lakeflow.define.partitions import Partitions, StaticPartitions
-from lakeflow.define.sql import SqlModel, connect, sql_model
-from lakeflow.define.time_windows import DailyPartitions, HourlyPartitions, MonthlyPartitions
+from lakeflow.define.sql import SqlModel, connect, per_asset, sql_model, views
+from lakeflow.define.time_windows import WINDOWS
 from lakeflow.errors import DefinitionError
 
 __all__ = ["DbtTest", "dbt_project"]
@@ -48,7 +53,6 @@ __all__ = ["DbtTest", "dbt_project"]
 log = logging.getLogger("lakeflow.dbt")
 
 MATERIALIZATIONS = ("table", "view", "incremental", "ephemeral")
-_WINDOWS = {"daily": DailyPartitions, "hourly": HourlyPartitions, "monthly": MonthlyPartitions}
 _META_KEYS = {
     "model": {"partitions", "static", "column", "start", "end"},
     "source": {"partitions", "static", "column", "start", "end", "asset", "url"},
@@ -80,10 +84,12 @@ def dbt_project(
       one reads are upstream assets the pipeline must supply.
     - declare_sources: declare each source table read as `lf.source(name)` (named by its
       table, or its `meta.lakeflow.asset`); False when other assets of the pipeline write them.
-    - overrides: per model, keywords that replace the shared ones (`{"orders": {"retry": 3}}`).
+    - overrides: per model (by its asset's name), keywords that replace the shared ones
+      (`{"orders": {"retry": 3}}`).
     - the other keywords are `lf.asset`'s, given to every model (`resources=`, `retry=`,
       `group=` (default: the project's name), `automation=`, ...); a model's meta partitions
-      win over `partitions=`, and `checks=` adds to its tests.
+      win over `partitions=` (an override of them too is refused), and `checks=` adds to its
+      tests.
     """
     project = Path(project_dir).resolve()
     compiled = compile_project(
@@ -110,15 +116,12 @@ class DbtTest:
 
     def run(self, frame: pl.LazyFrame, env: CheckEnv) -> CheckResult:
         started = time.perf_counter()
-        con = connect(threads=1)
-        try:
-            output = frame.collect().to_arrow()
-            con.register(self.model, output)
-            for name in self.needs:
-                upstream = env.inputs.get(name)
-                if upstream is None:
-                    raise DefinitionError(f"the table of {name} was not given to the check")
-                con.register(name, upstream.collect().to_arrow())
+        output = frame.collect().to_arrow()
+        missing = [name for name in self.needs if name not in env.inputs]
+        if missing:
+            raise DefinitionError(f"the table of {missing[0]} was not given to the check")
+        tables = {self.model: output, **{name: env.inputs[name] for name in self.needs}}
+        with views(tables, threads=1) as con:
             row = self.measure.run(con, env.partition).to_pylist()[0]
             failures = int(row["failures"] or 0)
             if self.severity == "error" and row["should_error"]:
@@ -131,8 +134,6 @@ class DbtTest:
                     seconds=time.perf_counter() - started, scope=self.scope,
                 )  # fmt: skip
             examples = tuple(self.failing_rows.run(con, env.partition).to_pylist())
-        finally:
-            con.close()
         condition = self.conditions[severity == "error"]
         return CheckResult(
             self.name, severity, "failed", failures, output.num_rows, examples,
@@ -149,6 +150,7 @@ class _Mapper:
         self.compiled = compiled
         self.nodes = compiled.nodes
         self.source_names = self._source_names()
+        self._partitioning: dict[str, Partitions | None] = {}  # model -> its final partitions
         self._ancestors: dict[str, frozenset[str]] = {}
         self._columns: dict[str, list[str] | None] = {}
 
@@ -160,28 +162,39 @@ class _Mapper:
             for uid, table in self.compiled.sources.items()
         }
 
-    def _distinct_sources(self, read: set[str]) -> None:
-        """Two source tables the models read must not stand for one asset."""
+    def _distinct(self, uids: Iterable[str]) -> None:
+        """No two of these tables (models of any package, sources) may stand for one asset."""
         seen: dict[str, str] = {}
-        for uid in sorted(read & set(self.source_names)):
-            name = self.source_names[uid]
+        for uid in sorted(uids, key=lambda u: (not self._in_project(u), u)):
+            name = self.asset_name(uid)
             if name in seen:
                 raise DefinitionError(
-                    f"{seen[name]} and {self.where(uid)} would both be asset {name!r}",
-                    hint="give one another name with meta: {lakeflow: {asset: ...}}",
+                    f"{self.where(seen[name])} and {self.where(uid)} would both be asset {name!r}",
+                    hint="a source takes another name with meta: {lakeflow: {asset: ...}}; "
+                    "a model can be left out with select=",
                 )
-            seen[name] = self.where(uid)
+            seen[name] = uid
+
+    def _in_project(self, uid: str) -> bool:
+        """A node of the project itself (not of an installed package)."""
+        return self.nodes.get(uid, {}).get("package") in (None, self.compiled.name)
 
     def where(self, uid: str) -> str:
-        """A node as an error message names it: kind, name and file."""
+        """A node as an error message names it: kind, name (and version) and file."""
         node = self.nodes.get(uid)
         if node is None:
             table = self.compiled.sources[uid]
             return f"source {table['source']}.{table['name']} ({table['path']})"
-        return f"{node['type']} {node['name']} ({node['path']})"
+        version = f" v{node['version']}" if node["version"] is not None else ""
+        package = "" if self._in_project(uid) else f"package {node['package']}: "
+        return f"{node['type']} {node['name']}{version} ({package}{node['path']})"
 
     def origin(self, uid: str) -> str:
-        return str(self.project / self.nodes[uid]["path"])
+        """The file of a node, for messages about its SQL."""
+        node = self.nodes[uid]
+        if self._in_project(uid):
+            return str(self.project / node["path"])
+        return f"{node['path']} of dbt package {node['package']}"
 
     def is_model(self, uid: str) -> bool:
         node = self.nodes.get(uid)
@@ -194,7 +207,12 @@ class _Mapper:
         return self.is_model(uid) and self.nodes[uid]["materialized"] != "ephemeral"
 
     def asset_name(self, uid: str) -> str:
-        return self.source_names.get(uid) or self.nodes[uid]["name"]
+        """A source's asset, or a model's: its name, or for a version of a versioned model, its
+        relation's (`dim_v1`), as each version is a table of its own."""
+        if uid in self.source_names:
+            return self.source_names[uid]
+        node = self.nodes[uid]
+        return node["alias"] if node["version"] is not None else node["name"]
 
     # -- lineage -------------------------------------------------------------------------------
     def parents(self, uid: str, who: str) -> list[str]:
@@ -254,26 +272,42 @@ class _Mapper:
                 )
             if node["type"] == "model":
                 self._check_model(uid)
-        names = {self.nodes[uid]["name"]: uid for uid in models}
-        unknown = sorted(set(overrides) - set(names))
-        if unknown:
-            raise DefinitionError(
-                f"dbt_project: overrides name {', '.join(unknown)}, which are not selected "
-                f"models of {self.project}"
-            )
         tests = self._tests(set(models))
+        read = {p for uid in [*models, *tests] for p in self.parents(uid, self.where(uid))}
+        self._distinct([*models, *(read & set(self.source_names))])
+        names = {uid: self.asset_name(uid) for uid in models}
+        settings = per_asset(
+            "dbt_project", names.values(), options, overrides,
+            f"which are not selected models of {self.project}",
+        )  # fmt: skip
+        for uid, name in names.items():
+            self._partitioning[uid] = self._partitions_of(uid, settings[name], overrides.get(name))
         checks: dict[str, list[Any]] = {}
         for uid, owner in tests.items():
             checks.setdefault(owner, []).append(self._check(uid, owner))
-        out = [
-            self._model(uid, checks.get(uid, []), {**options, **overrides.get(name, {})})
-            for name, uid in names.items()
-        ]
-        read = {p for uid in [*models, *tests] for p in self.parents(uid, self.where(uid))}
-        self._distinct_sources(read)
+        out = [self._model(uid, checks.get(uid, []), settings[name]) for uid, name in names.items()]
         if declare_sources:
             out[:0] = [self._source(uid) for uid in self.compiled.sources if uid in read]
         return out
+
+    def _partitions_of(
+        self, uid: str, settings: Mapping[str, Any], override: Mapping[str, Any] | None
+    ) -> Partitions | None:
+        """A model's partitions: its meta's, else the keywords' (`partitions=`, `overrides=`)."""
+        who = self.where(uid)
+        partitions = _partitions(self.nodes[uid]["meta"], who, "model")
+        if partitions is None:
+            return settings.get("partitions")
+        if "partitions" in (override or {}):
+            raise DefinitionError(
+                f"{who}: partitions both in meta.lakeflow and in overrides=",
+                hint="keep one of them",
+            )
+        return partitions
+
+    def _is_partitioned(self, uid: str) -> bool:
+        partitions = self._partitioning[uid]
+        return partitions is not None and partitions.is_partitioned
 
     def _check_model(self, uid: str) -> None:
         node = self.nodes[uid]
@@ -290,21 +324,19 @@ class _Mapper:
 
     def _model(self, uid: str, checks: list[Any], settings: dict[str, Any]) -> AssetDef:
         node = self.nodes[uid]
-        who = self.where(uid)
-        partitions = _partitions(node["meta"], who, "model")
-        if partitions is not None:
-            settings["partitions"] = partitions
+        name = self.asset_name(uid)
         model = sql_model(
-            node["name"],
+            name,
             node["sql"],
             origin=self.origin(uid),
-            relations=self.relations(self.parents(uid, who)),
+            relations=self.relations(self.parents(uid, self.where(uid))),
             jinja=False,
         )
+        settings["partitions"] = self._partitioning[uid]
         settings.setdefault("group", self.compiled.name)
         settings.setdefault("description", node["description"] or None)
         settings["checks"] = [*checks, *settings.get("checks", ())]
-        return define_asset(node["name"], model, sql=model, **settings)
+        return define_asset(name, model, sql=model, **settings)
 
     def _source(self, uid: str) -> AssetDef:
         table = self.compiled.sources[uid]
@@ -356,8 +388,7 @@ class _Mapper:
         severity = str(config.get("severity") or "error").lower()
         if severity not in ("error", "warn"):
             raise DefinitionError(f"{who}: severity {config['severity']!r} is not error or warn")
-        partitioned = _partitions(self.nodes[owner]["meta"], self.where(owner), "model")
-        native = self._native(uid, owner, severity, partitioned is not None)
+        native = self._native(uid, owner, severity)
         if native is not None:
             return native
         parents = self.parents(uid, who)
@@ -372,8 +403,10 @@ class _Mapper:
             f"from (\n{sql}{limit}\n) dbt_internal_test"
         )
         origin = f"{self.origin(uid)} (dbt {who})"
-        model = self.nodes[owner]["name"]
-        scope = test["meta"].get("scope", "unit")
+        model = self.asset_name(owner)
+        # dbt's thresholds count the test's rows over the table: on a partitioned model, a unit's
+        # rows alone could pass a test the table fails (two lost a day, error_if '>5')
+        scope = test["meta"].get("scope", "table" if self._is_partitioned(owner) else "unit")
         if scope not in ("unit", "table"):
             raise DefinitionError(f"{who}: meta.lakeflow.scope must be 'unit' or 'table'")
         return DbtTest(
@@ -393,13 +426,15 @@ class _Mapper:
             needs=tuple(n for n in relations.values() if n != model),
         )
 
-    def _native(self, uid: str, owner: str, severity: str, partitioned: bool) -> Any:
-        """dbt's built-in test as lakeflow's own check, when it is configured as dbt's default
-        (no where, limit, fail_calc, warn_if or error_if) on a plain column; else None.
+    def _native(self, uid: str, owner: str, severity: str) -> Any:
+        """dbt's built-in test as lakeflow's own check, when it is dbt's own (no macro of the
+        project replaces it) configured as dbt's default (no where, limit, fail_calc, warn_if or
+        error_if) on a plain column; else None.
 
         not_null, accepted_values and relationships test each row, so running them on each
         unit's output is running them on the table. unique is about the whole table: on a
-        partitioned model it is a table check, run on the version each commit would make.
+        partitioned model it is a table check, run on the version each commit would make; and
+        like dbt's (`where column is not null`) it sets nulls aside.
         """
         test = self.nodes[uid]
         config = test["config"]
@@ -407,7 +442,7 @@ class _Mapper:
             config.get(k) in (None, v) for k, v in _DEFAULT_TEST_CONFIG.items()
         ) and config.get("where") is None and config.get("limit") is None  # fmt: skip
         column = test["column"]
-        kind = test["test"] if test["namespace"] in (None, "dbt") else None
+        kind = test["test"] if test["builtin"] else None
         if kind not in _NATIVE or not default or not column or not _COLUMN.match(column):
             return None
         if test["meta"].get("scope"):
@@ -418,8 +453,8 @@ class _Mapper:
         if kind == "not_null":
             return not_null(column, severity=severity, name=name)
         if kind == "unique":
-            scope: Scope = "table" if partitioned else "unit"
-            return unique(column, scope=scope, severity=severity, name=name)
+            scope: Scope = "table" if self._is_partitioned(owner) else "unit"
+            return unique(column, scope=scope, ignore_nulls=True, severity=severity, name=name)
         if kind == "accepted_values":
             if not kwargs.get("quote", True):
                 return None
@@ -439,7 +474,7 @@ class _Mapper:
         if self._columns[owner] is None:
             return column
         columns = list(self._columns[owner] or ())
-        partitions = _partitions(node["meta"], self.where(owner), "model")
+        partitions = self._partitioning[owner]
         known = {name.lower() for name in columns}
         if partitions is not None and partitions.column and partitions.column.lower() not in known:
             columns.append(partitions.column)  # lakeflow adds it to the output
@@ -447,7 +482,7 @@ class _Mapper:
             if name.lower() == column.lower():
                 return name
         raise DefinitionError(
-            f"{who}: column {column!r} is not a column of model {node['name']} "
+            f"{who}: column {column!r} is not a column of model {self.asset_name(owner)} "
             f"(its columns: {', '.join(columns)})"
         )
 
@@ -480,11 +515,11 @@ def _partitions(meta: Mapping[str, Any], who: str, kind: str) -> Partitions | No
                     hint="add partitions: daily, hourly or monthly",
                 )
         return None
-    window = _WINDOWS.get(str(meta["partitions"]))
+    window = WINDOWS.get(str(meta["partitions"]))
     if window is None:
         raise DefinitionError(
             f"{who}: meta.lakeflow.partitions {meta['partitions']!r} is not one of "
-            f"{', '.join(_WINDOWS)}",
+            f"{', '.join(WINDOWS)}",
             hint="or static: [keys]",
         )
     if not meta.get("start"):

@@ -9,11 +9,19 @@ target and log output in a temporary folder and its console silent.
 
 A pipeline file that declares a dbt project runs on every CLI command, and compiling costs
 seconds (importing dbt alone is about two). So the result is kept in
-`<project>/target/lakeflow/`, one file per (profile, target, vars, selection), valid while a hash
-of the project's files (dbt_packages included), of those settings and of the environment
-variables the project reads (`env_var('NAME')`, and every `DBT_*` variable) is unchanged and the
-installed dbt is the one that compiled it. A valid cache is read without importing dbt, so a
-machine without dbt can load a project compiled elsewhere.
+`<project>/target/lakeflow/`, one file per (profile location, target, vars, selection), the
+newest `CACHE_FILES` of them. A file is valid while what dbt reads is unchanged: dbt_project.yml,
+the packages' and selectors' files, the folders dbt_project.yml names (models, macros, tests,
+seeds, snapshots, analyses, functions, docs; outside the project too), the installed packages
+(each by the same rule), the profile, the environment variables all of these read
+(`env_var('NAME')`, and every `DBT_*` variable) and the settings; and while the lakeflow and the
+dbt installed are the ones that wrote it. Nothing else under the project is read: a DuckDB file or
+notes beside dbt_project.yml, or what dbt wrote (target/, logs/), leave the cache valid.
+
+The profile may hold secrets, so the file's name comes from where the profile is, never from
+its text, and the digest that validates the file is salted (a random salt per file). A valid
+cache is read without importing dbt, so a machine without dbt can load a project compiled
+elsewhere.
 """
 
 from __future__ import annotations
@@ -23,20 +31,41 @@ import importlib.metadata
 import json
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lakeflow.errors import DefinitionError
 
 __all__ = ["CompiledProject", "compile_project"]
 
-CACHE_FORMAT = 1
-# top folders of a dbt project that hold what dbt wrote, not what it reads
-_OUTPUT_FOLDERS = frozenset({"target", "logs"})
+CACHE_FORMAT = 2  # the shape of `CompiledProject.to_json`: a new shape is a new number
+CACHE_FILES = 8  # cache files kept per project, the newest
+# the files of a project's root that dbt reads, beside the folders dbt_project.yml names
+_ROOT_FILES = (
+    "dbt_project.yml", "packages.yml", "dependencies.yml", "package-lock.yml", "selectors.yml",
+    ".dbtignore",
+)  # fmt: skip
+# dbt_project.yml's settings naming the folders dbt reads, each with dbt's default
+_FOLDER_SETTINGS = {
+    "model-paths": ["models"], "macro-paths": ["macros"], "test-paths": ["tests"],
+    "seed-paths": ["seeds"], "snapshot-paths": ["snapshots"], "analysis-paths": ["analyses"],
+    "function-paths": ["functions"], "docs-paths": [],
+    "source-paths": [], "data-paths": [],  # older names of model-paths and seed-paths
+}  # fmt: skip
 _ENV_VAR = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
+# a macro that replaces one of dbt's generic tests: `test_unique`, or what `test_unique`
+# dispatches to (`default__test_unique`, `duckdb__test_unique`)
+_TEST_MACRO = re.compile(r"(?:\w+__)?test_(\w+)")
+# what dbt says when a macro queries the database while compiling: lakeflow compiles with
+# --no-introspect, so any query finds no connection ("Connection already closed!" in a fresh
+# process, "connection never acquired for thread" after an earlier dbt command in it)
+_INTROSPECTION = re.compile(r"in (\w+) (\S+) \(([^)]*)\)\s+[^\n]*\b[Cc]onnection\b")
 # the profile used when the project brings none: compiling needs only the adapter's dialect,
 # and DuckDB's is the one lakeflow runs
 _BUILTIN_PROFILE = """\
@@ -48,7 +77,7 @@ lakeflow:
       path: ":memory:"
       threads: 1
 """
-_DBT_PACKAGES = ("dbt-core", "dbt-duckdb")
+_PACKAGES = ("lakeflow", "dbt-core", "dbt-duckdb")
 
 
 @dataclass(frozen=True)
@@ -97,21 +126,24 @@ def compile_project(
             hint="pass profiles_dir=, the folder of the profiles.yml that defines it",
         )
     selection = [select] if isinstance(select, str) else list(select or [])
-    settings = {
+    variables = dict(vars or {})
+    settings = {"target": target, "vars": variables, "select": selection}
+    where = str(profiles.resolve()) if profiles else None  # the profile's place, not its text
+    cache = (
+        project / "target" / "lakeflow" / f"{_digest({**settings, 'profiles': where})[:16]}.json"
+    )
+    profile = (profiles / "profiles.yml").read_text() if profiles else _BUILTIN_PROFILE
+    inputs = {
         "format": CACHE_FORMAT,
-        "profiles": (profiles / "profiles.yml").read_text() if profiles else _BUILTIN_PROFILE,
-        "target": target,
-        "vars": dict(vars or {}),
-        "select": selection,
+        **settings,
+        "profile": profile,
+        "project": _project_digest(project, profile, variables),
     }
-    settings_key = _digest(settings)
-    key = _digest([settings_key, _project_digest(project)])
-    cache = project / "target" / "lakeflow" / f"{settings_key[:16]}.json"
-    cached = _read_cache(cache, key)
+    cached = _read_cache(cache, inputs)
     if cached is not None:
         return cached
-    compiled = _run_dbt(project, profiles, target, settings["vars"], selection)
-    _write_cache(cache, key, compiled)
+    compiled = _run_dbt(project, profiles, target, variables, selection)
+    _write_cache(cache, inputs, compiled)
     return compiled
 
 
@@ -128,41 +160,95 @@ def _profiles_dir(given: str | Path | None) -> Path | None:
 
 
 # -- the cache -----------------------------------------------------------------------------------
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+def _digest(value: Any, salt: str = "") -> str:
+    text = salt + json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _project_files(project: Path) -> Iterator[Path]:
-    """The files dbt may read: everything under the project but its outputs (target/, logs/)
-    and hidden and __pycache__ folders."""
-    for folder, subfolders, files in os.walk(project):
-        top = Path(folder) == project
+def _project_config(project: Path) -> Mapping[str, Any]:
+    """dbt_project.yml's settings (none when it cannot be read: dbt will say why)."""
+    try:
+        config = yaml.safe_load((project / "dbt_project.yml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, Mapping) else {}
+
+
+def _rendered(setting: Any, variables: Mapping[str, Any]) -> str:
+    """A setting of dbt_project.yml as dbt reads it: `{{ env_var(...) }}` and `{{ var(...) }}`
+    rendered."""
+    text = str(setting)
+    if "{{" not in text:
+        return text
+    import jinja2  # only for a project whose paths are templates
+
+    def env_var(name: str, default: str = "") -> str:
+        return os.environ.get(name, default)
+
+    def var(name: str, default: Any = "") -> Any:
+        return variables.get(name, default)
+
+    try:
+        return jinja2.Environment().from_string(text).render(env_var=env_var, var=var)
+    except jinja2.TemplateError:
+        return text  # dbt will refuse it
+
+
+def _read_files(
+    project: Path, variables: Mapping[str, Any], *, root: bool = True
+) -> Iterator[Path]:
+    """The files dbt reads of a project: its root files, the files under the folders its
+    dbt_project.yml names (hidden and __pycache__ folders aside) and, for the root project, those
+    of each installed package, by the same rule."""
+    config = _project_config(project)
+    for name in _ROOT_FILES:
+        if (project / name).is_file():
+            yield project / name
+    for setting, default in _FOLDER_SETTINGS.items():
+        folders = config.get(setting) or default  # dbt reads an empty setting as its default
+        for folder in folders if isinstance(folders, list) else [folders]:
+            yield from _walk(project / _rendered(folder, variables))
+    if not root:
+        return
+    packages = project / _rendered(config.get("packages-install-path") or "dbt_packages", variables)
+    if packages.is_dir():
+        for package in sorted(packages.iterdir()):
+            if (package / "dbt_project.yml").is_file():
+                yield from _read_files(package, variables, root=False)
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for parent, subfolders, files in os.walk(folder, followlinks=True):  # a local package links
         subfolders[:] = sorted(
-            s
-            for s in subfolders
-            if not (top and s in _OUTPUT_FOLDERS) and not s.startswith(".") and s != "__pycache__"
+            s for s in subfolders if not s.startswith(".") and s != "__pycache__"
         )
         for name in sorted(files):
-            yield Path(folder, name)
+            yield Path(parent, name)
 
 
-def _project_digest(project: Path) -> str:
-    """A hash of the project's files and of the environment variables it reads."""
+def _project_digest(project: Path, profile: str, variables: Mapping[str, Any]) -> str:
+    """A hash of the files dbt reads (`_read_files`) and of the environment variables they and
+    the profile read."""
     digest = hashlib.sha256()
-    names: set[str] = set()
-    for path in _project_files(project):
+    names = set(_ENV_VAR.findall(profile))
+    seen: set[Path] = set()
+    for path in _read_files(project, variables):
+        if path.resolve() in seen:  # folders named twice (docs-paths) or overlapping
+            continue
+        seen.add(path.resolve())
         data = path.read_bytes()
-        digest.update(str(path.relative_to(project)).encode() + b"\0" + data + b"\0")
+        digest.update(os.path.relpath(path, project).encode() + b"\0" + data + b"\0")
         names.update(_ENV_VAR.findall(data.decode(errors="replace")))
     names.update(n for n in os.environ if n.startswith("DBT_"))
     digest.update(json.dumps({n: os.environ.get(n) for n in sorted(names)}).encode())
     return digest.hexdigest()
 
 
-def _dbt_versions() -> dict[str, str | None]:
-    """The installed dbt-core and dbt-duckdb versions (None: not installed), without importing."""
+def _versions() -> dict[str, str | None]:
+    """The installed lakeflow, dbt-core and dbt-duckdb versions (None: not installed), without
+    importing them."""
     versions: dict[str, str | None] = {}
-    for package in _DBT_PACKAGES:
+    for package in _PACKAGES:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -170,31 +256,52 @@ def _dbt_versions() -> dict[str, str | None]:
     return versions
 
 
-def _read_cache(path: Path, key: str) -> CompiledProject | None:
-    """The cached project if `path` holds one for `key`, compiled by the dbt installed here (any
-    dbt when none is installed); else None."""
+def _read_cache(path: Path, inputs: Mapping[str, Any]) -> CompiledProject | None:
+    """The cached project if `path` holds one compiled from `inputs`, written by this lakeflow
+    and the dbt installed here (any dbt when none is installed); else None."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        if data["key"] != _digest(inputs, data["salt"]):
+            return None
+        written, installed = data["versions"], _versions()
+        if written["lakeflow"] != installed["lakeflow"]:
+            return None
+        dbt = {k: v for k, v in installed.items() if k != "lakeflow"}
+        if any(dbt.values()) and any(written[k] != v for k, v in dbt.items()):
+            return None
+        return CompiledProject.from_json(data["project"])
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, or of another shape
         return None
-    if data.get("key") != key:
-        return None
-    installed = _dbt_versions()
-    if any(installed.values()) and data.get("dbt") != installed:
-        return None
-    return CompiledProject.from_json(data["project"])
 
 
-def _write_cache(path: Path, key: str, compiled: CompiledProject) -> None:
-    """Keep the result for the next load; a project folder we cannot write just is not cached."""
-    payload = json.dumps({"key": key, "dbt": _dbt_versions(), "project": compiled.to_json()})
+def _write_cache(path: Path, inputs: Mapping[str, Any], compiled: CompiledProject) -> None:
+    """Keep the result for the next load, and only the newest `CACHE_FILES` files; a project
+    folder we cannot write just is not cached."""
+    salt = secrets.token_hex(16)
+    payload = json.dumps({
+        "key": _digest(inputs, salt), "salt": salt, "versions": _versions(),
+        "project": compiled.to_json(),
+    })  # fmt: skip
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
         temporary.write_text(payload)
         os.replace(temporary, path)  # readers see the old file or the new one, never half
+        _prune(path.parent)
     except OSError:
         return
+
+
+def _prune(folder: Path) -> None:
+    """Remove all but the newest `CACHE_FILES` cache files (other vars, selections, targets)."""
+    dated = []
+    for path in folder.glob("*.json"):
+        try:
+            dated.append((path.stat().st_mtime_ns, path))
+        except OSError:  # another process pruned it
+            continue
+    for _, path in sorted(dated, reverse=True)[CACHE_FILES:]:
+        path.unlink(missing_ok=True)
 
 
 # -- running dbt ---------------------------------------------------------------------------------
@@ -232,6 +339,15 @@ def _run_dbt(
             args += ["--select", item]
         outcome = dbtRunner().invoke(args)
         if not outcome.success:
+            introspecting = _INTROSPECTION.search(str(outcome.exception or ""))
+            if introspecting:
+                kind, name, path = introspecting.groups()
+                raise DefinitionError(
+                    f"dbt project {project}: {kind} {name} ({path}) queries the database while "
+                    "dbt compiles it (run_query, adapter.get_columns_in_relation, ...): lakeflow "
+                    "compiles without a database, so introspective macros are not supported",
+                    hint="write out in the SQL what the query would have found (columns, values)",
+                )
             raise DefinitionError(f"dbt project {project}: {_failure(outcome)}")
         manifest = json.loads(Path(scratch, "target", "manifest.json").read_text())
     selected = tuple(result.node.unique_id for result in outcome.result.results)
@@ -267,13 +383,17 @@ def _meta(where: str, *metas: Mapping[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
-def _node(node: Mapping[str, Any]) -> dict[str, Any]:
-    """What lakeflow reads of a model, test, seed or snapshot."""
+def _node(node: Mapping[str, Any], replaced_tests: set[str]) -> dict[str, Any]:
+    """What lakeflow reads of a model, test, seed or snapshot. A test is `builtin` when it is one
+    of dbt's generic tests and no macro of the project or of a package replaces it."""
     config = node.get("config", {})
     test = node.get("test_metadata") or {}
     return {
         "type": node["resource_type"],
         "name": node["name"],
+        "package": node.get("package_name"),
+        "version": node.get("version"),
+        "alias": node.get("alias"),
         "path": node.get("original_file_path", ""),
         "language": node.get("language", "sql"),
         "materialized": config.get("materialized"),
@@ -283,7 +403,7 @@ def _node(node: Mapping[str, Any]) -> dict[str, Any]:
         "sql": node.get("compiled_code"),
         "parents": list(node.get("depends_on", {}).get("nodes", [])),
         "test": test.get("name"),
-        "namespace": test.get("namespace"),
+        "builtin": test.get("namespace") in (None, "dbt") and test.get("name") not in replaced_tests,
         "kwargs": {k: v for k, v in test.get("kwargs", {}).items() if k != "model"},
         "attached": node.get("attached_node"),
         "column": node.get("column_name"),
@@ -310,12 +430,25 @@ def _source(source: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _replaced_tests(manifest: Mapping[str, Any]) -> set[str]:
+    """The generic tests of dbt that a macro outside dbt and its adapter replaces (a root
+    project's `test_unique` or `default__test_unique` is what dbt runs for `unique`)."""
+    internal = {"dbt", f"dbt_{manifest['metadata'].get('adapter_type')}"}
+    return {
+        found.group(1)
+        for macro in manifest.get("macros", {}).values()
+        if macro.get("package_name") not in internal
+        and (found := _TEST_MACRO.fullmatch(macro.get("name", "")))
+    }
+
+
 def _distill(manifest: Mapping[str, Any], selected: tuple[str, ...]) -> CompiledProject:
     """The manifest as lakeflow maps it; dbt's unit tests (of a model's logic on fixed rows,
     not of its data) are left out."""
+    replaced = _replaced_tests(manifest)
     return CompiledProject(
         name=manifest["metadata"].get("project_name") or "dbt",
-        nodes={uid: _node(node) for uid, node in manifest["nodes"].items()},
+        nodes={uid: _node(node, replaced) for uid, node in manifest["nodes"].items()},
         sources={uid: _source(source) for uid, source in manifest["sources"].items()},
         selected=tuple(uid for uid in selected if uid in manifest["nodes"]),
     )

@@ -105,15 +105,35 @@ def between(
 def in_set(
     column: str, values: Iterable[Any], *, severity: str = "error", name: str | None = None
 ) -> RowCheck:
-    """Every non-null value of `column` is one of `values`."""
+    """Every non-null value of `column` is one of `values`, compared as the column's type: "1"
+    matches an integer 1 and "2013-01-05" a date, as SQL compares a quoted literal (a YAML list of
+    values, dbt's `accepted_values`, often quotes numbers)."""
     allowed = list(values)
+    label = name or f"in_set({column})"
+
+    def invalid(schema: pl.Schema) -> pl.Expr:
+        accepted = _as_type(allowed, schema[column], f"{label}: value {{!r}} is not a {{}}, the "
+                            f"type of column {column!r}")  # fmt: skip
+        return pl.col(column).is_not_null() & ~pl.col(column).is_in(accepted)
+
     return RowCheck(
-        name or f"in_set({column})",
+        label,
         _severity(severity),
         (column,),
-        lambda schema: pl.col(column).is_not_null() & ~pl.col(column).is_in(allowed),
+        invalid,
         f"rows with {column} not in {allowed[:5]}{'…' if len(allowed) > 5 else ''}",
     )
+
+
+def _as_type(values: list[Any], dtype: pl.DataType, refusal: str) -> pl.Series:
+    """`values` as a Series of `dtype`; one that is not of that type is a ValueError, `refusal`
+    formatted with the value and the type."""
+    series = pl.Series([_bound(v, dtype) for v in values], strict=False)
+    try:
+        return series.cast(dtype)
+    except pl.exceptions.PolarsError:
+        lost = series.cast(dtype, strict=False).is_null() & series.is_not_null()
+        raise ValueError(refusal.format(series.filter(lost)[0], dtype)) from None
 
 
 def matches(
@@ -137,15 +157,25 @@ def matches(
 
 
 def unique(
-    *columns: str, scope: Scope = "unit", severity: str = "error", name: str | None = None
+    *columns: str,
+    scope: Scope = "unit",
+    ignore_nulls: bool = False,
+    severity: str = "error",
+    name: str | None = None,
 ) -> FrameCheck:
     """No two rows share the values of `columns`: in the unit's output (scope="unit"), or in the
-    whole table as each commit would leave it, checked before the commit (scope="table")."""
+    whole table as each commit would leave it, checked before the commit (scope="table").
+
+    A null is a value like any other here, so two rows with a null id are duplicates: a key
+    column that repeats nulls is a defect worth a failure. `ignore_nulls=True` sets aside the
+    rows with a null in any of `columns`, as a SQL UNIQUE constraint and dbt's `unique` do."""
     if not columns:
         raise DefinitionError("unique needs at least one column")
     cols = list(columns)
 
     def measure(frame: pl.LazyFrame, env: CheckEnv) -> Measure:
+        if ignore_nulls:
+            frame = frame.drop_nulls(cols)
         counts = (
             frame.select(pl.len().alias("rows"), pl.struct(cols).n_unique().alias("distinct"))
             .collect()

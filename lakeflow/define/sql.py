@@ -36,7 +36,8 @@ import tempfile
 import threading
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, cached_property
@@ -669,14 +670,46 @@ def sql_assets(
                 f"sql_assets: two files define asset {path.stem!r}: {names[path.stem]} and {path}"
             )
         names[path.stem] = path
-    unknown = sorted(set(overrides or {}) - set(names))
-    if unknown:
-        raise DefinitionError(
-            f"sql_assets: overrides name {', '.join(unknown)}, which no .sql file under "
-            f"{str(root)!r} defines"
-        )
+    settings = per_asset(
+        "sql_assets", names, options, overrides, f"which no .sql file under {str(root)!r} defines"
+    )
     assets = []
     for name, path in names.items():
-        settings = {**options, **(overrides or {}).get(name, {})}
-        assets.append(sql_asset(name, path.read_text(), vars=vars, origin=str(path), **settings))
+        assets.append(
+            sql_asset(name, path.read_text(), vars=vars, origin=str(path), **settings[name])
+        )
     return assets
+
+
+@contextmanager
+def views(frames: Mapping[str, Any], *, threads: float | None = None) -> Iterator[Any]:
+    """A DuckDB connection (`connect`) on which each of `frames` (polars, lazy or not, or Arrow)
+    is a view named after its key; closed on leaving, with its views."""
+    import polars as pl
+
+    con = connect(threads=threads)
+    try:
+        for name, frame in frames.items():
+            if isinstance(frame, pl.LazyFrame):
+                frame = frame.collect()
+            con.register(name, frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame)
+        yield con
+    finally:
+        con.close()
+
+
+def per_asset(
+    caller: str,
+    names: Iterable[str],
+    options: Mapping[str, Any],
+    overrides: Mapping[str, Mapping[str, Any]] | None,
+    unknown: str,
+) -> dict[str, dict[str, Any]]:
+    """Each asset's keywords: the shared `options`, replaced by its entry of `overrides`. An
+    override naming none of `names` is refused (a typo would otherwise go unnoticed), saying
+    why with `unknown` ("which ... defines")."""
+    names = list(names)
+    strays = sorted(set(overrides or {}) - set(names))
+    if strays:
+        raise DefinitionError(f"{caller}: overrides name {', '.join(strays)}, {unknown}")
+    return {name: {**options, **(overrides or {}).get(name, {})} for name in names}

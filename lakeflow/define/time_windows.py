@@ -20,7 +20,13 @@ import numpy as np
 from lakeflow.define.partitions import Partition, Partitions, selects_all, split_spec, validate_key
 from lakeflow.errors import DefinitionError, PartitionError
 
-__all__ = ["DailyPartitions", "HourlyPartitions", "MonthlyPartitions", "TimeWindowPartitions"]
+__all__ = [
+    "WINDOWS",
+    "DailyPartitions",
+    "HourlyPartitions",
+    "MonthlyPartitions",
+    "TimeWindowPartitions",
+]
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,7 @@ class TimeWindowPartitions(Partitions):
     def describe(self) -> str:
         count = len(self)
         span = f"{self.key(0)}..{self.key(count - 1)}" if count else f"from {self.start} (none yet)"
-        name = {"h": "hourly", "D": "daily", "M": "monthly"}[self.unit]
+        name = {kind.unit: name for name, kind in WINDOWS.items()}[self.unit]
         return f"{name} {span} ({count})"
 
 
@@ -217,3 +223,11 @@ class MonthlyPartitions(TimeWindowPartitions):
 
     unit: ClassVar[str] = "M"
     column: str | None = "month"
+
+
+WINDOWS: dict[str, type[TimeWindowPartitions]] = {
+    "daily": DailyPartitions,
+    "hourly": HourlyPartitions,
+    "monthly": MonthlyPartitions,
+}
+"""The windows by name, as `describe` shows them and a dbt model's `meta.lakeflow` names them."""
