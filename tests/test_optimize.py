@@ -60,10 +60,10 @@ PIPELINE = lf.Pipeline([raw, daily])
 CLI_PIPELINE = "tests.test_optimize:PIPELINE"
 
 
-def publish_in_pieces(lake: str, keys: list[str], pieces: int = 4) -> int:
+def publish_in_pieces(lake: str, keys: list[str], pieces: int = 4, options=None) -> int:
     """Publish raw's partitions `keys` through lakeflow's group commit, each unit's rows in
     `pieces` files; returns the commit's version."""
-    where = Lake(lake)
+    where = Lake(lake, options or {})
     state = TableState.load(where, where.table_url("raw"), column="date")
     units = []
     for key in keys:
@@ -417,6 +417,24 @@ def test_policies_are_checked_where_they_are_declared():
         "delta.logRetentionDuration": "interval 30 days",
         "delta.deletedFileRetentionDuration": "interval 90 seconds",
     }  # fmt: skip
+
+
+def test_optimize_and_its_lease_on_s3(s3_lake):
+    url, options = s3_lake
+    publish_in_pieces(url, FIRST_DAYS, options=options)
+    where = Lake(url, options)
+    holder = Lease(where, "optimize-raw")
+    holder.acquire(wait=0)
+    with pytest.raises(LakeError, match="an optimize of raw is running elsewhere"):
+        lf.optimize(PIPELINE, lake=url, storage_options=options, wait=0)
+    holder.release()
+    done = lf.optimize(PIPELINE, lake=url, storage_options=options, zorder=["x"])
+    assert done.select("asset", "partitions", "files_before", "files_after").rows() == [
+        ("raw", 3, 12, 3)
+    ]
+    frame = pl.read_delta(f"{url}/raw", storage_options=options).sort(pl.all())
+    assert frame.equals(expected_raw(FIRST_DAYS).select(frame.columns))
+    assert lf.status(PIPELINE, lake=url, storage_options=options)["published"].to_list() == [3, 0]
 
 
 def _log_lines(kind: str, count: int, data_change: bool) -> list[dict]:
