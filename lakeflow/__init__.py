@@ -71,6 +71,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers; at run time they loa
         Unpartitioned,
     )
     from lakeflow.define.sql import sql_asset, sql_assets
+    from lakeflow.define.tables import Compaction, Retention
     from lakeflow.define.time_windows import DailyPartitions, HourlyPartitions, MonthlyPartitions
     from lakeflow.errors import (
         DefinitionError,
@@ -88,7 +89,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers; at run time they loa
     from lakeflow.lake import Lake
     from lakeflow.lake.events import read_events
     from lakeflow.loading import load_pipeline
-    from lakeflow.maintenance import vacuum
+    from lakeflow.maintenance import optimize, vacuum
     from lakeflow.pipeline import Pipeline
     from lakeflow.secrets import EnvVar, SecretError
     from lakeflow.serve.service import Service, Subscription, down, subscribe, up
@@ -100,6 +101,7 @@ __all__ = [
     "Check",
     "CheckEnv",
     "CheckResult",
+    "Compaction",
     "Context",
     "ControllerOptions",
     "DailyPartitions",
@@ -126,6 +128,7 @@ __all__ = [
     "RequestError",
     "Resources",
     "ResumeError",
+    "Retention",
     "RetryPolicy",
     "RunError",
     "RunHandle",
@@ -162,6 +165,7 @@ __all__ = [
     "not_null",
     "on_publish",
     "on_upstream_commit",
+    "optimize",
     "pipeline_factory",
     "previous",
     "read_events",
@@ -239,6 +243,8 @@ _HOMES: dict[str, str] = {
     "unique": "lakeflow.define.native_checks",
     "sql_asset": "lakeflow.define.sql",
     "sql_assets": "lakeflow.define.sql",
+    "Compaction": "lakeflow.define.tables",
+    "Retention": "lakeflow.define.tables",
     "FilePartitions": "lakeflow.define.partitions",
     "Partition": "lakeflow.define.partitions",
     "Partitions": "lakeflow.define.partitions",
@@ -261,6 +267,7 @@ _HOMES: dict[str, str] = {
     "Lake": "lakeflow.lake",
     "read_events": "lakeflow.lake.events",
     "load_pipeline": "lakeflow.loading",
+    "optimize": "lakeflow.maintenance",
     "vacuum": "lakeflow.maintenance",
     "Pipeline": "lakeflow.pipeline",
     "EnvVar": "lakeflow.secrets",

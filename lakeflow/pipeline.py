@@ -17,7 +17,8 @@ __all__ = ["Pipeline"]
 
 class Pipeline(graph.Pipeline):
     """A set of assets living in one lake. `timeout=` (seconds) applies to the units of every
-    asset that sets no `timeout=` of its own.
+    asset that sets no `timeout=` of its own, `optimize=` (`lf.Compaction`) and `retention=`
+    (`lf.Retention`) to the tables of every asset that sets none.
 
     >>> pipeline = Pipeline([flights, delays, monthly], lake="./lake")
     >>> pipeline.materialize(select="delays+", partitions="2013-01-01..2013-01-31")

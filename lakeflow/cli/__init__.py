@@ -3,7 +3,7 @@ notebook API (`lakeflow.api`, `lakeflow.serve`).
 
 - `main`: the parser assembled from the groups below, and the dispatch to their handlers
 - `run`: `materialize`, `backfill`, `backfill status|cancel|resume`
-- `lake`: `assets`, `status`, `checks`, `vacuum` (read the lake, never start Ray)
+- `lake`: `assets`, `status`, `checks`, `vacuum`, `optimize` (read or tidy the lake, never start Ray)
 - `common`: exit codes, errors as one clear line, pipeline loading, Ray for commands that run
 - `service`: `up`, `down`, `subscribe`
 - `cluster`: `submit`, `jobs` (Ray Jobs)

@@ -1,5 +1,5 @@
-"""`lakeflow assets`, `status`, `checks`, `lineage` and `vacuum`: the commands that read (or tidy) the lake
-and never run a unit, so they never start Ray."""
+"""`lakeflow assets`, `status`, `checks`, `lineage`, `vacuum` and `optimize`: the commands that read
+(or tidy) the lake and never run a unit, so they never start Ray."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from lakeflow.cli.common import EXIT_OK, pipeline_args, pipeline_from_args, table
-from lakeflow.maintenance import vacuum
+from lakeflow.maintenance import optimize, vacuum
 from lakeflow.plan.lineage import lineage
 from lakeflow.plan.status import check_results, status
 
@@ -84,6 +84,27 @@ def add_commands(commands: Any) -> None:
     tidy.add_argument("--json", action="store_true", help="print as JSON")
     tidy.set_defaults(handler=_vacuum)
 
+    pack = commands.add_parser(
+        "optimize",
+        help="compact partitions holding many small files (and z-order them); changes no rows",
+        description="Rewrite the partitions that hold at least --min-files small files into files "
+        "of about --target-size bytes, one Delta OPTIMIZE commit per batch. Partitions keep the run, "
+        "code version and inputs they were published with: nothing becomes stale.",
+    )
+    pipeline_args(pack)
+    pack.add_argument("--select", "-s", help="assets (default: every asset lakeflow builds)")
+    pack.add_argument("--partitions", "-p", help="partitions (default: all), as for materialize")
+    pack.add_argument(
+        "--zorder", help="comma-separated columns to z-order by (default: the asset's Compaction)"
+    )
+    pack.add_argument("--target-size", type=int, help="bytes per file (default: 100 MiB)")
+    pack.add_argument(
+        "--min-files", type=int, default=2,
+        help="rewrite a partition holding at least this many small files (default 2)",
+    )  # fmt: skip
+    pack.add_argument("--json", action="store_true", help="print as JSON")
+    pack.set_defaults(handler=_optimize)
+
 
 def graph_json(pipeline: Any) -> dict[str, Any]:
     """The pipeline's graph as JSON values: each asset with its partitions (description, count,
@@ -143,5 +164,15 @@ def _vacuum(args: argparse.Namespace, console: Console) -> int:
         retain_hours=args.retain_hours,
         dry_run=args.dry_run,
     )
+    print(frame.write_json() if args.json else table(frame))
+    return EXIT_OK
+
+
+def _optimize(args: argparse.Namespace, console: Console) -> int:
+    columns = [c.strip() for c in args.zorder.split(",")] if args.zorder is not None else None
+    frame = optimize(
+        pipeline_from_args(args), select=args.select, partitions=args.partitions,
+        zorder=columns, target_size=args.target_size, min_files=args.min_files,
+    )  # fmt: skip
     print(frame.write_json() if args.json else table(frame))
     return EXIT_OK

@@ -6,6 +6,7 @@
     lakeflow assets pipelines/flights.py
     lakeflow status pipelines/flights.py
     lakeflow checks pipelines/flights.py --failed
+    lakeflow optimize pipelines/flights.py --select flights_clean [--zorder carrier] [--json]
     lakeflow runs [pipelines/flights.py] [--lake ./lake] [--limit 20] [--json]
     lakeflow logs RUN_ID [ASSET [PARTITION]] [--lake ./lake]
     lakeflow up pipelines/flights.py [--http 127.0.0.1:8080] [--detach]
@@ -48,7 +49,7 @@ __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "GROUPS", "groups", "main"]
 # them; a command missing here still works (every group is then loaded), only slower to start
 GROUPS: dict[str, tuple[str, ...]] = {
     "lakeflow.cli.run": ("materialize", "backfill"),
-    "lakeflow.cli.lake": ("assets", "status", "checks", "lineage", "vacuum"),
+    "lakeflow.cli.lake": ("assets", "status", "checks", "lineage", "vacuum", "optimize"),
     "lakeflow.cli.history": ("runs", "logs"),
     "lakeflow.cli.service": ("up", "down", "subscribe"),
     "lakeflow.cli.dev": ("dev",),

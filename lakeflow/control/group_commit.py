@@ -28,6 +28,7 @@ from lakeflow.execute.executors import Executor
 from lakeflow.execute.table_audit import Candidate, TableAudit, Verdict
 from lakeflow.execute.worker import WHOLE_TABLE_FILES, UnitRecord
 from lakeflow.lake import Lake
+from lakeflow.lake.compaction import Compacted, compact, due
 from lakeflow.lake.events import Event
 from lakeflow.lake.fence import Fence
 from lakeflow.lake.log import Commit, TableState
@@ -190,7 +191,7 @@ class GroupCommits:
                     return publish(
                         self.lake, table, asset=asset, column=definition.partitions.column,
                         run_id=self.run_id, code_version=definition.code_version, units=fits,
-                        epoch=fence.epoch,
+                        epoch=fence.epoch, properties=self.pipeline.table_properties(asset),
                     )  # fmt: skip
 
                 commit = await asyncio.to_thread(fenced_publish)
@@ -202,11 +203,15 @@ class GroupCommits:
                 )  # fmt: skip
                 misfits, rejected, units = [], (), ()  # applied: nothing of them to fail
                 self.committed(asset, commit)
+                keys = [o.key for o in fits]
                 if after:
                     # still under the table's lock: nothing commits between publish and audit
-                    yield await self._audit_table(asset, table, commit, published)
+                    audited = await self._audit_table(asset, table, commit, published)
+                    yield audited
+                    keys = [] if audited.held else keys
                 else:
                     self.released(asset, commit.version, True)
+                await self._compact(asset, table, keys)
         except Superseded as stop:  # another controller runs the lake: this one stops
             self.superseded(stop)
         except LakeflowError as failure:
@@ -223,6 +228,40 @@ class GroupCommits:
                 error=ErrorInfo.from_exception(error) if error is not None else None,
                 retryable=isinstance(error, LakeError) or not isinstance(error, LakeflowError),
             )  # fmt: skip
+
+    async def _compact(self, asset: str, table: TableState, keys: list[str]) -> None:
+        """Apply the asset's compaction policy to the partitions `keys` just published. It
+        changes no rows, so nothing downstream waits for it; one that cannot run now (another
+        optimize holds the table, the lake failed) is recorded and the units stay published."""
+        policy = self.pipeline.compaction_of(asset)
+        if policy is None or not keys:
+            return
+        try:
+            todo = await asyncio.to_thread(
+                due, self.lake, table, keys, min_files=policy.min_files,
+                target_size=policy.target_size, reorder=bool(policy.zorder),
+            )  # fmt: skip
+            if not todo:
+                return
+            fence = self.fence
+
+            def fenced_compact() -> Compacted:
+                fence.check()  # a superseded controller rewrites nothing either
+                return compact(
+                    self.lake, table, keys=todo, min_files=policy.min_files,
+                    target_size=policy.target_size, zorder=policy.zorder, wait=0.0,
+                )  # fmt: skip
+
+            done = await asyncio.to_thread(fenced_compact)
+        except Superseded:
+            raise
+        except LakeflowError as error:
+            self.emit(Event(self.run_id, "optimize_failed", asset=asset, message=error.message))
+            return
+        self.emit(Event(
+            self.run_id, "table_optimized", asset=asset, version=done.version_after,
+            message=f"{done.partitions} partitions: {done.files_before} -> {done.files_after} files",
+        ))  # fmt: skip
 
     async def _reload_table(self, asset: str, cause: BaseException) -> None:
         try:

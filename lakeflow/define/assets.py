@@ -17,6 +17,7 @@ from typing import Any, Literal
 from lakeflow.define.code_version import code_version as default_code_version
 from lakeflow.define.mappings import AllPartitions, PartitionMapping
 from lakeflow.define.partitions import Partition, Partitions, Unpartitioned
+from lakeflow.define.tables import Compaction, Retention
 from lakeflow.errors import DefinitionError, PartitionError
 
 __all__ = [
@@ -137,6 +138,8 @@ class AssetDef:
     compression: str = "snappy"
     automation: Any = None  # an `OnUpstreamCommit` policy: run when upstream tables change
     timeout: float | None = None  # seconds one unit may run before it is cancelled
+    optimize: Compaction | None = None  # compaction after publishes (None: the pipeline's)
+    retention: Retention | None = None  # the table's log and file retention (None: the pipeline's)
     source: bool = False  # a table someone else writes; lakeflow watches it, never writes it
     url: str | None = None  # where the table lives when not at <lake>/<name> (sources)
     sql: Any = None  # a `lakeflow.define.sql.SqlModel`: DuckDB computes the unit, not `fn`
@@ -203,6 +206,8 @@ def asset(
     compression: Literal["snappy", "zstd", "lz4", "gzip", "uncompressed"] = "snappy",
     automation: Any = None,
     timeout: float | None = None,
+    optimize: Compaction | None = None,
+    retention: Retention | None = None,
 ) -> Any:
     """Declare an asset. Use bare (`@asset`) or with options (`@asset(partitions=daily)`).
 
@@ -230,12 +235,17 @@ def asset(
       policy names it. Default: the pipeline's `timeout=`, else none.
     - automation: `lf.on_upstream_commit(...)` re-materializes the partitions an upstream commit
       changed while `lakeflow up` runs.
+    - optimize: `lf.Compaction(min_files=16, zorder=[...])` compacts (or z-orders) the
+      partitions a publish leaves with many small files. Default: the pipeline's, else none.
+    - retention: `lf.Retention(checkpoint_interval=..., log=..., deleted_files=...)`, the
+      table's Delta log and file retention. Default: the pipeline's, else Delta's.
     """
 
     options = dict(
         partitions=partitions, deps=deps, inputs=inputs, checks=checks, code_version=code_version,
         retry=retry, resources=resources, description=description, group=group, on_fail=on_fail,
-        compression=compression, automation=automation, timeout=timeout,
+        compression=compression, automation=automation, timeout=timeout, optimize=optimize,
+        retention=retention,
     )  # fmt: skip
 
     def build(function: Callable[..., Any]) -> AssetDef:
@@ -277,6 +287,8 @@ def define_asset(
     compression: str = "snappy",
     automation: Any = None,
     timeout: float | None = None,
+    optimize: Compaction | None = None,
+    retention: Retention | None = None,
 ) -> AssetDef:
     """Check an asset's options and build its `AssetDef`: what `@asset` does once it has read the
     function's parameters, and what `lf.sql_asset` does with a `SqlModel` (whose refs are its
@@ -331,6 +343,7 @@ def define_asset(
             raise DefinitionError(
                 f"asset {name}: on_upstream_commit names {name_!r}, which it does not read"
             )
+    check_table_policies(f"asset {name}", optimize, retention)
     if code_version is None:
         code_version = sql.code_version() if sql is not None else default_code_version(fn)
     if description is None:
@@ -352,8 +365,19 @@ def define_asset(
         compression=compression,
         automation=automation,
         timeout=float(timeout) if timeout is not None else None,
+        optimize=optimize,
+        retention=retention,
         sql=sql,
     )
+
+
+def check_table_policies(owner: str, optimize: Any, retention: Any) -> None:
+    """Refuse an `optimize=` that is not a `Compaction` or a `retention=` that is not a
+    `Retention` (`owner`: "asset x" or "pipeline")."""
+    if optimize is not None and not isinstance(optimize, Compaction):
+        raise DefinitionError(f"{owner}: optimize must be lf.Compaction(...), not {optimize!r}")
+    if retention is not None and not isinstance(retention, Retention):
+        raise DefinitionError(f"{owner}: retention must be lf.Retention(...), not {retention!r}")
 
 
 def _written_elsewhere(*args: Any, **kwargs: Any) -> Any:

@@ -14,8 +14,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lakeflow.define.assets import AssetDef
+from lakeflow.define.assets import AssetDef, check_table_policies
 from lakeflow.define.mappings import PartitionMapping, Previous, default_mapping
+from lakeflow.define.tables import Compaction, Retention
 from lakeflow.errors import DefinitionError, SelectionError
 from lakeflow.secrets import StorageOption
 
@@ -49,7 +50,9 @@ def user_frame() -> FrameType | None:
 class Pipeline:
     """A set of assets living in one lake, as declared: the graph, its validation and selection.
     Users hold `lakeflow.Pipeline` (lakeflow/pipeline.py), which adds `materialize` and `status`.
-    `timeout=` (seconds) applies to the units of every asset that sets no `timeout=` of its own.
+    `timeout=` (seconds) applies to the units of every asset that sets no `timeout=` of its own,
+    `optimize=` (`Compaction`) and `retention=` (`Retention`) to the tables of every asset that
+    sets none.
 
     >>> pipeline = Pipeline([flights, delays, monthly], lake="./lake")
     """
@@ -63,13 +66,18 @@ class Pipeline:
         name: str = "pipeline",
         triggers: Iterable[Any] = (),
         timeout: float | None = None,
+        optimize: Compaction | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self.name = name
         if timeout is not None and not timeout > 0:
             raise DefinitionError(
                 f"pipeline timeout must be a positive number of seconds, got {timeout!r}"
             )
+        check_table_policies("pipeline", optimize, retention)
         self.timeout = timeout  # seconds a unit may run, for assets that set no timeout
+        self.optimize = optimize  # compaction, for assets that set none
+        self.retention = retention  # table retention, for assets that set none
         self.triggers = tuple(triggers)  # schedules and publish callbacks, run by `lakeflow up`
         self.lake = str(lake)
         # literal values or `lf.EnvVar` references, resolved by whoever opens the lake
@@ -109,6 +117,8 @@ class Pipeline:
             name=self.name,
             triggers=self.triggers,
             timeout=self.timeout,
+            optimize=self.optimize,
+            retention=self.retention,
         )
         other.defined_in = self.defined_in
         for kept in ("_reference", "_factory", "_loaded_from"):  # where it is defined travels
@@ -193,6 +203,17 @@ class Pipeline:
         """Seconds one unit of `name` may run: its own `timeout=`, else the pipeline's."""
         own = self[name].timeout
         return own if own is not None else self.timeout
+
+    def compaction_of(self, name: str) -> Compaction | None:
+        """When `name`'s partitions are compacted: its own `optimize=`, else the pipeline's."""
+        own = self[name].optimize
+        return own if own is not None else self.optimize
+
+    def table_properties(self, name: str) -> dict[str, str]:
+        """The Delta table properties `name`'s table keeps: its own `retention=`, else the
+        pipeline's (empty: Delta's defaults)."""
+        retention = self[name].retention or self.retention
+        return retention.properties() if retention is not None else {}
 
     def select(self, selection: str | Sequence[str] | None = None) -> list[str]:
         """Asset names a selection names, in topological order.

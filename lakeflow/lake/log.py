@@ -6,6 +6,10 @@ which lakeflow writes into the commit's metadata. That is the whole of asset sta
 other database. A `TableState` is loaded once and then moved forward commit by commit, reading
 only the new `_delta_log/NNN.json` files, which also tells a watcher exactly which partitions each
 commit added or removed.
+
+A commit that changes no rows (OPTIMIZE: compaction or z-order, every add and remove marked
+`dataChange: false`) moves the files and touches nothing: its partitions keep what they were
+published with, and no consumer, trigger or lineage sees a change.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class Commit:
         None  # set when the commit changes the table's metadata
     )
     schema_json: str | None = None  # the table's schema, when the commit changes its metadata
+    # False: it changes no rows: it only moves them between files (OPTIMIZE: every add and
+    # remove says dataChange=false), or changes no file at all (table properties)
+    data_change: bool = True
 
     @property
     def schema_changed(self) -> bool:
@@ -71,6 +78,9 @@ class Commit:
 
     @property
     def touched(self) -> set[str]:
+        """The partitions whose data this commit changed (none for one that only moves rows)."""
+        if not self.data_change:
+            return set()
         return set(self.added) | set(self.removed)
 
     def published(self) -> dict[str, Published]:
@@ -122,19 +132,20 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
     txn: dict[str, int] = {}
     added: dict[str, list[tuple[str, int]]] = {}
     removed: dict[str, list[str]] = {}
-    if bulk:
-        _bulk_files(files, column, added, removed)
+    changes = _bulk_files(files, column, added, removed) if bulk else False
     for action in actions:
         if "add" in action:
             add = action["add"]
             added.setdefault(_partition_key(add.get("partitionValues"), column), []).append(
                 (add["path"], add["size"])
             )
+            changes = changes or add.get("dataChange") is not False
         elif "remove" in action:
             rm = action["remove"]
             removed.setdefault(_partition_key(rm.get("partitionValues"), column), []).append(
                 rm["path"]
             )
+            changes = changes or rm.get("dataChange") is not False
         elif "commitInfo" in action:
             info = action["commitInfo"]
             timestamp = int(info.get("timestamp", 0))
@@ -155,6 +166,7 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
         {k: tuple(v) for k, v in removed.items()},
         partition_columns,
         schema_json,
+        data_change=changes,
     )
 
 
@@ -183,16 +195,21 @@ def _bulk_files(
     column: str | None,
     added: dict[str, list[tuple[str, int]]],
     removed: dict[str, list[str]],
-) -> None:
-    """Add and remove actions (one JSON object a line) into `added` and `removed`, by polars."""
+) -> bool:
+    """Add and remove actions (one JSON object a line) into `added` and `removed`, by polars;
+    whether any of them changes data (a `dataChange` that is not false)."""
     values = pl.Struct({column: pl.String}) if column else pl.Struct({"_": pl.String})
-    action = pl.Struct({"path": pl.String, "size": pl.Int64, "partitionValues": values})
+    action = pl.Struct(
+        {"path": pl.String, "size": pl.Int64, "partitionValues": values, "dataChange": pl.Boolean}
+    )
     frame = pl.read_ndjson(io.BytesIO(b"\n".join(files)), schema={"add": action, "remove": action})
+    changes = False
     for kind in ("add", "remove"):
         rows = frame.get_column(kind).drop_nulls()
         if rows.is_empty():
             continue
         parts = rows.struct.unnest()
+        changes = changes or not parts.get_column("dataChange").eq_missing(False).all()
         keys = (
             parts.get_column("partitionValues").struct.field(column).fill_null("").to_list()
             if column
@@ -206,6 +223,7 @@ def _bulk_files(
         else:
             for key, path in zip(keys, paths, strict=True):
                 removed.setdefault(key, []).append(path)
+    return changes
 
 
 def _unreadable_commit(lake: Lake, url: str) -> str | None:

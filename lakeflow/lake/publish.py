@@ -8,6 +8,13 @@ fails or its outcome is unknown, the table's state is brought up to date and the
 number tells whether it landed (then the log says which version holds it), so a retry never
 applies a commit twice. The table's schema is never changed by a publish: outputs that do not
 match it are refused.
+
+A commit lands on the version it was computed from or not at all (no rebase by deltalake): its
+overwrite removes the files its partitions held at that version, and deltalake 1.6 lets such a
+commit rebase over a concurrent OPTIMIZE without a conflict, which would remove the files the
+compaction had already replaced and leave its new file beside the unit's: rows doubled. Taken
+strictly, any commit that lands first (an optimize, another writer) sends the publish back to
+read the table again and retry.
 """
 
 from __future__ import annotations
@@ -136,11 +143,13 @@ def publish(
     code_version: str,
     units: Sequence[UnitOutput],
     epoch: int | None = None,
+    properties: Mapping[str, str] | None = None,
 ) -> Commit:
     """Commit `units` to the table in one version; returns that commit. `state` moves forward.
 
     Units must all fit the table's schema (see `split_by_schema`). `epoch`: the committing
-    controller's (recorded in the commit's metadata).
+    controller's (recorded in the commit's metadata). `properties`: Delta table properties a
+    table this commit creates starts with (checkpoint interval, log retention).
     """
     if not units:
         raise ValueError("nothing to publish")
@@ -149,7 +158,7 @@ def publish(
     metadata = _metadata(run_id, asset, code_version, units, epoch)
     hooks = PostCommitHookProperties(create_checkpoint=True)
     if not state.exists:
-        created = _create(lake, state, column, units, actions, metadata, hooks)
+        created = _create(lake, state, column, units, actions, metadata, hooks, properties)
         if created is not None:
             return created
     keys = sorted({u.key for u in units})
@@ -160,12 +169,14 @@ def publish(
         handle, replaced = _replaced(lake, state, keys)
         if state.txn_version >= ours.sequence:  # another writer of ours took the number
             ours = _Attempt(ours.base, state.txn_version + 1, ours.marker)
-        properties = CommitProperties(
-            custom_metadata=metadata, app_transactions=[Transaction(APP_ID, ours.sequence)]
+        strict = CommitProperties(
+            custom_metadata=metadata,
+            app_transactions=[Transaction(APP_ID, ours.sequence)],
+            max_commit_retries=0,  # on the version `replaced` was read at, or not at all
         )
         assert state.schema is not None
         try:
-            _commit_once(handle, actions, state.schema, column, replaced, properties, hooks)
+            _commit_once(handle, actions, state.schema, column, replaced, strict, hooks)
         except CommitFailedError:
             landed = _landed(lake, state, ours)
             if landed is not None:
@@ -200,10 +211,9 @@ def _replaced(lake: Lake, state: TableState, keys: list[str]) -> tuple[DeltaTabl
     the table against every key of an `in` filter, so naming all 5,000 keys of a group commit
     cost seconds a commit on a 100k-file table, while a backfill's new partitions hold nothing
     to replace. Should the handle and `state` not meet at one version (another writer keeps
-    committing), every key is named. The price: a commit that only adds is an append, and an
-    append does not conflict with another writer adding to the same new partition in the
-    milliseconds before it lands. Asset tables have one writer, their lake's controller; outside
-    producers write sources."""
+    committing), every key is named. A commit that only adds is an append; like every publish
+    it lands only on the version it was read at, so another writer adding to the same new
+    partition first sends it back to read again (and then replace that partition)."""
     for _ in range(3):
         try:
             state.refresh(lake)
@@ -274,7 +284,7 @@ def _landed(lake: Lake, state: TableState, ours: _Attempt) -> Commit | None:
     return None
 
 
-def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | None:
+def _create(lake, state, column, units, actions, metadata, hooks, properties) -> Commit | None:
     """Create the table with the units' data as version 0; None if someone else created it first."""
     if units[0].schema is None:  # dispatched while the table existed; it is gone now
         raise LakeError(f"table {state.url} disappeared while its units ran; they will run again")
@@ -288,6 +298,7 @@ def _create(lake, state, column, units, actions, metadata, hooks) -> Commit | No
             actions,
             mode="error",
             partition_by=[column] if column else None,
+            configuration=dict(properties) if properties else None,
             storage_options=lake.delta_options(),
             commit_properties=CommitProperties(
                 custom_metadata=metadata, app_transactions=[Transaction(APP_ID, 1)]

@@ -24,7 +24,7 @@ from lakeflow.errors import SelectionError
 from lakeflow.lake import Lake
 from lakeflow.plan.status import as_pipeline
 from lakeflow.triggers.engine import TriggerOptions
-from lakeflow.triggers.follow import DOWN_MARKER, TableFollower, as_publish
+from lakeflow.triggers.follow import DOWN_MARKER, TableFollower, as_publish, is_publish
 
 __all__ = ["Service", "Subscription", "down", "subscribe", "up"]
 
@@ -148,7 +148,8 @@ class Subscription:
                 for commit in self._follower.poll():
                     if self._stop.is_set():
                         return
-                    self.callback(as_publish(self.table, commit))
+                    if is_publish(commit):
+                        self.callback(as_publish(self.table, commit))
                     self._follower.cursor = commit.version  # after delivery: at least once
             except Exception as error:  # keep following; the caller can look at .errors
                 self.errors.append(error)

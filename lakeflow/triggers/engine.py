@@ -28,6 +28,7 @@ from lakeflow.triggers.follow import (
     TriggerState,
     as_publish,
     consumer_partitions,
+    is_publish,
 )
 from lakeflow.triggers.host import TriggerHost, TriggerOptions
 from lakeflow.triggers.timed import TimedTriggers, iso
@@ -196,11 +197,15 @@ class Triggers(TimedTriggers):
     async def _handle_new_commits(self) -> list[tuple[str, Commit, bool]]:
         """Move the cursors over the new commits and add the consumer partitions they touched to
         the pending ones, in memory (the caller saves both in one write). Returns
-        (table, commit, held) for each commit handled."""
+        (table, commit, held) for each commit handled; one that is no publish (`is_publish`)
+        only moves its cursor."""
         out: list[tuple[str, Commit, bool]] = []
         for table, commits in (await asyncio.to_thread(self._fetch)).items():
             follower = self.followers[table]
             for commit in commits:
+                if not is_publish(commit):  # an optimize: moves the cursor, nothing else
+                    follower.cursor = self.state.cursors[table] = commit.version
+                    continue
                 held = await self._held(table, commit)
                 if held is None:  # our commit whose table checks are still running
                     break

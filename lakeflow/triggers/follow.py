@@ -25,6 +25,7 @@ __all__ = [
     "TriggerState",
     "as_publish",
     "consumer_partitions",
+    "is_publish",
 ]
 
 STATE_URL = "_lakeflow/triggers/state.json"
@@ -62,6 +63,13 @@ class TableFollower:
             out.append(commit)
             version += 1
         return out
+
+
+def is_publish(commit: Commit) -> bool:
+    """Is the commit news to consumers and subscribers? It is when it changed rows, or when
+    lakeflow made it (a publish that deleted nothing still records its units); an optimize
+    (rows moved between files) or a change of table properties is not."""
+    return commit.data_change or bool(commit.metadata)
 
 
 def as_publish(table: str, commit: Commit) -> Publish:
