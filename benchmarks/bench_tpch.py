@@ -25,13 +25,15 @@ CPU shares the machine with the workers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +73,12 @@ class Figures:
     run: str
     store: str
     seconds: list[float] = field(default_factory=list)
-    process_mib: float | None = None  # this process
+    process_mib: float | None = None  # the raw engine's process, or lakeflow's driver
     worker_mib: float | None = None  # the largest Ray worker
     workers: int = 0
     controller_mib: float | None = None
     versions: str = ""
+    errors: list[str] = field(default_factory=list)  # rounds it did not finish
 
     def keep_peaks(self, peaks: Peaks) -> None:
         self.process_mib = max(self.process_mib or 0, peaks.process_mib)
@@ -86,13 +89,17 @@ class Figures:
             self.controller_mib = max(self.controller_mib or 0, max(peaks.controllers))
 
 
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # the raylet's helpers, not workers
+
+
 def _ray_processes() -> list[psutil.Process]:
     """This process's Ray workers and actors: the descendants (under the raylet it started)
-    whose title Ray set to `ray::...`. Another cluster's processes are not ours to read."""
+    whose title Ray set to `ray::...`, but its agents. Another cluster's are not ours to read."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if (child.cmdline() or [""])[0].startswith("ray::"):
+            title = (child.cmdline() or [""])[0]
+            if title.startswith("ray::") and title not in RAY_AGENTS:
                 found.append(child)
         except psutil.Error:
             continue
@@ -127,14 +134,14 @@ class Peaks:
 
 
 @contextmanager
-def peaks(*, ray: bool = True) -> Iterator[Peaks]:
-    """The peaks of the block, filled in when it ends; `ray=False`: of this process alone."""
+def peaks() -> Iterator[Peaks]:
+    """The peaks of the block, filled in when it ends."""
     found = Peaks()
-    for process in [psutil.Process(), *(_ray_processes() if ray else [])]:
+    for process in [psutil.Process(), *_ray_processes()]:
         _reset_peak(process.pid)
     yield found
     found.process_mib = _peak_mib(os.getpid()) or 0.0
-    for process in _ray_processes() if ray else []:
+    for process in _ray_processes():
         peak = _peak_mib(process.pid)
         if peak is None:
             continue
@@ -207,8 +214,11 @@ def raw_parquet(data: Landing, out: str, options: None) -> float:
 def raw_duckdb(data: Landing, out: str, options: None) -> float:
     day = "strftime(l_shipdate, '%Y-%m-%d')"
     hour = f"{day} || 'T' || lpad(cast(l_orderkey % 24 as varchar), 2, '0')"
-    with Timer() as timer:
-        duckdb.sql(
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    config = {} if limit == resource.RLIM_INFINITY else {"memory_limit": f"{limit // 2 // MIB}MiB"}
+    with Timer() as timer, duckdb.connect(config=config) as db:  # spills before the cap
+        db.execute("set enable_progress_bar = false")
+        db.execute(
             f"copy (select *, {hour if data.hourly else day} as {data.column} "
             f"from read_parquet({data.files!r})) to '{out}' "
             f"(format parquet, partition_by ({data.column}))"
@@ -216,12 +226,45 @@ def raw_duckdb(data: Landing, out: str, options: None) -> float:
     return timer.seconds
 
 
-# (name, function, the stores it runs on): DuckDB's S3 support (httpfs) is not installed either
-RAW_RUNS: list[tuple[str, Callable[[Landing, str, dict[str, str] | None], float], tuple]] = [
-    ("raw polars: sink_delta, by {column}", raw_delta, ("disk", "s3")),
-    ("raw polars: Parquet sink, by {column} (no log)", raw_parquet, ("disk",)),
-    ("raw DuckDB: COPY PARTITION_BY {column} (no log)", raw_duckdb, ("disk",)),
+RAW = {"sink_delta": raw_delta, "parquet": raw_parquet, "duckdb": raw_duckdb}
+# (name, engine, the stores it runs on): DuckDB's S3 support (httpfs) is not installed either
+RAW_RUNS = [
+    ("raw polars: sink_delta, by {column}", "sink_delta", ("disk", "s3")),
+    ("raw polars: Parquet sink, by {column} (no log)", "parquet", ("disk",)),
+    ("raw DuckDB: COPY PARTITION_BY {column} (no log)", "duckdb", ("disk",)),
 ]
+
+
+def raw_in_child(engine: str, data: Landing, out: str, options: dict[str, str] | None) -> dict:
+    """A raw run in a child process whose address space is capped at 80% of the memory free now:
+    these engines' partitioned writers keep every partition open, so their memory grows with
+    the data (SF 1 daily: 1.5-4 GB), and past the machine's memory the kernel's OOM killer could
+    pick any process. Returns {"seconds", "peak_mib"} or {"error"}."""
+    cap = int(psutil.virtual_memory().available * 0.8)
+    job = {"engine": engine, "folder": str(data.folder), "keys": data.keys, "out": out}
+    done = subprocess.run(
+        [sys.executable, "-c", "from benchmarks.bench_tpch import raw_child; raw_child()"],
+        input=json.dumps({**job, "options": options}),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {
+            "error": f"failed under a {cap / 2**30:.0f} GiB cap (exit {done.returncode}): {last}"
+        }
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def raw_child() -> None:
+    """The body of `raw_in_child`'s process: the job as JSON on stdin, figures on stdout."""
+    job = json.load(sys.stdin)
+    data = Landing(Path(job["folder"]), job["keys"], 0, 0)
+    seconds = RAW[job["engine"]](data, job["out"], job["options"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_mib": peak}))
 
 
 def delta_versions(table_url: str, options: dict[str, str] | None) -> int:
@@ -302,15 +345,18 @@ def one_round(
 
     selects = ["lineitem", "*"] if marts else ["lineitem"]
     for kind in stores:
-        for name, raw, where in RAW_RUNS:
+        for name, engine, where in RAW_RUNS:
             if kind not in where:
                 continue
             done = figures(name.format(column=data.column), kind)
             with store(kind, work, "raw") as (out, options):
-                with peaks(ray=False) as seen:
-                    done.seconds.append(raw(data, out, options))
-                done.keep_peaks(seen)
-                if raw is raw_delta:
+                outcome = raw_in_child(engine, data, out, options)
+                if "error" in outcome:
+                    done.errors.append(outcome["error"])
+                    continue
+                done.seconds.append(outcome["seconds"])
+                done.process_mib = max(done.process_mib or 0, outcome["peak_mib"])
+                if engine == "sink_delta":
                     done.versions = str(delta_versions(out, options))
         for select in selects:
             run = "lakeflow backfill: " + " + ".join(assets_of(select, data))
@@ -332,21 +378,25 @@ def report(results: dict[tuple[str, str], Figures], data: Landing) -> str:
     baseline = {
         kind: min(f.seconds)
         for (run, kind), f in results.items()
-        if run.startswith("raw polars: sink_delta")
+        if run.startswith("raw polars: sink_delta") and f.seconds
     }
     rows = []
     for figures in results.values():
+        if not figures.seconds:
+            rows.append([figures.run, figures.store, "did not finish", *["—"] * 7])
+            continue
         best = min(figures.seconds)
+        against = baseline[figures.store] / best if figures.store in baseline else "—"
         rows.append([
-            figures.run, figures.store, best, data.bytes / 1e6 / best, data.rows / best,
-            baseline[figures.store] / best, mib(figures.process_mib),
-            mib(figures.worker_mib, figures.workers), mib(figures.controller_mib),
-            figures.versions or "—",
+            figures.run, figures.store, best, data.bytes / 1e6 / best, data.rows / best, against,
+            mib(figures.process_mib), mib(figures.worker_mib, figures.workers),
+            mib(figures.controller_mib), figures.versions or "—",
         ])  # fmt: skip
     return table(
         [
             "run", "store", "seconds", "MB/s (landed Parquet)", "rows/s", "vs sink_delta (same store)",
-            "peak RSS MiB: this process", "per Ray worker (largest)", "controller", "Delta versions",
+            "peak RSS MiB: engine or driver", "per Ray worker (largest of n)", "controller",
+            "Delta versions",
         ],
         rows,
     )  # fmt: skip
@@ -370,7 +420,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lakeflow-bench-tpch-"))
     lf.connect(args.address, log_to_driver=False)
     results: dict[tuple[str, str], Figures] = {}
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     try:
         for _ in range(args.rounds):
             one_round(data, work, stores, args.marts, args.address, results)
@@ -380,7 +430,7 @@ def main() -> None:
 
         ray.shutdown()
     times = "; ".join(
-        f"{f.run} ({f.store}): {' / '.join(f'{s:.2f}' for s in f.seconds)}"
+        f"{f.run} ({f.store}): {' / '.join([*(f'{s:.2f}' for s in f.seconds), *f.errors])}"
         for f in results.values()
     )
     grain = (
@@ -394,10 +444,13 @@ def main() -> None:
         f"writes it as that partition (staged, audited, group-committed); the mart reads the "
         f"published partition, the monthly roll-up a month of them. MB/s and rows/s are of the "
         f"landed data whatever the run writes. polars uses one thread per Ray worker; the raw "
-        f"runs use every core. DuckDB writes no Delta here (its delta extension is not "
+        f"runs use every core, each in a child process capped at 80% of the free memory. "
+        f"Peak RSS: the raw engine's process, or lakeflow's driver (this process); the largest "
+        f"Ray worker and the lake's controller over the run. DuckDB writes no Delta here (its delta extension is not "
         f"installed, and is fetched from DuckDB's repository on first use), so it writes hive "
         f"Parquet like the polars Parquet sink. Best of {args.rounds} round(s), alternating; all "
-        f"times (s): {times}. Whole run {time.perf_counter() - started:,.0f} s."
+        f"times (s): {times}. Whole run {time.perf_counter() - started:,.0f} s; load average "
+        f"{load:.1f} at its start, {os.getloadavg()[0]:.1f} at its end."
     )
     record(
         f"Data throughput: TPC-H lineitem backfill, SF {scale:g}"

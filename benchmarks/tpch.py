@@ -57,7 +57,8 @@ def landing(scale: float) -> Path:
     for day in sorted(os.listdir(pieces)):
         files = sorted((pieces / day).iterdir(), key=lambda p: int(p.suffixes[-2][1:]))
         pl.read_parquet(files).write_parquet(folder / f"{day}.parquet")
-    shutil.rmtree(pieces)
+        shutil.rmtree(pieces / day)  # the disk holds the data about once at any time
+    pieces.rmdir()
     generated.rmdir()
     done.touch()
     return folder
