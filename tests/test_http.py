@@ -18,7 +18,8 @@ import pytest
 import lakeflow as lf
 from lakeflow.cli import main
 from lakeflow.lake import Lake
-from tests.conftest import _free_port, _stop_controller, eventually, lake_fingerprint
+from tests.conftest import _stop_controller, eventually, lake_fingerprint
+from tests.moto import free_port
 from tests.trigger_pipelines import write_trips
 
 TOKEN = "s3cret-token"
@@ -122,7 +123,7 @@ def endpoint(ray_session, tmp_path_factory):
     after which nothing listens on the port."""
     lake = str(tmp_path_factory.mktemp("http") / "lake")
     write_trips(f"{lake}/trips", "2024-01-01", [1, 2])
-    port = _free_port()
+    port = free_port()
     argv = ["up", PIPELINE, "--lake", lake, "--http", f"127.0.0.1:{port}", "--token", TOKEN]
     outcome: dict = {}
     cli = threading.Thread(target=lambda: outcome.setdefault("code", main(argv)), daemon=True)
