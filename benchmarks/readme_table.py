@@ -196,7 +196,7 @@ TABLE: list[tuple[str, str, str, str, Callable[[Rows], str]]] = [
     ),
     ("bench_ui.py", "", "web UI server time and first paint", "warm", _ui),
     ("bench_control_plane.py", "", "tiny units vs bare Ray tasks", "warm", _control_plane),
-    ("bench_tpch.py", "", "TPC-H SF 1 lineitem backfill vs raw polars", "warm", _tpch),
+    ("bench_tpch.py", "", "TPC-H lineitem backfill vs raw polars and DuckDB (newest run; scale in the command)", "warm", _tpch),
     (
         "bench_sql.py",
         "SQL assets: TPC-H",
