@@ -92,17 +92,18 @@ class Figures:
 RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # the raylet's helpers, not workers
 
 
-def _ray_processes() -> list[psutil.Process]:
-    """This process's Ray workers and actors: the descendants (under the raylet it started)
-    whose title Ray set to `ray::...`, but its agents. Another cluster's are not ours to read."""
-    found = []
+def _ray_processes() -> dict[int, str]:
+    """This process's Ray workers and actors by pid, with their titles: the descendants (under
+    the raylet it started) whose title Ray set to `ray::...`, but its agents. Another cluster's
+    are not ours to read."""
+    found = {}
     for child in psutil.Process().children(recursive=True):
         try:
             title = (child.cmdline() or [""])[0]
-            if title.startswith("ray::") and title not in RAY_AGENTS:
-                found.append(child)
         except psutil.Error:
-            continue
+            continue  # it exited meanwhile
+        if title.startswith("ray::") and title not in RAY_AGENTS:
+            found[child.pid] = title
     return found
 
 
@@ -137,16 +138,14 @@ class Peaks:
 def peaks() -> Iterator[Peaks]:
     """The peaks of the block, filled in when it ends."""
     found = Peaks()
-    for process in [psutil.Process(), *_ray_processes()]:
-        _reset_peak(process.pid)
+    for pid in [os.getpid(), *_ray_processes()]:
+        _reset_peak(pid)
     yield found
     found.process_mib = _peak_mib(os.getpid()) or 0.0
-    for process in _ray_processes():
-        peak = _peak_mib(process.pid)
-        if peak is None:
-            continue
-        title = (process.cmdline() or [""])[0]
-        (found.controllers if "ControllerActor" in title else found.workers).append(peak)
+    for pid, title in _ray_processes().items():
+        peak = _peak_mib(pid)
+        if peak is not None:
+            (found.controllers if "ControllerActor" in title else found.workers).append(peak)
 
 
 # -- the data -----------------------------------------------------------------------------------
@@ -335,8 +334,8 @@ def store(kind: str, work: Path, name: str) -> Iterator[tuple[str, dict[str, str
 
 
 def one_round(
-    data: Landing, work: Path, stores: list[str], marts: bool, address: str | None,
-    results: dict[tuple[str, str], Figures],
+    data: Landing, work: Path, stores: list[str], engines: list[str], marts: bool,
+    address: str | None, results: dict[tuple[str, str], Figures],
 ) -> None:  # fmt: skip
     """Every run once, each into a fresh, empty place."""
 
@@ -346,7 +345,7 @@ def one_round(
     selects = ["lineitem", "*"] if marts else ["lineitem"]
     for kind in stores:
         for name, engine, where in RAW_RUNS:
-            if kind not in where:
+            if kind not in where or engine not in engines:
                 continue
             done = figures(name.format(column=data.column), kind)
             with store(kind, work, "raw") as (out, options):
@@ -412,8 +411,16 @@ def main() -> None:
     parser.add_argument("--marts", action="store_true", help="also the Q1 mart and monthly roll-up")
     parser.add_argument("--s3", action="store_true", help="also on a local S3 server (moto)")
     parser.add_argument("--rounds", type=int, default=1, help="times each run is repeated")
+    parser.add_argument(
+        "--raw",
+        default=",".join(RAW),
+        help=f"the raw engines to run, a comma list of {', '.join(RAW)}, or none (default: all)",
+    )
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray)")
     args = parser.parse_args()
+    engines = [] if args.raw == "none" else args.raw.split(",")
+    if unknown := set(engines) - set(RAW):
+        parser.error(f"--raw: no engine {', '.join(sorted(unknown))} (engines: {', '.join(RAW)})")
     scale = 0.1 if args.quick else args.scale
     data = open_landing(scale, args.hourly, days=31 if args.quick else None)
     stores = ["disk", "s3"] if args.s3 else ["disk"]
@@ -423,7 +430,7 @@ def main() -> None:
     started, load = time.perf_counter(), os.getloadavg()[0]
     try:
         for _ in range(args.rounds):
-            one_round(data, work, stores, args.marts, args.address, results)
+            one_round(data, work, stores, engines, args.marts, args.address, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         import ray
