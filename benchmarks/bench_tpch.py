@@ -8,17 +8,23 @@ repeated: polars `sink_delta` (the same output, a Delta table), a polars Parquet
 
 lakeflow is timed in-run (its controller already started, as a long-lived one would be) and as a
 whole `lakeflow backfill` command (its own Ray started and stopped: what a one-off job pays). Peak
-resident memory is each process's high-water mark (VmHWM) over the run: this process, each Ray
-worker (the largest shown) and the lake's controller. Delta versions count each table's commits.
+resident memory is each process's high-water mark (VmHWM) over the run: the raw engine's process
+or lakeflow's driver, each Ray worker (the largest shown) and the lake's controller. Delta
+versions count each table's commits. The raw engines run in a child process capped at 80% of the
+free memory: their partitioned writers hold every partition open, so their memory grows with the
+data and the partitions (SF 1 daily: 1.5-4 GB), and one that passes the cap is reported as not
+finished instead of waking the kernel's OOM killer; `--raw` picks which run.
 
 With --s3 every lakeflow run and the sink_delta run are repeated on a lake in a local S3 server
-(moto_server on 127.0.0.1, restarted empty for each run): object-store latency on staging,
-listing and commits, without a network's bandwidth limits. moto is a Python server, so its own
-CPU shares the machine with the workers.
+(moto_server on 127.0.0.1, restarted empty for each run): object-store requests and their latency
+on staging, listing and commits, without a network's bandwidth limits. moto is a Python server:
+it spends about a core of its own on ~2,500 small units a minute, shared with the workers.
 
     python benchmarks/bench_tpch.py                          # SF 1, daily
     python benchmarks/bench_tpch.py --scale 10 --marts       # where the disk allows
-    python benchmarks/bench_tpch.py --scale 1 --hourly --s3  # ~61,000 hourly units, disk and S3
+    python benchmarks/bench_tpch.py --scale 10 --marts --s3 --raw none   # disk and S3, lakeflow
+    python benchmarks/bench_tpch.py --scale 10 --hourly --marts --raw parquet   # ~61,000 units
+    python benchmarks/bench_tpch.py --scale 30 --marts --raw duckdb      # landed in 15 parts
     python benchmarks/bench_tpch.py --quick                  # one month of SF 0.1; CI runs this
 """
 
