@@ -8,17 +8,23 @@ repeated: polars `sink_delta` (the same output, a Delta table), a polars Parquet
 
 lakeflow is timed in-run (its controller already started, as a long-lived one would be) and as a
 whole `lakeflow backfill` command (its own Ray started and stopped: what a one-off job pays). Peak
-resident memory is each process's high-water mark (VmHWM) over the run: this process, each Ray
-worker (the largest shown) and the lake's controller. Delta versions count each table's commits.
+resident memory is each process's high-water mark (VmHWM) over the run: the raw engine's process
+or lakeflow's driver, each Ray worker (the largest shown) and the lake's controller. Delta
+versions count each table's commits. The raw engines run in a child process capped at 80% of the
+free memory: their partitioned writers hold every partition open, so their memory grows with the
+data and the partitions (SF 1 daily: 1.5-4 GB), and one that passes the cap is reported as not
+finished instead of waking the kernel's OOM killer; `--raw` picks which run.
 
 With --s3 every lakeflow run and the sink_delta run are repeated on a lake in a local S3 server
-(moto_server on 127.0.0.1, restarted empty for each run): object-store latency on staging,
-listing and commits, without a network's bandwidth limits. moto is a Python server, so its own
-CPU shares the machine with the workers.
+(moto_server on 127.0.0.1, restarted empty for each run): object-store requests and their latency
+on staging, listing and commits, without a network's bandwidth limits. moto is a Python server:
+it spends about a core of its own on ~2,500 small units a minute, shared with the workers.
 
     python benchmarks/bench_tpch.py                          # SF 1, daily
     python benchmarks/bench_tpch.py --scale 10 --marts       # where the disk allows
-    python benchmarks/bench_tpch.py --scale 1 --hourly --s3  # ~61,000 hourly units, disk and S3
+    python benchmarks/bench_tpch.py --scale 10 --marts --s3 --raw none   # disk and S3, lakeflow
+    python benchmarks/bench_tpch.py --scale 10 --hourly --marts --raw parquet   # ~61,000 units
+    python benchmarks/bench_tpch.py --scale 30 --marts --raw duckdb      # landed in 15 parts
     python benchmarks/bench_tpch.py --quick                  # one month of SF 0.1; CI runs this
 """
 
@@ -92,17 +98,18 @@ class Figures:
 RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # the raylet's helpers, not workers
 
 
-def _ray_processes() -> list[psutil.Process]:
-    """This process's Ray workers and actors: the descendants (under the raylet it started)
-    whose title Ray set to `ray::...`, but its agents. Another cluster's are not ours to read."""
-    found = []
+def _ray_processes() -> dict[int, str]:
+    """This process's Ray workers and actors by pid, with their titles: the descendants (under
+    the raylet it started) whose title Ray set to `ray::...`, but its agents. Another cluster's
+    are not ours to read."""
+    found = {}
     for child in psutil.Process().children(recursive=True):
         try:
             title = (child.cmdline() or [""])[0]
-            if title.startswith("ray::") and title not in RAY_AGENTS:
-                found.append(child)
         except psutil.Error:
-            continue
+            continue  # it exited meanwhile
+        if title.startswith("ray::") and title not in RAY_AGENTS:
+            found[child.pid] = title
     return found
 
 
@@ -137,16 +144,14 @@ class Peaks:
 def peaks() -> Iterator[Peaks]:
     """The peaks of the block, filled in when it ends."""
     found = Peaks()
-    for process in [psutil.Process(), *_ray_processes()]:
-        _reset_peak(process.pid)
+    for pid in [os.getpid(), *_ray_processes()]:
+        _reset_peak(pid)
     yield found
     found.process_mib = _peak_mib(os.getpid()) or 0.0
-    for process in _ray_processes():
-        peak = _peak_mib(process.pid)
-        if peak is None:
-            continue
-        title = (process.cmdline() or [""])[0]
-        (found.controllers if "ControllerActor" in title else found.workers).append(peak)
+    for pid, title in _ray_processes().items():
+        peak = _peak_mib(pid)
+        if peak is not None:
+            (found.controllers if "ControllerActor" in title else found.workers).append(peak)
 
 
 # -- the data -----------------------------------------------------------------------------------
@@ -215,8 +220,10 @@ def raw_duckdb(data: Landing, out: str, options: None) -> float:
     day = "strftime(l_shipdate, '%Y-%m-%d')"
     hour = f"{day} || 'T' || lpad(cast(l_orderkey % 24 as varchar), 2, '0')"
     limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    config = {} if limit == resource.RLIM_INFINITY else {"memory_limit": f"{limit // 2 // MIB}MiB"}
-    with Timer() as timer, duckdb.connect(config=config) as db:  # spills before the cap
+    config = {"temp_directory": str(Path(out).parent / "duckdb-spill")}  # not ./.tmp
+    if limit != resource.RLIM_INFINITY:
+        config["memory_limit"] = f"{limit // 2 // MIB}MiB"  # it spills before the cap
+    with Timer() as timer, duckdb.connect(config=config) as db:
         db.execute("set enable_progress_bar = false")
         db.execute(
             f"copy (select *, {hour if data.hourly else day} as {data.column} "
@@ -335,8 +342,8 @@ def store(kind: str, work: Path, name: str) -> Iterator[tuple[str, dict[str, str
 
 
 def one_round(
-    data: Landing, work: Path, stores: list[str], marts: bool, address: str | None,
-    results: dict[tuple[str, str], Figures],
+    data: Landing, work: Path, stores: list[str], engines: list[str], marts: bool,
+    address: str | None, results: dict[tuple[str, str], Figures],
 ) -> None:  # fmt: skip
     """Every run once, each into a fresh, empty place."""
 
@@ -346,7 +353,7 @@ def one_round(
     selects = ["lineitem", "*"] if marts else ["lineitem"]
     for kind in stores:
         for name, engine, where in RAW_RUNS:
-            if kind not in where:
+            if kind not in where or engine not in engines:
                 continue
             done = figures(name.format(column=data.column), kind)
             with store(kind, work, "raw") as (out, options):
@@ -412,8 +419,16 @@ def main() -> None:
     parser.add_argument("--marts", action="store_true", help="also the Q1 mart and monthly roll-up")
     parser.add_argument("--s3", action="store_true", help="also on a local S3 server (moto)")
     parser.add_argument("--rounds", type=int, default=1, help="times each run is repeated")
+    parser.add_argument(
+        "--raw",
+        default=",".join(RAW),
+        help=f"the raw engines to run, a comma list of {', '.join(RAW)}, or none (default: all)",
+    )
     parser.add_argument("--address", help="Ray cluster address (default: a local Ray)")
     args = parser.parse_args()
+    engines = [] if args.raw == "none" else args.raw.split(",")
+    if unknown := set(engines) - set(RAW):
+        parser.error(f"--raw: no engine {', '.join(sorted(unknown))} (engines: {', '.join(RAW)})")
     scale = 0.1 if args.quick else args.scale
     data = open_landing(scale, args.hourly, days=31 if args.quick else None)
     stores = ["disk", "s3"] if args.s3 else ["disk"]
@@ -423,7 +438,7 @@ def main() -> None:
     started, load = time.perf_counter(), os.getloadavg()[0]
     try:
         for _ in range(args.rounds):
-            one_round(data, work, stores, args.marts, args.address, results)
+            one_round(data, work, stores, engines, args.marts, args.address, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         import ray
