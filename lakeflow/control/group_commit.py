@@ -185,15 +185,20 @@ class GroupCommits:
                             return
                 fence = self.fence
 
-                def fenced_publish() -> Commit:
+                def fenced_publish() -> tuple[Commit, float]:
                     fence.check()  # on this thread, right before the commit
-                    return publish(
+                    began = time.perf_counter()
+                    commit = publish(
                         self.lake, table, asset=asset, column=definition.partitions.column,
                         run_id=self.run_id, code_version=definition.code_version, units=fits,
                         epoch=fence.epoch,
                     )  # fmt: skip
+                    return commit, time.perf_counter() - began
 
-                commit = await asyncio.to_thread(fenced_publish)
+                commit, seconds = await asyncio.to_thread(fenced_publish)
+                # what a commit costs as the table grows: one event a group commit
+                self.emit(Event(self.run_id, "table_committed", asset=asset, version=commit.version,
+                                seconds=seconds, detail={"units": len(fits)}))  # fmt: skip
                 published = tuple(by_key[o.key].unit for o in fits)
                 yield CommitOutcome(
                     asset, commit.version, tuple(misfits), rejected, published,
