@@ -137,11 +137,30 @@ def publish(
     units: Sequence[UnitOutput],
     epoch: int | None = None,
 ) -> Commit:
-    """Commit `units` to the table in one version; returns that commit. `state` moves forward.
+    """Commit `units` to the table in one version; returns that commit. `state` moves forward,
+    and when Delta made a checkpoint, lakeflow writes its own beside it (`TableState.
+    checkpoint_partitions`).
 
     Units must all fit the table's schema (see `split_by_schema`). `epoch`: the committing
     controller's (recorded in the commit's metadata).
     """
+    commit = _publish(lake, state, asset=asset, column=column, run_id=run_id,
+                      code_version=code_version, units=units, epoch=epoch)  # fmt: skip
+    state.checkpoint_partitions(lake)
+    return commit
+
+
+def _publish(
+    lake: Lake,
+    state: TableState,
+    *,
+    asset: str,
+    column: str | None,
+    run_id: str,
+    code_version: str,
+    units: Sequence[UnitOutput],
+    epoch: int | None,
+) -> Commit:
     if not units:
         raise ValueError("nothing to publish")
     _verify_files(lake, state.url, units)

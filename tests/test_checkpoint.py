@@ -1,0 +1,137 @@
+"""A table read from its newest checkpoint: Delta's for the files, lakeflow's for what its
+partitions were built from, and the JSON commits after them, each once; the same state as
+following the table commit by commit, also once Delta has cleaned its old commits up."""
+
+import os
+import shutil
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from lakeflow.lake import Lake
+from lakeflow.lake.checkpoint import CHECKPOINTS_DIR
+from lakeflow.lake.log import TableState
+from lakeflow.lake.publish import UnitOutput
+from tests.test_lake import commit, day_frame, stage
+
+
+@pytest.fixture
+def table(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    return lake, lake.table_url("orders")
+
+
+def build(lake, url, properties):
+    """A table of lakeflow commits (replacing and deleting partitions) and an outside commit,
+    with Delta checkpoints every two versions; returns the state that followed every commit."""
+    _, state = commit(lake, url, [stage(lake, url, k, day_frame(k)) for k in ("a", "b", "c")])
+    DeltaTable(url).alter.set_table_properties({"delta.checkpointInterval": "2", **properties})
+    state.refresh(lake)
+    for run, keys in enumerate([("b",), ("d", "e"), ("a", "f")], start=2):
+        units = [stage(lake, url, k, day_frame(k, n=run)) for k in keys]
+        commit(lake, url, units, run_id=f"run-{run}", state=state)
+    commit(lake, url, [UnitOutput("c", (), {"up": 4}, "", delete=True)], "run-5", state)
+    write_deltalake(url, pa.table({"id": [9], "label": ["x"], "date": ["g"]}), mode="append")
+    commit(lake, url, [stage(lake, url, "e", day_frame("e", n=7))], run_id="run-6", state=state)
+    state.refresh(lake)
+    return state
+
+
+def held(state):
+    """Partition key -> its files, of the partitions that hold any."""
+    return {key: paths for key, paths in state.files.items() if paths}
+
+
+def same(loaded, followed):
+    assert loaded.version == followed.version
+    assert held(loaded) == held(followed)
+    assert loaded.touched == followed.touched
+    assert loaded.published == followed.published
+    assert (loaded.txn_version, loaded.column, loaded.table_id) == (
+        followed.txn_version, followed.column, followed.table_id,
+    )  # fmt: skip
+    assert loaded.schema == followed.schema
+
+
+def reads_of(lake, monkeypatch):
+    """The commit files a load reads (our own Lake, spied on)."""
+    read = []
+    real = Lake.read_bytes
+
+    def spy(self, url):
+        if url.endswith(".json") and "/_delta_log/" in url:
+            read.append(int(url.rsplit("/", 1)[1][:20]))
+        return real(self, url)
+
+    monkeypatch.setattr(Lake, "read_bytes", spy)
+    return read
+
+
+def checkpoints(url):
+    delta = sorted(n for n in os.listdir(f"{url}/_delta_log") if ".checkpoint." in n)
+    ours = sorted(os.listdir(f"{url}/{CHECKPOINTS_DIR}"))
+    return [int(n[:20]) for n in delta], [int(n[:20]) for n in ours]
+
+
+def test_a_table_loads_from_its_checkpoints_as_it_was_followed(table, monkeypatch):
+    lake, url = table
+    followed = build(lake, url, {})
+    delta, ours = checkpoints(url)
+    assert delta and ours and len(ours) <= 2  # lakeflow's beside Delta's, the newest two
+    assert ours[-1] >= delta[-1]
+    read = reads_of(lake, monkeypatch)
+    loaded = TableState.load(lake, url)
+    same(loaded, followed)
+    assert loaded.published["a"].run_id == "run-4" and loaded.published["b"].run_id == "run-2"
+    assert "c" not in loaded.files and loaded.touched["c"] == followed.touched["c"]
+    assert "g" not in loaded.published  # the outside commit's
+    assert read and min(read) > delta[-1]  # only the commits after the checkpoint ...
+    assert len(read) == len(set(read))  # ... each once
+    assert loaded.handle is None  # deltalake did not read the log
+
+
+def test_what_partitions_were_built_from_outlives_the_commits_delta_cleans_up(table):
+    lake, url = table
+    followed = build(lake, url, {"delta.logRetentionDuration": "interval 0 seconds"})
+    commits = sorted(int(n[:20]) for n in os.listdir(f"{url}/_delta_log") if n.endswith(".json"))
+    assert commits[0] > 1  # the commit that built "a".."c" is gone
+    loaded = TableState.load(lake, url)
+    same(loaded, followed)
+    assert loaded.published["b"].run_id == "run-2"
+
+
+def test_a_table_without_lakeflows_checkpoint_is_read_from_its_log(table):
+    lake, url = table
+    followed = build(lake, url, {})
+    shutil.rmtree(f"{url}/{CHECKPOINTS_DIR}")
+    same(TableState.load(lake, url), followed)
+
+
+def test_a_checkpoint_of_another_table_at_the_same_place_is_not_taken(table, tmp_path):
+    lake, url = table
+    build(lake, url, {})
+    kept = tmp_path / "kept"
+    shutil.copytree(f"{url}/{CHECKPOINTS_DIR}", kept)
+    shutil.rmtree(url)  # dropped, and made again by an outside writer
+    write_deltalake(url, pa.table({"id": [1], "date": ["a"]}), partition_by=["date"])
+    DeltaTable(url).alter.set_table_properties({"delta.checkpointInterval": "2"})
+    write_deltalake(url, pa.table({"id": [2], "date": ["b"]}), mode="append")
+    shutil.copytree(kept, f"{url}/{CHECKPOINTS_DIR}")
+    loaded = TableState.load(lake, url)
+    assert checkpoints(url)[0] and loaded.published == {}
+    assert loaded.touched == {"a": 0, "b": 2}
+
+
+def test_lakeflows_checkpoint_brought_up_to_date_by_the_commits_after_it(table):
+    """Delta checkpointed a version after lakeflow's last checkpoint (an outside writer's
+    commit made it): the JSON commits between the two fill the gap."""
+    lake, url = table
+    followed = build(lake, url, {})
+    for n in range(2):  # outside commits until Delta checkpoints one of them
+        frame = pa.table({"id": [n], "label": ["x"], "date": [f"h{n}"]})
+        write_deltalake(url, frame, mode="append")
+    followed.refresh(lake)
+    delta, ours = checkpoints(url)
+    assert delta[-1] > ours[-1]
+    same(TableState.load(lake, url), followed)
