@@ -114,6 +114,7 @@ def run(units: int, every: int, lake_dir: Path, address: str | None) -> tuple[li
             progress = handle.progress()
             if progress["published"] >= pending[0]:
                 samples.append(sample(began, progress["published"], actor, pid, lake, state))
+                print(samples[-1], file=sys.stderr, flush=True)  # to follow a long run
                 pending = [m for m in pending if m > progress["published"]]
             elif progress["done"]:
                 raise SystemExit(f"the backfill ended early: {progress}")
