@@ -11,6 +11,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from lakeflow.lake import Lake
 from lakeflow.lake.checkpoint import CHECKPOINTS_DIR
+from lakeflow.lake import log as log_module
 from lakeflow.lake.log import TableState
 from lakeflow.lake.publish import UnitOutput
 from tests.test_lake import commit, day_frame, stage
@@ -66,6 +67,11 @@ def reads_of(lake, monkeypatch):
 
     monkeypatch.setattr(Lake, "read_bytes", spy)
     return read
+
+
+def checkpoints_of(url):
+    """The versions of the table's Delta checkpoints."""
+    return sorted(int(n[:20]) for n in os.listdir(f"{url}/_delta_log") if ".checkpoint." in n)
 
 
 def checkpoints(url):
@@ -135,3 +141,21 @@ def test_lakeflows_checkpoint_brought_up_to_date_by_the_commits_after_it(table):
     delta, ours = checkpoints(url)
     assert delta[-1] > ours[-1]
     same(TableState.load(lake, url), followed)
+
+
+def test_a_table_growing_in_big_commits_is_checkpointed_by_what_they_changed(
+    table, monkeypatch
+):
+    """Delta checkpoints every 100 versions: too seldom for a table that grows in big group
+    commits. lakeflow adds one once the commits since the last changed half as many files as
+    the table has partitions (100,000 at least; 4 here): each time a growing table doubled."""
+    monkeypatch.setattr(log_module, "CHECKPOINT_ACTIONS", 4)
+    lake, url = table
+    _, state = commit(lake, url, [stage(lake, url, k, day_frame(k)) for k in "abc"])
+    assert checkpoints_of(url) == []
+    for run, keys in enumerate(["def", "gh", "ijklmnop"], start=2):
+        commit(lake, url, [stage(lake, url, k, day_frame(k)) for k in keys], f"run-{run}", state)
+    # 3 + 3 files changed by version 1 (6 partitions), then 2 (8) and 2 + 8 (16)
+    assert checkpoints_of(url) == [1, 3]
+    assert checkpoints(url)[1] == [1, 3]
+    same(TableState.load(lake, url), state)

@@ -49,6 +49,7 @@ CHECKPOINTS_DIR = (
     "_lakeflow/checkpoints"  # under the table's root: Delta's vacuum leaves "_" folders
 )
 FORMAT = 1
+ADD_FIELDS = ["add.path", "add.size", "add.partitionValues"]  # read as path, size, ...
 KEEP = 2  # partition checkpoints kept: a reader that listed the older one can still read it
 _CLASSIC = re.compile(r"^(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?\.parquet$")
 _SCHEMA = pa.schema(
@@ -124,18 +125,20 @@ def read_delta_checkpoint(
     """The files, metadata and transactions of a classic checkpoint; None for one this reader
     leaves to deltalake: one that points to sidecar files (v2 checkpoints), and a table with
     column mapping (its partition values are keyed by physical column names)."""
-    tables = []
+    adds, others = [], []
     for name in names:
         path = lake.path(f"{url}/_delta_log/{name}")
         try:
-            columns = set(pq.read_schema(path, filesystem=lake.filesystem()).names)
-            wanted = [c for c in ("add", "metaData", "txn", "sidecar") if c in columns]
-            tables.append(pq.read_table(path, columns=wanted, filesystem=lake.filesystem()))
+            present = set(pq.read_schema(path, filesystem=lake.filesystem()).names)
+            if "add" in present:  # only the fields needed: a file's stats are most of its bytes
+                adds.append(pq.read_table(path, columns=ADD_FIELDS, filesystem=lake.filesystem()))
+            wanted = [c for c in ("metaData", "txn", "sidecar") if c in present]
+            others.append(pq.read_table(path, columns=wanted, filesystem=lake.filesystem()))
         except pa.ArrowInvalid:  # not Parquet we can read: deltalake may, or says why not
             return None
         except OSError as error:
             raise lake.unreachable(error) from error
-    frame = pa.concat_tables(tables, promote_options="permissive")
+    frame = pa.concat_tables(others, promote_options="permissive")
     if "sidecar" in frame.column_names and frame.column("sidecar").null_count < len(frame):
         return None
     meta = _first(frame.column("metaData"))
@@ -145,12 +148,13 @@ def read_delta_checkpoint(
     if configuration.get("delta.columnMapping.mode", "none") != "none":
         return None
     partition_columns = tuple(meta.get("partitionColumns") or ())
+    column = partition_columns[0] if partition_columns else None
     return DeltaCheckpoint(
         version,
         meta["id"],
         partition_columns,
         meta["schemaString"],
-        _files(frame.column("add"), partition_columns[0] if partition_columns else None),
+        _files(pa.concat_tables(adds) if adds else None, column),
         _transactions(frame),
     )
 
@@ -160,16 +164,19 @@ def _first(column: pa.ChunkedArray) -> dict[str, Any] | None:
     return present[0].as_py() if len(present) else None
 
 
-def _files(adds: pa.ChunkedArray, column: str | None) -> dict[str, dict[str, int]]:
-    adds = adds.drop_null()
-    paths = pc.struct_field(adds, "path").to_pylist()
-    sizes = pc.struct_field(adds, "size").to_pylist()
+def _files(adds: pa.Table | None, column: str | None) -> dict[str, dict[str, int]]:
+    """Partition key -> {path: size} of the `add` rows (the nested fields read: `ADD_FIELDS`)."""
+    files: dict[str, dict[str, int]] = {}
+    if adds is None:
+        return files
+    adds = adds.filter(pc.is_valid(adds.column("path")))  # the rows of other actions: null
+    paths = adds.column("path").to_pylist()
+    sizes = adds.column("size").to_pylist()
     if column:
-        values = pc.map_lookup(pc.struct_field(adds, "partitionValues"), column, "first")
+        values = pc.map_lookup(adds.column("partitionValues"), column, "first")
         keys = values.fill_null("").to_pylist()
     else:
         keys = [""] * len(paths)
-    files: dict[str, dict[str, int]] = {}
     for key, path, size in zip(keys, paths, sizes, strict=True):
         files.setdefault(key, {})[path] = size
     return files
@@ -194,18 +201,27 @@ def write_partition_checkpoint(
     """Write lakeflow's checkpoint of the table's partitions (replacing none: one file a
     version), then delete all but the newest `KEEP`."""
     records = checkpoint.records
-    picked = [records[g] if g is not None else None for g in checkpoint.groups]
+    count = max(records, default=-1) + 1
+    groups = pa.array(checkpoint.groups, pa.int32())
+
+    def per_row(field: int, kind: pa.DataType, show: Any = None) -> pa.Array:
+        """One field of the records, per group, then taken for each row by its group."""
+        values = [records[g][field] if g in records else None for g in range(count)]
+        if show is not None:
+            values = [show(v) if v is not None else None for v in values]
+        return pc.take(pa.array(values, kind), groups)
+
     about = {"format": FORMAT, "table": table_id, "version": checkpoint.version}
     table = pa.table(
         {
-            "key": checkpoint.keys,
-            "touched": checkpoint.touched,
-            "group": checkpoint.groups,
-            "version": [r[0] if r else None for r in picked],
-            "run": [r[1] if r else None for r in picked],
-            "code": [r[2] if r else None for r in picked],
-            "inputs": [json.dumps(r[3], sort_keys=True) if r else None for r in picked],
-            "timestamp_ms": [r[4] if r else None for r in picked],
+            "key": pa.array(checkpoint.keys, pa.string()),
+            "touched": pa.array(checkpoint.touched, pa.int64()),
+            "group": groups,
+            "version": per_row(0, pa.int64()),
+            "run": per_row(1, pa.string()),
+            "code": per_row(2, pa.string()),
+            "inputs": per_row(3, pa.string(), lambda v: json.dumps(v, sort_keys=True)),
+            "timestamp_ms": per_row(4, pa.int64()),
         },
         schema=_SCHEMA.with_metadata({"lakeflow": json.dumps(about)}),
     )

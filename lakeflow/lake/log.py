@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from lakeflow.errors import LakeError, LakeflowError
 from lakeflow.lake import Lake
@@ -40,6 +40,7 @@ from lakeflow.lake.checkpoint import (
 __all__ = ["APP_ID", "Commit", "Published", "TableState", "commit_path", "parse_commit"]
 
 APP_ID = "lakeflow"  # application transaction id of lakeflow's own commits
+CHECKPOINT_ACTIONS = 100_000  # file actions since a table's last checkpoint before another
 logger = logging.getLogger(__name__)
 METADATA_KEY = "lakeflow"
 METADATA_VERSION = 1
@@ -84,6 +85,11 @@ class Commit:
     @property
     def touched(self) -> set[str]:
         return set(self.added) | set(self.removed)
+
+    @property
+    def file_actions(self) -> int:
+        """Files the commit added and removed."""
+        return sum(map(len, self.added.values())) + sum(map(len, self.removed.values()))
 
     def published(self) -> dict[str, Published]:
         """Partition key -> what this lakeflow commit recorded for it (empty for outside commits)."""
@@ -262,6 +268,8 @@ class TableState:
     published: dict[str, Published] = field(default_factory=dict)  # key -> ours, if last touch was
     txn_version: int = 0
     table_id: str | None = None  # Delta's id of the table (a table made again has another)
+    delta_checkpoint: int = -1  # version of the newest Delta checkpoint known ...
+    since_checkpoint: int = 0  # ... and the file actions of the commits applied after it
     checkpointed: int = -1  # version of the newest partition checkpoint read or written
     handle: DeltaTable | None = field(default=None, repr=False)
     lock: threading.RLock = field(
@@ -311,7 +319,7 @@ class TableState:
         delta = read_delta_checkpoint(lake, self.url, version, names)
         if delta is None:
             return False
-        self.version, self.table_id = version, delta.table_id
+        self.version, self.table_id, self.delta_checkpoint = version, delta.table_id, version
         self.column = delta.partition_columns[0] if delta.partition_columns else None
         self.schema = pa.schema(DeltaSchema.from_json(delta.schema_json).to_arrow())
         self.files = delta.files
@@ -331,11 +339,12 @@ class TableState:
             group: Published(*record) for group, record in checkpoint.records.items()
         }  # one record a group, shared by its keys, as a commit's `published()` shares it
         self.touched = dict(zip(checkpoint.keys, checkpoint.touched, strict=True))
-        self.published = {
-            key: records[group]
-            for key, group in zip(checkpoint.keys, checkpoint.groups, strict=True)
-            if group is not None
-        }
+        ours = [
+            (key, g)
+            for key, g in zip(checkpoint.keys, checkpoint.groups, strict=True)
+            if g is not None
+        ]
+        self.published = {key: records[g] for key, g in ours}
         self.checkpointed = checkpoint.version
 
     @classmethod
@@ -411,22 +420,32 @@ class TableState:
             else:
                 self.published[key] = info
 
-    # -- lakeflow's checkpoint ------------------------------------------------------------------
-    def checkpoint_partitions(self, lake: Lake) -> None:
-        """After a commit of ours: once Delta has written a checkpoint newer than lakeflow's
-        own, write lakeflow's checkpoint of the partitions as of this state's version, so that
-        what they were built from outlives the commits Delta cleans up (`lake.checkpoint`).
-        A failure is logged and the next Delta checkpoint tries again: the commit stands, and
-        until then the log is read instead."""
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint(self, lake: Lake) -> None:
+        """After a commit of ours. A Delta checkpoint once the commits since the last one
+        changed half as many files as the table has partitions (`CHECKPOINT_ACTIONS` at
+        least): a growing table is checkpointed each time it doubled, and a new reader
+        (deltalake's or ours) parses at most about as much JSON as the checkpoint holds.
+        Delta's own cadence, one every 100 versions, is too seldom for a table that grows in
+        big group commits. Then, beside a Delta checkpoint newer than lakeflow's own, lakeflow's
+        checkpoint of the partitions as of this version, so that what they were built from
+        outlives the commits Delta cleans up (`lake.checkpoint`). A failure is logged and
+        tried again after the next commit: the commit stands, and readers read the log."""
         try:
             delta = last_checkpoint_version(lake, self.url)
-            if delta is None or delta <= self.checkpointed or self.table_id is None:
+            if delta is not None and delta > self.delta_checkpoint:  # deltalake made one
+                self.delta_checkpoint, self.since_checkpoint = delta, 0
+            if self.since_checkpoint >= max(CHECKPOINT_ACTIONS, len(self.files) // 2):
+                handle = self.current_handle(lake)
+                handle.create_checkpoint()
+                self.delta_checkpoint, self.since_checkpoint = handle.version(), 0
+            if self.delta_checkpoint <= self.checkpointed or self.table_id is None:
                 return
             with self.lock:
                 checkpoint = self._partition_checkpoint()
             write_partition_checkpoint(lake, self.url, self.table_id, checkpoint)
-        except LakeflowError as error:
-            logger.warning("lakeflow's checkpoint of %s was not written: %s", self.url, error)
+        except (LakeflowError, DeltaError, OSError) as error:
+            logger.warning("checkpointing %s failed: %s", self.url, error)
             return
         self.checkpointed = checkpoint.version
 
@@ -472,6 +491,7 @@ class TableState:
                             break
         for key, added in commit.added.items():
             self.files.setdefault(key, {}).update(added)
+        self.since_checkpoint += commit.file_actions
         self._note(commit)
         self.txn_version = max(self.txn_version, commit.txn.get(APP_ID, 0))
         self.version = commit.version

@@ -138,15 +138,14 @@ def publish(
     epoch: int | None = None,
 ) -> Commit:
     """Commit `units` to the table in one version; returns that commit. `state` moves forward,
-    and when Delta made a checkpoint, lakeflow writes its own beside it (`TableState.
-    checkpoint_partitions`).
+    and the table is checkpointed when due (`TableState.checkpoint`).
 
     Units must all fit the table's schema (see `split_by_schema`). `epoch`: the committing
     controller's (recorded in the commit's metadata).
     """
     commit = _publish(lake, state, asset=asset, column=column, run_id=run_id,
                       code_version=code_version, units=units, epoch=epoch)  # fmt: skip
-    state.checkpoint_partitions(lake)
+    state.checkpoint(lake)
     return commit
 
 
