@@ -36,7 +36,7 @@ from lakeflow.lake.staging import quarantine_files
 
 __all__ = ["CommitOutcome", "GroupCommits", "Rejected", "Staged"]
 
-LONGEST_LINGER = 60.0  # seconds a dear table's staged units wait at most for more
+LONGEST_LINGER = 300.0  # seconds a dear table's staged units wait at most for more
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,10 @@ class GroupCommits:
         as its table grows (deltalake rebuilds its snapshot of every file of the table, twice a
         commit), so a table that keeps growing is committed in ever bigger groups: its commits
         stay about `share` of its time, and their cost a unit stays flat from ten thousand
-        files to a million, instead of growing with the table. Up to `LONGEST_LINGER`: one
-        commit slowed down by the store or a busy machine must not hold a table back for long."""
+        files to a million, instead of growing with the table. Up to `LONGEST_LINGER`, which
+        bounds how long a published partition waits to show and what a crash of the
+        controller makes run again, when one commit was slowed down by the store or a busy
+        machine."""
         return max(self.linger, min(self.cost.get(asset, 0.0) / self.share, LONGEST_LINGER))
 
     def ready(self, running: Mapping[str, int]) -> list[tuple[str, list[Staged]]]:

@@ -24,7 +24,7 @@ class ControllerOptions:
     - commit_share: the share of its time a table's commits may take: once a commit takes
       longer than this share of the linger (a Delta commit costs more as its table grows),
       that table's staged units wait longer, up to the last commit's seconds / commit_share
-      (a minute at most), and are committed together however many they are
+      (five minutes at most), and are committed together however many they are
     - task_seconds: how long a task of several small units should take
     - resume_unfinished: on a first start, resume the runs the lake says are unfinished (after a
       restart of the controller actor they are always resumed)

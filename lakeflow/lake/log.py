@@ -304,8 +304,9 @@ class TableState:
         try:
             if found is None or state._start_from_checkpoint(lake, *found, commits):
                 state.refresh(lake)
-        except (ValueError, pl.exceptions.PolarsError):
+        except (ValueError, pl.exceptions.PolarsError):  # a half-read state is not returned
             _raise_if_corrupt(lake, url)
+            return cls._load_through_deltalake(lake, url, column)
         if state.version >= newest:
             return state
         return cls._load_through_deltalake(lake, url, column)
