@@ -10,8 +10,8 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from lakeflow.lake import Lake
-from lakeflow.lake.checkpoint import CHECKPOINTS_DIR
 from lakeflow.lake import log as log_module
+from lakeflow.lake.checkpoint import CHECKPOINTS_DIR
 from lakeflow.lake.log import TableState
 from lakeflow.lake.publish import UnitOutput
 from tests.test_lake import commit, day_frame, stage
