@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_task_events_max_num_task_in_gcs", "5000")  # notes/ra
 import polars as pl  # noqa: E402
 
 import lakeflow as lf  # noqa: E402
-from benchmarks.common import Timer, record, table  # noqa: E402
+from benchmarks.common import Timer, process_mib, record, table  # noqa: E402
 
 
 def tiny_pipeline(units: int, lake: str, name: str = "tiny") -> lf.Pipeline:
@@ -40,17 +40,6 @@ def _hour(offset: int) -> str:
     import numpy as np
 
     return str(np.datetime64("2000-01-01T00", "h") + offset)
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The peak resident memory of a process on this machine (VmHWM), in MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def bare_ray(units: int) -> float:
@@ -82,7 +71,7 @@ def lakeflow_units(units: int, lake: str, address: str | None) -> tuple[float, f
         result = lf.backfill(pipeline, lake=lake, address=address)
     assert result.ok, result.summary()
     info = ray.get(actor.ping.remote())
-    memory = peak_rss_mib(info["pid"])
+    memory = process_mib(info["pid"])
     lf.stop(lake)
     return timer.seconds, memory, info["cpu_seconds"] - before
 

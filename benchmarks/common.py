@@ -28,6 +28,18 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def process_mib(pid: int, field: str = "VmHWM") -> float:
+    """Memory of another process on this machine from /proc, in MiB: its peak resident set
+    (VmHWM) or its resident set now (VmRSS); NaN when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 class Timer:
     def __enter__(self) -> Timer:
         self.start = time.perf_counter()

@@ -16,6 +16,7 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
         ("bench_pipeline.py", ["--executor", "local"], "| lakeflow (local) |"),
         ("bench_checks.py", [], "| 10,000 |"),
         ("bench_control_plane.py", [], "| 1,000 |"),
+        ("bench_million.py", [], "| 2,000 |"),
         ("bench_tpch.py", [], "| lakeflow backfill: lineitem |"),
         ("bench_sql.py", [], "| lakeflow, SQL asset (DuckDB) | 31 |"),
         ("bench_planning.py", [], "| empty lake: plan | 100,000 |"),

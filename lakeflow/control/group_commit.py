@@ -37,6 +37,8 @@ from lakeflow.lake.staging import quarantine_files
 
 __all__ = ["CommitOutcome", "GroupCommits", "Rejected", "Staged"]
 
+LONGEST_LINGER = 300.0  # seconds a dear table's staged units wait at most for more
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -105,6 +107,8 @@ class GroupCommits:
         superseded: Callable[[Superseded], None],
         linger: float,
         max_units: int,
+        share: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.run_id = run_id
         self.pipeline = pipeline
@@ -120,30 +124,50 @@ class GroupCommits:
         self.superseded = superseded  # another controller runs the lake
         self.linger = linger  # seconds staged units may wait for more of their table
         self.max_units = max_units
+        self.share = share  # of a table's time its commits may take (see `linger_of`)
+        self.clock = clock
+        self.cost: dict[str, float] = {}  # table -> seconds its last commit took
         self.staged: dict[str, list[Staged]] = {}
         self.staged_since: dict[str, float] = {}
         self.committing: set[str] = set()
 
     def stage(self, asset: str, item: Staged) -> None:
         self.staged.setdefault(asset, []).append(item)
-        self.staged_since.setdefault(asset, time.monotonic())
+        self.staged_since.setdefault(asset, self.clock())
 
     def waiting(self) -> bool:
         """Are staged units waiting for their commit?"""
         return any(self.staged.values())
 
+    def linger_of(self, asset: str) -> float:
+        """How long staged units of `asset` may wait for more of their table: `linger`, or
+        longer once its last commit took more than `share` of that. A Delta commit costs more
+        as its table grows (deltalake rebuilds its snapshot of every file of the table, twice a
+        commit), so a table that keeps growing is committed in ever bigger groups: its commits
+        stay about `share` of its time, and their cost a unit stays flat from ten thousand
+        files to a million, instead of growing with the table. Up to `LONGEST_LINGER`, which
+        bounds how long a published partition waits to show and what a crash of the
+        controller makes run again, when one commit was slowed down by the store or a busy
+        machine."""
+        return max(self.linger, min(self.cost.get(asset, 0.0) / self.share, LONGEST_LINGER))
+
     def ready(self, running: Mapping[str, int]) -> list[tuple[str, list[Staged]]]:
         """The batches to commit now: per table whose staged units should wait no longer (none
-        of its units in flight, `running`, or they waited `linger`, or they fill a commit)."""
-        now = time.monotonic()
+        of its units in flight, `running`, or they waited `linger_of` it, or they fill a
+        commit of `max_units`; a table whose commits are dear is committed whole, when its
+        longer linger is over)."""
+        now = self.clock()
         out = []
         for asset, items in self.staged.items():
             if not items or asset in self.committing:
                 continue
-            lingering = now - self.staged_since.get(asset, now) < self.linger
-            if running.get(asset, 0) and lingering and len(items) < self.max_units:
+            linger = self.linger_of(asset)
+            dear = linger > self.linger  # only its longer linger bounds its commits
+            lingering = now - self.staged_since.get(asset, now) < linger
+            full = not dear and len(items) >= self.max_units
+            if running.get(asset, 0) and lingering and not full:
                 continue  # more units of this table are on their way: let them join the commit
-            batch = items[: self.max_units]
+            batch = items[:] if dear else items[: self.max_units]
             del items[: len(batch)]
             self.staged_since.pop(asset, None)
             if items:
@@ -186,15 +210,21 @@ class GroupCommits:
                             return
                 fence = self.fence
 
-                def fenced_publish() -> Commit:
+                def fenced_publish() -> tuple[Commit, float]:
                     fence.check()  # on this thread, right before the commit
-                    return publish(
+                    began = time.perf_counter()
+                    commit = publish(
                         self.lake, table, asset=asset, column=definition.partitions.column,
                         run_id=self.run_id, code_version=definition.code_version, units=fits,
                         epoch=fence.epoch, properties=self.pipeline.table_properties(asset),
                     )  # fmt: skip
+                    return commit, time.perf_counter() - began
 
-                commit = await asyncio.to_thread(fenced_publish)
+                commit, seconds = await asyncio.to_thread(fenced_publish)
+                self.cost[asset] = seconds
+                # what a commit costs as the table grows: one event a group commit
+                self.emit(Event(self.run_id, "table_committed", asset=asset, version=commit.version,
+                                seconds=seconds, detail={"units": len(fits)}))  # fmt: skip
                 published = tuple(by_key[o.key].unit for o in fits)
                 yield CommitOutcome(
                     asset, commit.version, tuple(misfits), rejected, published,

@@ -85,7 +85,7 @@ class Run(Claims, RunOutcomes):
             tables=host.tables, table_lock=host.table_lock, executor=host.executor,
             fence=host.fence, emit=host.events.emit, committed=host.committed,
             released=host.released, superseded=host.superseded,
-            linger=linger, max_units=options.max_commit_units,
+            linger=linger, max_units=options.max_commit_units, share=options.commit_share,
         )  # fmt: skip
         self.retry_logged = 0  # the newest unit_retry event: retries wait until it is written
         self._seed_attempts(attempts or {})

@@ -75,6 +75,8 @@ class Event:
     Each attempt whose code printed or logged anything also leaves a `logs` event (`attempt`,
     `detail` {"logs": its last 64 KiB of stdout, stderr and logging output, secrets redacted});
     its text is stored in `_lakeflow/logs` (`read_logs`), the event log keeps its size.
+    Each group commit leaves a `table_committed` event (`version`, `seconds` the publish took,
+    `detail` {"units": how many it published}).
     """
 
     run_id: str

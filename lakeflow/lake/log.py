@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -26,14 +27,25 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from lakeflow.errors import LakeError
+from lakeflow.errors import LakeError, LakeflowError
 from lakeflow.lake import Lake
+from lakeflow.lake.checkpoint import (
+    PartitionCheckpoint,
+    Record,
+    last_checkpoint_version,
+    newest_checkpoint,
+    read_delta_checkpoint,
+    read_partition_checkpoint,
+    write_partition_checkpoint,
+)
 
 __all__ = ["APP_ID", "Commit", "Published", "TableState", "commit_path", "parse_commit"]
 
 APP_ID = "lakeflow"  # application transaction id of lakeflow's own commits
+CHECKPOINT_ACTIONS = 100_000  # file actions since a table's last checkpoint before another
+logger = logging.getLogger(__name__)
 METADATA_KEY = "lakeflow"
 METADATA_VERSION = 1
 
@@ -68,6 +80,7 @@ class Commit:
         None  # set when the commit changes the table's metadata
     )
     schema_json: str | None = None  # the table's schema, when the commit changes its metadata
+    table_id: str | None = None  # the table's Delta id, when the commit changes its metadata
     # False: it changes no rows: it only moves them between files (OPTIMIZE: every add and
     # remove says dataChange=false), or changes no file at all (table properties)
     data_change: bool = True
@@ -82,6 +95,11 @@ class Commit:
         if not self.data_change:
             return set()
         return set(self.added) | set(self.removed)
+
+    @property
+    def file_actions(self) -> int:
+        """Files the commit added and removed."""
+        return sum(map(len, self.added.values())) + sum(map(len, self.removed.values()))
 
     def published(self) -> dict[str, Published]:
         """Partition key -> what this lakeflow commit recorded for it (empty for outside commits)."""
@@ -123,11 +141,13 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
     actions = [json.loads(line) for line in (lines if not bulk else _others(lines))]
     partition_columns: tuple[str, ...] | None = None
     schema_json: str | None = None
+    table_id: str | None = None
     for action in actions:
         if "metaData" in action:
             partition_columns = tuple(action["metaData"].get("partitionColumns") or ())
             column = partition_columns[0] if partition_columns else None
             schema_json = action["metaData"].get("schemaString")
+            table_id = action["metaData"].get("id")
     timestamp, operation, metadata = 0, "", None
     txn: dict[str, int] = {}
     added: dict[str, list[tuple[str, int]]] = {}
@@ -166,6 +186,7 @@ def parse_commit(raw: bytes, version: int, column: str | None) -> Commit:
         {k: tuple(v) for k, v in removed.items()},
         partition_columns,
         schema_json,
+        table_id,
         data_change=changes,
     )
 
@@ -241,6 +262,17 @@ def _unreadable_commit(lake: Lake, url: str) -> str | None:
     return None
 
 
+def _raise_if_corrupt(lake: Lake, url: str) -> None:
+    """After the log failed to read: a `LakeError` naming the commit file that is not JSON,
+    if there is one."""
+    broken = _unreadable_commit(lake, url)
+    if broken is not None:
+        raise LakeError(
+            f"the log of table {url} is corrupt: {broken}",
+            hint="restore that file from a backup, or drop the table to rebuild it",
+        )
+
+
 @dataclass
 class TableState:
     """A table as of `version` (-1: the table does not exist yet)."""
@@ -253,6 +285,10 @@ class TableState:
     touched: dict[str, int] = field(default_factory=dict)  # key -> version last touched
     published: dict[str, Published] = field(default_factory=dict)  # key -> ours, if last touch was
     txn_version: int = 0
+    table_id: str | None = None  # Delta's id of the table (a table made again has another)
+    delta_checkpoint: int = -1  # version of the newest Delta checkpoint known ...
+    since_checkpoint: int = 0  # ... and the file actions of the commits applied after it
+    checkpointed: int = -1  # version of the newest partition checkpoint read or written
     handle: DeltaTable | None = field(default=None, repr=False)
     lock: threading.RLock = field(
         default_factory=threading.RLock, repr=False
@@ -269,7 +305,70 @@ class TableState:
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, lake: Lake, url: str, *, column: str | None = None) -> TableState:
-        """Read the table's current state; a table that does not exist yet gives version -1."""
+        """Read the table's current state; a table that does not exist yet gives version -1.
+
+        From the newest Delta checkpoint (the files), lakeflow's partition checkpoint (what the
+        partitions were built from, `lake.checkpoint`) and the JSON commits after them, each
+        read once; a table without a checkpoint from its JSON commits. A log this cannot follow
+        (a v2 checkpoint, column mapping, commits missing after the checkpoint) is read by
+        deltalake instead."""
+        state = cls(url, column)
+        names = lake.list_dir(f"{url}/_delta_log")
+        commits = sorted(int(n[:20]) for n in names if n.endswith(".json") and n[:20].isdigit())
+        found = newest_checkpoint(names)
+        if not commits and found is None:
+            return state
+        newest = max(commits[-1] if commits else -1, found[0] if found else -1)
+        try:
+            if found is None or state._start_from_checkpoint(lake, *found, commits):
+                state.refresh(lake)
+        except (ValueError, pl.exceptions.PolarsError):  # a half-read state is not returned
+            _raise_if_corrupt(lake, url)
+            return cls._load_through_deltalake(lake, url, column)
+        if state.version >= newest:
+            return state
+        return cls._load_through_deltalake(lake, url, column)
+
+    def _start_from_checkpoint(
+        self, lake: Lake, version: int, names: list[str], commits: list[int]
+    ) -> bool:
+        """Take the files from the Delta checkpoint at `version`, and what lakeflow knows of
+        the partitions up to it from its own checkpoint and the JSON commits between the two;
+        False for a checkpoint left to deltalake."""
+        delta = read_delta_checkpoint(lake, self.url, version, names)
+        if delta is None:
+            return False
+        self.version, self.table_id, self.delta_checkpoint = version, delta.table_id, version
+        self.column = delta.partition_columns[0] if delta.partition_columns else None
+        self.schema = pa.schema(DeltaSchema.from_json(delta.schema_json).to_arrow())
+        self.files = delta.files
+        self.txn_version = delta.transactions.get(APP_ID, 0)
+        ours = read_partition_checkpoint(lake, self.url, delta.table_id, newest=version)
+        if ours is not None and ours.version < version and ours.version + 1 not in commits:
+            ours = None  # the commits after it are gone: it cannot be brought up to date
+        after = -1
+        if ours is not None:
+            self._take_partition_checkpoint(ours)
+            after = ours.version
+        self._replay_notes(lake, [v for v in commits if after < v <= version], after)
+        return True
+
+    def _take_partition_checkpoint(self, checkpoint: PartitionCheckpoint) -> None:
+        records = {
+            group: Published(*record) for group, record in checkpoint.records.items()
+        }  # one record a group, shared by its keys, as a commit's `published()` shares it
+        self.touched = dict(zip(checkpoint.keys, checkpoint.touched, strict=True))
+        ours = [
+            (key, g)
+            for key, g in zip(checkpoint.keys, checkpoint.groups, strict=True)
+            if g is not None
+        ]
+        self.published = {key: records[g] for key, g in ours}
+        self.checkpointed = checkpoint.version
+
+    @classmethod
+    def _load_through_deltalake(cls, lake: Lake, url: str, column: str | None) -> TableState:
+        """The table's state with deltalake reading the files: for logs `load` cannot follow."""
         state = cls(url, column)
         try:
             handle = DeltaTable(url, storage_options=lake.delta_options())
@@ -280,18 +379,19 @@ class TableState:
         except Exception as error:  # deltalake wraps I/O failures in its own types
             if "not a delta table" in str(error).lower() or "no files in log" in str(error).lower():
                 return state
-            broken = _unreadable_commit(lake, url)
-            if broken is not None:
-                raise LakeError(
-                    f"the log of table {url} is corrupt: {broken}",
-                    hint="restore that file from a backup, or drop the table to rebuild it",
-                ) from error
+            _raise_if_corrupt(lake, url)
             raise lake.unreachable(error) from error
         state.handle = handle
         partition_columns = handle.metadata().partition_columns
         state.column = partition_columns[0] if partition_columns else None
+        state.table_id = handle.metadata().id
         state._reset_from_handle()
-        state._replay_log(lake)
+        commits = sorted(
+            int(name[:20])
+            for name in lake.list_dir(f"{url}/_delta_log")
+            if name.endswith(".json") and name[:20].isdigit()
+        )
+        state._replay_notes(lake, [v for v in commits if v <= state.version], -1)
         return state
 
     def _reset_from_handle(self) -> None:
@@ -315,21 +415,15 @@ class TableState:
             self.files.setdefault(key or "", {})[path] = size
         self.txn_version = self.handle.transaction_version(APP_ID) or 0
 
-    def _replay_log(self, lake: Lake) -> None:
-        """Learn `touched` and `published` from the commit files still in the log."""
-        available = sorted(
-            int(name[:20])
-            for name in lake.list_dir(f"{self.url}/_delta_log")
-            if name.endswith(".json") and name[:20].isdigit()
-        )
-        available = [v for v in available if v <= self.version]
-        first = available[0] if available else self.version + 1
-        if (
-            first > 0
-        ):  # older commits were cleaned up: assume their partitions changed at `first - 1`
+    def _replay_notes(self, lake: Lake, versions: list[int], after: int) -> None:
+        """Learn `touched` and `published` from the commits `versions` (those still in the log
+        of the ones after version `after`). When older ones were cleaned up, their partitions
+        are taken as changed just before the first one left."""
+        first = versions[0] if versions else self.version + 1
+        if first > after + 1:
             for key in self.keys():
                 self.touched[key] = first - 1
-        for version in available:
+        for version in versions:
             raw = lake.read_bytes(commit_path(self.url, version))
             if raw is not None:
                 self._note(parse_commit(raw, version, self.column))
@@ -344,6 +438,55 @@ class TableState:
                 self.published.pop(key, None)
             else:
                 self.published[key] = info
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint(self, lake: Lake) -> None:
+        """After a commit of ours. A Delta checkpoint once the commits since the last one
+        changed half as many files as the table has partitions (`CHECKPOINT_ACTIONS` at
+        least): a growing table is checkpointed each time it doubled, and a new reader
+        (deltalake's or ours) parses at most about as much JSON as the checkpoint holds.
+        Delta's own cadence, one every 100 versions, is too seldom for a table that grows in
+        big group commits. Then, beside a Delta checkpoint newer than lakeflow's own, lakeflow's
+        checkpoint of the partitions as of this version, so that what they were built from
+        outlives the commits Delta cleans up (`lake.checkpoint`). A failure is logged and
+        tried again after the next commit: the commit stands, and readers read the log."""
+        try:
+            delta = last_checkpoint_version(lake, self.url)
+            if delta is not None and delta > self.delta_checkpoint:  # deltalake made one
+                self.delta_checkpoint, self.since_checkpoint = delta, 0
+            if self.since_checkpoint >= max(CHECKPOINT_ACTIONS, len(self.files) // 2):
+                handle = self.current_handle(lake)
+                handle.create_checkpoint()
+                self.delta_checkpoint, self.since_checkpoint = handle.version(), 0
+            if self.delta_checkpoint <= self.checkpointed or self.table_id is None:
+                return
+            with self.lock:
+                checkpoint = self._partition_checkpoint()
+            write_partition_checkpoint(lake, self.url, self.table_id, checkpoint)
+        except (LakeflowError, DeltaError, OSError) as error:
+            logger.warning("checkpointing %s failed: %s", self.url, error)
+            return
+        self.checkpointed = checkpoint.version
+
+    def _partition_checkpoint(self) -> PartitionCheckpoint:
+        keys = list(self.touched)
+        groups: list[int | None] = []
+        records: dict[int, Record] = {}
+        numbers: dict[int, int] = {}  # id() of a record its keys share -> its group
+        for key in keys:
+            info = self.published.get(key)
+            if info is None:
+                groups.append(None)
+                continue
+            group = numbers.setdefault(id(info), len(numbers))
+            if group not in records:
+                records[group] = (
+                    info.version, info.run_id, info.code_version, dict(info.inputs),
+                    info.timestamp_ms,
+                )  # fmt: skip
+            groups.append(group)
+        touched = [self.touched[key] for key in keys]
+        return PartitionCheckpoint(self.version, keys, touched, groups, records)
 
     # -- moving forward ------------------------------------------------------------------------
     def apply(self, commit: Commit) -> None:
@@ -367,6 +510,7 @@ class TableState:
                             break
         for key, added in commit.added.items():
             self.files.setdefault(key, {}).update(added)
+        self.since_checkpoint += commit.file_actions
         self._note(commit)
         self.txn_version = max(self.txn_version, commit.txn.get(APP_ID, 0))
         self.version = commit.version
@@ -387,6 +531,7 @@ class TableState:
                 commit = parse_commit(raw, version, self.column)
                 if commit.partition_columns is not None:
                     self.column = commit.partition_columns[0] if commit.partition_columns else None
+                    self.table_id = commit.table_id
                 self._apply(commit)
                 if commit.schema_json is not None:
                     # from the commit itself: a second read here could fail on its own and

@@ -145,12 +145,30 @@ def publish(
     epoch: int | None = None,
     properties: Mapping[str, str] | None = None,
 ) -> Commit:
-    """Commit `units` to the table in one version; returns that commit. `state` moves forward.
+    """Commit `units` to the table in one version; returns that commit. `state` moves forward,
+    and the table is checkpointed when due (`TableState.checkpoint`).
 
     Units must all fit the table's schema (see `split_by_schema`). `epoch`: the committing
     controller's (recorded in the commit's metadata). `properties`: Delta table properties a
     table this commit creates starts with (checkpoint interval, log retention).
     """
+    commit = _publish(lake, state, asset=asset, column=column, run_id=run_id,
+                      code_version=code_version, units=units, epoch=epoch)  # fmt: skip
+    state.checkpoint(lake)
+    return commit
+
+
+def _publish(
+    lake: Lake,
+    state: TableState,
+    *,
+    asset: str,
+    column: str | None,
+    run_id: str,
+    code_version: str,
+    units: Sequence[UnitOutput],
+    epoch: int | None,
+) -> Commit:
     if not units:
         raise ValueError("nothing to publish")
     _verify_files(lake, state.url, units)
