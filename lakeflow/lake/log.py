@@ -14,10 +14,12 @@ published with, and no consumer, trigger or lineage sees a change.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -41,7 +43,10 @@ from lakeflow.lake.checkpoint import (
     write_partition_checkpoint,
 )
 
-__all__ = ["APP_ID", "Commit", "Published", "TableState", "commit_path", "parse_commit"]
+__all__ = [
+    "APP_ID", "Commit", "Published", "TableState", "cleaned_past", "commit_path", "gap_commit",
+    "parse_commit",
+]  # fmt: skip
 
 APP_ID = "lakeflow"  # application transaction id of lakeflow's own commits
 CHECKPOINT_ACTIONS = 100_000  # file actions since a table's last checkpoint before another
@@ -52,6 +57,39 @@ METADATA_VERSION = 1
 
 def commit_path(table_url: str, version: int) -> str:
     return f"{table_url}/_delta_log/{version:020d}.json"
+
+
+GAP_CHECK_SECONDS = 5.0  # how often a follower whose next commit is missing asks why
+
+
+def cleaned_past(lake: Lake, url: str, version: int) -> bool:
+    """After commit `version + 1` was not found: were the commits after `version` cleaned up?
+    Delta removes old commits only behind a checkpoint, so they were when the table's newest
+    checkpoint is past `version` (its commit was written, then removed). A follower that fell
+    that far behind (log retention passed while it slept) must read the table afresh: waiting
+    for a commit that will never appear would miss every later one."""
+    raw = lake.read_bytes(f"{url}/_delta_log/_last_checkpoint")
+    if raw is None:
+        return False
+    try:
+        return int(json.loads(raw)["version"]) > version
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def gap_commit(state: TableState) -> Commit:
+    """What a follower reports for commits it could not read (cleaned up before it came to
+    them): one commit at the state's version that touched every partition the table holds, with
+    the table's metadata (caches start again). `TableState.refresh` narrows it to the
+    partitions whose files changed."""
+    with state.lock:
+        added = {key: tuple(files.items()) for key, files in state.files.items() if files}
+        columns = (state.column,) if state.column else ()
+        schema = (
+            DeltaSchema.from_arrow(state.schema).to_json() if state.schema is not None else None
+        )
+        return Commit(state.version, 0, "LAKEFLOW LOG GAP", None, {}, added, {}, columns,
+                      schema, state.table_id)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +331,7 @@ class TableState:
     lock: threading.RLock = field(
         default_factory=threading.RLock, repr=False
     )  # commits apply off-loop
+    gap_checked: float = field(default=0.0, repr=False)  # monotonic time of the last check
 
     @property
     def exists(self) -> bool:
@@ -515,15 +554,24 @@ class TableState:
         self.txn_version = max(self.txn_version, commit.txn.get(APP_ID, 0))
         self.version = commit.version
 
-    def refresh(self, lake: Lake) -> list[Commit]:
+    def refresh(self, lake: Lake, *, check_gap: bool = False) -> list[Commit]:
         """Read and apply the commits made since `version`; returns those this call applied,
         oldest first (threads may refresh one state at once: each commit is applied once, by
-        one of them). A table that did not exist is followed from its version 0 on."""
+        one of them). A table that did not exist is followed from its version 0 on.
+
+        When the next commit is missing because Delta cleaned it up (`cleaned_past`: asked at
+        most every `GAP_CHECK_SECONDS`, or now with `check_gap`), the table is read afresh and
+        a `gap_commit` stands for the commits that could not be read."""
         commits: list[Commit] = []
         while True:
             version = self.version + 1
             raw = lake.read_bytes(commit_path(self.url, version))
             if raw is None:
+                if self._fell_behind(lake, version - 1, check_gap):
+                    gap = self._catch_up(lake)
+                    if self.version >= version:
+                        commits.append(gap)
+                        continue
                 break
             with self.lock:
                 if self.version + 1 != version:  # another thread's refresh applied it
@@ -539,6 +587,39 @@ class TableState:
                     self.schema = pa.schema(DeltaSchema.from_json(commit.schema_json).to_arrow())
             commits.append(commit)
         return commits
+
+    def _catch_up(self, lake: Lake) -> Commit:
+        """Read the table afresh over commits that were cleaned up before they were read, and
+        return the `gap_commit` standing for them: the partitions whose files are not what they
+        were (files are never written twice under one name), with what was known of the others
+        (when touched, from which versions built) kept."""
+        with self.lock:
+            before = {key: dict(files) for key, files in self.files.items() if files}
+            touched, published = dict(self.touched), dict(self.published)
+        self.reload(lake)
+        with self.lock:
+            after = {key: files for key, files in self.files.items() if files}
+            changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+            for key in set(after) - changed:
+                if key in touched:
+                    self.touched[key] = touched[key]
+                if key in published:
+                    self.published[key] = published[key]
+                else:
+                    self.published.pop(key, None)
+            gap = gap_commit(self)
+        added = {k: files for k, files in gap.added.items() if k in changed}
+        removed = {k: tuple(before[k]) for k in changed - set(after)}
+        return dataclasses.replace(gap, added=added, removed=removed)
+
+    def _fell_behind(self, lake: Lake, version: int, now: bool) -> bool:
+        if version < 0:
+            return False
+        clock = time.monotonic()
+        if not now and clock - self.gap_checked < GAP_CHECK_SECONDS:
+            return False
+        self.gap_checked = clock
+        return cleaned_past(lake, self.url, version)
 
     def reload(self, lake: Lake) -> None:
         """Forget what was followed and read the table afresh: after an unexpected error this

@@ -153,7 +153,8 @@ def publish(
     table this commit creates starts with (checkpoint interval, log retention).
     """
     commit = _publish(lake, state, asset=asset, column=column, run_id=run_id,
-                      code_version=code_version, units=units, epoch=epoch)  # fmt: skip
+                      code_version=code_version, units=units, epoch=epoch,
+                      properties=properties)  # fmt: skip
     state.checkpoint(lake)
     return commit
 
@@ -168,6 +169,7 @@ def _publish(
     code_version: str,
     units: Sequence[UnitOutput],
     epoch: int | None,
+    properties: Mapping[str, str] | None,
 ) -> Commit:
     if not units:
         raise ValueError("nothing to publish")
@@ -281,7 +283,7 @@ def _landed(lake: Lake, state: TableState, ours: _Attempt) -> Commit | None:
     files. It is read from the log rather than taken from what this refresh applied: a
     concurrent refresh of the same state (a plan, another publish) may have applied it."""
     try:
-        state.refresh(lake)
+        state.refresh(lake, check_gap=True)
     except OSError as error:
         raise lake.unreachable(error) from error
     with state.lock:

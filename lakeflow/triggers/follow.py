@@ -7,6 +7,7 @@ kept in the lake as one JSON document.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,15 @@ import numpy as np
 from lakeflow.define.automation import Publish
 from lakeflow.define.partitions import Partitions
 from lakeflow.lake import Lake
-from lakeflow.lake.log import Commit, commit_path, parse_commit
+from lakeflow.lake.log import (
+    GAP_CHECK_SECONDS,
+    Commit,
+    TableState,
+    cleaned_past,
+    commit_path,
+    gap_commit,
+    parse_commit,
+)
 
 __all__ = [
     "DOWN_MARKER",
@@ -39,6 +48,7 @@ class TableFollower:
 
     def __init__(self, lake: Lake, url: str, column: str | None, cursor: int) -> None:
         self.lake, self.url, self.column, self.cursor = lake, url, column, cursor
+        self.gap_checked = 0.0  # monotonic time the missing next commit was last asked about
 
     @staticmethod
     def current_version(lake: Lake, url: str) -> int:
@@ -50,13 +60,30 @@ class TableFollower:
         return DeltaTable(url, storage_options=lake.delta_options()).version()
 
     def poll(self, limit: int = 1000) -> list[Commit]:
-        """The commits after the cursor (at most `limit`); the cursor is not moved."""
+        """The commits after the cursor (at most `limit`); the cursor is not moved.
+
+        Commits Delta cleaned up before they were read (the cursor fell behind the log's
+        retention, say while lakeflow was down) are reported as one `gap_commit` that touched
+        every partition at the table's version read afresh; asked at most every
+        `GAP_CHECK_SECONDS`."""
         out: list[Commit] = []
         version = self.cursor + 1
         while len(out) < limit:
             raw = self.lake.read_bytes(commit_path(self.url, version))
             if raw is None:
-                break
+                clock = time.monotonic()
+                if clock - self.gap_checked < GAP_CHECK_SECONDS:
+                    break
+                self.gap_checked = clock
+                if not cleaned_past(self.lake, self.url, version - 1):
+                    break
+                state = TableState.load(self.lake, self.url, column=self.column)
+                if state.version < version:
+                    break
+                out.append(gap_commit(state))
+                self.column = state.column
+                version = state.version + 1
+                continue
             commit = parse_commit(raw, version, self.column)
             if commit.partition_columns is not None:
                 self.column = commit.partition_columns[0] if commit.partition_columns else None
