@@ -4,6 +4,7 @@ schedules fire and catch up; files arrive once; a held upstream triggers nothing
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -23,6 +24,8 @@ from tests.trigger_pipelines import (
     TRIPS_ON_START,
     files_pipeline,
     held_pipeline,
+    minute_key,
+    minutes_pipeline,
     ticking_pipeline,
     trips_pipeline,
     write_csv,
@@ -230,6 +233,77 @@ def test_catch_up_latest_fires_only_the_newest_missed_tick(ray_session, lake, se
     built = sorted(partitions_of(f"{lake}/ticks", column="second"))
     oldest_missed = time.strftime("%H%M%S", time.gmtime(missed_from + 1))
     assert oldest_missed not in built and len(built) < 10
+
+
+def test_a_bounded_catch_up_after_an_hour_down_runs_only_the_newest_ticks(
+    ray_session, lake, service_stopper
+):
+    pipeline = minutes_pipeline(lake, max_catch_up=10)
+    down_since = time.time() - 3600
+    Path(f"{lake}/{STATE_URL}").parent.mkdir(parents=True)
+    Path(f"{lake}/{STATE_URL}").write_text(json.dumps({"ticks": {"every-minute": down_since}}))
+    started = time.time()
+    lf.up(pipeline)
+    service_stopper.append(lake)
+    every_minute = pipeline.triggers[0]
+    newest = {minute_key(t) for t in every_minute.ticks(down_since, started)[-10:]}
+    built = lambda: set(partitions_of(f"{lake}/minutes", column="tick"))  # noqa: E731
+    eventually(lambda: len(built()) >= 10, timeout=120)
+    lf.down(lake=lake)
+    stopped = time.time()
+    missed = every_minute.ticks(down_since, stopped)
+    fired = [t for t in missed if minute_key(t) in built()]
+    assert len(missed) >= 60 and fired == missed[-len(fired) :]  # the newest, none older
+    after_up = len(every_minute.ticks(started, stopped))  # a minute may turn during the test
+    assert 10 <= len(fired) <= 10 + after_up
+    if not after_up:
+        assert {minute_key(t) for t in fired} == newest
+    skipped = lf.read_events(Lake(lake), kinds=["schedule_ticks_skipped"])
+    assert len(skipped) == 1
+    assert json.loads(skipped["detail"][0])["skipped"] == len(missed) - len(fired)
+    assert "every-minute: skipped" in skipped["message"][0]
+
+
+def test_ticks_that_fall_while_the_first_up_starts_fire(tmp_path):
+    """The first cursor is when `up` was asked: a controller that takes 5 s to start (the clock
+    says) still fires the 5 ticks of those seconds, each once."""
+    from lakeflow.triggers.engine import TriggerOptions, Triggers
+    from tests.test_trigger_races import HeldController
+
+    class Recorder(HeldController):
+        async def submit(self, pipeline, request, origin, trigger=None, *, skip_empty=False):
+            self.requests.append((origin,))
+            return {"run_id": None}
+
+    invoked = 1_700_000_000.0  # on the clock `up` was asked; the controller starts 5 s later
+    lake_url = str(tmp_path / "lake")
+
+    async def scenario() -> list[str]:
+        controller = Recorder(Lake(lake_url))
+        options = TriggerOptions(poll=0.01, clock=lambda: invoked + 5.5, invoked=invoked)
+        triggers = Triggers(controller, ticking_pipeline(lake_url), options)  # type: ignore[arg-type]
+        await triggers.start()
+        try:
+            while len(controller.requests) < 5:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # and nothing more comes
+        finally:
+            await triggers.stop()
+        return [origin for (origin,) in controller.requests]
+
+    origins = asyncio.run(scenario())
+    seconds = [time.strftime("%H:%M:%S", time.gmtime(invoked + k)) for k in range(1, 6)]
+    assert [o.rsplit("T", 1)[1][:8] for o in origins] == seconds
+
+
+def test_the_first_lakeflow_up_fires_the_ticks_of_its_own_start(ray_session, lake, service_stopper):
+    asked = time.time()
+    lf.up(ticking_pipeline(lake))
+    service_stopper.append(lake)
+    # the second after the one `up` was asked in: it fell while Ray and the controller started
+    first = time.strftime("%H%M%S", time.gmtime(int(asked) + 1))
+    eventually(lambda: first in partitions_of(f"{lake}/ticks", column="second"), timeout=60)
+    lf.down(lake=lake)
 
 
 def test_files_arriving_in_a_local_directory_are_ingested_once(
@@ -552,7 +626,7 @@ def test_lakeflow_up_in_the_foreground_stops_on_ctrl_c(tmp_path):
 
 
 def test_a_schedule_names_the_window_that_just_closed_in_its_timezone():
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     days = lf.DailyPartitions(start="2024-01-01", end="2025-01-01")
     hours = lf.HourlyPartitions(start="2024-01-01T00", end="2025-01-01T00")
@@ -576,5 +650,17 @@ def test_a_schedule_names_the_window_that_just_closed_in_its_timezone():
     assert len(every_minute.ticks(midnight - 600, midnight)) == 10
     with pytest.raises(lf.DefinitionError, match="timezone"):
         lf.schedule("0 0 * * *", tz="Mars/Olympus")
+    for bad in (0, -3, 2.5, timedelta(0), "10"):
+        with pytest.raises(lf.DefinitionError, match="max_catch_up"):
+            lf.schedule("* * * * *", max_catch_up=bad)
+    with pytest.raises(lf.DefinitionError, match="max_catch_up bounds catch_up='all'"):
+        lf.schedule("* * * * *", catch_up="latest", max_catch_up=10)
+    hour_down = midnight - 3600
+    window = lf.schedule("* * * * *", max_catch_up=timedelta(minutes=5)).due(hour_down, midnight)
+    assert [midnight - t for t in window.ticks] == [240, 180, 120, 60, 0]
+    assert (window.skipped, window.skipped_until) == (55, midnight - 300)
+    count = lf.schedule("* * * * *", max_catch_up=3).due(hour_down, midnight)
+    assert (len(count.ticks), count.skipped) == (3, 57)
+    assert lf.schedule("* * * * *").due(hour_down, midnight).skipped == 0
     with pytest.raises(lf.SelectionError):
         lf.Pipeline([daily], lake="./nowhere", triggers=[lf.schedule("0 0 * * *", select="nope")])

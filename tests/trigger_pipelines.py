@@ -3,7 +3,7 @@ sensor. Built by functions so each test gets its own lake and knobs."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -95,6 +95,30 @@ def ticking_pipeline(lake: str, *, catch_up: str = "all") -> lf.Pipeline:
         "* * * * * *", select="ticks", partitions=_second, catch_up=catch_up, name="every-second"
     )
     return lf.Pipeline([ticks], lake=lake, name="ticking", triggers=[every_second])
+
+
+MINUTES = lf.StaticPartitions(
+    [f"{h:02d}{m:02d}" for h in range(24) for m in range(60)], column="minute"
+)
+
+
+def minute_key(tick: datetime | float) -> str:
+    when = tick if isinstance(tick, datetime) else datetime.fromtimestamp(tick, UTC)
+    return when.strftime("%H%M")
+
+
+def minutes_pipeline(lake: str, *, max_catch_up=None) -> lf.Pipeline:
+    """One partition per minute of the day, built by a per-minute schedule naming its minute."""
+
+    @lf.asset(partitions=MINUTES)
+    def minutes(ctx: lf.Context) -> pl.DataFrame:
+        return pl.DataFrame({"tick": [ctx.partition.key]})
+
+    every_minute = lf.schedule(
+        "* * * * *", select="minutes", partitions=minute_key, max_catch_up=max_catch_up,
+        name="every-minute",
+    )  # fmt: skip
+    return lf.Pipeline([minutes], lake=lake, name="minutes", triggers=[every_minute])
 
 
 def files_pipeline(lake: str, incoming: str, *, storage_options=None) -> lf.Pipeline:

@@ -64,6 +64,9 @@ def add_commands(commands: Any) -> None:
         help="return at once: the triggers keep running (in the cluster's controller with --address, "
         "else in a background process) until `lakeflow down`",
     )  # fmt: skip
+    serve.add_argument(  # a detached `up` passes on when it was asked
+        "--invoked", type=float, default=None, help=argparse.SUPPRESS
+    )
     serve.set_defaults(handler=up)
 
     halt = commands.add_parser("down", help="stop the triggers `lakeflow up` started")
@@ -86,6 +89,7 @@ def up(args: argparse.Namespace, console: Console) -> int:
     """`lakeflow up`: start the triggers, then watch them until Ctrl-C or `lakeflow down`."""
     import subprocess
 
+    invoked = args.invoked if args.invoked is not None else time.time()  # schedules tick from here
     pipeline = pipeline_from_args(args)
     given: str | None = (
         args.token if args.token is not None else os.environ.get("LAKEFLOW_HTTP_TOKEN")
@@ -99,6 +103,7 @@ def up(args: argparse.Namespace, console: Console) -> int:
         if sock is not None:
             sock.close()  # checked here; the background process serves it
         argv = [sys.executable, "-m", "lakeflow.cli", *[a for a in args.argv if a != "--detach"]]
+        argv.append(f"--invoked={invoked!r}")
         path = os.path.join(os.getcwd(), f"lakeflow-up-{pipeline.name}.log")
         with open(path, "ab") as log:
             child = subprocess.Popen(
@@ -116,7 +121,7 @@ def up(args: argparse.Namespace, console: Console) -> int:
         server = None
         try:
             client = controller_client(lake, args.executor, None, args.address)
-            status = client.call("up", pipeline, TriggerOptions(poll=args.poll))
+            status = client.call("up", pipeline, TriggerOptions(poll=args.poll, invoked=invoked))
             where = f" (in lakeflow dev, pid {attached.pid})" if attached is not None else ""
             console.print(
                 f"lakeflow up: {pipeline.name} on {lake.url}{where}: watching {len(status['cursors'])} "

@@ -12,6 +12,7 @@ built once: the second request finds it fresh.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ __all__ = [
     "OnUpstreamCommit",
     "Publish",
     "Schedule",
+    "ScheduleDue",
     "on_publish",
     "on_upstream_commit",
     "schedule",
@@ -125,6 +127,21 @@ def on_publish(asset: str, callback: Callable[[Publish], Any]) -> OnPublish:
     return OnPublish(asset, callback)
 
 
+CATCH_UP_CEILING = 10_000
+"""The most missed ticks one catch-up fires, whatever the bound (the older ones are skipped)."""
+
+
+@dataclass(frozen=True)
+class ScheduleDue:
+    """What a schedule fires now: `ticks` (oldest first), and the missed ticks its catch-up policy
+    skips: how many, and the newest of them (the cursor moves there before anything fires, so a
+    skip is decided once)."""
+
+    ticks: tuple[float, ...]
+    skipped: int = 0
+    skipped_until: float | None = None
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Materialize a selection on a cron schedule; see `lf.schedule`."""
@@ -135,26 +152,54 @@ class Schedule:
     catch_up: Literal["all", "latest", "none"] = "all"
     partitions: str | Callable[[datetime], Any] | None = None
     name: str = ""
+    max_catch_up: int | timedelta | None = None
 
     def validate(self, pipeline: Pipeline) -> None:
         pipeline.select(self.select)
 
-    def ticks(self, after: float, until: float, limit: int = 10_000) -> list[float]:
+    def ticks(self, after: float, until: float, limit: int = CATCH_UP_CEILING) -> list[float]:
         """The schedule's ticks in (after, until], oldest first, at most `limit` (the newest)."""
+        return list(self._scan(after, until, limit)[0])
+
+    def due(self, after: float, until: float) -> ScheduleDue:
+        """The ticks in (after, until] to fire now, after `catch_up` ("latest": the newest only)
+        and `max_catch_up` (a count: the newest that many; a window: those within it of
+        `until`, and always the newest) have skipped the rest."""
+        keep = 1 if self.catch_up == "latest" else CATCH_UP_CEILING
+        if isinstance(self.max_catch_up, int):
+            keep = min(keep, self.max_catch_up)
+        newest, total = self._scan(after, until, keep + 1)  # one more: the newest skipped
+        fire = list(newest)[-keep:]
+        if isinstance(self.max_catch_up, timedelta) and fire:
+            since = until - self.max_catch_up.total_seconds()
+            fire = [t for t in fire[:-1] if t > since] + fire[-1:]
+        skipped = total - len(fire)
+        if not skipped:
+            return ScheduleDue(tuple(fire))
+        before = [t for t in newest if t < fire[0]]
+        return ScheduleDue(tuple(fire), skipped, before[-1])
+
+    def _scan(self, after: float, until: float, keep: int) -> tuple[deque[float], int]:
+        """The newest `keep` ticks in (after, until] and how many there are in all."""
         from zoneinfo import ZoneInfo
 
         from croniter import croniter
 
-        zone = ZoneInfo(self.tz)
-        it = croniter(self.cron, datetime.fromtimestamp(after, zone))
-        out: list[float] = []
-        while True:
-            tick = it.get_next(float)
-            if tick > until:
-                return out[-limit:]
-            out.append(tick)
-            if len(out) > 2 * limit:
-                out = out[-limit:]
+        it = croniter(self.cron, datetime.fromtimestamp(after, ZoneInfo(self.tz)))
+        newest: deque[float] = deque(maxlen=keep)
+        total = 0
+        while (tick := it.get_next(float)) <= until:
+            newest.append(tick)
+            total += 1
+        return newest, total
+
+    def describe_catch_up(self) -> str:
+        """`catch_up` with its bound, as status and the UI show it."""
+        bound = self.max_catch_up
+        if bound is None:
+            return self.catch_up
+        shown = f"{bound} ticks" if isinstance(bound, int) else f"{bound} window"
+        return f"{self.catch_up} (at most {shown})"
 
     def spec(self, pipeline: Pipeline, tick: float) -> Any:
         """The partitions a tick names: `partitions` (a spec, or a function of the tick time),
@@ -179,6 +224,7 @@ def schedule(
     catch_up: Literal["all", "latest", "none"] = "all",
     partitions: str | Callable[[datetime], Any] | None = None,
     name: str | None = None,
+    max_catch_up: int | timedelta | None = None,
 ) -> Schedule:
     """A cron schedule (croniter syntax, 5 fields or 6 with seconds) in a timezone.
 
@@ -187,6 +233,12 @@ def schedule(
     Each tick materializes `select` for `partitions` (default: the time partition whose window
     just closed, e.g. yesterday for a daily asset at midnight). Ticks missed while the controller
     was down are caught up: "all" of them in order, only the "latest", or "none".
+
+    - max_catch_up: a bound on "all" after a long outage, as a count of runs (`10`: the newest
+      10 missed ticks) or a window (`timedelta(hours=1)`: the ticks of the last hour, and always
+      the newest). The older missed ticks are skipped, and a `schedule_ticks_skipped` event
+      says how many. Unbounded by default, up to 10,000 ticks (skipped beyond that, with the
+      same event).
     """
     from zoneinfo import ZoneInfo
 
@@ -200,7 +252,29 @@ def schedule(
         ZoneInfo(tz)
     except Exception:
         raise DefinitionError(f"unknown timezone {tz!r}") from None
-    return Schedule(cron, select, tz, catch_up, partitions, name or f"{select} @ {cron}")
+    _check_bound(max_catch_up, catch_up)
+    return Schedule(
+        cron, select, tz, catch_up, partitions, name or f"{select} @ {cron}", max_catch_up
+    )
+
+
+def _check_bound(bound: object, catch_up: str) -> None:
+    if bound is None:
+        return
+    if catch_up != "all":
+        raise DefinitionError(
+            f"max_catch_up bounds catch_up='all', not {catch_up!r}",
+            hint="drop max_catch_up, or use catch_up='all'",
+        )
+    if isinstance(bound, timedelta):
+        if bound <= timedelta(0):
+            raise DefinitionError(f"max_catch_up window must be positive, not {bound}")
+        return
+    if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
+        raise DefinitionError(
+            f"max_catch_up must be a count of runs (>= 1) or a timedelta, not {bound!r}",
+            hint="e.g. max_catch_up=10 or max_catch_up=timedelta(hours=1)",
+        )
 
 
 def closed_window(parts: TimeWindowPartitions, when: datetime) -> str:

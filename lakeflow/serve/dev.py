@@ -87,7 +87,7 @@ class DevService:
             import ray  # deferred: importing lakeflow needs no Ray; connect() started it
 
             client = controller_client(lake, "ray", None, None)  # the marker is ours: no attach
-            client.call("up", pipeline, TriggerOptions(poll=options.poll))
+            client.call("up", pipeline, TriggerOptions(poll=options.poll, invoked=info.started))
             info = replace(
                 info,
                 ray_address=ray.get_runtime_context().gcs_address,

@@ -69,11 +69,12 @@ def up(
 
     - poll: seconds between looks for outside commits; lakeflow's own publishes need no poll.
     """
+    invoked = time.time()  # before Ray starts: the schedules' ticks from here on fire
     pipeline = as_pipeline(target, lake, storage_options)
     where = Lake(pipeline.lake, pipeline.storage_options)
     reference(pipeline)  # where it is defined, for a restarted controller to import it again
     client = controller_client(where, executor, options, address)
-    client.call("up", pipeline, TriggerOptions(poll=poll))
+    client.call("up", pipeline, TriggerOptions(poll=poll, invoked=invoked))
     return Service(client, where, pipeline)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -99,7 +100,8 @@ def service_routes(
         poll = body.get("poll", 0.1)
         if not isinstance(poll, int | float) or poll <= 0:
             raise RequestError("poll must be a positive number of seconds")
-        return client.call("up", pipeline_of(body.get("pipeline")), TriggerOptions(poll=poll))
+        options = TriggerOptions(poll=poll, invoked=time.time())
+        return client.call("up", pipeline_of(body.get("pipeline")), options)
 
     def call(body: dict[str, Any]) -> Any:
         method, args = body.get("method"), body.get("args") or []

@@ -92,10 +92,18 @@ class Triggers(TimedTriggers):
                 cursor = await asyncio.to_thread(TableFollower.current_version, self.lake, url)
                 self.state.cursors[table] = cursor
             self.followers[table] = TableFollower(self.lake, url, item.partitions.column, cursor)
+        # the first cursor is when `up` was asked, before Ray started: ticks meanwhile fire
         now = self.options.clock()
+        since = now if self.options.invoked is None else min(now, self.options.invoked)
         for item in self.schedules:
-            if item.name not in self.state.ticks or item.catch_up == "none":
-                self.state.ticks[item.name] = now
+            last = self.state.ticks.get(item.name)
+            if last is None:
+                self.state.ticks[item.name] = since
+            elif item.catch_up == "none" and last < since:
+                missed = await asyncio.to_thread(item.ticks, last, since)
+                if missed:
+                    self._skipped(item, len(missed), missed[-1])
+                self.state.ticks[item.name] = since
         await self._save()
         self._emit("triggers_started", detail={
             "tables": sorted(self.followers), "schedules": [s.name for s in self.schedules],

@@ -58,7 +58,10 @@ class TriggerHost(Protocol):
 @dataclass(frozen=True)
 class TriggerOptions:
     """- poll: seconds between looks for outside commits (our own publishes wake the watcher)
-    - clock: the time source of schedules (tests pass a fake one)"""
+    - clock: the time source of schedules (tests pass a fake one)
+    - invoked: when `up` was asked (on `clock`), before Ray and the controller started: a new
+      schedule's ticks from then on fire; None (a controller bringing its triggers back): now"""
 
     poll: float = 0.1
     clock: Callable[[], float] = time.time
+    invoked: float | None = None

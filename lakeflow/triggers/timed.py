@@ -38,10 +38,12 @@ class TimedTriggers:
         while True:
             now = self.options.clock()
             for item in self.schedules:
-                due = item.ticks(self.state.ticks[item.name], now)
-                if item.catch_up == "latest":
-                    due = due[-1:]
-                for tick in due:
+                due = await asyncio.to_thread(item.due, self.state.ticks[item.name], now)
+                if due.skipped_until is not None:  # decided once: saved before anything fires
+                    self.state.ticks[item.name] = due.skipped_until
+                    await self._save()
+                    self._skipped(item, due.skipped, due.skipped_until, due.ticks)
+                for tick in due.ticks:
                     while any(self._busy(a) for a in self.pipeline.select(item.select)):
                         await asyncio.sleep(self.options.poll)  # then its partitions are fresh
                     spec = item.spec(self.pipeline, tick)
@@ -56,6 +58,19 @@ class TimedTriggers:
                     self.state.ticks[item.name] = tick
                     await self._save()
             await asyncio.sleep(min(0.5, self.options.poll * 5))
+
+    def _skipped(
+        self, item: Schedule, count: int, until: float, kept: tuple[float, ...] = ()
+    ) -> None:
+        """Say that `count` missed ticks of `item`, up to `until`, will never fire."""
+        why = f"catch_up={item.describe_catch_up()}"
+        then = f"; firing the newest {len(kept)}" if kept else ""
+        self._emit(
+            "schedule_ticks_skipped",
+            message=f"{item.name}: skipped {count} missed ticks up to {iso(until)} ({why}){then}",
+            detail={"schedule": item.name, "skipped": count, "until": iso(until),
+                    "fired": [iso(t) for t in kept]},
+        )  # fmt: skip
 
     # -- files -----------------------------------------------------------------------------------
     async def _sensor_loop(self, asset: str) -> None:

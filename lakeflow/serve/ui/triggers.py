@@ -50,7 +50,7 @@ def triggers_body(pipeline: Any, lake: Lake) -> str:
     out.append("<h2>pending partitions</h2>" + table(["consumer", "partitions", "first"], pending,
                                                      cls="pending"))  # fmt: skip
     rows = [
-        (s.name, s.cron, s.tz, s.select, s.catch_up, _when(state.ticks.get(s.name)),
+        (s.name, s.cron, s.tz, s.select, s.describe_catch_up(), _when(state.ticks.get(s.name)),
          next_tick(s, now).isoformat(timespec="seconds"))
         for s in schedules
     ]  # fmt: skip
