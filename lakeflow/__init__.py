@@ -72,7 +72,12 @@ if TYPE_CHECKING:  # what the names are, for type checkers; at run time they loa
     )
     from lakeflow.define.sql import sql_asset, sql_assets
     from lakeflow.define.tables import Compaction, Retention
-    from lakeflow.define.time_windows import DailyPartitions, HourlyPartitions, MonthlyPartitions
+    from lakeflow.define.time_windows import (
+        DailyPartitions,
+        HourlyPartitions,
+        MonthlyPartitions,
+        TimeWindowPartitions,
+    )
     from lakeflow.errors import (
         DefinitionError,
         InfrastructureError,
@@ -140,6 +145,7 @@ __all__ = [
     "Service",
     "StaticPartitions",
     "Subscription",
+    "TimeWindowPartitions",
     "Unpartitioned",
     "UserCodeError",
     "all_partitions",
@@ -253,6 +259,7 @@ _HOMES: dict[str, str] = {
     "DailyPartitions": "lakeflow.define.time_windows",
     "HourlyPartitions": "lakeflow.define.time_windows",
     "MonthlyPartitions": "lakeflow.define.time_windows",
+    "TimeWindowPartitions": "lakeflow.define.time_windows",
     "DefinitionError": "lakeflow.errors",
     "InfrastructureError": "lakeflow.errors",
     "LakeError": "lakeflow.errors",

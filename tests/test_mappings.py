@@ -75,3 +75,19 @@ def test_expand_ranges():
     owners, ups = expand_ranges(np.array([0, 5, 3]), np.array([2, 5, 6]))
     assert owners.tolist() == [0, 0, 2, 2, 2]
     assert ups.tolist() == [0, 1, 3, 4, 5]
+
+
+FIVE = lf.TimeWindowPartitions(cron="*/5 * * * *", start="2013-01-01", end="2013-01-03")
+WEEKS = lf.TimeWindowPartitions(cron="0 0 * * 2", start="2013-01-01", end="2013-02-05")
+
+
+def test_cron_windows_map_like_the_calendar_ones():
+    assert default_mapping(HOURS, FIVE) == TimeOverlap()
+    assert ranges(TimeOverlap(), HOURS, FIVE, [0, 5]) == [(0, 12), (60, 72)]  # roll-up
+    assert ranges(TimeOverlap(), DAYS, FIVE, [0, 1, 2]) == [(0, 288), (288, 576), (576, 576)]
+    assert ranges(TimeOverlap(), FIVE, HOURS, [0, 11, 12]) == [(0, 1), (0, 1), (1, 2)]  # fan-out
+    assert ranges(Identity(), FIVE, FIVE, [7]) == [(7, 8)]
+    assert ranges(lf.lookback(3), FIVE, FIVE, [0, 10]) == [(0, 1), (8, 11)]
+    assert ranges(lf.previous(), FIVE, FIVE, [0, 4]) == [(0, 0), (3, 4)]
+    assert ranges(TimeOverlap(), WEEKS, DAYS, [0, 1]) == [(0, 7), (7, 14)]  # Tuesday weeks
+    assert ranges(TimeOverlap(), MONTHS, WEEKS, [0]) == [(0, 5)]  # weeks touching January

@@ -1,3 +1,4 @@
+import pickle
 from datetime import UTC, datetime
 
 import numpy as np
@@ -121,3 +122,57 @@ def test_definitions_pickle_and_compare():
     assert copy == DAYS
     assert copy.key(3) == "2013-01-04"
     assert lf.StaticPartitions(["a"]) == pickle.loads(pickle.dumps(lf.StaticPartitions(["a"])))
+
+
+FIVE = lf.TimeWindowPartitions(cron="*/5 * * * *", start="2024-01-01", end="2024-01-02")
+
+
+def test_cron_windows_keys_windows_and_spans():
+    assert len(FIVE) == 288
+    assert FIVE.keys(np.arange(3)) == ["2024-01-01T00-00", "2024-01-01T00-05", "2024-01-01T00-10"]
+    assert FIVE.index("2024-01-01T23-55") == 287
+    window = FIVE.partition(1)
+    assert (window.start, window.end) == (
+        datetime(2024, 1, 1, 0, 5, tzinfo=UTC),
+        datetime(2024, 1, 1, 0, 10, tzinfo=UTC),
+    )
+    assert FIVE.select("2024-01-01T05").tolist() == list(range(60, 72))  # an hour: 12 windows
+    assert FIVE.select("2024-01-01T05-10..2024-01-01T05-20").tolist() == [62, 63, 64]
+    assert len(FIVE.select("2024-01-01")) == 288
+    with pytest.raises(PartitionError, match="no window start"):
+        FIVE.index("2024-01-01T00-03")
+    with pytest.raises(PartitionError, match="malformed"):
+        FIVE.index("2024-01-01T00")
+    with pytest.raises(PartitionError, match="after the last"):
+        FIVE.index("2024-01-02T00-00")
+    # weekly windows in a timezone: keys are local dates, windows start at local midnight
+    weeks = lf.TimeWindowPartitions(
+        cron="0 0 * * 1", start="2024-03-18", end="2024-04-08", timezone="Europe/Paris"
+    )
+    assert weeks.keys() == ["2024-03-18", "2024-03-25", "2024-04-01"]
+    assert weeks.partition(1).start == datetime(2024, 3, 24, 23, tzinfo=UTC)
+    assert weeks.partition(1).end == datetime(2024, 3, 31, 22, tzinfo=UTC)  # summer time
+    open_ended = lf.TimeWindowPartitions(cron="*/15 * * * *", start="2020-01-01")
+    assert len(open_ended) > 4 * 24 * 365 * 4
+    assert open_ended == pickle.loads(pickle.dumps(open_ended))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"cron": "*/5 * * *"}, "malformed cron expression"),
+        ({"cron": "nonsense"}, "malformed cron expression"),
+        ({"cron": "*/5 * * * * *"}, "5-field cron"),
+        ({"start": "2024-01-01T00-03"}, "not a tick of '\\*/5 \\* \\* \\* \\*'"),
+        ({"start": "yesterday"}, "malformed start"),
+        ({"start": "2024-02-30"}, "malformed start"),
+        ({"end": "2023-12-31"}, "not after start"),
+        ({"timezone": "Mars/Olympus"}, "unknown timezone"),
+        ({"timezone": "Europe/Paris"}, "shorter than a day are in UTC"),
+        ({"column": "a/b"}, "malformed partition column"),
+    ],
+)
+def test_bad_cron_windows_are_definition_errors(options, message):
+    given = {"cron": "*/5 * * * *", "start": "2024-01-01", **options}
+    with pytest.raises(DefinitionError, match=message):
+        lf.TimeWindowPartitions(**given)

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
 from lakeflow.define.partitions import FilePartitions
 from lakeflow.define.time_windows import TimeWindowPartitions
 from lakeflow.errors import DefinitionError
@@ -279,5 +277,4 @@ def _check_bound(bound: object, catch_up: str) -> None:
 
 def closed_window(parts: TimeWindowPartitions, when: datetime) -> str:
     """The key of the window that holds the instant just before `when`."""
-    instant = np.datetime64((when - timedelta(microseconds=1)).replace(tzinfo=None), "us")
-    return str(np.datetime_as_string(instant.astype(f"datetime64[{parts.unit}]"), unit=parts.unit))
+    return parts.key_at(when - timedelta(microseconds=1))

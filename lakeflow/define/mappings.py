@@ -105,13 +105,11 @@ class Identity(PartitionMapping):
 def _window_ranges(
     up: TimeWindowPartitions, starts: np.ndarray, ends: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Upstream windows overlapping each [start, end) span (datetime64[s])."""
-    unit = f"datetime64[{up.unit}]"
-    origin = up.starts(np.array([0]))[0].astype(unit)
-    lo = (starts.astype(unit) - origin).astype(np.int64)
-    end_floor = ends.astype(unit)
-    hi = (end_floor - origin).astype(np.int64) + (end_floor.astype("datetime64[s]") != ends)
-    return _clip(lo, hi, len(up))
+    """Upstream windows overlapping each [start, end) span (datetime64[s]), whatever the two
+    cadences: the window holding the start up to the one holding the end, unless it starts there."""
+    lo, _ = up.locate(starts)
+    last, exact = up.locate(ends)
+    return _clip(lo, last + ~exact, len(up))
 
 
 def _time_pair(down: Partitions, up: Partitions, what: str) -> None:

@@ -1,22 +1,37 @@
-"""Time-window partitions: consecutive UTC hours, days or months as numpy datetime64 ranges.
+"""Time-window partitions: the windows between consecutive ticks of a cron (`TimeWindowPartitions`,
+any cadence: 5-minute, weekly, in a timezone), and the calendar ones (UTC hours, days, months)
+as numpy datetime64 ranges, which are cron windows too but counted by arithmetic.
 
-A key is the window's start written at its own granularity (`2013-01-01T05`, `2013-01-01`,
-`2013-01`), and the end given to a definition is exclusive (`end="2014-01-01"` ends on 2013-12-31).
-A user's spec (`"2013-01-01..2013-01-31"`, `"2013-01"`, `"*"`) is read as a time span, so one spec
-selects the matching partitions of a daily, hourly and monthly asset alike: a monthly asset given
-a day range gets the months that range touches.
+A key is the window's start written at its own granularity (`2013-01-01T05-10`, `2013-01-01T05`,
+`2013-01-01`, `2013-01`), and the end given to a definition is exclusive (`end="2014-01-01"`
+ends on 2013-12-31). A user's spec (`"2013-01-01..2013-01-31"`, `"2013-01"`, `"*"`) is read as
+a time span, so one spec selects the matching partitions of any cadence alike: a monthly asset
+given a day range gets the months that range touches.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from lakeflow.define.cron_ticks import (
+    KEY_FORMATS,
+    as_seconds,
+    check_cron,
+    cron_granularity,
+    format_walls,
+    parse_instant,
+    parse_span,
+    tick_at_or_before,
+    ticks_between,
+    walls,
+)
 from lakeflow.define.partitions import Partition, Partitions, selects_all, split_spec, validate_key
 from lakeflow.errors import DefinitionError, PartitionError
 
@@ -29,8 +44,231 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
 class TimeWindowPartitions(Partitions):
+    """One partition per window between consecutive ticks of a cron, from `start` (a tick) to
+    `end` (exclusive; None: up to the last window that has ended by now).
+
+    >>> five = lf.TimeWindowPartitions(cron="*/5 * * * *", start="2024-01-01")
+    >>> five.key(0), five.key(1)
+    ('2024-01-01T00-00', '2024-01-01T00-05')
+    >>> weeks = lf.TimeWindowPartitions(cron="0 0 * * 1", start="2024-01-01", timezone="Europe/Paris")
+
+    Keys are the window's start in `timezone`, at the granularity the cron needs (a day, an hour
+    or a minute). Windows shorter than a day are in UTC (daylight saving time would repeat or skip
+    their keys). The mappings and spec spans of the calendar partitions apply alike.
+    """
+
+    unit: ClassVar[str | None] = None  # the calendar windows' numpy unit
+
+    def __init__(
+        self,
+        *,
+        cron: str,
+        start: str | datetime,
+        end: str | datetime | None = None,
+        timezone: str = "UTC",
+        column: str = "window",
+    ) -> None:
+        self.cron, self._zone = check_cron(cron, timezone)
+        self.timezone = self._zone.key
+        self.start, self.end = start, end
+        try:
+            self.column = validate_key(column, what="partition column")
+        except PartitionError as error:
+            raise DefinitionError(error.message, hint=error.hint) from None
+        self.granularity = cron_granularity(cron)
+        first = as_seconds(parse_instant(start, what="start"), self._zone)
+        if tick_at_or_before(self.cron, self._zone, first) != first:
+            raise DefinitionError(
+                f"start {start!r} is not a tick of {cron!r} ({self.timezone})",
+                hint=f"the ticks around it: {self._around(first)}",
+            )
+        self._first = first
+        self._end_s: int | None = None
+        if end is not None:
+            self._end_s = as_seconds(parse_instant(end, what="end"), self._zone)
+            if self._end_s <= first:
+                raise DefinitionError(f"partitions end {end} is not after start {start}")
+        self._reset()
+
+    def _around(self, instant: int) -> str:
+        before = tick_at_or_before(self.cron, self._zone, instant)
+        after = ticks_between(self.cron, self._zone, instant, instant + 400 * 86_400)[:1]
+        shown = [self._wall_key(t) for t in [before, *after.tolist()] if t is not None]
+        return " and ".join(shown) or "none: the cron never fires"
+
+    def _wall_key(self, tick: int) -> str:
+        return format_walls(walls(np.array([tick]), self._zone), self.granularity)[0]
+
+    # -- the tick cache: ticks[zero] is the first window's start ---------------------------------
+    def _reset(self) -> None:
+        self._ticks = np.array([self._first], np.int64)
+        self._walls = walls(self._ticks, self._zone)
+        self._zero = 0
+        self._ended: int | None = None  # len() with an end
+
+    def _extend(self, ticks: np.ndarray, *, front: bool = False) -> None:
+        if not len(ticks):
+            return
+        both = (ticks, self._ticks) if front else (self._ticks, ticks)
+        more = walls(ticks, self._zone)
+        self._walls = np.concatenate((more, self._walls) if front else (self._walls, more))
+        self._ticks = np.concatenate(both)
+        self._zero += len(ticks) if front else 0
+
+    def _cover(self, instant: int) -> None:
+        """Ticks up to past `instant`: its window and the next start are known."""
+        span = 86_400
+        while self._ticks[-1] <= instant:
+            last = int(self._ticks[-1])
+            found = ticks_between(self.cron, self._zone, last + 1, max(instant + 1, last + span))
+            self._extend(found)
+            span *= 2
+
+    def _reach(self, lo: int, hi: int) -> None:
+        """Ticks for indices lo..hi (relative to the first window)."""
+        span = 86_400
+        while self._zero + hi >= len(self._ticks):
+            last = int(self._ticks[-1])
+            self._extend(ticks_between(self.cron, self._zone, last + 1, last + span))
+            span *= 2
+        while self._zero + lo < 0:
+            oldest = int(self._ticks[0])
+            tick = tick_at_or_before(self.cron, self._zone, oldest - 1)
+            if tick is None:
+                raise PartitionError(f"{self.cron!r} has no tick before {self._wall_key(oldest)}")
+            self._extend(np.array([tick], np.int64), front=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The definition without its cache (rebuilt where it is used)."""
+        state = dict(self.__dict__)
+        for name in ("_ticks", "_walls", "_zero", "_ended"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (type(self), self.cron, self.timezone, self._first, self._end_s, self.column)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TimeWindowPartitions) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def __repr__(self) -> str:
+        return (
+            f"TimeWindowPartitions(cron={self.cron!r}, start={self.start!r}, end={self.end!r}, "
+            f"timezone={self.timezone!r}, column={self.column!r})"
+        )
+
+    # -- the definition ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        if self._end_s is not None:
+            if self._ended is None:
+                self._cover(self._end_s)
+                self._ended = int(np.searchsorted(self._ticks, self._end_s)) - self._zero
+            return self._ended
+        now = int(time.time())
+        self._cover(now)
+        return max(0, int(np.searchsorted(self._ticks, now, side="right")) - self._zero - 1)
+
+    def starts(self, indices: np.ndarray) -> np.ndarray:
+        """Window starts (datetime64 in seconds) of `indices`; indices may lie outside 0..n-1."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices):
+            self._reach(int(indices.min()), int(indices.max()))
+        return self._ticks[self._zero + indices].astype("datetime64[s]")
+
+    def locate(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For instants (datetime64[s]): the index of the window holding each (-1 before the
+        first), and whether it is the window's start."""
+        seconds = np.asarray(times).astype("datetime64[s]").astype(np.int64)
+        if len(seconds):
+            self._cover(int(seconds.max()))
+        position = np.searchsorted(self._ticks, seconds, side="right") - 1
+        exact = (position >= 0) & (self._ticks[np.maximum(position, 0)] == seconds)
+        return np.where(position >= 0, position - self._zero, -1), exact
+
+    def key_at(self, when: datetime) -> str:
+        """The key of the window holding `when` (which need not be one of the partitions)."""
+        tick = tick_at_or_before(self.cron, self._zone, when.timestamp())
+        if tick is None:
+            raise PartitionError(f"{self.cron!r} has no tick at or before {when.isoformat()}")
+        return self._wall_key(tick)
+
+    def keys(self, indices: np.ndarray | None = None) -> list[str]:
+        indices = np.arange(len(self)) if indices is None else np.asarray(indices, np.int64)
+        if len(indices):
+            self._reach(int(indices.min()), int(indices.max()))
+        return format_walls(self._walls[self._zero + indices], self.granularity)
+
+    def index(self, key: str) -> int:
+        pattern, example = KEY_FORMATS[self.granularity]
+        validate_key(key)
+        if not pattern.match(key):
+            raise PartitionError(
+                f"malformed partition key {key!r}", hint=f"write it like {example}"
+            )
+        wall = parse_span(key)[0]
+        count = len(self)
+        position = int(np.searchsorted(self._walls, wall)) - self._zero
+        if position < 0:
+            raise PartitionError(f"{key} is before the first partition {self.key(0)}")
+        if position >= count:
+            last = self.key(count - 1) if count else "(none yet)"
+            raise PartitionError(f"{key} is after the last partition {last}")
+        if self._walls[self._zero + position] != wall:
+            raise PartitionError(f"{key} is no window start of {self.cron!r} ({self.timezone})")
+        return position
+
+    def partition(self, index: int) -> Partition:
+        start, end = self.starts(np.array([index, index + 1])).astype(datetime)
+        return Partition(self.key(index), start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
+
+    def select(self, spec: str | Sequence[str] | None) -> np.ndarray:
+        count = len(self)
+        if selects_all(spec):
+            return np.arange(count, dtype=np.int64)
+        assert spec is not None
+        chosen = []
+        for item in split_spec(spec):
+            lo_text, sep, hi_text = item.partition("..")
+            if sep and not (lo_text and hi_text):
+                raise PartitionError(
+                    f"malformed partition range {item!r}",
+                    hint="write it like 2024-01-01..2024-01-31",
+                )
+            lo = parse_span(lo_text)[0]
+            hi = parse_span(hi_text if sep else lo_text)[1]
+            if hi <= lo:
+                raise PartitionError(f"range {item!r} runs backwards")
+            self._reach(0, count)
+            first, last = self._walls[self._zero], self._walls[self._zero + count]
+            if lo < first:
+                raise PartitionError(f"{lo_text} is before the first partition {self.key(0)}")
+            if hi > last:
+                raise PartitionError(
+                    f"{hi_text if sep else lo_text} is after the last partition "
+                    f"{self.key(count - 1) if count else '(none yet)'}"
+                )
+            lo_i = int(np.searchsorted(self._walls, lo, side="right")) - 1 - self._zero
+            hi_i = int(np.searchsorted(self._walls, hi)) - self._zero
+            chosen.append(np.arange(lo_i, hi_i, dtype=np.int64))
+        return np.unique(np.concatenate(chosen))
+
+    def describe(self) -> str:
+        count = len(self)
+        span = f"{self.key(0)}..{self.key(count - 1)}" if count else f"from {self.start} (none yet)"
+        zone = "" if self.timezone == "UTC" else f" {self.timezone}"
+        return f"windows {self.cron!r}{zone} {span} ({count})"
+
+
+@dataclass(frozen=True)
+class _CalendarWindows(TimeWindowPartitions):
     """Consecutive UTC windows of one numpy unit ('h', 'D' or 'M') from `start` to `end` (exclusive).
 
     With no `end`, the partitions run up to the last window that has ended by now.
@@ -73,15 +311,23 @@ class TimeWindowPartitions(Partitions):
             raise PartitionError(f"{what} {text!r} is not a real date") from None
 
     def _parse_bound(self, text: str, *, what: str) -> tuple[np.datetime64, np.datetime64]:
-        """A key of any granularity as a span [start, end) in seconds."""
+        """A key of any granularity (minutes to months) as a span [start, end) in seconds."""
         validate_key(text, what=what)
-        for unit in ("h", "D", "M"):
-            if self._FORMATS[unit].match(text):
-                value = self._parse(text, unit, what=what)
-                return value.astype("datetime64[s]"), (value + 1).astype("datetime64[s]")
-        raise PartitionError(
-            f"malformed {what} {text!r}", hint=f"write it like {self._EXAMPLES[self.unit]}"
-        )
+        try:
+            lo, hi = parse_span(text, what=what)
+        except PartitionError as error:
+            if "malformed" not in str(error):
+                raise
+            raise PartitionError(
+                f"malformed {what} {text!r}", hint=f"write it like {self._EXAMPLES[self.unit]}"
+            ) from None
+        return np.datetime64(lo, "s"), np.datetime64(hi, "s")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     # -- the definition ------------------------------------------------------------------------
     @property
@@ -103,6 +349,18 @@ class TimeWindowPartitions(Partitions):
     def starts(self, indices: np.ndarray) -> np.ndarray:
         """Window starts (datetime64 in seconds) of `indices`; indices may lie outside 0..n-1."""
         return (self._start + np.asarray(indices)).astype("datetime64[s]")  # type: ignore[attr-defined]
+
+    def locate(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For instants (datetime64[s]): the index of the window holding each, and whether it is
+        the window's start."""
+        floor = np.asarray(times).astype(self._unit_type)
+        index = (floor - self._start).astype(np.int64)  # type: ignore[attr-defined]
+        return index, floor.astype("datetime64[s]") == times
+
+    def key_at(self, when: datetime) -> str:
+        """The key of the window holding `when` (which need not be one of the partitions)."""
+        instant = np.datetime64(when.astimezone(UTC).replace(tzinfo=None), "us")
+        return str(np.datetime_as_string(instant.astype(self._unit_type), unit=self.unit))
 
     def keys(self, indices: np.ndarray | None = None) -> list[str]:
         if indices is None:
@@ -202,7 +460,7 @@ class TimeWindowPartitions(Partitions):
 
 
 @dataclass(frozen=True)
-class DailyPartitions(TimeWindowPartitions):
+class DailyPartitions(_CalendarWindows):
     """One partition a UTC day: `DailyPartitions(start="2013-01-01", end="2014-01-01")`."""
 
     unit: ClassVar[str] = "D"
@@ -210,7 +468,7 @@ class DailyPartitions(TimeWindowPartitions):
 
 
 @dataclass(frozen=True)
-class HourlyPartitions(TimeWindowPartitions):
+class HourlyPartitions(_CalendarWindows):
     """One partition a UTC hour, keys like `2013-01-01T05`."""
 
     unit: ClassVar[str] = "h"
@@ -218,14 +476,14 @@ class HourlyPartitions(TimeWindowPartitions):
 
 
 @dataclass(frozen=True)
-class MonthlyPartitions(TimeWindowPartitions):
+class MonthlyPartitions(_CalendarWindows):
     """One partition a calendar month, keys like `2013-01`."""
 
     unit: ClassVar[str] = "M"
     column: str | None = "month"
 
 
-WINDOWS: dict[str, type[TimeWindowPartitions]] = {
+WINDOWS: dict[str, type[_CalendarWindows]] = {
     "daily": DailyPartitions,
     "hourly": HourlyPartitions,
     "monthly": MonthlyPartitions,
