@@ -8,10 +8,13 @@ import shutil
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from deltalake.transaction import PostCommitHookProperties
 
+from lakeflow.errors import LakeError
 from lakeflow.lake import Lake
 from lakeflow.lake import log as log_module
 from lakeflow.lake.checkpoint import CHECKPOINTS_DIR
+from lakeflow.lake.compaction import compact
 from lakeflow.lake.log import TableState
 from lakeflow.lake.publish import UnitOutput
 from lakeflow.triggers.follow import TableFollower
@@ -32,17 +35,28 @@ def build(lake, url, properties):
     return build_on(lake, url, state, properties)
 
 
-def build_on(lake, url, state, properties):
-    """`build`'s commits after the first, following them with `state`."""
-    DeltaTable(url).alter.set_table_properties({"delta.checkpointInterval": "2", **properties})
+def build_on(lake, url, state, properties, outside_cleans=False, optimize=True):
+    """`build`'s commits after the first, following them with `state`. The outside writer
+    cleans up expired commits when it checkpoints only with `outside_cleans` (deltalake's
+    default); the OPTIMIZE is then the outside writer's, else lakeflow's (`compact`:
+    deltalake's optimize cleans up whatever it is told)."""
+    hooks = PostCommitHookProperties(cleanup_expired_logs=None if outside_cleans else False)
+    DeltaTable(url).alter.set_table_properties(
+        {"delta.checkpointInterval": "2", **properties}, post_commithook_properties=hooks
+    )
     state.refresh(lake)
     for run, keys in enumerate([("b",), ("d", "e"), ("a", "f")], start=2):
         units = [stage(lake, url, k, day_frame(k, n=run)) for k in keys]
         commit(lake, url, units, run_id=f"run-{run}", state=state)
     commit(lake, url, [UnitOutput("c", (), {"up": 4}, "", delete=True)], "run-5", state)
-    write_deltalake(url, pa.table({"id": [9], "label": ["x"], "date": ["g"]}), mode="append")
-    write_deltalake(url, pa.table({"id": [10], "label": ["y"], "date": ["g"]}), mode="append")
-    DeltaTable(url).optimize.compact()  # moves g's rows, changes no partition's data
+    for n, label in ((9, "x"), (10, "y")):
+        frame = pa.table({"id": [n], "label": [label], "date": ["g"]})
+        write_deltalake(url, frame, mode="append", post_commithook_properties=hooks)
+    if optimize and outside_cleans:  # moves g's rows, changes no partition's data
+        DeltaTable(url).optimize.compact()
+    elif optimize:
+        state.refresh(lake)
+        compact(lake, state, keys=["g"])
     commit(lake, url, [stage(lake, url, "e", day_frame("e", n=7))], run_id="run-6", state=state)
     state.refresh(lake)
     return state
@@ -116,6 +130,55 @@ def test_what_partitions_were_built_from_outlives_the_commits_delta_cleans_up(ta
     assert loaded.published["b"].run_id == "run-2"
 
 
+def test_lakeflows_own_commits_clean_up_only_behind_its_checkpoint(table, monkeypatch):
+    """lakeflow's commits (publishes, optimize, table properties) leave Delta's cleanup off and
+    clean up once lakeflow's checkpoint is written at the same version: a checkpoint that
+    failed to be written loses nothing to a restart."""
+    lake, url = table
+    monkeypatch.setattr(log_module, "write_partition_checkpoint", broken_write)
+    _, state = commit(lake, url, [stage(lake, url, k, day_frame(k)) for k in ("a", "b", "c", "u")])
+    follower = TableFollower(lake, url, "date", cursor=0)
+    followed = build_on(
+        lake, url, state, {"delta.logRetentionDuration": "interval 0 seconds"}, optimize=False
+    )
+    with pytest.raises(LakeError, match="could not checkpoint"):
+        compact(lake, followed, keys=["g"])  # its commit would clean up: it does not start
+    commits = sorted(int(n[:20]) for n in os.listdir(f"{url}/_delta_log") if n.endswith(".json"))
+    assert commits[0] == 0  # nothing cleaned up behind a checkpoint lakeflow has not written
+    monkeypatch.undo()
+    same(TableState.load(lake, url), followed)
+    compact(lake, followed, keys=["b"], min_files=1)  # an optimize writes it, then cleans up
+    assert checkpoints(url)[1][-1] == followed.version == checkpoints(url)[0][-1]
+    assert sorted(n for n in os.listdir(f"{url}/_delta_log") if n.endswith(".json"))[0][:20] == (
+        f"{followed.version:020d}"
+    )
+    loaded = TableState.load(lake, url)
+    same(loaded, followed)
+    assert loaded.published["b"].run_id == "run-2" and loaded.published["u"].run_id == "run-1"
+    gap = follower.poll()[0]  # behind the cleanup, bridged by lakeflow's checkpoint: exact
+    assert gap.operation == "LAKEFLOW LOG GAP" and gap.touched == set("abcdefg")
+
+
+def broken_write(*args, **kwargs):
+    raise OSError("the store refused the write")
+
+
+def test_an_outside_writers_cleanup_makes_what_it_hid_count_as_changed(table):
+    """An outside writer that checkpoints and cleans up the commits lakeflow's checkpoint
+    needs to be brought up to date: what those commits changed is unknown, so every partition
+    counts as changed then (consumers rebuild) — never as built by lakeflow when it may not
+    be."""
+    lake, url = table
+    followed = build_on(
+        lake, url, commit(lake, url, [stage(lake, url, k, day_frame(k)) for k in "abc"])[1],
+        {"delta.logRetentionDuration": "interval 0 seconds"}, outside_cleans=True,
+    )  # fmt: skip
+    loaded = TableState.load(lake, url)
+    same(loaded, followed)
+    assert set(loaded.published) <= {"e"}  # only run-6's, after the gap
+    assert all(loaded.touched[key] >= 5 for key in "abdf")  # changed after run-5, for all we know
+
+
 def test_a_table_without_lakeflows_checkpoint_is_read_from_its_log(table):
     lake, url = table
     followed = build(lake, url, {})
@@ -152,9 +215,7 @@ def test_lakeflows_checkpoint_brought_up_to_date_by_the_commits_after_it(table):
     same(TableState.load(lake, url), followed)
 
 
-def test_a_table_growing_in_big_commits_is_checkpointed_by_what_they_changed(
-    table, monkeypatch
-):
+def test_a_table_growing_in_big_commits_is_checkpointed_by_what_they_changed(table, monkeypatch):
     """Delta checkpoints every 100 versions: too seldom for a table that grows in big group
     commits. lakeflow adds one once the commits since the last changed half as many files as
     the table has partitions (100,000 at least; 4 here): each time a growing table doubled."""
@@ -173,24 +234,26 @@ def test_a_table_growing_in_big_commits_is_checkpointed_by_what_they_changed(
 def test_a_follower_behind_the_logs_cleanup_reads_the_table_afresh(table):
     """Commits Delta cleaned up before a follower came to them (its log retention passed while
     lakeflow slept): a state refreshed, a trigger's follower and a publish from that old state
-    all go on from the table as it is, and report one commit that touched every partition,
-    instead of waiting for a commit that will never appear."""
+    all go on from the table as it is, and report one commit that touched every partition
+    (lakeflow's checkpoint cannot bridge an outside writer's cleanup either), deleted ones
+    included, instead of waiting for a commit that will never appear."""
     lake, url = table
     _, behind = commit(lake, url, [stage(lake, url, k, day_frame(k)) for k in ("a", "b", "c", "u")])
     follower = TableFollower(lake, url, "date", cursor=0)
     followed = build_on(lake, url, TableState.load(lake, url), {
-        "delta.logRetentionDuration": "interval 0 seconds"})  # fmt: skip
+        "delta.logRetentionDuration": "interval 0 seconds"}, outside_cleans=True)  # fmt: skip
     assert not os.path.exists(f"{url}/_delta_log/{1:020d}.json")
 
     commits = follower.poll()  # knows no files: every partition may have changed
     assert commits[0].operation == "LAKEFLOW LOG GAP"
     assert commits[0].version <= followed.version == commits[-1].version
-    assert commits[0].touched == set(held(TableState.load(lake, url)))
-    applied = behind.refresh(lake, check_gap=True)  # those whose files changed
+    assert commits[0].touched == set("abcdefgu")  # lakeflow's checkpoint could not tell
+    assert commits[0].removed.keys() == {"c"}  # deleted meanwhile
+    applied = behind.refresh(lake, check_gap=True)  # the same: its own knowledge is as old
     assert applied[0].operation == "LAKEFLOW LOG GAP"
-    assert set().union(*(c.touched for c in applied)) == set("abcdefg")  # not "u"
+    assert set().union(*(c.touched for c in applied)) == set("abcdefgu")
     same(behind, followed)
-    assert behind.published["u"].run_id == "run-1" and behind.touched["u"] == 0
+    assert "u" not in behind.published  # unchanged, but nothing can tell
     assert TableFollower(lake, url, "date", cursor=followed.version).poll() == []
 
     stale = TableState.load(lake, url)  # a state left behind, then a publish from it

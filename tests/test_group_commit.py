@@ -20,12 +20,14 @@ class Clock:
         return self.now
 
 
-def group_commits(clock: Clock, *, linger: float = 1.0, max_units: int = 3) -> GroupCommits:
+def group_commits(
+    clock: Clock, *, linger: float = 1.0, max_units: int = 3, longest: float = 300.0
+) -> GroupCommits:
     """A run's group commits, for what `ready` decides (nothing here is committed)."""
     return GroupCommits(
         run_id="r", pipeline=None, handle=None, lake=None, tables={}, table_lock=None,
         executor=None, fence=None, emit=None, committed=None, released=None, superseded=None,
-        linger=linger, max_units=max_units, share=0.1, clock=clock,
+        linger=linger, max_units=max_units, share=0.1, longest=longest, clock=clock,
     )  # fmt: skip
 
 
@@ -67,6 +69,13 @@ def test_one_slow_commit_holds_its_table_back_five_minutes_at_most():
     commits = group_commits(Clock())
     commits.cost["a"] = 120.0
     assert commits.linger_of("a") == 300.0
+
+
+def test_a_run_that_is_no_backfill_holds_a_dear_table_back_seconds_not_minutes():
+    """Its consumers wait on each commit (a triggered run into a million-file table)."""
+    commits = group_commits(Clock(), linger=0.05, longest=5.0)
+    commits.cost["a"] = 10.0
+    assert commits.linger_of("a") == 5.0
 
 
 def test_a_dear_table_is_committed_at_once_when_none_of_its_units_runs():

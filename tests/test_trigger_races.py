@@ -155,3 +155,66 @@ def test_pending_keys_survive_a_save_taken_during_the_request(tmp_path, rounds):
 
     for pending in asyncio.run(scenario()):
         assert "2024-01-09" in pending
+
+
+def test_commits_cleaned_up_while_lakeflow_was_down_still_trigger(tmp_path):
+    """The source's log retention passed while the trigger engine was down: the commits after
+    its saved cursor are gone. On restart it reads the table afresh and requests its
+    consumers' partitions (every one: nothing says which changed) instead of waiting for a
+    commit that will never appear."""
+    from deltalake.transaction import PostCommitHookProperties
+
+    lake_url = str(tmp_path / "lake")
+    source = f"{lake_url}/trips"
+    pipeline = trips_pipeline(lake_url, on_start="none")
+
+    async def run(until) -> HeldController:
+        controller = HeldController(Lake(lake_url))
+        controller.release.set()
+        triggers = Triggers(controller, pipeline, TriggerOptions(poll=0.01))  # type: ignore[arg-type]
+        await triggers.start()
+        try:
+            await _until(lambda: until(controller))
+        finally:
+            await triggers.stop()
+        return controller
+
+    write_trips(source, "2024-01-01", [1])
+    DeltaTable(source).alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 0 seconds", "delta.checkpointInterval": "2"},
+        post_commithook_properties=PostCommitHookProperties(cleanup_expired_logs=False),
+    )
+    asyncio.run(run(lambda c: True))  # cursor saved at version 1
+    for n, day in enumerate(["2024-01-02", "2024-01-03", "2024-01-02", "2024-01-04"]):
+        write_trips(source, day, [10 + n])  # while down; checkpoints clean the log up
+    assert not (tmp_path / "lake" / "trips" / "_delta_log" / f"{2:020d}.json").exists()
+    controller = asyncio.run(run(lambda c: c.requests))
+    requested = set().union(*controller.requests)
+    assert {"2024-01-02", "2024-01-03", "2024-01-04"} <= requested
+    state = TriggerState.load(Lake(lake_url))
+    assert state.cursors["trips"] == DeltaTable(source).version()
+
+
+def test_a_gap_keeps_holding_what_a_failed_table_check_published(tmp_path):
+    """Commits cleaned up before they were read included a lakeflow commit whose table check
+    failed: the partitions still holding that commit's data stay held (consumers do not run on
+    them), the others go to the consumers."""
+    from lakeflow.lake.events import Event, EventLog
+    from lakeflow.lake.log import GAP_OPERATION, Commit
+    from lakeflow.triggers.follow import TableFollower
+    from tests.trigger_pipelines import held_pipeline
+
+    lake = Lake(str(tmp_path / "lake"))
+    log = EventLog(lake)
+    log.emit(Event("run-1", "unit_check_failed", asset="trips_checked", version=7))
+    log.flush()
+    follower = TableFollower(lake, lake.table_url("trips_checked"), "day", cursor=3)
+    follower.gaps[9] = {"2024-01-01": 7, "2024-01-02": 8}  # 01 still holds version 7's data
+    gap = Commit(9, 0, GAP_OPERATION, None, {}, {"2024-01-01": (), "2024-01-02": (),
+                 "2024-01-03": ()}, {}, ("day",))  # fmt: skip
+    controller = HeldController(lake)
+    triggers = Triggers(controller, held_pipeline(lake.url), TriggerOptions(poll=0.01))  # type: ignore[arg-type]
+
+    kept = asyncio.run(triggers._without_held("trips_checked", gap, follower))
+    assert kept.touched == {"2024-01-02", "2024-01-03"}
+    assert "trigger_held" in controller.events.kinds

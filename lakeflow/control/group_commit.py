@@ -37,7 +37,8 @@ from lakeflow.lake.staging import quarantine_files
 
 __all__ = ["CommitOutcome", "GroupCommits", "Rejected", "Staged"]
 
-LONGEST_LINGER = 300.0  # seconds a dear table's staged units wait at most for more
+LONGEST_LINGER = 300.0  # seconds a dear table's staged units of a backfill wait at most
+RUN_LONGEST_LINGER = 5.0  # ... and those of any other run (triggered, materialize)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class GroupCommits:
         linger: float,
         max_units: int,
         share: float,
+        longest: float = LONGEST_LINGER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.run_id = run_id
@@ -125,6 +127,7 @@ class GroupCommits:
         self.linger = linger  # seconds staged units may wait for more of their table
         self.max_units = max_units
         self.share = share  # of a table's time its commits may take (see `linger_of`)
+        self.longest = longest  # the longest linger a dear table gets
         self.clock = clock
         self.cost: dict[str, float] = {}  # table -> seconds its last commit took
         self.staged: dict[str, list[Staged]] = {}
@@ -145,11 +148,13 @@ class GroupCommits:
         as its table grows (deltalake rebuilds its snapshot of every file of the table, twice a
         commit), so a table that keeps growing is committed in ever bigger groups: its commits
         stay about `share` of its time, and their cost a unit stays flat from ten thousand
-        files to a million, instead of growing with the table. Up to `LONGEST_LINGER`, which
-        bounds how long a published partition waits to show and what a crash of the
-        controller makes run again, when one commit was slowed down by the store or a busy
-        machine."""
-        return max(self.linger, min(self.cost.get(asset, 0.0) / self.share, LONGEST_LINGER))
+        files to a million, instead of growing with the table. The cost is the commit's own
+        (`TableState.commit_seconds`: what grows with the table), not its per-unit work or
+        checkpoints, which would feed a bigger group's cost back into a longer linger. Up to
+        `longest` (`LONGEST_LINGER` for a backfill, `RUN_LONGEST_LINGER` for other runs, whose
+        consumers wait on each commit), which bounds how long a published partition waits to
+        show and what a crash of the controller makes run again."""
+        return max(self.linger, min(self.cost.get(asset, 0.0) / self.share, self.longest))
 
     def ready(self, running: Mapping[str, int]) -> list[tuple[str, list[Staged]]]:
         """The batches to commit now: per table whose staged units should wait no longer (none
@@ -221,7 +226,7 @@ class GroupCommits:
                     return commit, time.perf_counter() - began
 
                 commit, seconds = await asyncio.to_thread(fenced_publish)
-                self.cost[asset] = seconds
+                self.cost[asset] = table.commit_seconds
                 # what a commit costs as the table grows: one event a group commit
                 self.emit(Event(self.run_id, "table_committed", asset=asset, version=commit.version,
                                 seconds=seconds, detail={"units": len(fits)}))  # fmt: skip

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from lakeflow.control.claims import Claims
-from lakeflow.control.group_commit import CommitOutcome, GroupCommits, Staged
+from lakeflow.control.group_commit import (
+    LONGEST_LINGER,
+    RUN_LONGEST_LINGER,
+    CommitOutcome,
+    GroupCommits,
+    Staged,
+)
 from lakeflow.control.host import RunHost
 from lakeflow.control.outcomes import RunOutcomes
 from lakeflow.control.run_result import plan_result
@@ -86,6 +92,7 @@ class Run(Claims, RunOutcomes):
             fence=host.fence, emit=host.events.emit, committed=host.committed,
             released=host.released, superseded=host.superseded,
             linger=linger, max_units=options.max_commit_units, share=options.commit_share,
+            longest=LONGEST_LINGER if request.kind == "backfill" else RUN_LONGEST_LINGER,
         )  # fmt: skip
         self.retry_logged = 0  # the newest unit_retry event: retries wait until it is written
         self._seed_attempts(attempts or {})

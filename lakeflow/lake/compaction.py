@@ -30,7 +30,7 @@ from deltalake.exceptions import CommitFailedError
 
 from lakeflow.errors import LakeError, RequestError
 from lakeflow.lake import Lake
-from lakeflow.lake.log import TableState, commit_path
+from lakeflow.lake.log import NO_CLEANUP, TableState, commit_path
 
 __all__ = ["DEFAULT_TARGET_SIZE", "Compacted", "Lease", "check_zorder", "compact", "due"]
 
@@ -333,6 +333,12 @@ def _optimize(
     the partitions that still need it."""
     properties = CommitProperties(custom_metadata={OPTIMIZE_KEY: {"holder": holder}})
     for attempt in range(TRIES):
+        if not state.checkpoint(lake, now=True):
+            raise LakeError(
+                f"optimize of {state.url} did not start: lakeflow could not checkpoint the "
+                "table first (deltalake's optimize cleans up the log behind its own checkpoint)",
+                hint="see the warning logged above; run it again once the lake accepts writes",
+            )
         handle = state.current_handle(lake)
         filters = [(state.column, "in", batch)] if state.column else None
         try:
@@ -356,6 +362,7 @@ def _optimize(
             ) from error
         _refresh(lake, state)
         if landed:
+            state.checkpoint(lake)
             return attempt
         with state.lock:
             batch = [
@@ -383,7 +390,9 @@ def _set_properties(lake: Lake, state: TableState, properties: Mapping[str, str]
     if not changed:
         return False
     try:
-        handle.alter.set_table_properties(changed, raise_if_not_exists=False)
+        handle.alter.set_table_properties(
+            changed, raise_if_not_exists=False, post_commithook_properties=NO_CLEANUP
+        )
     except OSError as error:
         raise lake.unreachable(error) from error
     except Exception as error:
@@ -391,4 +400,5 @@ def _set_properties(lake: Lake, state: TableState, properties: Mapping[str, str]
             f"setting the properties of {state.url} failed: {str(error).splitlines()[0]}"
         ) from error
     _refresh(lake, state)
+    state.checkpoint(lake)
     return True

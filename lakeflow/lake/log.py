@@ -29,9 +29,10 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import PostCommitHookProperties
 
-from lakeflow.errors import LakeError, LakeflowError
+from lakeflow.errors import LakeError
 from lakeflow.lake import Lake
 from lakeflow.lake.checkpoint import (
     PartitionCheckpoint,
@@ -44,12 +45,15 @@ from lakeflow.lake.checkpoint import (
 )
 
 __all__ = [
-    "APP_ID", "Commit", "Published", "TableState", "cleaned_past", "commit_path", "gap_commit",
-    "parse_commit",
+    "APP_ID", "GAP_OPERATION", "NO_CLEANUP", "Commit", "Published", "TableState", "cleaned_past", "commit_path",
+    "gap_commit", "parse_commit",
 ]  # fmt: skip
 
 APP_ID = "lakeflow"  # application transaction id of lakeflow's own commits
 CHECKPOINT_ACTIONS = 100_000  # file actions since a table's last checkpoint before another
+# lakeflow's commits leave Delta's log cleanup to `TableState.checkpoint`, which cleans up only
+# once lakeflow's own checkpoint covers what the cleaned commits recorded
+NO_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 logger = logging.getLogger(__name__)
 METADATA_KEY = "lakeflow"
 METADATA_VERSION = 1
@@ -60,6 +64,7 @@ def commit_path(table_url: str, version: int) -> str:
 
 
 GAP_CHECK_SECONDS = 5.0  # how often a follower whose next commit is missing asks why
+GAP_OPERATION = "LAKEFLOW LOG GAP"  # the operation of a commit standing for cleaned-up ones
 
 
 def cleaned_past(lake: Lake, url: str, version: int) -> bool:
@@ -77,18 +82,20 @@ def cleaned_past(lake: Lake, url: str, version: int) -> bool:
         return False
 
 
-def gap_commit(state: TableState) -> Commit:
+def gap_commit(state: TableState, after: int) -> Commit:
     """What a follower reports for commits it could not read (cleaned up before it came to
-    them): one commit at the state's version that touched every partition the table holds, with
-    the table's metadata (caches start again). `TableState.refresh` narrows it to the
-    partitions whose files changed."""
+    them, after version `after`): one commit at the state's version that touched every
+    partition the state says changed after `after` (all of them when that is not known), with
+    the table's metadata (caches start again)."""
     with state.lock:
-        added = {key: tuple(files.items()) for key, files in state.files.items() if files}
+        changed = [key for key, version in state.touched.items() if version > after]
+        added = {key: tuple(state.files[key].items()) for key in changed if state.files.get(key)}
+        removed = {key: () for key in changed if key not in added}
         columns = (state.column,) if state.column else ()
         schema = (
             DeltaSchema.from_arrow(state.schema).to_json() if state.schema is not None else None
         )
-        return Commit(state.version, 0, "LAKEFLOW LOG GAP", None, {}, added, {}, columns,
+        return Commit(state.version, 0, GAP_OPERATION, None, {}, added, removed, columns,
                       schema, state.table_id)  # fmt: skip
 
 
@@ -332,6 +339,7 @@ class TableState:
         default_factory=threading.RLock, repr=False
     )  # commits apply off-loop
     gap_checked: float = field(default=0.0, repr=False)  # monotonic time of the last check
+    commit_seconds: float = field(default=0.0, repr=False)  # the last commit of ours took
 
     @property
     def exists(self) -> bool:
@@ -360,7 +368,7 @@ class TableState:
         newest = max(commits[-1] if commits else -1, found[0] if found else -1)
         try:
             if found is None or state._start_from_checkpoint(lake, *found, commits):
-                state.refresh(lake)
+                state.refresh(lake, check_gap=None)  # `newest` below decides
         except (ValueError, pl.exceptions.PolarsError):  # a half-read state is not returned
             _raise_if_corrupt(lake, url)
             return cls._load_through_deltalake(lake, url, column)
@@ -466,6 +474,9 @@ class TableState:
             raw = lake.read_bytes(commit_path(self.url, version))
             if raw is not None:
                 self._note(parse_commit(raw, version, self.column))
+            else:  # cleaned up since it was listed: what it changed is not known
+                for key in self.keys():
+                    self.touched[key] = max(self.touched.get(key, -1), version)
 
     def _note(self, commit: Commit) -> None:
         """Record a commit's touched partitions and publish info (not its files)."""
@@ -479,33 +490,47 @@ class TableState:
                 self.published[key] = info
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def checkpoint(self, lake: Lake) -> None:
-        """After a commit of ours. A Delta checkpoint once the commits since the last one
-        changed half as many files as the table has partitions (`CHECKPOINT_ACTIONS` at
-        least): a growing table is checkpointed each time it doubled, and a new reader
-        (deltalake's or ours) parses at most about as much JSON as the checkpoint holds.
-        Delta's own cadence, one every 100 versions, is too seldom for a table that grows in
-        big group commits. Then, beside a Delta checkpoint newer than lakeflow's own, lakeflow's
-        checkpoint of the partitions as of this version, so that what they were built from
-        outlives the commits Delta cleans up (`lake.checkpoint`). A failure is logged and
-        tried again after the next commit: the commit stands, and readers read the log."""
+    def checkpoint(self, lake: Lake, *, now: bool = False) -> bool:
+        """After a commit of ours (made with Delta's log cleanup off: `NO_CLEANUP`).
+
+        A Delta checkpoint once the commits since the last one changed half as many files as
+        the table has partitions (`CHECKPOINT_ACTIONS` at least): a growing table is
+        checkpointed each time it doubled, and a new reader (deltalake's or ours) parses at
+        most about as much JSON as the checkpoint holds. Delta's own cadence, one every 100
+        versions, is too seldom for a table that grows in big group commits. When Delta has a
+        checkpoint newer than lakeflow's own, lakeflow writes its checkpoint of the partitions
+        at the same version (making a Delta checkpoint at this version when the newest is
+        another's), so that what they were built from outlives the commits Delta cleans up;
+        only then are expired commits cleaned up, behind both. A failure is logged and tried
+        again after the next commit: the commit stands, and readers read the log.
+
+        `now`: both checkpoints at this version whatever the cadence (before a commit that
+        cleans up the log itself: deltalake's optimize ignores its post-commit settings).
+        Returns whether lakeflow's checkpoint is at this version now (or was not due)."""
         try:
             delta = last_checkpoint_version(lake, self.url)
             if delta is not None and delta > self.delta_checkpoint:  # deltalake made one
                 self.delta_checkpoint, self.since_checkpoint = delta, 0
-            if self.since_checkpoint >= max(CHECKPOINT_ACTIONS, len(self.files) // 2):
-                handle = self.current_handle(lake)
-                handle.create_checkpoint()
-                self.delta_checkpoint, self.since_checkpoint = handle.version(), 0
-            if self.delta_checkpoint <= self.checkpointed or self.table_id is None:
-                return
+            grown = self.since_checkpoint >= max(CHECKPOINT_ACTIONS, len(self.files) // 2)
+            behind = self.delta_checkpoint > self.checkpointed
+            wanted = now and self.checkpointed < self.version
+            if self.table_id is None or not (grown or behind or wanted):
+                return self.table_id is not None or not now
             with self.lock:
                 checkpoint = self._partition_checkpoint()
+            handle = self.current_handle(lake)
+            if grown or (self.delta_checkpoint != checkpoint.version
+                         and handle.version() == checkpoint.version):  # fmt: skip
+                handle.create_checkpoint()  # at the version lakeflow's checkpoint describes
+                self.delta_checkpoint, self.since_checkpoint = handle.version(), 0
             write_partition_checkpoint(lake, self.url, self.table_id, checkpoint)
-        except (LakeflowError, DeltaError, OSError) as error:
+            self.checkpointed = checkpoint.version
+            if self.checkpointed == self.delta_checkpoint:
+                handle.cleanup_metadata()  # expired commits before the checkpoint both cover
+            return self.checkpointed == self.delta_checkpoint
+        except Exception as error:  # best effort: the commit stands either way
             logger.warning("checkpointing %s failed: %s", self.url, error)
-            return
-        self.checkpointed = checkpoint.version
+            return False
 
     def _partition_checkpoint(self) -> PartitionCheckpoint:
         keys = list(self.touched)
@@ -554,22 +579,22 @@ class TableState:
         self.txn_version = max(self.txn_version, commit.txn.get(APP_ID, 0))
         self.version = commit.version
 
-    def refresh(self, lake: Lake, *, check_gap: bool = False) -> list[Commit]:
+    def refresh(self, lake: Lake, *, check_gap: bool | None = False) -> list[Commit]:
         """Read and apply the commits made since `version`; returns those this call applied,
         oldest first (threads may refresh one state at once: each commit is applied once, by
         one of them). A table that did not exist is followed from its version 0 on.
 
         When the next commit is missing because Delta cleaned it up (`cleaned_past`: asked at
-        most every `GAP_CHECK_SECONDS`, or now with `check_gap`), the table is read afresh and
-        a `gap_commit` stands for the commits that could not be read."""
+        most every `GAP_CHECK_SECONDS`, now with `check_gap=True`, never with None), the table is
+        read afresh and one commit stands for those that could not be read (`_catch_up`)."""
         commits: list[Commit] = []
         while True:
             version = self.version + 1
             raw = lake.read_bytes(commit_path(self.url, version))
             if raw is None:
-                if self._fell_behind(lake, version - 1, check_gap):
-                    gap = self._catch_up(lake)
-                    if self.version >= version:
+                if check_gap is not None and self._fell_behind(lake, version - 1, check_gap):
+                    gap = self._catch_up(lake, version - 1)
+                    if gap is not None:
                         commits.append(gap)
                         continue
                 break
@@ -588,29 +613,27 @@ class TableState:
             commits.append(commit)
         return commits
 
-    def _catch_up(self, lake: Lake) -> Commit:
-        """Read the table afresh over commits that were cleaned up before they were read, and
-        return the `gap_commit` standing for them: the partitions whose files are not what they
-        were (files are never written twice under one name), with what was known of the others
-        (when touched, from which versions built) kept."""
+    def _catch_up(self, lake: Lake, seen: int) -> Commit | None:
+        """Read the table afresh over commits cleaned up before they were read (this state had
+        seen up to version `seen`), and return one commit standing for them: the partitions the
+        fresh read says changed after `seen` (all of them when lakeflow's checkpoint could not
+        bridge the gap either), and those that were deleted meanwhile. The fresh state replaces
+        this one at once, under the lock; None when another thread moved it on already."""
         with self.lock:
-            before = {key: dict(files) for key, files in self.files.items() if files}
-            touched, published = dict(self.touched), dict(self.published)
-        self.reload(lake)
+            known = dict(self.touched)
+        fresh = TableState.load(lake, self.url, column=self.column)
+        for key in set(known) - set(fresh.touched):  # gone, and not even a trace left
+            fresh.touched[key] = fresh.version
         with self.lock:
-            after = {key: files for key, files in self.files.items() if files}
-            changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
-            for key in set(after) - changed:
-                if key in touched:
-                    self.touched[key] = touched[key]
-                if key in published:
-                    self.published[key] = published[key]
-                else:
-                    self.published.pop(key, None)
-            gap = gap_commit(self)
-        added = {k: files for k, files in gap.added.items() if k in changed}
-        removed = {k: tuple(before[k]) for k in changed - set(after)}
-        return dataclasses.replace(gap, added=added, removed=removed)
+            if self.version != seen or fresh.version <= seen:
+                return None
+            before = {key: tuple(files) for key, files in self.files.items() if files}
+            for f in fields(self):
+                if f.name not in ("lock", "gap_checked"):
+                    setattr(self, f.name, getattr(fresh, f.name))
+            gap = gap_commit(self, seen)
+        removed = {key: before.get(key, ()) for key in gap.removed}
+        return dataclasses.replace(gap, removed=removed)
 
     def _fell_behind(self, lake: Lake, version: int, now: bool) -> bool:
         if version < 0:
@@ -632,10 +655,13 @@ class TableState:
 
     def current_handle(self, lake: Lake) -> DeltaTable:
         """A DeltaTable handle brought up to `version` (opened on first use)."""
+        if self.handle is not None and self.handle.version() < self.version:
+            try:
+                self.handle.update_incremental()
+            except Exception:  # the commits after it were cleaned up: open it afresh
+                self.handle = None
         if self.handle is None:
             self.handle = DeltaTable(self.url, storage_options=lake.delta_options())
-        if self.handle.version() < self.version:
-            self.handle.update_incremental()
         return self.handle
 
     def file_list(self, keys: Iterable[str]) -> list[tuple[str, str, int]]:

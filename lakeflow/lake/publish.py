@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction
+from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
@@ -35,6 +35,7 @@ from lakeflow.lake.log import (
     APP_ID,
     METADATA_KEY,
     METADATA_VERSION,
+    NO_CLEANUP,
     Commit,
     TableState,
     commit_path,
@@ -176,7 +177,7 @@ def _publish(
     _verify_files(lake, state.url, units)
     actions = _actions(column, units)
     metadata = _metadata(run_id, asset, code_version, units, epoch)
-    hooks = PostCommitHookProperties(create_checkpoint=True)
+    hooks = NO_CLEANUP  # cleaned up by `TableState.checkpoint`, behind lakeflow's checkpoint
     if not state.exists:
         created = _create(lake, state, column, units, actions, metadata, hooks, properties)
         if created is not None:
@@ -196,7 +197,9 @@ def _publish(
         )
         assert state.schema is not None
         try:
+            began = time.perf_counter()
             _commit_once(handle, actions, state.schema, column, replaced, strict, hooks)
+            state.commit_seconds = time.perf_counter() - began
         except CommitFailedError:
             landed = _landed(lake, state, ours)
             if landed is not None:
@@ -236,7 +239,7 @@ def _replaced(lake: Lake, state: TableState, keys: list[str]) -> tuple[DeltaTabl
     partition first sends it back to read again (and then replace that partition)."""
     for _ in range(3):
         try:
-            state.refresh(lake)
+            state.refresh(lake, check_gap=True)  # a state behind the log's cleanup catches up
         except OSError as error:
             raise lake.unreachable(error) from error
         handle = state.current_handle(lake)

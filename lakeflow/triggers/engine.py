@@ -7,6 +7,7 @@ the controller while `lakeflow up` is on. It follows the watched tables' logs, f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +19,7 @@ from lakeflow.define.graph import Pipeline
 from lakeflow.define.partitions import FilePartitions
 from lakeflow.errors import LakeflowError, Superseded
 from lakeflow.lake.events import Event, read_events
-from lakeflow.lake.log import Commit
+from lakeflow.lake.log import GAP_OPERATION, Commit
 from lakeflow.lake.registry import write_atomic
 from lakeflow.plan.planner import Request
 from lakeflow.triggers.follow import (
@@ -214,6 +215,8 @@ class Triggers(TimedTriggers):
                 if not is_publish(commit):  # an optimize: moves the cursor, nothing else
                     follower.cursor = self.state.cursors[table] = commit.version
                     continue
+                if commit.operation == GAP_OPERATION:
+                    commit = await self._without_held(table, commit, follower)
                 held = await self._held(table, commit)
                 if held is None:  # our commit whose table checks are still running
                     break
@@ -243,6 +246,29 @@ class Triggers(TimedTriggers):
             read_events, self.lake, kinds=["unit_check_failed"], asset=table
         )
         return bool(len(failed.filter(failed["version"] == commit.version)))
+
+    async def _without_held(self, table: str, gap: Commit, follower: TableFollower) -> Commit:
+        """A gap commit (commits cleaned up before they were read) less the partitions whose
+        data a version with a failed table check published: those stay held, as they were
+        when their commit was read in time."""
+        published = follower.gaps.pop(gap.version, {})
+        if not published or not self.pipeline[table].table_checks:
+            return gap
+        failed = await asyncio.to_thread(
+            read_events, self.lake, kinds=["unit_check_failed"], asset=table
+        )
+        bad = set(failed["version"].drop_nulls().to_list())
+        held = {key for key in gap.touched if published.get(key) in bad}
+        if not held:
+            return gap
+        self._emit("trigger_held", asset=table, version=gap.version, detail={"partitions": sorted(held)},
+                   message="commits were cleaned up before they were read; these partitions hold "
+                           "data a failed table check published: consumers wait")  # fmt: skip
+        return dataclasses.replace(
+            gap,
+            added={k: v for k, v in gap.added.items() if k not in held},
+            removed={k: v for k, v in gap.removed.items() if k not in held},
+        )
 
     def _changed(self, table: str, commit: Commit) -> None:
         now = time.monotonic()

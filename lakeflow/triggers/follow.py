@@ -49,6 +49,9 @@ class TableFollower:
     def __init__(self, lake: Lake, url: str, column: str | None, cursor: int) -> None:
         self.lake, self.url, self.column, self.cursor = lake, url, column, cursor
         self.gap_checked = 0.0  # monotonic time the missing next commit was last asked about
+        # a gap commit's version -> the version that published each partition of lakeflow's
+        # then (the engine holds those a failed table check published)
+        self.gaps: dict[int, dict[str, int]] = {}
 
     @staticmethod
     def current_version(lake: Lake, url: str) -> int:
@@ -63,8 +66,9 @@ class TableFollower:
         """The commits after the cursor (at most `limit`); the cursor is not moved.
 
         Commits Delta cleaned up before they were read (the cursor fell behind the log's
-        retention, say while lakeflow was down) are reported as one `gap_commit` that touched
-        every partition at the table's version read afresh; asked at most every
+        retention, say while lakeflow was down) are reported as one `gap_commit` at the table's
+        version read afresh, touching what that read says changed after the cursor (every
+        partition when lakeflow's checkpoint cannot tell); asked at most every
         `GAP_CHECK_SECONDS`."""
         out: list[Commit] = []
         version = self.cursor + 1
@@ -80,7 +84,8 @@ class TableFollower:
                 state = TableState.load(self.lake, self.url, column=self.column)
                 if state.version < version:
                     break
-                out.append(gap_commit(state))
+                out.append(gap_commit(state, version - 1))
+                self.gaps[state.version] = {k: p.version for k, p in state.published.items()}
                 self.column = state.column
                 version = state.version + 1
                 continue
