@@ -369,7 +369,7 @@ class TableState:
         try:
             if found is None or state._start_from_checkpoint(lake, *found, commits):
                 state.refresh(lake, check_gap=None)  # `newest` below decides
-        except (ValueError, pl.exceptions.PolarsError):  # a half-read state is not returned
+        except (ValueError, pl.exceptions.PolarsError, pa.ArrowException):  # never half-read
             _raise_if_corrupt(lake, url)
             return cls._load_through_deltalake(lake, url, column)
         if state.version >= newest:

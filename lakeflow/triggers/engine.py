@@ -193,6 +193,9 @@ class Triggers(TimedTriggers):
             except LakeflowError as error:  # the lake is away: the cursors wait with it
                 self._emit("trigger_error", message=str(error))
                 await asyncio.sleep(min(5.0, self.options.poll * 20))
+            except Exception as error:  # a table the follower cannot read: say so, keep watching
+                self._emit("trigger_error", message=f"{type(error).__name__}: {error}")
+                await asyncio.sleep(min(5.0, self.options.poll * 20))
             try:
                 await asyncio.wait_for(self.wake.wait(), self.options.poll)
             except TimeoutError:
