@@ -260,3 +260,22 @@ def test_a_follower_behind_the_logs_cleanup_reads_the_table_afresh(table):
     build_on(lake, url, followed, {})
     newest = commit(lake, url, [stage(lake, url, "z", day_frame("z"))], "run-9", stale)[0]
     assert newest.version == stale.version and stale.published["z"].run_id == "run-9"
+
+
+def test_a_table_made_again_by_lakeflow_keeps_its_own_checkpoints(table):
+    """The dropped table's checkpoints, numbered past the new table's versions, neither hide
+    the new table's (read past them) nor outlive its first (pruned as foreign)."""
+    lake, url = table
+    build(lake, url, {})
+    old = checkpoints(url)[1]
+    shutil.rmtree(f"{url}/_delta_log")  # dropped; its _lakeflow folder left behind
+    shutil.rmtree(f"{url}/date=a", ignore_errors=True)
+    _, state = commit(lake, url, [stage(lake, url, "x", day_frame("x"))], run_id="again-1")
+    DeltaTable(url).alter.set_table_properties({"delta.checkpointInterval": "2"})
+    state.refresh(lake)
+    commit(lake, url, [stage(lake, url, "y", day_frame("y"))], run_id="again-2", state=state)
+    ours = checkpoints(url)[1]
+    assert ours and max(ours) < min(old)  # the old table's are gone
+    loaded = TableState.load(lake, url)
+    same(loaded, state)
+    assert loaded.published["x"].run_id == "again-1"

@@ -229,7 +229,10 @@ def write_partition_checkpoint(
     pq.write_table(table, sink, compression="zstd")
     folder = _folder(url)
     write_atomic(lake, f"{folder}/{checkpoint.version:020d}.parquet", sink.getvalue())
-    for version in _versions(lake, folder)[:-KEEP]:
+    versions = _versions(lake, folder)
+    older = [v for v in versions if v < checkpoint.version]
+    newer = [v for v in versions if v > checkpoint.version]  # a dropped table's, made again here
+    for version in older[: max(0, len(older) - (KEEP - 1))] + newer:
         try:
             lake.filesystem().delete_file(lake.path(f"{folder}/{version:020d}.parquet"))
         except FileNotFoundError:
@@ -265,7 +268,7 @@ def read_partition_checkpoint(
         except (pa.ArrowException, ValueError):
             return None
         if about.get("format") != FORMAT or about.get("table") != table_id:
-            return None
+            continue  # another table's (dropped, made again here) or another format's
         return _partition_checkpoint(version, table)
     return None
 
