@@ -302,6 +302,9 @@ def lakeflow_in_run(
         assert result.ok, result.summary()
         figures.seconds.append(timer.seconds)
         figures.keep_peaks(seen)
+        published = pl.scan_delta(f"{lake}/lineitem", storage_options=options)
+        rows = published.select(pl.len()).collect().item()
+        assert rows == data.rows, f"lineitem holds {rows:,} rows, {data.rows:,} landed"
         figures.versions = versions(lake, options, assets_of(select, data))
     finally:
         lf.stop(lake, storage_options=options)
