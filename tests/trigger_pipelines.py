@@ -97,8 +97,17 @@ def ticking_pipeline(lake: str, *, catch_up: str = "all") -> lf.Pipeline:
     return lf.Pipeline([ticks], lake=lake, name="ticking", triggers=[every_second])
 
 
-def files_pipeline(lake: str, incoming: str, *, storage_options=None) -> lf.Pipeline:
-    """Each CSV arriving under `incoming` becomes one partition of raw_orders."""
+def files_pipeline(
+    lake: str,
+    incoming: str,
+    *,
+    storage_options=None,
+    pattern: str = "*.csv",
+    poll: float = 0.2,
+    **sensing,
+) -> lf.Pipeline:
+    """Each file matching `pattern` arriving under `incoming` becomes one partition of
+    raw_orders; `sensing` goes to `lf.FilePartitions` (settle, ignore, on_change)."""
     options = dict(storage_options or {})
     fs_options = (
         {
@@ -110,7 +119,7 @@ def files_pipeline(lake: str, incoming: str, *, storage_options=None) -> lf.Pipe
         else {}
     )
 
-    @lf.asset(partitions=lf.FilePartitions(f"{incoming}/*.csv", poll=0.2))
+    @lf.asset(partitions=lf.FilePartitions(f"{incoming}/{pattern}", poll=poll, **sensing))
     def raw_orders(ctx: lf.Context) -> pl.DataFrame:
         import fsspec
 
