@@ -73,12 +73,14 @@ def up(lake):
 
 
 def test_a_slow_writer_pausing_less_than_settle_is_read_once_whole(ray_session, lake, incoming, up):
-    up(files_pipeline(lake, str(incoming), poll=0.1, settle=2.0))
+    up(files_pipeline(lake, str(incoming), poll=0.1, settle=3.0))
     path = incoming / "orders.csv"
     with path.open("w") as out:
         out.write("order,amount\n" + csv_text(0, 1000))
         out.flush()
-        time.sleep(0.4)  # the writer's pause: longer than a poll, shorter than `settle`
+        # the writer's pause: many polls, and long enough for a unit to read the half, but
+        # shorter than `settle`
+        time.sleep(1.5)
         out.write(csv_text(1000, 1000))
     url = f"{lake}/raw_orders"
     eventually(lambda: lake_rows(url) == disk_rows(incoming, ["orders.csv"]))
@@ -109,13 +111,13 @@ def test_slow_writers_on_s3(ray_session, s3_lake, moto_server, up):
     bucket = url.split("/")[2]
     client = moto_server.client()
     pipeline = files_pipeline(
-        url, f"s3://{bucket}/incoming", storage_options=options, poll=0.1, settle=1.5
+        url, f"s3://{bucket}/incoming", storage_options=options, poll=0.1, settle=3.0
     )
     table = f"{url}/raw_orders"
     head = "order,amount\n" + csv_text(0, 500)
     client.put_object(Bucket=bucket, Key="incoming/quick.csv", Body=head.encode())
     up(pipeline)
-    time.sleep(0.3)  # the producer's pause: longer than a poll, shorter than `settle`
+    time.sleep(1.5)  # the producer's pause: many polls, shorter than `settle`
     client.put_object(
         Bucket=bucket, Key="incoming/quick.csv", Body=(head + csv_text(500, 500)).encode()
     )
