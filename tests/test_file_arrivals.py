@@ -17,6 +17,7 @@ from deltalake import DeltaTable
 import lakeflow as lf
 from lakeflow.cli import main
 from lakeflow.lake import Lake
+from lakeflow.lake.log import TableState
 from tests.conftest import eventually
 from tests.trigger_pipelines import files_pipeline, write_csv
 
@@ -101,6 +102,10 @@ def test_a_file_that_grows_after_it_was_read_is_read_again(ray_session, lake, in
     changed = wait_events(lake, "file_changed")
     assert changed["partition"].to_list() == ["orders.csv"]
     assert lf.file_status(files_pipeline(lake, str(incoming))).is_empty()  # built from it as it is
+    table = TableState.load(Lake(lake), url, column="file")
+    recorded = table.published["orders.csv"].inputs  # what the commit says it was built from
+    assert recorded["@size"] == path.stat().st_size
+    assert recorded["@mtime"] == int(path.stat().st_mtime * 1_000_000)
 
 
 def test_slow_writers_on_s3(ray_session, s3_lake, moto_server, up):
