@@ -160,7 +160,9 @@ def file_status(
         for key, kind, message in last.select("partition", "kind", "message").iter_rows():
             if kind in _HELD and key in known:
                 url = parts.partition(parts.index(key)).url
-                hint = f"; it waits for a change or: lakeflow materialize --select {name} "
+                hint = (
+                    f"; it waits for a change, or: lakeflow materialize PIPELINE --select {name} "
+                )
                 rows.append(
                     (name, key, url, _HELD[kind], f"{message or kind}{hint}--partitions {key}")
                 )
