@@ -59,6 +59,7 @@ __all__ = [
     "cancel",
     "check_results",
     "connect",
+    "file_status",
     "lineage",
     "materialize",
     "materialize_request",
@@ -408,6 +409,7 @@ def _shown(view: Callable[[Any], Any], compute: Callable[..., Any]) -> Callable[
 
 status = _shown(StatusFrame, lake_status.status)
 check_results = _shown(CheckFrame, lake_status.check_results)
+file_status = lake_status.file_status
 lineage = _shown(LineageView.of, lake_lineage.lineage)
 
 

@@ -176,3 +176,39 @@ def test_bad_cron_windows_are_definition_errors(options, message):
     given = {"cron": "*/5 * * * *", "start": "2024-01-01", **options}
     with pytest.raises(DefinitionError, match=message):
         lf.TimeWindowPartitions(**given)
+
+
+def test_file_partitions_refuse_bad_sensing_options():
+    with pytest.raises(DefinitionError, match="on_change must be"):
+        lf.FilePartitions("landing/*.csv", on_change="ignore")
+    with pytest.raises(DefinitionError, match="settle must be"):
+        lf.FilePartitions("landing/*.csv", settle=-1)
+    with pytest.raises(DefinitionError, match="list of patterns"):
+        lf.FilePartitions("landing/*.csv", ignore="*.tmp")
+    assert lf.FilePartitions("landing/*.csv", poll=0.5).settle == 1.0  # two polls
+
+
+def test_file_partitions_ignore_names_writers_use_while_writing():
+    parts = lf.FilePartitions("s3://landing/*")
+    for name in ("a.csv.tmp", "a.csv._COPYING_", ".a.csv", "_SUCCESS", "_temporary"):
+        assert parts.ignored(f"s3://landing/{name}"), name
+    for name in ("a.csv", "a_b.csv", "tmp.csv"):
+        assert not parts.ignored(f"s3://landing/{name}"), name
+    assert lf.FilePartitions("landing/*", ignore=["*.part"]).ignored("landing/x.part")
+    assert not lf.FilePartitions("landing/*", ignore=()).ignored("landing/.x")
+
+
+def test_a_file_stamp_is_size_and_mtime_or_etag_and_the_registry_keeps_it():
+    from lakeflow.define.partitions import describe_stamp, file_stamp
+
+    local = file_stamp({"size": 2000, "mtime": 1_700_000_000.25, "type": "file"})
+    assert local == {"@size": 2000, "@mtime": 1_700_000_000_250_000}
+    s3 = file_stamp({"size": 10, "ETag": '"5d41402abc4b2a76b9719d911017c592"'})
+    assert s3 == {"@size": 10, "@etag": 0x5D41402ABC4B2A7}
+    assert describe_stamp(local).startswith("2,000 bytes, mtime 2023-11-14T22:13:20.250")
+    parts = lf.FilePartitions("landing/*.csv")
+    parts.load([("a.csv", "landing/a.csv"), ("b.csv", "landing/b.csv", s3)])  # an older entry too
+    assert parts.stamp("a.csv") is None and parts.stamp("b.csv") == s3
+    parts.load([("a.csv", "landing/a.csv", local)])
+    assert parts.keys() == ["a.csv", "b.csv"] and parts.stamp("a.csv") == local
+    assert parts.stamps()["@size"].tolist() == [2000, 10]

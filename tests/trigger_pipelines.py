@@ -121,8 +121,17 @@ def minutes_pipeline(lake: str, *, max_catch_up=None) -> lf.Pipeline:
     return lf.Pipeline([minutes], lake=lake, name="minutes", triggers=[every_minute])
 
 
-def files_pipeline(lake: str, incoming: str, *, storage_options=None) -> lf.Pipeline:
-    """Each CSV arriving under `incoming` becomes one partition of raw_orders."""
+def files_pipeline(
+    lake: str,
+    incoming: str,
+    *,
+    storage_options=None,
+    pattern: str = "*.csv",
+    poll: float = 0.2,
+    **sensing,
+) -> lf.Pipeline:
+    """Each file matching `pattern` arriving under `incoming` becomes one partition of
+    raw_orders; `sensing` goes to `lf.FilePartitions` (settle, ignore, on_change)."""
     options = dict(storage_options or {})
     fs_options = (
         {
@@ -134,7 +143,7 @@ def files_pipeline(lake: str, incoming: str, *, storage_options=None) -> lf.Pipe
         else {}
     )
 
-    @lf.asset(partitions=lf.FilePartitions(f"{incoming}/*.csv", poll=0.2))
+    @lf.asset(partitions=lf.FilePartitions(f"{incoming}/{pattern}", poll=poll, **sensing))
     def raw_orders(ctx: lf.Context) -> pl.DataFrame:
         import fsspec
 

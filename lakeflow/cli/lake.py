@@ -12,7 +12,7 @@ from rich.console import Console
 from lakeflow.cli.common import EXIT_OK, pipeline_args, pipeline_from_args, table
 from lakeflow.maintenance import optimize, vacuum
 from lakeflow.plan.lineage import lineage
-from lakeflow.plan.status import check_results, status
+from lakeflow.plan.status import check_results, file_status, status
 
 __all__ = ["add_commands", "graph_json"]
 
@@ -45,6 +45,11 @@ def add_commands(commands: Any) -> None:
     )
     pipeline_args(stat)
     stat.add_argument("--json", action="store_true", help="print as JSON")
+    stat.add_argument(
+        "--files",
+        action="store_true",
+        help="only the sensed files that failed or changed since their data was built",
+    )
     stat.set_defaults(handler=_status)
 
     audit = commands.add_parser("checks", help="check outcomes per unit (the latest by default)")
@@ -132,8 +137,17 @@ def _assets(args: argparse.Namespace, console: Console) -> int:
 
 
 def _status(args: argparse.Namespace, console: Console) -> int:
-    frame = status(pipeline_from_args(args))
+    """The counts per asset, then the files that need a look (only those with --files)."""
+    pipeline = pipeline_from_args(args)
+    files = file_status(pipeline)
+    if args.files:
+        print(files.write_json() if args.json else table(files))
+        return EXIT_OK
+    frame = status(pipeline)
     print(frame.write_json() if args.json else table(frame))
+    if not args.json and not files.is_empty():
+        print(f"\nfiles that failed or changed since ({len(files)}):")
+        print(table(files))
     return EXIT_OK
 
 

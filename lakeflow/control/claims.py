@@ -1,7 +1,7 @@
 """One build of a partition at a time, among the runs of one controller: a unit whose
 partition another run is building waits for it (parked), and one that another run published
 since this run was planned, from the inputs it would read and by the same code, is done
-already (dispatch-time freshness). And the spec of a unit to run: the upstream files it
+already (dispatch-time freshness; for a file, only if the file has not changed since). And the spec of a unit to run: the upstream files it
 reads, as the tables are at dispatch. `Claims` is a part of `Run` (control/runner.py).
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from lakeflow.control.outcomes import RunEvents
+from lakeflow.define.partitions import FilePartitions
 from lakeflow.execute.worker import WHOLE_TABLE_FILES, InputSpec, UnitSpec
 from lakeflow.lake.log import TableState
 from lakeflow.plan.planner import Request
@@ -96,7 +97,15 @@ class Claims(RunEvents):
                 newest = max((up.touched.get(k, -1) for k in keys), default=-1)
             if newest > info.inputs.get(edge.up, -1):
                 return False
-        return True
+        stamp = self._file_stamp(asset, key)  # a file that changed since is not done
+        return all(info.inputs.get(part) == value for part, value in stamp.items())
+
+    def _file_stamp(self, asset: str, key: str) -> dict[str, int]:
+        """The stamp of a file sensor's partition as the sensor last took it ({} for other
+        assets): recorded with the unit's input versions, so its publish says which version of
+        the file it was built from."""
+        parts = self.pipeline[asset].partitions
+        return dict(parts.stamp(key) or {}) if isinstance(parts, FilePartitions) else {}
 
     def _spec(self, unit: int) -> UnitSpec:
         plan, pipeline, tables = self.plan, self.pipeline, self.tables

@@ -269,7 +269,10 @@ class Controller:
     def _remove(self, relative: str) -> None:
         url = f"{self.lake.url}/{relative}"
         if self.lake.exists(url):
-            self.lake.filesystem().delete_file(self.lake.path(url))
+            try:
+                self.lake.filesystem().delete_file(self.lake.path(url))
+            except FileNotFoundError:  # `lf.down` removed it meanwhile (service.down)
+                pass
 
     async def _bring_triggers_back(self) -> None:
         """After a restart: the triggers that were up come back, from their cursors. Their

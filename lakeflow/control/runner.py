@@ -250,7 +250,8 @@ class Run(Claims, RunOutcomes):
                 asset = self.plan.locate(group[0])[0]
                 specs = [self._spec(unit) for unit in group]
                 for unit, spec in zip(group, specs, strict=True):
-                    self.inputs[unit] = {i.name: i.version for i in spec.inputs}
+                    versions = {i.name: i.version for i in spec.inputs}
+                    self.inputs[unit] = {**versions, **self._file_stamp(asset, spec.key)}
                     self.event(unit, "unit_started", attempt=spec.attempt)
                 self.running[asset] = self.running.get(asset, 0) + len(group)
                 self.tasks += 1

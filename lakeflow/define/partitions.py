@@ -9,23 +9,29 @@ A user's spec is `"a,b"`, `"*"` or, for time windows, a span like `"2013-01-01..
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import numpy as np
 
 from lakeflow.errors import DefinitionError, PartitionError
 
 __all__ = [
+    "IN_PROGRESS",
+    "STAMP_KEYS",
     "FilePartitions",
     "Partition",
     "Partitions",
+    "Stamp",
     "StaticPartitions",
     "Unpartitioned",
+    "describe_stamp",
+    "file_stamp",
     "selects_all",
     "split_spec",
     "validate_key",
@@ -203,6 +209,44 @@ class StaticPartitions(Partitions):
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_HEX = re.compile(r"[^0-9a-fA-F]")
+
+# names that writers use while a file is still being written: never taken
+IN_PROGRESS = ("*.tmp", "*_COPYING_*", ".*", "_*")
+# the parts of a file's stamp, recorded among a unit's input versions (`Published.inputs`)
+STAMP_KEYS = ("@size", "@mtime", "@etag")
+Stamp = dict[str, int]
+
+
+def file_stamp(info: Mapping[str, Any]) -> Stamp:
+    """What identifies a version of a listed file (an fsspec `info`): its size, and its etag
+    (object stores; the first 60 bits of its hex) or else its mtime in microseconds. A file
+    whose stamp changes has changed."""
+    stamp = {"@size": int(info.get("size") or 0)}
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        digits = _HEX.sub("", str(etag))[:15]
+        stamp["@etag"] = int(digits, 16) if digits else len(str(etag))
+        return stamp
+    mtime = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if isinstance(mtime, datetime):
+        mtime = mtime.timestamp()
+    if mtime is not None:
+        stamp["@mtime"] = int(float(mtime) * 1_000_000)
+    return stamp
+
+
+def describe_stamp(stamp: Mapping[str, int] | None) -> str:
+    """A stamp for people: `2,000 bytes, mtime 2026-12-02T15:01:35.120Z` or `..., etag 5d41…`."""
+    if not stamp:
+        return "unknown"
+    parts = [f"{stamp.get('@size', 0):,} bytes"]
+    if "@mtime" in stamp:
+        when = datetime.fromtimestamp(stamp["@mtime"] / 1_000_000, UTC)
+        parts.append(f"mtime {when.isoformat(timespec='milliseconds')}")
+    if "@etag" in stamp:
+        parts.append(f"etag {stamp['@etag']:015x}")
+    return ", ".join(parts)
 
 
 class FilePartitions(Partitions):
@@ -212,7 +256,14 @@ class FilePartitions(Partitions):
     the glob's fixed prefix ('/' written '__'), `ctx.partition.url` its full URL. Keys only ever
     grow (the list lives in the lake), so a key's number never changes.
 
-    >>> @lf.asset(partitions=lf.FilePartitions("s3://landing/orders/*.csv"))
+    A file is taken once its stamp (size and mtime, or an object store's etag) has stayed the
+    same for `settle` seconds (default: two polls), so a file still being written is not read
+    half. Names matching `ignore` (fnmatch patterns on the basename; default `IN_PROGRESS`:
+    `*.tmp`, `*_COPYING_*`, names starting with '.' or '_') are never taken. A file that
+    changes after it was taken is re-run (`on_change="rerun"`), or left as it was with a
+    `file_changed` event (`"refuse"`); each publish records the stamp it was built from.
+
+    >>> @lf.asset(partitions=lf.FilePartitions("s3://landing/orders/*.csv", settle=10))
     ... def raw_orders(ctx): return pl.read_csv(ctx.partition.url, storage_options=...)
     """
 
@@ -223,15 +274,28 @@ class FilePartitions(Partitions):
         column: str = "file",
         storage_options: dict[str, str] | None = None,
         poll: float = 1.0,
+        settle: float | None = None,
+        ignore: Sequence[str] = IN_PROGRESS,
+        on_change: Literal["rerun", "refuse"] = "rerun",
     ) -> None:
         if not _GLOB_CHARS.search(url):
             raise DefinitionError(f"FilePartitions needs a glob such as {url.rstrip('/')}/*.csv")
+        if on_change not in ("rerun", "refuse"):
+            raise DefinitionError(f"on_change must be 'rerun' or 'refuse', not {on_change!r}")
+        if settle is not None and settle < 0:
+            raise DefinitionError(f"settle must be 0 or more seconds, not {settle!r}")
+        if isinstance(ignore, str):
+            raise DefinitionError("ignore takes a list of patterns, such as ['*.tmp', '.*']")
         self.url = url
         self.column = validate_key(column, what="partition column")
         self.storage_options = dict(storage_options or {})
         self.poll = poll
+        self.settle = 2 * poll if settle is None else settle
+        self.ignore = tuple(ignore)
+        self.on_change = on_change
         self._keys: list[str] = []
         self._urls: list[str] = []
+        self._stamps: list[Stamp | None] = []
         self._positions: dict[str, int] = {}
 
     @property
@@ -245,16 +309,42 @@ class FilePartitions(Partitions):
         key = _UNSAFE.sub("_", relative.replace("/", "__")).lstrip(".")
         return key.replace("..", "_.") or "_"
 
-    def load(self, entries: Iterable[tuple[str, str]]) -> None:
-        """Set the known (key, url) pairs, in arrival order (the registry in the lake)."""
-        for key, url in entries:
-            if key not in self._positions:
+    def ignored(self, url: str) -> bool:
+        """Is this a name a writer uses while the file is in progress (see `ignore`)?"""
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.ignore)
+
+    def load(self, entries: Iterable[Sequence[Any]]) -> None:
+        """Set the known (key, url[, stamp]) entries, in arrival order (the registry in the
+        lake); a known key takes the entry's stamp, when it has one."""
+        for key, url, *rest in entries:
+            stamp = dict(rest[0]) if rest and rest[0] else None
+            position = self._positions.get(key)
+            if position is None:
                 self._positions[key] = len(self._keys)
                 self._keys.append(key)
                 self._urls.append(url)
+                self._stamps.append(stamp)
+            elif stamp is not None:
+                self._stamps[position] = stamp
 
-    def entries(self) -> list[tuple[str, str]]:
-        return list(zip(self._keys, self._urls, strict=True))
+    def entries(self) -> list[tuple[str, str, Stamp | None]]:
+        return list(zip(self._keys, self._urls, self._stamps, strict=True))
+
+    def stamp(self, key: str) -> Stamp | None:
+        """The stamp the sensor last took the file with (None: not known, or an older lake)."""
+        position = self._positions.get(key)
+        return None if position is None else self._stamps[position]
+
+    def stamps(self) -> dict[str, np.ndarray]:
+        """Each part of the files' stamps (`STAMP_KEYS`) as an array over the partitions, -1
+        where unknown: what the planner compares with what each publish recorded."""
+        out = {name: np.full(len(self), -1, np.int64) for name in STAMP_KEYS}
+        for i, stamp in enumerate(self._stamps):
+            for name, value in (stamp or {}).items():
+                if name in out:
+                    out[name][i] = value
+        return out
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -285,4 +375,6 @@ class FilePartitions(Partitions):
         return dict(self.__dict__)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        defaults = {"settle": 2 * state.get("poll", 1.0), "ignore": IN_PROGRESS,
+                    "on_change": "rerun", "_stamps": [None] * len(state.get("_keys", ()))}  # fmt: skip
+        self.__dict__.update({**defaults, **state})

@@ -1,5 +1,6 @@
 """The registry of the files a file sensor has seen, one small JSON document per asset under
-`_lakeflow/partitions/`, and `write_atomic`, the replace-in-one-step write the trigger state uses.
+`_lakeflow/partitions/`: [key, url, stamp] per file in arrival order (the stamp a dict, null
+when not known; lakes written before stamps hold [key, url]), and `write_atomic`, the replace-in-one-step write the trigger state uses.
 Plain lake I/O: it knows nothing of assets beyond their names.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from lakeflow.lake import Lake
 
@@ -30,12 +32,12 @@ def write_atomic(lake: Lake, url: str, data: bytes) -> None:
         raise lake.unreachable(error) from error
 
 
-def load_registry(lake: Lake, asset: str) -> list[tuple[str, str]]:
+def load_registry(lake: Lake, asset: str) -> list[tuple[Any, ...]]:
     raw = lake.read_bytes(f"{lake.url}/{REGISTRY_DIR}/{asset}.json")
-    return [tuple(e) for e in json.loads(raw)] if raw else []  # type: ignore[misc]
+    return [tuple(e) for e in json.loads(raw)] if raw else []
 
 
-def save_registry(lake: Lake, asset: str, entries: Sequence[tuple[str, str]]) -> None:
+def save_registry(lake: Lake, asset: str, entries: Sequence[Sequence[Any]]) -> None:
     write_atomic(
         lake, f"{lake.url}/{REGISTRY_DIR}/{asset}.json", json.dumps(list(entries)).encode()
     )

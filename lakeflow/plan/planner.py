@@ -8,6 +8,9 @@ Fresh means: published by lakeflow, with the asset's current code version, and n
 upstream partition touched since the versions recorded at that publish. A unit also runs when an
 upstream unit it reads runs in the same plan.
 
+A file sensor's partition (`FilePartitions`, `on_change="rerun"`) is also stale when its file's
+stamp, as the sensor last took it, differs from the one its publish recorded.
+
 Deleted upstream: an upstream partition that a commit emptied (touched, holding no files) is
 known to be empty, unlike one never written, which is missing. A partition whose inputs are all
 such (see `gaps.vanished`) has nothing to be built from: if it holds data it becomes a delete unit
@@ -26,7 +29,7 @@ import numpy as np
 
 from lakeflow.define.graph import Pipeline
 from lakeflow.define.mappings import AllPartitions, expand_ranges
-from lakeflow.define.partitions import FilePartitions, Partitions
+from lakeflow.define.partitions import STAMP_KEYS, FilePartitions, Partitions
 from lakeflow.errors import PartitionError, RequestError
 from lakeflow.plan.gaps import (
     MissingInput,
@@ -46,6 +49,7 @@ __all__ = [
     "build_plan",
     "check_request",
     "default_plan",
+    "file_changed",
     "partition_status",
     "snapshot",
 ]
@@ -173,6 +177,8 @@ def _stale(
     else:
         snap = snapshots[name]
         stale = snap.code[candidates] != definition.code_version
+        if isinstance(parts, FilePartitions) and parts.on_change == "rerun":
+            stale |= file_changed(parts, snap, candidates)
     for edge in pipeline.upstream(name):
         lo, hi = edge.mapping.ranges(parts, pipeline[edge.up].partitions, candidates)
         if not only_flags:
@@ -182,6 +188,21 @@ def _stale(
         if flags is not None:
             stale |= range_count(flags, lo, hi) > 0
     return stale
+
+
+def file_changed(parts: FilePartitions, snap: AssetSnapshot, candidates: np.ndarray) -> np.ndarray:
+    """For each candidate partition: was its file's stamp, as the sensor last took it, another
+    than the one its publish recorded? Unknown on either side (a lake from before stamps) is
+    no change."""
+    changed = np.zeros(len(candidates), bool)
+    now = parts.stamps()
+    for name in STAMP_KEYS:
+        recorded = snap.inputs.get(name)
+        if recorded is None:
+            continue
+        was, current = recorded[candidates], now[name][candidates]
+        changed |= (was >= 0) & (current >= 0) & (was != current)
+    return changed
 
 
 def _cascade_self(pipeline: Pipeline, name: str, candidates: np.ndarray, flags: np.ndarray) -> None:

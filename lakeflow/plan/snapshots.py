@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from lakeflow.define.graph import Pipeline
-from lakeflow.define.partitions import FilePartitions, Partitions
+from lakeflow.define.partitions import STAMP_KEYS, FilePartitions, Partitions
 from lakeflow.errors import SchemaError
 from lakeflow.lake import Lake
 from lakeflow.lake.log import TableState
@@ -36,7 +36,9 @@ class AssetSnapshot:
     touched: np.ndarray  # int64: version of the last commit touching it, -1 never
     code: np.ndarray  # object: code version recorded at its last publish ("" if not ours)
     run: np.ndarray  # object: run id of its last publish ("" if not ours)
-    inputs: Mapping[str, np.ndarray]  # upstream -> int64 version recorded at publish, -1 absent
+    # upstream -> int64 version recorded at publish, -1 absent; for a file sensor's asset also
+    # the parts of the file's stamp the publish recorded (`STAMP_KEYS`)
+    inputs: Mapping[str, np.ndarray]
 
     @classmethod
     def empty(cls, count: int) -> AssetSnapshot:
@@ -129,11 +131,13 @@ def read_snapshots(
     out: dict[str, AssetSnapshot] = {}
     for name in names:
         parts = pipeline[name].partitions
+        upstream = [e.up for e in pipeline.upstream(name)]
         if isinstance(parts, FilePartitions):  # the files its sensor has seen so far
             parts.load(load_registry(lake, name))
+            upstream += STAMP_KEYS
         if states is not None and name in states:
             state = states[name]
         else:
             state = table(name) if table is not None else open_table(lake, pipeline, name)
-        out[name] = snapshot(state, parts, [e.up for e in pipeline.upstream(name)])
+        out[name] = snapshot(state, parts, upstream)
     return out

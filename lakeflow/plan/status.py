@@ -11,6 +11,7 @@ import polars as pl
 
 from lakeflow.define.assets import AssetDef
 from lakeflow.define.graph import Pipeline
+from lakeflow.define.partitions import STAMP_KEYS, FilePartitions, describe_stamp
 from lakeflow.errors import DefinitionError
 from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events
@@ -21,11 +22,19 @@ from lakeflow.plan.planner import (
     STALE,
     AssetSnapshot,
     default_plan,
+    file_changed,
     partition_status,
 )
 from lakeflow.plan.snapshots import open_table, read_snapshots
 
-__all__ = ["as_pipeline", "check_frame", "check_results", "status"]
+__all__ = [
+    "as_pipeline",
+    "check_frame",
+    "check_results",
+    "file_status",
+    "held_partitions",
+    "status",
+]
 
 
 def as_pipeline(
@@ -87,7 +96,7 @@ def status(
     flags = partition_status(pipeline, snapshots)
     plan = default_plan(pipeline, snapshots)
     to_run = plan.counts() if plan is not None else {}
-    held = _held_partitions(where)
+    held = held_partitions(where)
     rows = []
     for name, codes in flags.items():
         parts = pipeline[name].partitions
@@ -117,6 +126,60 @@ def status(
     )
 
 
+FILE_COLUMNS = {
+    "asset": pl.String, "file": pl.String, "url": pl.String, "state": pl.String,
+    "message": pl.String,
+}  # fmt: skip
+
+
+def file_status(
+    target: Pipeline | Iterable[AssetDef],
+    *,
+    lake: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
+    """The files of `FilePartitions` assets that need a look, one row each: `failed` (or
+    `check_failed`): its last unit failed, and `lakeflow up` leaves it until the file changes or
+    it is materialized explicitly; `changed`: the file changed since the data of its partition
+    was built (a re-run is due, or with `on_change="refuse"` was refused). The files' stamps
+    are as the sensor last listed them.
+
+    >>> lf.file_status(pipeline)
+    """
+    pipeline = as_pipeline(target, lake, storage_options)
+    where = Lake(pipeline.lake, pipeline.storage_options)
+    names = [n for n, a in pipeline.assets.items() if isinstance(a.partitions, FilePartitions)]
+    snapshots = read_snapshots(where, pipeline, names)
+    rows = []
+    for name in names:
+        parts = pipeline[name].partitions
+        assert isinstance(parts, FilePartitions)
+        events = read_events(where, kinds=["unit_published", "unit_deleted", *_HELD], asset=name)
+        last = events.group_by("partition", maintain_order=True).last()
+        known = set(parts.keys())
+        for key, kind, message in last.select("partition", "kind", "message").iter_rows():
+            if kind in _HELD and key in known:
+                url = parts.partition(parts.index(key)).url
+                hint = (
+                    f"; it waits for a change, or: lakeflow materialize PIPELINE --select {name} "
+                )
+                rows.append(
+                    (name, key, url, _HELD[kind], f"{message or kind}{hint}--partitions {key}")
+                )
+        everything = np.arange(len(parts))
+        verb = "re-run due" if parts.on_change == "rerun" else "refused (on_change='refuse')"
+        for i in np.flatnonzero(file_changed(parts, snapshots[name], everything)).tolist():
+            key = parts.key(i)
+            stamps = {k: snapshots[name].inputs[k] for k in STAMP_KEYS}
+            recorded = {k: int(v[i]) for k, v in stamps.items() if v[i] >= 0}
+            now = describe_stamp(parts.stamp(key))
+            message = (
+                f"the file changed since: built from {describe_stamp(recorded)}, now {now}; {verb}"
+            )
+            rows.append((name, key, parts.partition(i).url, "changed", message))
+    return pl.DataFrame(rows, schema=FILE_COLUMNS, orient="row")
+
+
 def _code_changed(definition: AssetDef, snap: AssetSnapshot) -> int:
     """Partitions holding data that lakeflow published with another code version than the
     asset's current one (they are stale, unless their inputs were deleted upstream)."""
@@ -126,10 +189,11 @@ def _code_changed(definition: AssetDef, snap: AssetSnapshot) -> int:
     return int((published & (snap.code != definition.code_version)).sum())
 
 
-def _held_partitions(lake: Lake) -> dict[str, dict[str, list[str]]]:
+def held_partitions(lake: Lake, asset: str | None = None) -> dict[str, dict[str, list[str]]]:
     """asset -> {failed|check_failed|blocked|upstream_failed: partitions} whose latest unit
-    outcome is that (a later publish or delete of the partition clears it)."""
-    events = read_events(lake, kinds=["unit_published", "unit_deleted", *_HELD])
+    outcome is that (a later publish or delete of the partition clears it); of `asset` only
+    when given."""
+    events = read_events(lake, kinds=["unit_published", "unit_deleted", *_HELD], asset=asset)
     if events.is_empty():
         return {}
     last = (

@@ -1,21 +1,24 @@
 """The triggers that watch no table: schedules (firing each tick, catching up missed ones per
-`catch_up`) and file sensors (listing a glob, registering new files as partitions in the lake
-before anything runs them). `TimedTriggers` is a part of `engine.Triggers`, whose `_request`,
-`_busy`, `_save` and `_emit` it uses.
+`catch_up`) and file sensors (listing a glob, taking a file once its stamp has settled and
+registering it with that stamp in the lake before anything runs it; a changed file is taken again).
+`TimedTriggers` is a part of `engine.Triggers`, whose `_request`, `_busy`, `_save` and `_emit` it
+uses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from lakeflow.define.automation import Schedule
 from lakeflow.define.graph import Pipeline
-from lakeflow.define.partitions import FilePartitions
+from lakeflow.define.partitions import FilePartitions, Stamp, describe_stamp, file_stamp
 from lakeflow.errors import LakeflowError
 from lakeflow.lake import Lake
 from lakeflow.lake.registry import load_registry, save_registry
+from lakeflow.plan.status import held_partitions
 from lakeflow.secrets import EnvVar
 from lakeflow.triggers.follow import TriggerState
 from lakeflow.triggers.host import TriggerOptions
@@ -75,26 +78,24 @@ class TimedTriggers:
     # -- files -----------------------------------------------------------------------------------
     async def _sensor_loop(self, asset: str) -> None:
         parts = self.sensors[asset]
+        watch: dict[str, tuple[Stamp, float]] = {}  # url -> (stamp, when first listed with it)
         recovered = False
-        unasked: list[tuple[str, str]] = []  # registered files whose request was refused
+        unasked: list[tuple[str, str]] = []  # files taken whose request was refused
         while True:
             try:
-                if not recovered:  # files registered before a crash but never published
-                    parts.load(await asyncio.to_thread(load_registry, self.lake, asset))
-                    if len(parts):
-                        recovered = await self._request(
-                            asset, "*", "file:recovery", {"kind": "file"}, "file"
-                        )
-                    else:
-                        recovered = True
-                new = unasked + await asyncio.to_thread(self._sense, asset, parts)
-                if new:
-                    where = new[0][1] if len(new) == 1 else f"{len(new)} files"
-                    detail = {"kind": "file", "files": [u for _, u in new][:100]}
+                if not recovered:
+                    recovered = await self._recover(asset, parts)
+                sensed, changes = await asyncio.to_thread(self._sense, asset, parts, watch)
+                for change in changes:
+                    self._emit("file_changed", asset=asset, **change)
+                taken = unasked + sensed
+                if taken:
+                    where = taken[0][1] if len(taken) == 1 else f"{len(taken)} files"
+                    detail = {"kind": "file", "files": [u for _, u in taken][:100]}
                     asked = await self._request(
-                        asset, tuple(k for k, _ in new), f"file:{where}", detail, "file"
+                        asset, tuple(k for k, _ in taken), f"file:{where}", detail, "file"
                     )
-                    unasked = [] if asked else new
+                    unasked = [] if asked else taken
             except LakeflowError as error:
                 self._emit("trigger_error", asset=asset, message=str(error))
             except OSError as error:
@@ -103,27 +104,84 @@ class TimedTriggers:
                 )
             await asyncio.sleep(parts.poll)
 
-    def _sense(self, asset: str, parts: FilePartitions) -> list[tuple[str, str]]:
-        """List the glob; register files not seen before (in the lake, before anything runs them)."""
-        import fsspec
+    async def _recover(self, asset: str, parts: FilePartitions) -> bool:
+        """Once per start: ask for the files registered before (a crash may have left them
+        unpublished, or changed and not re-run), but not those whose last unit failed: they
+        wait for a change of the file or an explicit run. False: refused, ask again."""
+        parts.load(await asyncio.to_thread(load_registry, self.lake, asset))
+        if not len(parts):
+            return True
+        held = await asyncio.to_thread(held_partitions, self.lake, asset)
+        aside = {k for keys in held.get(asset, {}).values() for k in keys}
+        spec: str | tuple[str, ...] = "*"
+        if aside:
+            every = parts.keys()
+            spec = tuple(k for k in every if k not in aside)
+            self._emit("files_set_aside", asset=asset, detail={"files": sorted(aside)[:100]},
+                       message=f"{len(aside)} files whose last run failed wait for a change "
+                       "or an explicit materialize")  # fmt: skip
+            if not spec:
+                return True
+        return await self._request(asset, spec, "file:recovery", {"kind": "file"}, "file")
+
+    def _sense(
+        self, asset: str, parts: FilePartitions, watch: dict[str, tuple[Stamp, float]]
+    ) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+        """List the glob; take the files whose stamp stayed the same for `parts.settle`
+        seconds and that are new or changed (with `on_change="rerun"`), registering their
+        stamps in the lake before anything runs them. Returns the (key, url) taken and the
+        `file_changed` events to emit (on the loop: the emitter is not ours to share)."""
+        import fsspec  # loaded with the first sensor only
 
         parts.load(load_registry(self.lake, asset))
         fs, pattern = fsspec.core.url_to_fs(parts.url, **_fsspec_options(parts, self.lake))
         fs.invalidate_cache()  # listings are cached per instance: a new file must show up
-        paths = fs.glob(pattern)
+        listing = fs.glob(pattern, detail=True)
         protocol = parts.url.split("://", 1)[0] + "://" if "://" in parts.url else ""
+        now = time.monotonic()
         known = set(parts.keys())
-        new: list[tuple[str, str]] = []
-        for path in sorted(paths):
+        taken: list[tuple[str, str]] = []
+        changes: list[dict[str, Any]] = []
+        stamped: list[tuple[str, str, Stamp]] = []  # to register
+        listed: set[str] = set()
+        for path, info in sorted(listing.items()):
             url = protocol + path if protocol and not path.startswith(protocol) else path
+            if info.get("type") == "directory" or parts.ignored(url):
+                continue
+            listed.add(url)
+            stamp = file_stamp(info)
+            first = watch.get(url)
+            if first is None or first[0] != stamp:  # new, or still changing: the clock restarts
+                watch[url] = first = (stamp, now)
+            if now - first[1] < parts.settle:
+                continue
             key = parts.key_for(url)
             if key not in known:
                 known.add(key)
-                new.append((key, url))
-        if new:
-            parts.load(new)
+                taken.append((key, url))
+                stamped.append((key, url, stamp))
+                continue
+            before = parts.stamp(key)
+            if before == stamp or parts.partition(parts.index(key)).url != url:
+                continue  # unchanged, or another name mapped to this key
+            stamped.append((key, url, stamp))
+            if before is None:  # registered before stamps were kept: nothing to compare
+                continue
+            taken += [(key, url)] if parts.on_change == "rerun" else []
+            verb = "re-run" if parts.on_change == "rerun" else "refused: its data stays as it was"
+            changes.append({
+                "partition": key,
+                "message": f"{url} changed ({describe_stamp(before)} -> "
+                f"{describe_stamp(stamp)}): {verb}",
+                "detail": {"url": url, "before": before, "after": stamp,
+                           "on_change": parts.on_change},
+            })  # fmt: skip
+        for url in set(watch) - listed:  # gone: a file that comes back starts afresh
+            del watch[url]
+        if stamped:
+            parts.load(stamped)
             save_registry(self.lake, asset, parts.entries())
-        return new
+        return taken, changes
 
 
 def _fsspec_options(parts: FilePartitions, lake: Lake) -> dict[str, Any]:

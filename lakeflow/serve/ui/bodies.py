@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import polars as pl
 
+from lakeflow.define.partitions import describe_stamp
 from lakeflow.lake.events import LOGS, event_detail, read_logs
 from lakeflow.plan.lineage import Lineage, LineageNode
 from lakeflow.plan.status import check_frame
@@ -37,7 +38,10 @@ def partition_body(view: LakeView, name: str, key: str) -> str:
            f'<p>lineage: <a class="lineage" href="{lineage_url(name, key)}">what it read</a> · '
            f'<a class="lineage-down" href="{lineage_url(name, key)}?downstream=1">what it fed</a></p>']  # fmt: skip
     if info is not None:
-        ins = ", ".join(f"{u}@v{v}" for u, v in sorted(info.inputs.items())) or "none"
+        upstream = {u: v for u, v in info.inputs.items() if not u.startswith("@")}  # no stamp
+        ins = ", ".join(f"{u}@v{v}" for u, v in sorted(upstream.items())) or "none"
+        if len(upstream) < len(info.inputs):
+            ins += f"; the file as {describe_stamp(info.inputs)}"
         built = datetime.fromtimestamp(info.timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
         out.append(
             f"<h2>built by</h2><p>run {_run_link(info.run_id)}, code version <code>{e(info.code_version)}</code>, "
