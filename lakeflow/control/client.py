@@ -161,19 +161,21 @@ def _attach(address: str, log_to_driver: bool, timeout: float) -> None:
     host_port = address.removeprefix("ray://")
     if address != "auto" and ":" in host_port:
         _wait_for_port(address, host_port, deadline)
-    attempts = 3 if address.startswith("ray://") else 1
-    for attempt in range(attempts):
+    client = address.startswith("ray://")
+    attempt = 0
+    while True:
         try:
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
             return
         except Exception as error:  # a busy head's client proxy can fail to start a server
-            ray.shutdown()  # for us: try again before giving up
-            if attempt + 1 == attempts or time.monotonic() > deadline:
+            ray.shutdown()  # for us (its port still held by the last one): try again until
+            attempt += 1  # the deadline, at least three times
+            if not client or (attempt >= 3 and time.monotonic() > deadline):
                 raise RayUnavailable(
                     f"cannot attach to the Ray cluster at {address}: {_first_line(error)}",
                     hint="is it up (cluster/local.sh status)? does RAY_AUTH_MODE match it?",
                 ) from error
-            time.sleep(2.0 * (attempt + 1))
+            time.sleep(min(2.0 * attempt, 5.0))
 
 
 def _wait_for_port(address: str, host_port: str, deadline: float) -> None:
