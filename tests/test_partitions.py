@@ -2,6 +2,7 @@ import pickle
 from datetime import UTC, datetime
 
 import numpy as np
+import polars as pl
 import pytest
 
 import lakeflow as lf
@@ -244,3 +245,42 @@ def test_in_progress_folders_below_the_glob_are_ignored():
 def test_bad_file_sensing_options_are_definition_errors(options, message):
     with pytest.raises(DefinitionError, match=message):
         lf.FilePartitions("landing/*.csv", **options)
+
+
+@pytest.mark.parametrize("zone", ["America/Havana", "America/Santiago", "Asia/Beirut"])
+def test_daily_windows_where_dst_turns_the_clock_at_midnight(zone):
+    """A date whose midnight happens twice is one window; one whose midnight never happens
+    still has its key: every key is unique and found again."""
+    days = lf.TimeWindowPartitions(cron="0 0 * * *", start="2020-01-01", end="2025-01-01",
+                                   timezone=zone)  # fmt: skip
+    keys = days.keys()
+    assert len(keys) == len(set(keys)) == 1827  # every date, once
+    assert (days.indices(keys) == np.arange(len(keys))).all()
+    assert [days.index(k) for k in keys[:400]] == list(range(400))
+
+
+def test_cron_windows_find_many_keys_at_once():
+    windows = lf.TimeWindowPartitions(cron="*/5 * * * *", start="2024-01-01", end="2024-03-01")
+    keys = windows.keys()
+    assert (windows.indices(keys) == np.arange(len(keys))).all()
+    odd = ["2024-01-01T00-07", "2024-01-01T00:05", "nope", "2030-01-01T00-00", "2023-12-31T23-55"]
+    assert windows.indices([keys[3], *odd]).tolist() == [3, -1, -1, -1, -1, -1]
+
+
+def test_the_definition_hash_does_not_move_as_windows_pass(monkeypatch):
+    """Open-ended windows gain a partition every tick: that is no new definition (a run
+    resumed after a crash must not be refused as changed)."""
+    from lakeflow.define import time_windows
+    from lakeflow.define.definition import definition_hash
+
+    def pipeline():
+        @lf.asset(partitions=lf.TimeWindowPartitions(cron="*/5 * * * *", start="2024-01-01"))
+        def ticks() -> pl.DataFrame:
+            return pl.DataFrame({"n": [1]})
+
+        return lf.Pipeline([ticks], lake="./lake", name="windows")
+
+    before = definition_hash(pipeline())
+    real = time_windows.time.time
+    monkeypatch.setattr(time_windows.time, "time", lambda: real() + 3600)
+    assert definition_hash(pipeline()) == before

@@ -90,6 +90,11 @@ class Partitions(ABC):
     @abstractmethod
     def describe(self) -> str: ...
 
+    def definition(self) -> str:
+        """What defines these partitions, for the pipeline's definition hash: not how many
+        there are now (open-ended windows and file sensors grow without being redefined)."""
+        return self.describe()
+
     def key(self, index: int) -> str:
         return self.keys(np.array([index]))[0]
 
@@ -206,6 +211,10 @@ class StaticPartitions(Partitions):
     def describe(self) -> str:
         shown = ", ".join(self.values[:5]) + (", …" if len(self.values) > 5 else "")
         return f"static [{shown}] ({len(self)})"
+
+    def definition(self) -> str:
+        every = hashlib.sha256("\n".join(self.values).encode()).hexdigest()[:16]
+        return f"static {len(self)} {every} {self.column}"
 
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -383,6 +392,9 @@ class FilePartitions(Partitions):
 
     def describe(self) -> str:
         return f"files {self.url} ({len(self)} so far)"
+
+    def definition(self) -> str:
+        return f"files {self.url} {self.column} {self.on_change} {sorted(self.ignore)}"
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
