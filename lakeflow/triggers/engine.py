@@ -391,7 +391,9 @@ class Triggers(TimedTriggers):
             origin = "commit:" + ",".join(
                 f"{t}@{lo}..{hi}" for t, (lo, hi) in sorted(causes.items())
             )
-            requested = await self._request(consumer, tuple(keys), origin, trigger, "commit")
+            # an unpartitioned consumer's one key ('') is the whole asset: no partitions named
+            spec = tuple(keys) if self.pipeline[consumer].partitions.is_partitioned else None
+            requested = await self._request(consumer, spec, origin, trigger, "commit")
             if not requested:
                 self.retry_at[consumer] = time.monotonic() + min(5.0, self.options.poll * 20)
                 continue
