@@ -17,6 +17,7 @@ from lakeflow.define.graph import Pipeline
 from lakeflow.define.partitions import FilePartitions, Stamp, describe_stamp, file_stamp
 from lakeflow.errors import LakeflowError
 from lakeflow.lake import Lake
+from lakeflow.lake.log import TableState
 from lakeflow.lake.registry import load_registry, save_registry
 from lakeflow.plan.status import held_partitions
 from lakeflow.secrets import EnvVar
@@ -107,14 +108,37 @@ class TimedTriggers:
     async def _ask_files(
         self, asset: str, taken: list[tuple[str, str]], only: str | None
     ) -> list[tuple[str, str]]:
-        """Request the (key, url) taken; returns those to ask for again (refused)."""
+        """Request the (key, url) taken; returns those to ask for again (refused, or a changed
+        file's rerun while a run builds the asset: that run may read it as it is now)."""
         if not taken:
             return []
+        if only == "all":  # a changed file's rerun
+            if self._busy(asset):
+                return taken
+            taken = await asyncio.to_thread(self._not_built_as_is, asset, taken)
+            if not taken:
+                return []
         where = taken[0][1] if len(taken) == 1 else f"{len(taken)} files"
         detail = {"kind": "file", "files": [u for _, u in taken][:100]}
         keys = tuple(k for k, _ in taken)
         asked = await self._request(asset, keys, f"file:{where}", detail, "file", only=only)
         return [] if asked else taken
+
+    def _not_built_as_is(self, asset: str, taken: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The changed files whose last publish did not record the stamp they were taken with
+        (a run that started after the change already built them as they are: running them
+        again would publish the same file twice)."""
+        parts = self.sensors[asset]
+        table = TableState.load(
+            self.lake, self.pipeline[asset].table_url(self.lake), column=parts.column
+        )
+        out = []
+        for key, url in taken:
+            done = table.published.get(key)
+            stamp = parts.stamp(key) or {}
+            if done is None or not stamp or any(done.inputs.get(k) != v for k, v in stamp.items()):
+                out.append((key, url))
+        return out
 
     async def _recover(self, asset: str, parts: FilePartitions) -> bool:
         """Once per start: ask for the files registered before (a crash may have left them
