@@ -206,7 +206,8 @@ def _file_assets(landing: str, control: str) -> list[lf.AssetDef]:
 # -- the schedule ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Op:
-    """One step: a producer's write (target = a source) or a controller-side fault."""
+    """One step: a producer's write (target = a source, or LANDING: a file) or a controller-side
+    fault."""
 
     at: float  # seconds after the schedule's start
     kind: str
@@ -347,7 +348,7 @@ def _file_ops(rng: Random, end: float, pre_up: bool, quick: bool) -> list[Op]:
             (index * 1000 + version * 100 + j, rng.randint(1, 100))
             for j in range(rng.randint(2, 6))
         )
-        how = rng.choice(["whole", "halves", "halves", "renamed"]) if at >= 0 else "whole"
+        how = rng.choice(["whole", "halves", "renamed"]) if at >= 0 else "whole"
         if how == "whole":
             ops.append(Op(at, "file_write", LANDING, rows=rows, name=name))
             return at
@@ -358,7 +359,7 @@ def _file_ops(rng: Random, end: float, pre_up: bool, quick: bool) -> list[Op]:
             ops.append(Op(later, "file_append", LANDING, rows=rows[cut:], name=name))
             return later
         temp = rng.choice([f"{name}.tmp", f".{name}"])
-        later = round(at + rng.uniform(0.1, 1.5), 2)  # may outlast settle: it must be ignored
+        later = round(at + rng.uniform(0.3, 2.5), 2)  # outlasts settle: it must be ignored
         ops.append(Op(at, "file_write", LANDING, rows=rows, name=temp))
         ops.append(Op(later, "file_rename", LANDING, name=name, temp=temp))
         return later
