@@ -1,6 +1,6 @@
 """The soak: the stress test of the trigger + publish path (tests/stress.py) over many seeds.
-Each seed is a schedule of outside commits from producer processes and controller faults, checked
-against a model of the sources' final state. Prints each seed's outcome, then how many seeds lost
+Each seed is a schedule of outside commits and landing files from producer processes and
+controller faults, checked against a model of the sources' final state and the files on disk. Prints each seed's outcome, then how many seeds lost
 updates (missing rows), doubled publishes, mismatched the model, and the seeds that failed.
 
     python benchmarks/bench_soak.py                      # seeds 0..199, full-size schedules
@@ -35,7 +35,7 @@ from tests.stress import run_seed  # noqa: E402
 # violation kinds -> the column they count in
 LOST = ("missing", "missing, written before up only", "quiescence")
 DOUBLED = ("double publish", "duplicate rows", "events")
-MISMATCH = ("mismatch", "extra", "status", "attempts")
+MISMATCH = ("mismatch", "extra", "status", "attempts", "half file", "in-progress file")
 
 
 def main() -> None:

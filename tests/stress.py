@@ -4,9 +4,13 @@ tests/test_stress.py, the soak benchmarks/bench_soak.py).
 One integer seed makes a whole schedule: outside commits on 1-3 source tables, each written by
 its own OS process (tests/stress_producer.py), and controller-side faults (`down`/`up`, SIGKILL of
 the controller actor, SIGKILL of a worker running a unit, units failing while a marker file
-exists). After the schedule the lake must settle, and then equal a reference model computed from
-the sources' final state; no partition may be published twice with the same inputs, and every
-publish must have exactly one `unit_published` event.
+exists). Files arrive meanwhile in a landing folder, written by another process: whole, in two
+halves a pause shorter than the sensor's `settle` apart, as an in-progress name (`.tmp`,
+'.'-prefixed) renamed when complete, some replaced later. After the schedule the lake must settle,
+and then equal a reference model computed from the sources' final state and the files on disk
+(each file's rows once, as the file is now; no in-progress name; no half file read); no partition
+may be published twice with the same inputs (a file: with the same stamp), and every publish must
+have exactly one `unit_published` event.
 
 >>> outcome = run_seed(7, workdir=Path("/tmp/s7"))     # in a process attached to a Ray
 >>> print(outcome.report())
@@ -17,6 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,7 +36,10 @@ from typing import Any
 import polars as pl
 
 import lakeflow as lf
+from lakeflow.define.partitions import file_stamp
 from lakeflow.lake import Lake
+from lakeflow.lake.registry import load_registry
+from tests.stress_producer import csv_text
 
 __all__ = [
     "FULL_ENV",
@@ -49,6 +57,9 @@ FULL_ENV = "LAKEFLOW_STRESS_FULL"  # =1: the soak's full-size schedules, not the
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("src_a", "src_b", "src_c")
 RETRY = lf.RetryPolicy(attempts=3, backoff=0.3)  # first-level consumers: ~1 s of retries
+LANDING = "landing"  # the target of the file producer's ops: the workdir's landing folder
+FILE_POLL, FILE_SETTLE = 0.1, 0.6  # the sensor's; a half file's pause is at most FILE_SETTLE / 2
+FINAL_NAME = re.compile(r"f\d{3}\.csv")  # the names files are delivered under
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
@@ -85,11 +96,13 @@ def _sums(frame: pl.LazyFrame) -> list[pl.Expr]:
 
 @lf.pipeline_factory  # a restarted controller builds it again from these arguments
 def stress_pipeline(
-    lake: str, sources: list[str], first_day: str, days: int, control: str
+    lake: str, sources: list[str], first_day: str, days: int, control: str, landing: str = ""
 ) -> lf.Pipeline:
     """Per source `src_x`: totals_x (identity: rows, sum of amount, sum of the merged-in `tip`),
     window_x (lookback 3 over totals_x); monthly (roll-up of every totals_x); window_all
-    (identity over every window_x). Every consumer runs on upstream commits."""
+    (identity over every window_x). With `landing`: files (a file sensor on every name there,
+    one partition per file: its rows) and files_total (unpartitioned: rows and sum of amount of
+    all files). Every consumer runs on upstream commits."""
     start = date.fromisoformat(first_day)
     end = start + timedelta(days=days)
     daily = lf.DailyPartitions(start=first_day, end=end.isoformat(), column="day")
@@ -159,13 +172,42 @@ def stress_pipeline(
             automation=auto, code_version="window-all-1",
         )
     )  # fmt: skip
+    if landing:
+        assets += _file_assets(landing, control)
     return lf.Pipeline(assets, lake=lake, name="stress")
+
+
+def _file_assets(landing: str, control: str) -> list[lf.AssetDef]:
+    # every name, so that only `ignore` (the default in-progress patterns) keeps `.tmp` names out
+    sensed = lf.FilePartitions(f"{landing}/*", poll=FILE_POLL, settle=FILE_SETTLE)
+
+    def files(ctx: lf.Context) -> pl.DataFrame:
+        _steer(control, "files", ctx.partition.key)
+        return pl.read_csv(ctx.partition.url, schema={"id": pl.Int64, "amount": pl.Int64})
+
+    def files_total(ctx: lf.Context, files: pl.LazyFrame) -> pl.LazyFrame:
+        if "amount" not in files.collect_schema().names():  # no file yet: no table, no columns
+            return pl.LazyFrame(
+                {"rows": [0], "amount": [0]}, schema={"rows": pl.Int64, "amount": pl.Int64}
+            )
+        return files.select(
+            pl.len().cast(pl.Int64).alias("rows"), pl.col("amount").sum().cast(pl.Int64)
+        )
+
+    return [
+        lf.asset(files, name="files", partitions=sensed, retry=RETRY, code_version="files-1"),
+        lf.asset(
+            files_total, name="files_total", automation=lf.on_upstream_commit(),
+            code_version="files-total-1",
+        ),
+    ]  # fmt: skip
 
 
 # -- the schedule ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Op:
-    """One step: a producer's write (target = a source) or a controller-side fault."""
+    """One step: a producer's write (target = a source, or LANDING: a file) or a controller-side
+    fault."""
 
     at: float  # seconds after the schedule's start
     kind: str
@@ -174,13 +216,18 @@ class Op:
     rows: tuple[tuple[int, int | None], ...] = ()
     days: dict[str, list[tuple[int, int | None]]] = field(default_factory=dict)
     merged: bool = False  # the source has the `tip` column when this write runs
+    name: str = ""  # a landing file's (file_write, file_append: rows are (id, amount))
+    temp: str = ""  # file_rename: the in-progress name moved onto `name`
 
     def describe(self) -> str:
         head = f"t=+{self.at:6.2f}s {self.kind:<15} {self.target:<9} {self.day}"
+        if self.name:
+            head += self.name + (f" <- {self.temp}" if self.temp else "")
         if self.days:
             return f"{head}{len(self.days)} days, {sum(map(len, self.days.values()))} rows"
         if self.rows:
-            return f"{head} rows(amount,tip)={list(self.rows)}"
+            what = "id,amount" if self.target == LANDING else "amount,tip"
+            return f"{head} rows({what})={list(self.rows)}"
         return head.rstrip()
 
 
@@ -282,8 +329,52 @@ def make_schedule(seed: int, *, quick: bool = False) -> Schedule:
             heal = t + rng.uniform(0.5, 3.0)
             ops.append(Op(round(heal, 2), "heal", asset, day))
             append(heal + 0.5, source, day)  # and a later commit builds it again
+    # files from a generator of their own: the other ops of a seed stay as they were
+    ops += _file_ops(Random(seed + 1_000_003), max(t, 2.0), pre_up, quick)
     ops.sort(key=lambda op: op.at)  # stable: a burst keeps its order
     return Schedule(seed, sources, keys[0], days, pre_up, _merged_in_order(ops), quick)
+
+
+def _file_ops(rng: Random, end: float, pre_up: bool, quick: bool) -> list[Op]:
+    """Files `fNNN.csv` arriving in the landing folder between 0 and `end` seconds (the first two
+    before `up` when the sources' first fill is): whole, in two halves a pause shorter than
+    the sensor's settle apart, or under an in-progress name renamed when complete; a third are
+    replaced later with new contents, in place or by a rename. Some first runs are SIGKILLed."""
+    ops: list[Op] = []
+
+    def deliver(at: float, name: str, version: int, index: int) -> float:
+        """One version of a file, starting at `at`; returns when it is complete."""
+        rows = tuple(
+            (index * 1000 + version * 100 + j, rng.randint(1, 100))
+            for j in range(rng.randint(2, 6))
+        )
+        how = rng.choice(["whole", "halves", "renamed"]) if at >= 0 else "whole"
+        if how == "whole":
+            ops.append(Op(at, "file_write", LANDING, rows=rows, name=name))
+            return at
+        later = round(at + rng.uniform(0.05, FILE_SETTLE / 2), 2)
+        if how == "halves":
+            cut = rng.randint(1, len(rows) - 1)
+            ops.append(Op(at, "file_write", LANDING, rows=rows[:cut], name=name))
+            ops.append(Op(later, "file_append", LANDING, rows=rows[cut:], name=name))
+            return later
+        temp = rng.choice([f"{name}.tmp", f".{name}"])
+        later = round(at + rng.uniform(0.3, 2.5), 2)  # outlasts settle: it must be ignored
+        ops.append(Op(at, "file_write", LANDING, rows=rows, name=temp))
+        ops.append(Op(later, "file_rename", LANDING, name=name, temp=temp))
+        return later
+
+    for index in range(rng.randint(4, 8) if quick else rng.randint(6, 20)):
+        name = f"f{index:03d}.csv"
+        at = -1.0 if pre_up and index < 2 else round(rng.uniform(0.0, end), 2)
+        if at >= 0 and rng.random() < 0.15:  # its first run's worker dies (retried)
+            ops.append(Op(at, "kill_worker", "files", name))
+        done = deliver(at, name, 0, index)
+        for version in (1, 2):
+            if rng.random() >= 0.35:
+                break
+            done = deliver(round(max(done, 0.0) + rng.uniform(0.5, 3.0), 2), name, version, index)
+    return ops
 
 
 def _merged_in_order(ops: list[Op]) -> list[Op]:
@@ -294,7 +385,7 @@ def _merged_in_order(ops: list[Op]) -> list[Op]:
     for op in ops:
         if op.kind == "merge_append":
             merged.add(op.target)
-        elif op.rows:
+        elif op.rows and op.target != LANDING:
             has = op.target in merged
             rows = op.rows if has else tuple((amount, None) for amount, _ in op.rows)
             op = replace(op, merged=has, rows=rows)
@@ -339,10 +430,11 @@ def _producer_spec(
     workdir: Path, lake: str, source: str, ops: list[Op], t0: float, first_id: int
 ) -> Path:
     spec = {
-        "url": f"{lake}/{source}",
+        "url": str(workdir / LANDING) if source == LANDING else f"{lake}/{source}",
         "t0": t0,
         "first_id": first_id,
         "ops": [{**asdict(op), "at": max(op.at, 0.0)} for op in ops],
+        "times": str(workdir / "landing-times.jsonl") if source == LANDING else "",
     }
     path = workdir / f"producer-{source}-{first_id}.json"
     path.write_text(json.dumps(spec))
@@ -388,14 +480,17 @@ def run_seed(
     workdir.mkdir(parents=True, exist_ok=True)
     lake, control = lake or str(workdir / "lake"), workdir / "control"
     control.mkdir(exist_ok=True)
+    (workdir / LANDING).mkdir(exist_ok=True)
     pipeline = stress_pipeline(
-        lake, schedule.sources, schedule.first_day, schedule.days, str(control)
-    )
+        lake, schedule.sources, schedule.first_day, schedule.days, str(control),
+        str(workdir / LANDING),
+    )  # fmt: skip
     producers: list[subprocess.Popen] = []
+    writers = [*schedule.sources, LANDING]  # a producer process each
     try:
-        by_source = {s: [op for op in schedule.ops if op.target == s] for s in schedule.sources}
+        by_source = {s: [op for op in schedule.ops if op.target == s] for s in writers}
         if schedule.pre_up:
-            for n, source in enumerate(schedule.sources):
+            for n, source in enumerate(writers):
                 early = [op for op in by_source[source] if op.at < 0]
                 spec = _producer_spec(workdir, lake, source, early, time.time(), n * 1_000_000)
                 done = _start_producer(spec, workdir / "producers.log").wait(120)
@@ -404,12 +499,12 @@ def run_seed(
                     return outcome
         service = lf.up(pipeline, poll=0.05)
         t0 = time.time() + 0.5
-        for n, source in enumerate(schedule.sources):
+        for n, source in enumerate(writers):
             late = [op for op in by_source[source] if op.at >= 0]
             spec = _producer_spec(workdir, lake, source, late, t0, n * 1_000_000 + 500_000)
             producers.append(_start_producer(spec, workdir / "producers.log"))
         for op in schedule.ops:
-            if op.target in schedule.sources or op.at < 0:
+            if op.target in writers or op.at < 0:
                 continue
             wait = t0 + op.at - time.time()
             if wait > 0:
@@ -422,7 +517,7 @@ def run_seed(
         for marker in control.iterdir():  # whatever a fault left behind
             marker.unlink(missing_ok=True)
         outcome.seconds["schedule"] = time.monotonic() - began
-        settled = _settle(service, pipeline, lake, schedule, settle_timeout)
+        settled = _settle(service, pipeline, lake, workdir / LANDING, settle_timeout)
         outcome.seconds["settle"] = time.monotonic() - began - outcome.seconds["schedule"]
         if settled is not None:
             outcome.add("quiescence", settled)
@@ -461,11 +556,12 @@ def _version(url: str) -> int:
 
 
 def _settle(
-    service: lf.Service, pipeline: lf.Pipeline, lake: str, schedule: Schedule, timeout: float
+    service: lf.Service, pipeline: lf.Pipeline, lake: str, landing: Path, timeout: float
 ) -> str | None:
-    """Wait until the triggers are idle: cursors at every watched table's newest version,
-    nothing pending, no run of the controller unfinished; the same for three polls in a row.
-    None once settled, else what was still going on."""
+    """Wait until the triggers are idle: every landing file taken as it is now, cursors at
+    every watched table's newest version, nothing pending, no run of the controller
+    unfinished; the same for three polls in a row. None once settled, else what was still
+    going on."""
     deadline = time.monotonic() + timeout
     seen, calm, last = None, 0, "never polled"
     while time.monotonic() < deadline:
@@ -481,8 +577,11 @@ def _settle(
             time.sleep(0.5)
             continue
         versions = {n: _version(f"{lake}/{n}") for n in pipeline.assets}
+        untaken = _untaken(lake, landing)
         if status is None:
             last, calm = "the triggers are down", 0
+        elif untaken:
+            last, calm = f"files not yet taken as they are: {untaken}", 0
         elif (
             status["pending"] or busy or any(versions[t] != c for t, c in status["cursors"].items())
         ):
@@ -496,6 +595,20 @@ def _settle(
                 return None
         time.sleep(0.5)
     return f"not settled within {timeout:.0f} s: {last}"
+
+
+def _untaken(lake: str, landing: Path) -> list[str]:
+    """The landing files whose stamp on disk the sensor has not registered (yet)."""
+    import fsspec
+
+    fs = fsspec.filesystem("file")
+    registered = {key: stamp for key, _, *rest in load_registry(Lake(lake), "files")
+                  for stamp in rest[:1]}  # fmt: skip
+    return sorted(
+        p.name
+        for p in landing.iterdir()
+        if FINAL_NAME.fullmatch(p.name) and registered.get(p.name) != file_stamp(fs.info(str(p)))
+    )
 
 
 # -- the checks ------------------------------------------------------------------------------------
@@ -597,7 +710,11 @@ def check(outcome: Outcome, pipeline: lf.Pipeline, lake: str, schedule: Schedule
         if schedule.pre_up
     }
     consumers = [n for n, a in pipeline.assets.items() if not a.source]
+    if "files" in pipeline.assets:
+        expected.update(_check_files(outcome, pipeline, lake, schedule))
     for asset in consumers:
+        if asset in ("files", "files_total"):
+            continue
         definite, loose = expected[asset]
         column = pipeline[asset].partitions.column
         frame = _read(f"{lake}/{asset}")
@@ -636,6 +753,89 @@ def check(outcome: Outcome, pipeline: lf.Pipeline, lake: str, schedule: Schedule
     _check_publishes(outcome, consumers, lake)
     _check_status(outcome, pipeline, expected)
     _check_attempts(outcome, pipeline, lake)
+
+
+def _check_files(
+    outcome: Outcome, pipeline: lf.Pipeline, lake: str, schedule: Schedule
+) -> dict[str, tuple[dict[str, Row], dict[str, Row]]]:
+    """The file asset holds each landing file's rows once, as the file is now, under its
+    delivered name only; files_total sums them; no publish read a file written in two halves
+    whose halves came less than `settle` apart, as its first half. Returns the model of both."""
+    landing = Path(pipeline["files"].partitions.url).parent
+    on_disk = {p.name: p for p in landing.iterdir()}
+    delivered = {
+        op.name for op in schedule.ops if op.target == LANDING and FINAL_NAME.fullmatch(op.name)
+    }
+    if set(on_disk) != delivered:
+        outcome.add(
+            "harness", f"landing holds {sorted(on_disk)}, the schedule delivers {sorted(delivered)}"
+        )
+    want = {
+        name: sorted(pl.read_csv(path, schema={"id": pl.Int64, "amount": pl.Int64}).iter_rows())
+        for name, path in on_disk.items()
+        if FINAL_NAME.fullmatch(name)
+    }
+    frame = _read(f"{lake}/files")
+    got: dict[str, list[Row]] = {}
+    if frame is not None:
+        for (key,), part in frame.group_by("file"):
+            got[key] = sorted(part.select("id", "amount").iter_rows())
+    for name, rows in want.items():
+        if name not in got:
+            outcome.add("missing", f"files {name}: no rows, the file has {len(rows)}")
+        elif Counter(got[name]) != Counter(rows):
+            twice = [r for r, n in Counter(got[name]).items() if n > 1]
+            kind = "duplicate rows" if twice and sorted(set(got[name])) == rows else "mismatch"
+            outcome.add(kind, f"files {name}: rows {got[name]} != the file's {rows}")
+    for key in set(got) - set(want):
+        outcome.add("extra", f"files {key}: {len(got[key])} rows, but no such file delivered")
+    for key, url, *_ in load_registry(Lake(lake), "files"):
+        if not FINAL_NAME.fullmatch(Path(url).name):
+            outcome.add("in-progress file", f"files {key}: registered from {url}")
+    _check_halves(outcome, lake, landing.parent / "landing-times.jsonl")
+    rows = [r for file_rows in want.values() for r in file_rows]
+    total = (len(rows), sum(a for _, a in rows))
+    actual = _read(f"{lake}/files_total")
+    if want and (actual is None or actual.select("rows", "amount").rows() != [total]):
+        table = None if actual is None else actual.select("rows", "amount").rows()
+        outcome.add("mismatch", f"files_total: {table} != model {[total]}")
+    return {
+        "files": ({n: (len(r),) for n, r in want.items()}, {}),
+        "files_total": ({"": total} if want else {}, {}),
+    }
+
+
+def _check_halves(outcome: Outcome, lake: str, times: Path) -> None:
+    """A file written in two halves less than `settle` apart (as the producer timed them) can
+    never have looked settled with its first half only: no publish may record that size."""
+    done = [json.loads(line) for line in times.read_text().splitlines()] if times.exists() else []
+    sizes: dict[str, set[int]] = {}  # name -> the size of each complete version
+    halves: dict[str, set[int]] = {}  # name -> the size of each first half read too early
+    opened: dict[str, dict] = {}
+    for entry in done:
+        op = entry["op"]
+        if op["kind"] == "file_write":
+            opened[op["name"]] = entry
+            size = len(csv_text(op["rows"], header=True).encode())
+            sizes.setdefault(op["name"], set()).add(size)
+        elif op["kind"] == "file_append":
+            first = opened.pop(op["name"])
+            half = len(csv_text(first["op"]["rows"], header=True).encode())
+            sizes[op["name"]].discard(half)
+            sizes[op["name"]].add(half + len(csv_text(op["rows"], header=False).encode()))
+            if entry["ended"] - first["began"] < FILE_SETTLE:
+                halves.setdefault(op["name"], set()).add(half)
+        elif op["kind"] == "file_rename":
+            sizes.setdefault(op["name"], set()).update(sizes.pop(op["temp"], set()))
+    for version, meta in commits(f"{lake}/files"):
+        for group in meta.get("groups", []):
+            size = group.get("in", {}).get("@size")
+            for key in group.get("keys", []):
+                if size in halves.get(key, ()) and size not in sizes.get(key, ()):
+                    outcome.add(
+                        "half file",
+                        f"files {key} at version {version}: its first half ({size} bytes) was read",
+                    )
 
 
 def _check_publishes(outcome: Outcome, consumers: list[str], lake: str) -> None:

@@ -6,14 +6,21 @@ table with plain deltalake calls, as another team's job would. It knows nothing 
 SPEC: {"url": table, "t0": epoch seconds, "ops": [{"at": s, "kind": ..., "day": ..., "rows":
 [[amount, tip], ...], "days": {day: rows}, "merged": bool}, ...]}. Each op runs at t0 + at (never
 earlier; late if the machine is busy). `merged` says whether the table has the `tip` column yet.
+
+A landing folder's producer (url: the folder) writes CSV files instead: `file_write` (a whole
+file, or its first part: created or truncated in place), `file_append` (its next part),
+`file_rename` (`temp` moved onto `name`, as careful producers deliver). With "times": a path,
+it appends when each op began and ended (JSON lines), for the check of half-written files.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
@@ -40,10 +47,22 @@ def _table(rows_by_day: dict[str, list[list[int | None]]], merged: bool) -> pa.T
     return pa.table(columns)
 
 
+def csv_text(rows: list[list[int]], header: bool) -> str:
+    """A landing file's text: `id,amount` rows, after a header in a file's first part."""
+    return ("id,amount\n" if header else "") + "".join(f"{i},{a}\n" for i, a in rows)
+
+
 def apply(url: str, op: dict) -> None:
-    """One operation on the table at `url`."""
+    """One operation on the table (or the landing folder) at `url`."""
     kind = op["kind"]
-    if kind == "fill":
+    if kind == "file_write":
+        Path(url, op["name"]).write_text(csv_text(op["rows"], header=True))
+    elif kind == "file_append":
+        with open(Path(url, op["name"]), "a") as out:
+            out.write(csv_text(op["rows"], header=False))
+    elif kind == "file_rename":
+        os.replace(Path(url, op["temp"]), Path(url, op["name"]))
+    elif kind == "fill":
         data = _table(op["days"], op["merged"])
         write_deltalake(url, data, mode="append", partition_by=["day"])
     elif kind == "append":
@@ -72,6 +91,7 @@ def main(spec_path: str) -> int:
         wait = spec["t0"] + op["at"] - time.time()
         if wait > 0:
             time.sleep(wait)
+        began = time.time()
         for attempt in range(20):
             try:
                 apply(spec["url"], op)
@@ -81,6 +101,9 @@ def main(spec_path: str) -> int:
                     print(f"producer {spec['url']}: {op} failed: {error}", file=sys.stderr)
                     return 1
                 time.sleep(0.05)
+        if spec.get("times"):
+            with open(spec["times"], "a") as out:
+                out.write(json.dumps({"op": op, "began": began, "ended": time.time()}) + "\n")
     return 0
 
 

@@ -212,7 +212,9 @@ INCOMING = Path({incoming!r})
 
 
 @lf.asset(
-    partitions=lf.FilePartitions(f"{{INCOMING}}/*.csv", poll=0.1, settle=0.2),
+    partitions=lf.FilePartitions(
+        f"{{INCOMING}}/*.csv", poll=0.1, settle=0.2, on_change={on_change!r}
+    ),
     retry=lf.RetryPolicy(attempts=2, backoff=0.05),
 )
 def raw_orders(ctx: lf.Context) -> pl.DataFrame:
@@ -225,10 +227,13 @@ PIPELINE = lf.Pipeline([raw_orders], lake={lake!r}, name="flaky")
 """
 
 
-def flaky_pipeline(tmp_path: Path, incoming: Path, lake: str) -> tuple[Path, lf.Pipeline]:
+def flaky_pipeline(
+    tmp_path: Path, incoming: Path, lake: str, on_change: str = "rerun"
+) -> tuple[Path, lf.Pipeline]:
     """The FLAKY pipeline in a module of its own name (Ray's workers keep modules by name)."""
     source = tmp_path / f"flaky_{uuid.uuid4().hex[:8]}.py"
-    source.write_text(textwrap.dedent(FLAKY.format(incoming=str(incoming), lake=lake)))
+    text = FLAKY.format(incoming=str(incoming), lake=lake, on_change=on_change)
+    source.write_text(textwrap.dedent(text))
     return source, lf.load_pipeline(str(source))
 
 
@@ -285,3 +290,39 @@ def test_a_failed_file_runs_again_once_it_changes(ray_session, lake, incoming, t
     eventually(lambda: lake_rows(url) == disk_rows(incoming, ["flaky.csv"]))
     assert lake_rows(url) == {"flaky.csv": 5}
     assert lf.file_status(pipeline).is_empty()
+
+
+def test_with_on_change_refuse_a_failed_file_that_changes_is_taken(
+    ray_session, lake, incoming, tmp_path, up
+):
+    """`refuse` keeps a file's published data; a file whose run failed has none to keep."""
+    _, pipeline = flaky_pipeline(tmp_path, incoming, lake, on_change="refuse")
+    (tmp_path / "outage").touch()
+    write_csv(incoming, "flaky.csv", 4)
+    up(pipeline)
+    wait_events(lake, "unit_failed")
+    (tmp_path / "outage").unlink()
+    write_csv(incoming, "flaky.csv", 6)
+    url = f"{lake}/raw_orders"
+    eventually(lambda: lake_rows(url) == disk_rows(incoming, ["flaky.csv"]))
+    assert lake_rows(url) == {"flaky.csv": 6}
+
+
+def test_a_change_seen_after_a_failure_clears_it_for_the_next_start(lake):
+    """The sensor saw the failed file change (and registered it) but lakeflow stopped before
+    the new run's outcome: at the next start the file is tried again, not set aside."""
+    from lakeflow.lake import Lake
+    from lakeflow.lake.events import Event, EventLog
+    from lakeflow.plan.status import held_partitions
+
+    log = EventLog(Lake(lake))
+    log.emit(Event("run-1", "unit_failed", asset="raw_orders", partition="flaky.csv"))
+    log.emit(Event("run-1", "unit_failed", asset="raw_orders", partition="other.csv"))
+    log.emit(Event("", "file_changed", asset="raw_orders", partition="flaky.csv"))
+    log.flush()
+    held = held_partitions(Lake(lake), "raw_orders", cleared_by=("file_changed",))
+    assert held == {"raw_orders": {"failed": ["other.csv"]}}
+    assert held_partitions(Lake(lake), "raw_orders")["raw_orders"]["failed"] == [
+        "flaky.csv",
+        "other.csv",
+    ]  # status still says what failed last

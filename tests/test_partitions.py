@@ -2,6 +2,7 @@ import pickle
 from datetime import UTC, datetime
 
 import numpy as np
+import polars as pl
 import pytest
 
 import lakeflow as lf
@@ -204,7 +205,7 @@ def test_a_file_stamp_is_size_and_mtime_or_etag_and_the_registry_keeps_it():
     local = file_stamp({"size": 2000, "mtime": 1_700_000_000.25, "type": "file"})
     assert local == {"@size": 2000, "@mtime": 1_700_000_000_250_000}
     s3 = file_stamp({"size": 10, "ETag": '"5d41402abc4b2a76b9719d911017c592"'})
-    assert s3 == {"@size": 10, "@etag": 0x5D41402ABC4B2A7}
+    assert s3.keys() == {"@size", "@etag"} and s3["@size"] == 10 and 0 <= s3["@etag"] < 2**60
     assert describe_stamp(local).startswith("2,000 bytes, mtime 2023-11-14T22:13:20.250")
     parts = lf.FilePartitions("landing/*.csv")
     parts.load([("a.csv", "landing/a.csv"), ("b.csv", "landing/b.csv", s3)])  # an older entry too
@@ -212,3 +213,74 @@ def test_a_file_stamp_is_size_and_mtime_or_etag_and_the_registry_keeps_it():
     parts.load([("a.csv", "landing/a.csv", local)])
     assert parts.keys() == ["a.csv", "b.csv"] and parts.stamp("a.csv") == local
     assert parts.stamps()["@size"].tolist() == [2000, 10]
+
+
+def test_file_stamps_tell_any_two_etags_apart():
+    from lakeflow.define.partitions import file_stamp
+
+    gcs = [file_stamp({"size": 5, "ETag": tag})["@etag"] for tag in ('"CJk="', '"CKk="')]
+    azure = [file_stamp({"size": 5, "ETag": f"0x8DC{n}AB12CD34EF56"})["@etag"] for n in (1, 2)]
+    assert gcs[0] != gcs[1] and azure[0] != azure[1]
+    assert all(0 <= v < 2**60 for v in gcs + azure)
+
+
+def test_in_progress_folders_below_the_glob_are_ignored():
+    parts = lf.FilePartitions("x/**/*.csv")
+    assert parts.ignored("x/_temporary/0/a.csv")
+    assert parts.ignored("x/day=1/.hive-staging_1/a.csv")
+    assert not parts.ignored("x/day=1/a.csv")
+    assert not lf.FilePartitions("_landing/*.csv").ignored("_landing/a.csv")  # the fixed part
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"settle": "3"}, "settle must be"),
+        ({"poll": "1"}, "poll must be"),
+        ({"poll": 0}, "poll must be"),
+        ({"ignore": None}, "ignore takes"),
+        ({"ignore": [3]}, "ignore takes patterns"),
+    ],
+)
+def test_bad_file_sensing_options_are_definition_errors(options, message):
+    with pytest.raises(DefinitionError, match=message):
+        lf.FilePartitions("landing/*.csv", **options)
+
+
+@pytest.mark.parametrize("zone", ["America/Havana", "America/Santiago", "Asia/Beirut"])
+def test_daily_windows_where_dst_turns_the_clock_at_midnight(zone):
+    """A date whose midnight happens twice is one window; one whose midnight never happens
+    still has its key: every key is unique and found again."""
+    days = lf.TimeWindowPartitions(cron="0 0 * * *", start="2020-01-01", end="2025-01-01",
+                                   timezone=zone)  # fmt: skip
+    keys = days.keys()
+    assert len(keys) == len(set(keys)) == 1827  # every date, once
+    assert (days.indices(keys) == np.arange(len(keys))).all()
+    assert [days.index(k) for k in keys[:400]] == list(range(400))
+
+
+def test_cron_windows_find_many_keys_at_once():
+    windows = lf.TimeWindowPartitions(cron="*/5 * * * *", start="2024-01-01", end="2024-03-01")
+    keys = windows.keys()
+    assert (windows.indices(keys) == np.arange(len(keys))).all()
+    odd = ["2024-01-01T00-07", "2024-01-01T00:05", "nope", "2030-01-01T00-00", "2023-12-31T23-55"]
+    assert windows.indices([keys[3], *odd]).tolist() == [3, -1, -1, -1, -1, -1]
+
+
+def test_the_definition_hash_does_not_move_as_windows_pass(monkeypatch):
+    """Open-ended windows gain a partition every tick: that is no new definition (a run
+    resumed after a crash must not be refused as changed)."""
+    from lakeflow.define import time_windows
+    from lakeflow.define.definition import definition_hash
+
+    def pipeline():
+        @lf.asset(partitions=lf.TimeWindowPartitions(cron="*/5 * * * *", start="2024-01-01"))
+        def ticks() -> pl.DataFrame:
+            return pl.DataFrame({"n": [1]})
+
+        return lf.Pipeline([ticks], lake="./lake", name="windows")
+
+    before = definition_hash(pipeline())
+    real = time_windows.time.time
+    monkeypatch.setattr(time_windows.time, "time", lambda: real() + 3600)
+    assert definition_hash(pipeline()) == before

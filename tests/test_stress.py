@@ -1,6 +1,7 @@
 """The randomized stress of the trigger + publish path, quick form (see tests/stress.py): a few
-seeds, each a schedule of outside commits from producer processes and controller faults, checked
-against a model of the sources' final state. Replay a failure with its seed:
+seeds, each a schedule of outside commits and landing files from producer processes and
+controller faults, checked against a model of the sources' final state and the files on disk.
+Replay a failure with its seed:
 
     LAKEFLOW_STRESS_SEED=N pytest tests/test_stress.py      # or --stress-seed N
     LAKEFLOW_STRESS_SEED=N LAKEFLOW_STRESS_FULL=1 pytest tests/test_stress.py   # a soak seed

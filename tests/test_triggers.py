@@ -28,6 +28,7 @@ from tests.trigger_pipelines import (
     minutes_pipeline,
     ticking_pipeline,
     trips_pipeline,
+    trips_total_pipeline,
     write_csv,
     write_trips,
 )
@@ -105,6 +106,30 @@ def test_an_outside_commit_runs_exactly_the_partitions_it_touched(
     assert trigger["kind"] == "commit" and "trips" in trigger["tables"]
     assert service.status()["cursors"]["trips"] == DeltaTable(source).version()
     assert_status_agrees(pipeline)
+
+
+def test_an_unpartitioned_consumer_runs_on_each_commit(ray_session, lake, service_stopper):
+    """Its one partition (key '') is asked for as the whole asset: a request naming partitions
+    of an unpartitioned asset is refused, so it never ran after the start."""
+    source = f"{lake}/trips"
+    write_trips(source, "2024-01-01", [1, 2, 3])
+    lf.up(trips_total_pipeline(lake))
+    service_stopper.append(lake)
+
+    def total() -> tuple[int, float] | None:
+        url = f"{lake}/trips_total"
+        if not DeltaTable.is_deltatable(url):
+            return None
+        return pl.read_delta(url).select("trips", "fares").row(0)
+
+    def whole() -> tuple[int, float]:
+        return pl.read_delta(source).select(pl.len(), pl.col("fare").sum()).row(0)
+
+    eventually(lambda: total() == whole())
+    write_trips(source, "2024-01-05", [10, 11])
+    eventually(lambda: total() == whole() == (5, 1 % 7 + 2 % 7 + 3 % 7 + 10 % 7 + 11 % 7 + 12.5))
+    assert lf.read_events(Lake(lake), kinds=["trigger_failed"]).is_empty()
+    assert published(lake, "trips_total").height == 2  # the start, then the commit
 
 
 def test_with_on_start_none_history_before_the_first_up_is_not_news(

@@ -36,6 +36,18 @@ def trips_pipeline(
     )
 
 
+def trips_total_pipeline(lake: str) -> lf.Pipeline:
+    """trips (a source someone else writes) -> trips_total (unpartitioned: every day's trips,
+    on upstream commit)."""
+    trips = lf.source("trips", partitions=DAYS)
+
+    @lf.asset(automation=lf.on_upstream_commit())
+    def trips_total(trips: pl.LazyFrame) -> pl.LazyFrame:
+        return trips.select(pl.len().alias("trips"), pl.col("fare").sum().alias("fares"))
+
+    return lf.Pipeline([trips, trips_total], lake=lake, name="trips_total")
+
+
 TRIPS = trips_pipeline("./lake", on_start="none")  # for the CLI (--lake); commits only
 # builds what is there on start; module-level, so a restarted controller can import it again
 TRIPS_ON_START = trips_pipeline("./lake")

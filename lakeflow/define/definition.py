@@ -130,7 +130,7 @@ def definition_hash(pipeline: Pipeline) -> str:
             "code": asset.code_version,
             "source": asset.source,
             "url": asset.url,
-            "partitions": asset.partitions.describe(),
+            "partitions": asset.partitions.definition(),
             "inputs": {e.up: e.mapping.describe() for e in pipeline.upstream(name)},
             "data_inputs": list(asset.data_inputs),
             "checks": [_fingerprint(c) for c in asset.checks],

@@ -10,6 +10,7 @@ A user's spec is `"a,b"`, `"*"` or, for time windows, a span like `"2013-01-01..
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -88,6 +89,11 @@ class Partitions(ABC):
 
     @abstractmethod
     def describe(self) -> str: ...
+
+    def definition(self) -> str:
+        """What defines these partitions, for the pipeline's definition hash: not how many
+        there are now (open-ended windows and file sensors grow without being redefined)."""
+        return self.describe()
 
     def key(self, index: int) -> str:
         return self.keys(np.array([index]))[0]
@@ -206,10 +212,13 @@ class StaticPartitions(Partitions):
         shown = ", ".join(self.values[:5]) + (", …" if len(self.values) > 5 else "")
         return f"static [{shown}] ({len(self)})"
 
+    def definition(self) -> str:
+        every = hashlib.sha256("\n".join(self.values).encode()).hexdigest()[:16]
+        return f"static {len(self)} {every} {self.column}"
+
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_HEX = re.compile(r"[^0-9a-fA-F]")
 
 # names that writers use while a file is still being written: never taken
 IN_PROGRESS = ("*.tmp", "*_COPYING_*", ".*", "_*")
@@ -224,9 +233,9 @@ def file_stamp(info: Mapping[str, Any]) -> Stamp:
     whose stamp changes has changed."""
     stamp = {"@size": int(info.get("size") or 0)}
     etag = info.get("ETag") or info.get("etag")
-    if etag:
-        digits = _HEX.sub("", str(etag))[:15]
-        stamp["@etag"] = int(digits, 16) if digits else len(str(etag))
+    if etag:  # hashed whole: not every store's etag is hex (GCS: base64; Azure: 0x...)
+        digest = hashlib.blake2b(str(etag).encode(), digest_size=8).digest()
+        stamp["@etag"] = int.from_bytes(digest, "big") >> 4  # 60 bits: fits int64 arrays
         return stamp
     mtime = info.get("mtime", info.get("LastModified", info.get("last_modified")))
     if isinstance(mtime, datetime):
@@ -282,10 +291,16 @@ class FilePartitions(Partitions):
             raise DefinitionError(f"FilePartitions needs a glob such as {url.rstrip('/')}/*.csv")
         if on_change not in ("rerun", "refuse"):
             raise DefinitionError(f"on_change must be 'rerun' or 'refuse', not {on_change!r}")
-        if settle is not None and settle < 0:
+        if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
+            raise DefinitionError(f"poll must be a number of seconds above 0, not {poll!r}")
+        if settle is not None and (
+            isinstance(settle, bool) or not isinstance(settle, int | float) or settle < 0
+        ):
             raise DefinitionError(f"settle must be 0 or more seconds, not {settle!r}")
-        if isinstance(ignore, str):
+        if isinstance(ignore, str) or not isinstance(ignore, Sequence | set | frozenset):
             raise DefinitionError("ignore takes a list of patterns, such as ['*.tmp', '.*']")
+        if not all(isinstance(pattern, str) for pattern in ignore):
+            raise DefinitionError(f"ignore takes patterns (strings), not {list(ignore)!r}")
         self.url = url
         self.column = validate_key(column, what="partition column")
         self.storage_options = dict(storage_options or {})
@@ -310,9 +325,15 @@ class FilePartitions(Partitions):
         return key.replace("..", "_.") or "_"
 
     def ignored(self, url: str) -> bool:
-        """Is this a name a writer uses while the file is in progress (see `ignore`)?"""
-        name = url.rstrip("/").rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.ignore)
+        """Is this a name a writer uses while the file is in progress (see `ignore`)? Any
+        folder below the glob's fixed part counts too: Spark and Hive write whole files under
+        `_temporary/` or `.hive-staging.../` before moving them into place."""
+        relative = url[len(self.base) :] if url.startswith(self.base) else url.rsplit("/", 1)[-1]
+        return any(
+            fnmatch.fnmatchcase(name, pattern)
+            for name in relative.strip("/").split("/")
+            for pattern in self.ignore
+        )
 
     def load(self, entries: Iterable[Sequence[Any]]) -> None:
         """Set the known (key, url[, stamp]) entries, in arrival order (the registry in the
@@ -339,8 +360,9 @@ class FilePartitions(Partitions):
     def stamps(self) -> dict[str, np.ndarray]:
         """Each part of the files' stamps (`STAMP_KEYS`) as an array over the partitions, -1
         where unknown: what the planner compares with what each publish recorded."""
-        out = {name: np.full(len(self), -1, np.int64) for name in STAMP_KEYS}
-        for i, stamp in enumerate(self._stamps):
+        count = len(self._keys)  # the sensor's thread may register more meanwhile
+        out = {name: np.full(count, -1, np.int64) for name in STAMP_KEYS}
+        for i, stamp in enumerate(self._stamps[:count]):
             for name, value in (stamp or {}).items():
                 if name in out:
                     out[name][i] = value
@@ -370,6 +392,9 @@ class FilePartitions(Partitions):
 
     def describe(self) -> str:
         return f"files {self.url} ({len(self)} so far)"
+
+    def definition(self) -> str:
+        return f"files {self.url} {self.column} {self.on_change} {sorted(self.ignore)}"
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -3,7 +3,7 @@ only: the tables' logs and the event log, no controller."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -189,11 +189,14 @@ def _code_changed(definition: AssetDef, snap: AssetSnapshot) -> int:
     return int((published & (snap.code != definition.code_version)).sum())
 
 
-def held_partitions(lake: Lake, asset: str | None = None) -> dict[str, dict[str, list[str]]]:
+def held_partitions(
+    lake: Lake, asset: str | None = None, *, cleared_by: Sequence[str] = ()
+) -> dict[str, dict[str, list[str]]]:
     """asset -> {failed|check_failed|blocked|upstream_failed: partitions} whose latest unit
-    outcome is that (a later publish or delete of the partition clears it); of `asset` only
-    when given."""
-    events = read_events(lake, kinds=["unit_published", "unit_deleted", *_HELD], asset=asset)
+    outcome is that (a later publish or delete of the partition clears it, and a later event
+    of a kind in `cleared_by`); of `asset` only when given."""
+    kinds = ["unit_published", "unit_deleted", *cleared_by, *_HELD]
+    events = read_events(lake, kinds=kinds, asset=asset)
     if events.is_empty():
         return {}
     last = (

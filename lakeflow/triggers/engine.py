@@ -57,6 +57,7 @@ class Triggers(TimedTriggers):
             for n, a in pipeline.assets.items()
             if isinstance(a.partitions, FilePartitions) and not a.source
         }
+        self.aside: dict[str, set[str]] = {}  # file sensor -> keys set aside (their run failed)
         self.audits: dict[tuple[str, int], bool] = {}  # (asset, version) -> table checks passed
         self.quiet_since: dict[str, float] = {}  # consumer -> when its last change arrived
         # consumer -> key -> how many commits touched it: a request clears only the keys that
@@ -390,7 +391,9 @@ class Triggers(TimedTriggers):
             origin = "commit:" + ",".join(
                 f"{t}@{lo}..{hi}" for t, (lo, hi) in sorted(causes.items())
             )
-            requested = await self._request(consumer, tuple(keys), origin, trigger, "commit")
+            # an unpartitioned consumer's one key ('') is the whole asset: no partitions named
+            spec = tuple(keys) if self.pipeline[consumer].partitions.is_partitioned else None
+            requested = await self._request(consumer, spec, origin, trigger, "commit")
             if not requested:
                 self.retry_at[consumer] = time.monotonic() + min(5.0, self.options.poll * 20)
                 continue
@@ -404,11 +407,18 @@ class Triggers(TimedTriggers):
             await self._save()
 
     async def _request(
-        self, select: str, partitions: Any, origin: str, trigger: Mapping[str, Any], kind: str
+        self,
+        select: str,
+        partitions: Any,
+        origin: str,
+        trigger: Mapping[str, Any],
+        kind: str,
+        *,
+        only: str | None = None,
     ) -> bool:
         """Ask the controller for a run; False if it refused (the keys must be asked for again).
-        A plan with nothing to do is an answer too: no run, True."""
-        request = Request(select=(select,), partitions=partitions)
+        A plan with nothing to do is an answer too: no run, True. `only`: as `Request.only`."""
+        request = Request(select=(select,), partitions=partitions, only=only)
         try:
             summary = await self.controller.submit(
                 self.pipeline, request, origin, trigger=dict(trigger), skip_empty=True

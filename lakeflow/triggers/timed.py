@@ -17,6 +17,7 @@ from lakeflow.define.graph import Pipeline
 from lakeflow.define.partitions import FilePartitions, Stamp, describe_stamp, file_stamp
 from lakeflow.errors import LakeflowError
 from lakeflow.lake import Lake
+from lakeflow.lake.log import TableState
 from lakeflow.lake.registry import load_registry, save_registry
 from lakeflow.plan.status import held_partitions
 from lakeflow.secrets import EnvVar
@@ -35,6 +36,7 @@ class TimedTriggers:
     state: TriggerState
     schedules: list[Schedule]
     sensors: dict[str, FilePartitions]
+    aside: dict[str, set[str]]  # file sensor -> keys set aside at start (their run failed)
 
     # -- schedules -------------------------------------------------------------------------------
     async def _schedule_loop(self) -> None:
@@ -80,29 +82,63 @@ class TimedTriggers:
         parts = self.sensors[asset]
         watch: dict[str, tuple[Stamp, float]] = {}  # url -> (stamp, when first listed with it)
         recovered = False
-        unasked: list[tuple[str, str]] = []  # files taken whose request was refused
+        unasked: list[tuple[str, str]] = []  # new files taken whose request was refused
+        rerun: list[tuple[str, str]] = []  # changed files taken whose request was refused
         while True:
             try:
                 if not recovered:
                     recovered = await self._recover(asset, parts)
-                sensed, changes = await asyncio.to_thread(self._sense, asset, parts, watch)
+                sensed, changed, changes = await asyncio.to_thread(self._sense, asset, parts, watch)
                 for change in changes:
                     self._emit("file_changed", asset=asset, **change)
-                taken = unasked + sensed
-                if taken:
-                    where = taken[0][1] if len(taken) == 1 else f"{len(taken)} files"
-                    detail = {"kind": "file", "files": [u for _, u in taken][:100]}
-                    asked = await self._request(
-                        asset, tuple(k for k, _ in taken), f"file:{where}", detail, "file"
-                    )
-                    unasked = [] if asked else taken
+                unasked = await self._ask_files(asset, unasked + sensed, None)
+                # a changed file runs whatever its publish recorded (a lake from before stamps
+                # recorded none to compare with)
+                rerun = await self._ask_files(asset, rerun + changed, "all")
             except LakeflowError as error:
                 self._emit("trigger_error", asset=asset, message=str(error))
             except OSError as error:
                 self._emit(
                     "trigger_error", asset=asset, message=f"cannot list {parts.url}: {error}"
                 )
+            except Exception as error:  # say so and keep sensing: a dead sensor misses files
+                self._emit("trigger_error", asset=asset, message=f"{type(error).__name__}: {error}")
             await asyncio.sleep(parts.poll)
+
+    async def _ask_files(
+        self, asset: str, taken: list[tuple[str, str]], only: str | None
+    ) -> list[tuple[str, str]]:
+        """Request the (key, url) taken; returns those to ask for again (refused, or a changed
+        file's rerun while a run builds the asset: that run may read it as it is now)."""
+        if not taken:
+            return []
+        if only == "all":  # a changed file's rerun
+            if self._busy(asset):
+                return taken
+            taken = await asyncio.to_thread(self._not_built_as_is, asset, taken)
+            if not taken:
+                return []
+        where = taken[0][1] if len(taken) == 1 else f"{len(taken)} files"
+        detail = {"kind": "file", "files": [u for _, u in taken][:100]}
+        keys = tuple(k for k, _ in taken)
+        asked = await self._request(asset, keys, f"file:{where}", detail, "file", only=only)
+        return [] if asked else taken
+
+    def _not_built_as_is(self, asset: str, taken: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The changed files whose last publish did not record the stamp they were taken with
+        (a run that started after the change already built them as they are: running them
+        again would publish the same file twice)."""
+        parts = self.sensors[asset]
+        table = TableState.load(
+            self.lake, self.pipeline[asset].table_url(self.lake), column=parts.column
+        )
+        out = []
+        for key, url in taken:
+            done = table.published.get(key)
+            stamp = parts.stamp(key) or {}
+            if done is None or not stamp or any(done.inputs.get(k) != v for k, v in stamp.items()):
+                out.append((key, url))
+        return out
 
     async def _recover(self, asset: str, parts: FilePartitions) -> bool:
         """Once per start: ask for the files registered before (a crash may have left them
@@ -111,8 +147,11 @@ class TimedTriggers:
         parts.load(await asyncio.to_thread(load_registry, self.lake, asset))
         if not len(parts):
             return True
-        held = await asyncio.to_thread(held_partitions, self.lake, asset)
+        held = await asyncio.to_thread(
+            held_partitions, self.lake, asset, cleared_by=("file_changed",)
+        )  # a file that changed after its run failed is tried again
         aside = {k for keys in held.get(asset, {}).values() for k in keys}
+        self.aside[asset] = set(aside)
         spec: str | tuple[str, ...] = "*"
         if aside:
             every = parts.keys()
@@ -126,11 +165,12 @@ class TimedTriggers:
 
     def _sense(
         self, asset: str, parts: FilePartitions, watch: dict[str, tuple[Stamp, float]]
-    ) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[dict[str, Any]]]:
         """List the glob; take the files whose stamp stayed the same for `parts.settle`
-        seconds and that are new or changed (with `on_change="rerun"`), registering their
-        stamps in the lake before anything runs them. Returns the (key, url) taken and the
-        `file_changed` events to emit (on the loop: the emitter is not ours to share)."""
+        seconds and that are new or changed (with `on_change="rerun"`, or whose last run
+        failed: they hold no data to keep), registering their stamps in the lake before
+        anything runs them. Returns the (key, url) new and changed, and the `file_changed`
+        events to emit (on the loop: the emitter is not ours to share)."""
         import fsspec  # loaded with the first sensor only
 
         parts.load(load_registry(self.lake, asset))
@@ -141,7 +181,10 @@ class TimedTriggers:
         now = time.monotonic()
         known = set(parts.keys())
         taken: list[tuple[str, str]] = []
+        changed: list[tuple[str, str]] = []
         changes: list[dict[str, Any]] = []
+        aside = self.aside.setdefault(asset, set())
+        failed_now: set[str] | None = None  # keys whose last run failed
         stamped: list[tuple[str, str, Stamp]] = []  # to register
         listed: set[str] = set()
         for path, info in sorted(listing.items()):
@@ -167,8 +210,18 @@ class TimedTriggers:
             stamped.append((key, url, stamp))
             if before is None:  # registered before stamps were kept: nothing to compare
                 continue
-            taken += [(key, url)] if parts.on_change == "rerun" else []
-            verb = "re-run" if parts.on_change == "rerun" else "refused: its data stays as it was"
+            if parts.on_change == "refuse" and failed_now is None:  # read once, when needed
+                held = held_partitions(self.lake, asset)
+                failed_now = {k for keys in held.get(asset, {}).values() for k in keys}
+            failed = key in aside or key in (failed_now or ())
+            aside.discard(key)
+            if parts.on_change == "rerun" or failed:
+                changed.append((key, url))
+            verb = (
+                "re-run" if parts.on_change == "rerun"
+                else "re-run (its last run failed: no data to keep)" if failed
+                else "refused: its data stays as it was"
+            )  # fmt: skip
             changes.append({
                 "partition": key,
                 "message": f"{url} changed ({describe_stamp(before)} -> "
@@ -181,7 +234,7 @@ class TimedTriggers:
         if stamped:
             parts.load(stamped)
             save_registry(self.lake, asset, parts.entries())
-        return taken, changes
+        return taken, changed, changes
 
 
 def _fsspec_options(parts: FilePartitions, lake: Lake) -> dict[str, Any]:

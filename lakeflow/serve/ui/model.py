@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from lakeflow.define.graph import Pipeline
-from lakeflow.define.partitions import FilePartitions
+from lakeflow.define.partitions import STAMP_KEYS, FilePartitions
 from lakeflow.define.time_windows import TimeWindowPartitions
 from lakeflow.lake import Lake
 from lakeflow.lake.events import EVENTS_TABLE, read_events
@@ -156,7 +156,10 @@ class LakeView:
                 self._snaps[name] = (table.version, snap)
                 return snap
         self._changed.pop(name, None)
-        snap = snapshot(table, parts, [e.up for e in self.pipeline.upstream(name)])
+        upstream = [e.up for e in self.pipeline.upstream(name)]
+        if isinstance(parts, FilePartitions):  # the stamps its files were read with, as status
+            upstream += STAMP_KEYS
+        snap = snapshot(table, parts, upstream)
         self._snaps[name] = (table.version, snap)
         return snap
 
