@@ -326,3 +326,27 @@ def test_a_change_seen_after_a_failure_clears_it_for_the_next_start(lake):
         "flaky.csv",
         "other.csv",
     ]  # status still says what failed last
+
+
+def test_resuming_a_file_run_logs_the_publishes_a_dead_controller_never_wrote_down(
+    ray_session, lake, incoming, tmp_path, up
+):
+    """A controller that died after a file's commit but before its events reached the log: the
+    one that resumes the run finds the file among the registered ones and logs the publish.
+    (A fresh controller knows no files until it reads the registry: the publish was skipped as
+    "a partition the definition no longer has", found by the stress.)"""
+    import shutil
+
+    _, pipeline = flaky_pipeline(tmp_path, incoming, lake)  # importable: a module of its own
+    write_csv(incoming, "late.csv", 3)
+    up(pipeline)
+    eventually(lambda: lake_rows(f"{lake}/raw_orders") == {"late.csv": 3})
+    run_id = wait_events(lake, "unit_published")["run_id"][0]
+    lf.down(pipeline, timeout=30)
+    lf.stop(lake)  # its controller is gone ...
+    shutil.rmtree(Path(lake, "_lakeflow", "events"))  # ... and so is every event of the run
+
+    assert lf.resume(run_id, lake=lake).ok
+    published = events(lake, "unit_published")
+    assert published.select("run_id", "partition").rows() == [(run_id, "late.csv")]
+    assert '"repaired": true' in published["detail"][0]

@@ -24,10 +24,12 @@ from lakeflow.define.definition import (
     reference,
 )
 from lakeflow.define.graph import Pipeline
+from lakeflow.define.partitions import FilePartitions
 from lakeflow.errors import RequestError
 from lakeflow.lake import Lake
 from lakeflow.lake.events import read_events
 from lakeflow.lake.log import TableState
+from lakeflow.lake.registry import load_registry
 from lakeflow.plan.planner import Request
 from lakeflow.plan.scheduler import NOT_BUILT
 
@@ -170,6 +172,8 @@ def published_by(
     unlogged: list[tuple[str, str, int]] = []
     for name, table in tables.items():
         parts = pipeline[name].partitions
+        if isinstance(parts, FilePartitions):  # its keys are the files registered in the lake
+            parts.load(load_registry(lake, name))
         with table.lock:
             mine = [
                 (k, info.version) for k, info in table.published.items() if info.run_id == run_id
