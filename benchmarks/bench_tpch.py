@@ -23,6 +23,7 @@ it spends about a core of its own on ~2,500 small units a minute, shared with th
     python benchmarks/bench_tpch.py                          # SF 1, daily
     python benchmarks/bench_tpch.py --scale 10 --marts       # where the disk allows
     python benchmarks/bench_tpch.py --scale 10 --marts --s3 --raw none   # disk and S3, lakeflow
+    python benchmarks/bench_tpch.py --scale 10 --s3 --raw sink_delta --commands disk
     python benchmarks/bench_tpch.py --scale 10 --hourly --marts --raw parquet   # ~61,000 units
     python benchmarks/bench_tpch.py --scale 30 --marts --raw duckdb      # landed in 15 parts
     python benchmarks/bench_tpch.py --quick                  # one month of SF 0.1; CI runs this
@@ -346,7 +347,7 @@ def store(kind: str, work: Path, name: str) -> Iterator[tuple[str, dict[str, str
 
 def one_round(
     data: Landing, work: Path, stores: list[str], engines: list[str], marts: bool,
-    address: str | None, results: dict[tuple[str, str], Figures],
+    address: str | None, results: dict[tuple[str, str], Figures], commands: list[str],
 ) -> None:  # fmt: skip
     """Every run once, each into a fresh, empty place."""
 
@@ -372,6 +373,8 @@ def one_round(
             run = "lakeflow backfill: " + " + ".join(assets_of(select, data))
             with store(kind, work, "lake") as (lake, options):
                 lakeflow_in_run(data, lake, options, select, address, figures(run, kind))
+        if kind not in commands:
+            continue
         run = "lakeflow backfill command (start-up included): " + " + ".join(
             assets_of(selects[-1], data)
         )
@@ -421,6 +424,11 @@ def main() -> None:
     parser.add_argument("--hourly", action="store_true", help="hourly partitions (synthetic hour)")
     parser.add_argument("--marts", action="store_true", help="also the Q1 mart and monthly roll-up")
     parser.add_argument("--s3", action="store_true", help="also on a local S3 server (moto)")
+    parser.add_argument(
+        "--commands",
+        default="disk,s3",
+        help="the stores whose whole-command run is timed too, a comma list, or none",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="times each run is repeated")
     parser.add_argument(
         "--raw",
@@ -441,7 +449,10 @@ def main() -> None:
     started, load = time.perf_counter(), os.getloadavg()[0]
     try:
         for _ in range(args.rounds):
-            one_round(data, work, stores, engines, args.marts, args.address, results)
+            one_round(
+                data, work, stores, engines, args.marts, args.address, results,
+                [] if args.commands == "none" else args.commands.split(","),
+            )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
         import ray
