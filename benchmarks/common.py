@@ -68,3 +68,10 @@ def record(title: str, body: str, *, quick: bool) -> None:
     if not quick:
         with RESULTS.open("a") as handle:
             handle.write(text)
+        # README's benchmark table quotes the newest entries: regenerate it with every append, so
+        # a figure can never land in RESULTS.md without the README that quotes it
+        from benchmarks import readme_table
+
+        readme_table.README.write_text(
+            readme_table.render(readme_table.README.read_text(), RESULTS.read_text())
+        )

@@ -92,3 +92,28 @@ def test_the_benchmark_table_is_what_readme_table_generates_from_results():
     # the newest pipeline-shape entry is the one quoted
     newest = readme_table.latest(results, "bench_pipeline.py", "Pipeline shape: 3 assets x 365")
     assert newest is not None and f"{newest[1][0]['units/s']} units/s" in table
+
+
+def test_a_benchmark_that_records_regenerates_the_readme_table(tmp_path, monkeypatch):
+    """A benchmark run that appends to RESULTS.md rewrites README's table in the same step (a
+    RESULTS.md entry committed without the table once failed CI): record a control-plane figure
+    into copies of both files and the README copy quotes it."""
+    from benchmarks import common
+
+    readme, results = tmp_path / "README.md", tmp_path / "RESULTS.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    results.write_text((ROOT / "benchmarks" / "RESULTS.md").read_text())
+    monkeypatch.setattr(readme_table, "README", readme)
+    monkeypatch.setattr(common, "RESULTS", results)
+    monkeypatch.setattr(common, "command_line", lambda: "python benchmarks/bench_control_plane.py --sizes 7")
+    body = common.table(
+        ["units", "bare Ray tasks/s", "lakeflow units/s", "ms a Ray task", "ms a lakeflow unit", "lakeflow / Ray"],
+        [[7, 1.0, 1.0, 1.0, 1.0, 0.5]],
+    )
+    common.record("Control-plane cost: lakeflow units vs bare Ray tasks", body, quick=False)
+    assert "| `bench_control_plane.py --sizes 7` |" in readme.read_text()
+    assert readme_table.render(readme.read_text(), results.read_text()) == readme.read_text()
+    # a quick run records nothing, README included
+    before = readme.read_text()
+    common.record("Control-plane cost: lakeflow units vs bare Ray tasks", body, quick=True)
+    assert readme.read_text() == before
