@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from lakeflow.aio import wait_event, within
 from lakeflow.control.options import ControllerOptions, new_run_id
 from lakeflow.control.runner import Run
 from lakeflow.control.runs import (
@@ -195,7 +196,7 @@ class Controller:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.events.pending():
             try:
-                await asyncio.wait_for(asyncio.to_thread(self.events.flush), 30)
+                await within(asyncio.to_thread(self.events.flush), 30)
             except Exception:
                 pass
 
@@ -439,11 +440,7 @@ class Controller:
         run = self.runs.get(run_id)
         if run is None:
             return True
-        try:
-            await asyncio.wait_for(run.finished.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(run.finished, timeout)
 
     def progress(self, run_id: str) -> dict[str, Any]:
         run = self.runs.get(run_id)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lakeflow.aio import wait_event
 from lakeflow.control.claims import Claims
 from lakeflow.control.group_commit import (
     LONGEST_LINGER,
@@ -208,10 +209,7 @@ class Run(Claims, RunOutcomes):
             timeout = min(timeout, self.commits.linger)
         if self.parked:  # the other run's outcome wakes every run; this is a safety net
             timeout = min(timeout, 0.2)
-        try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self.wake, timeout)
 
     # -- dispatch --------------------------------------------------------------------------------
     def _batch_size(self, free: int) -> int:

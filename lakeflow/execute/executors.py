@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from lakeflow.aio import within
 from lakeflow.define.checks import CheckResult
 from lakeflow.define.graph import Pipeline
 from lakeflow.execute.sql import interrupt
@@ -72,7 +73,7 @@ async def _in_daemon_thread(work: Callable[[], Any], budget: float) -> Any:
     thread = threading.Thread(target=body, name="lakeflow-unit", daemon=True)
     thread.start()
     try:
-        return await asyncio.wait_for(future, budget)
+        return await within(future, budget)
     except TimeoutError:
         interrupt(thread.ident)
         raise
@@ -209,7 +210,7 @@ class RayExecutor:
                 records = await ref
             else:
                 try:
-                    records = await asyncio.wait_for(asyncio.wrap_future(ref.future()), budget)
+                    records = await within(asyncio.wrap_future(ref.future()), budget)
                 except TimeoutError:
                     # kill the worker process: a hung function holds its slot (and maybe a lock)
                     self._ray.cancel(ref, force=True)

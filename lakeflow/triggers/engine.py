@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lakeflow.aio import wait_event
 from lakeflow.define.automation import OnPublish, Schedule
 from lakeflow.define.graph import Pipeline
 from lakeflow.define.partitions import FilePartitions
@@ -197,10 +198,7 @@ class Triggers(TimedTriggers):
             except Exception as error:  # a table the follower cannot read: say so, keep watching
                 self._emit("trigger_error", message=f"{type(error).__name__}: {error}")
                 await asyncio.sleep(min(5.0, self.options.poll * 20))
-            try:
-                await asyncio.wait_for(self.wake.wait(), self.options.poll)
-            except TimeoutError:
-                pass
+            await wait_event(self.wake, self.options.poll)
             self.wake.clear()
 
     def _fetch(self) -> dict[str, list[Commit]]:
@@ -315,10 +313,8 @@ class Triggers(TimedTriggers):
                 await self._fire_ready()
             except LakeflowError as error:
                 self._emit("trigger_error", message=str(error))
-            try:  # new pending keys wake it at once; debounces and retries need the timeout
-                await asyncio.wait_for(self.fire.wait(), self.options.poll / 2)
-            except TimeoutError:
-                pass
+            # new pending keys wake it at once; debounces and retries need the timeout
+            await wait_event(self.fire, self.options.poll / 2)
 
     def _busy(self, asset: str) -> bool:
         """A run in this controller will build `asset` (or its start-up request is being made):
