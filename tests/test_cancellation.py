@@ -48,8 +48,12 @@ def wait_for_calls(source: str) -> list[int]:
 
 
 def test_the_grep_finds_wait_for_in_every_spelling():
-    assert wait_for_calls("import asyncio\nasync def f(e):\n    await asyncio.wait_for(e.wait(), 1)\n") == [3]
-    assert wait_for_calls("from asyncio import wait_for as w\nasync def f(e):\n    await w(e.wait(), 1)\n") == [3]
+    assert wait_for_calls(
+        "import asyncio\nasync def f(e):\n    await asyncio.wait_for(e.wait(), 1)\n"
+    ) == [3]
+    assert wait_for_calls(
+        "from asyncio import wait_for as w\nasync def f(e):\n    await w(e.wait(), 1)\n"
+    ) == [3]
     assert wait_for_calls("async def f(driver):\n    await driver.wait_for(1)\n") == []
 
 

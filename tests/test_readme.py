@@ -105,9 +105,18 @@ def test_a_benchmark_that_records_regenerates_the_readme_table(tmp_path, monkeyp
     results.write_text((ROOT / "benchmarks" / "RESULTS.md").read_text())
     monkeypatch.setattr(readme_table, "README", readme)
     monkeypatch.setattr(common, "RESULTS", results)
-    monkeypatch.setattr(common, "command_line", lambda: "python benchmarks/bench_control_plane.py --sizes 7")
+    monkeypatch.setattr(
+        common, "command_line", lambda: "python benchmarks/bench_control_plane.py --sizes 7"
+    )
     body = common.table(
-        ["units", "bare Ray tasks/s", "lakeflow units/s", "ms a Ray task", "ms a lakeflow unit", "lakeflow / Ray"],
+        [
+            "units",
+            "bare Ray tasks/s",
+            "lakeflow units/s",
+            "ms a Ray task",
+            "ms a lakeflow unit",
+            "lakeflow / Ray",
+        ],
         [[7, 1.0, 1.0, 1.0, 1.0, 0.5]],
     )
     common.record("Control-plane cost: lakeflow units vs bare Ray tasks", body, quick=False)
