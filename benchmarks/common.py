@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import readme_table
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -70,8 +72,6 @@ def record(title: str, body: str, *, quick: bool) -> None:
             handle.write(text)
         # README's benchmark table quotes the newest entries: regenerate it with every append, so
         # a figure can never land in RESULTS.md without the README that quotes it
-        from benchmarks import readme_table
-
         readme_table.README.write_text(
             readme_table.render(readme_table.README.read_text(), RESULTS.read_text())
         )
